@@ -1,0 +1,353 @@
+"""Reading and writing images: TIFF / OME-TIFF (with pixel size), PNG, JPEG, label images.
+
+Galaxy hands datasets over as ``dataset_N.dat``, so formats are recognised from the file's
+first bytes, never from its name. Every image comes back as a 2-D array ``(Y, X)`` or a
+channels-last array ``(Y, X, C)``; anything else (a z-stack, a time series) is refused with
+an :class:`InputError` naming the axes found.
+
+Outputs are written through :func:`atomic_output`, so a failed step never leaves a
+half-written file where Galaxy (or a user) would pick it up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import tifffile
+from PIL import Image as PILImage
+
+from .errors import InputError
+
+MIN_SIDE = 2
+"""Smallest accepted width and height, in pixels."""
+
+SUPPORTED_DTYPES = (np.bool_, np.uint8, np.uint16, np.uint32, np.int8, np.int16, np.int32,
+                    np.float32, np.float64)
+
+_MAGIC = {
+    b"II*\x00": "tiff", b"MM\x00*": "tiff", b"II+\x00": "tiff", b"MM\x00+": "tiff",
+    b"\x89PNG": "png", b"\xff\xd8\xff": "jpeg",
+}
+
+_UNIT_TO_UM = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0,
+               "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+CHANNEL_AXES = "CSIQ"
+"""tifffile axis codes treated as channels when they are the only non-spatial axis."""
+
+
+@dataclass
+class Image:
+    """Pixels plus the physical pixel size, when the file records one."""
+
+    data: np.ndarray
+    pixel_size: tuple[float, float] | None = None
+    """(y, x) size of one pixel in micrometres, or None when unknown."""
+
+    @property
+    def n_channels(self) -> int:
+        return 1 if self.data.ndim == 2 else self.data.shape[2]
+
+
+def sniff_format(path: str | os.PathLike) -> str:
+    """Return 'tiff', 'png' or 'jpeg' from the file's magic bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"cannot read '{path.name}': no such file")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head:
+        raise InputError(f"cannot read '{path.name}': the file is empty")
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    raise InputError(f"'{path.name}' is not a TIFF, PNG or JPEG image")
+
+
+def read_image(path: str | os.PathLike) -> Image:
+    """Read a whole 2-D image (grey, RGB or multichannel) and its pixel size."""
+    kind = sniff_format(path)
+    name = Path(path).name
+    try:
+        if kind == "tiff":
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                data = series.asarray()
+                axes = series.axes
+                pixel_size = _tiff_pixel_size(tif)
+        else:
+            with PILImage.open(path) as pil:
+                pil = _pil_to_supported_mode(pil)
+                data = np.asarray(pil)
+            axes = "YXS" if data.ndim == 3 else "YX"
+            pixel_size = None
+    except InputError:
+        raise
+    except Exception as exc:  # any decoder failure means the file is damaged or not an image
+        raise InputError(f"cannot read '{name}' as {kind.upper()}: {_one_line(exc)}") from exc
+    data = _to_yxc(data, axes, name)
+    check_image(data, name)
+    return Image(data, pixel_size)
+
+
+def read_labels(path: str | os.PathLike) -> Image:
+    """Read a label image: one channel, non-negative whole numbers, 0 = background."""
+    image = read_image(path)
+    name = Path(path).name
+    labels = image.data
+    if labels.ndim != 2:
+        raise InputError(f"'{name}' is not a label image: it has {labels.shape[2]} channels, expected 1")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise InputError(f"'{name}' is not a label image: it holds fractional values")
+    if labels.dtype.kind in "fi" and labels.min() < 0:
+        raise InputError(f"'{name}' is not a label image: it holds negative values")
+    if labels.dtype.kind != "u" and labels.dtype != np.bool_:
+        labels = labels.astype(np.uint32)
+    return Image(labels.astype(smallest_label_dtype(int(labels.max()))), image.pixel_size)
+
+
+def check_image(data: np.ndarray, name: str = "image") -> None:
+    """Refuse images that no step can work on: too small, wrong dtype, NaN or infinite values."""
+    height, width = data.shape[:2]
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise InputError(f"'{name}' is {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
+    if data.dtype.type not in SUPPORTED_DTYPES:
+        raise InputError(f"'{name}' has pixel type {data.dtype}, which is not supported")
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        raise InputError(f"'{name}' contains NaN or infinite pixel values")
+
+
+def smallest_label_dtype(max_label: int) -> np.dtype:
+    """uint16 while the labels fit, uint32 beyond (what Fiji, napari and QuPath read)."""
+    if max_label < 2**16:
+        return np.dtype(np.uint16)
+    if max_label < 2**32:
+        return np.dtype(np.uint32)
+    raise InputError(f"{max_label} objects do not fit in a 32-bit label image")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp made it private
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_image(path: str | os.PathLike, data: np.ndarray,
+                pixel_size: tuple[float, float] | None = None) -> None:
+    """Write a (Y, X) or (Y, X, C) array as a zlib-compressed OME-TIFF.
+
+    RGB uint8 images are stored as RGB; other multichannel images as one plane per channel.
+    The pixel size goes into the OME-XML and the TIFF resolution tags.
+    """
+    if data.ndim == 3 and not (data.shape[2] in (3, 4) and data.dtype == np.uint8):
+        stored, axes = np.moveaxis(data, 2, 0), "CYX"
+    else:
+        stored, axes = data, ("YXS" if data.ndim == 3 else "YX")
+    metadata: dict = {"axes": axes}
+    options: dict = {}
+    if pixel_size is not None:
+        size_y, size_x = pixel_size
+        metadata.update(PhysicalSizeY=size_y, PhysicalSizeYUnit="µm",
+                        PhysicalSizeX=size_x, PhysicalSizeXUnit="µm")
+        options.update(resolution=(1e4 / size_x, 1e4 / size_y), resolutionunit="CENTIMETER")
+    with atomic_output(path) as tmp:
+        tifffile.imwrite(tmp, stored, ome=True, metadata=metadata, compression="zlib",
+                         photometric="rgb" if axes == "YXS" else "minisblack", **options)
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray,
+                 pixel_size: tuple[float, float] | None = None) -> None:
+    """Write a label image as OME-TIFF in the smallest unsigned type that holds it."""
+    dtype = smallest_label_dtype(int(labels.max()) if labels.size else 0)
+    write_image(path, labels.astype(dtype, copy=False), pixel_size)
+
+
+class TiledImageReader:
+    """Read regions of a large (tiled, possibly pyramidal) TIFF without loading the whole slide.
+
+    Only the TIFF tiles or strips that a region touches are decoded, so memory follows the
+    region size, not the slide size. PNG and JPEG cannot be read in parts; they are loaded
+    whole (they are small in practice).
+    """
+
+    def __init__(self, path: str | os.PathLike, level: int = 0):
+        import zarr
+
+        self.name = Path(path).name
+        self._tif = None
+        kind = sniff_format(path)
+        if kind != "tiff":
+            image = read_image(path)
+            self._array = image.data
+            self.pixel_size = image.pixel_size
+            self.shape = image.data.shape
+            self.dtype = image.data.dtype
+            self.n_levels = 1
+            return
+        try:
+            self._tif = tifffile.TiffFile(path)
+            series = self._tif.series[0]
+            self.n_levels = len(series.levels)
+            if not 0 <= level < self.n_levels:
+                raise InputError(f"'{self.name}' has {self.n_levels} resolution levels; level {level} does not exist")
+            array = zarr.open(series.aszarr(level=level), mode="r")
+            axes = series.levels[level].axes
+            self.pixel_size = _tiff_pixel_size(self._tif)
+        except InputError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise InputError(f"cannot read '{self.name}' as TIFF: {_one_line(exc)}") from exc
+        if self.pixel_size is not None and level > 0:
+            scale = series.levels[0].shape[axes.index("Y")] / array.shape[axes.index("Y")]
+            self.pixel_size = (self.pixel_size[0] * scale, self.pixel_size[1] * scale)
+        self._array = array
+        self._axes = axes
+        self._channel_axis = _channel_axis(axes, array.shape, self.name)
+        height, width = array.shape[axes.index("Y")], array.shape[axes.index("X")]
+        self.shape = (height, width) if self._channel_axis is None else \
+            (height, width, array.shape[self._channel_axis])
+        self.dtype = np.dtype(array.dtype)
+
+    def read_region(self, y: int, x: int, height: int, width: int) -> np.ndarray:
+        """Return pixels [y:y+height, x:x+width] (clipped to the image) as (h, w) or (h, w, C)."""
+        ys = slice(max(y, 0), min(y + height, self.shape[0]))
+        xs = slice(max(x, 0), min(x + width, self.shape[1]))
+        if self._tif is None:
+            return self._array[ys, xs]
+        return _select_yxc(self._array, self._axes, self._channel_axis, ys, xs)
+
+    def close(self) -> None:
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+
+    def __enter__(self) -> "TiledImageReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _channel_axis(axes: str, shape: tuple[int, ...], name: str) -> int | None:
+    """Index of the channel axis (None for grey); refuse anything that is not 2-D."""
+    if "Y" not in axes or "X" not in axes:
+        raise InputError(f"'{name}' has no Y and X axes (axes {axes}, shape {tuple(shape)})")
+    extra = [i for i, a in enumerate(axes) if a not in "YX" and shape[i] > 1]
+    if len(extra) > 1 or (extra and axes[extra[0]] not in CHANNEL_AXES):
+        found = "".join(a for i, a in enumerate(axes) if a in "YX" or shape[i] > 1)
+        raise InputError(f"'{name}' is not a 2-D image: axes {found}, shape {tuple(shape)}; "
+                         "expected YX or YX plus channels")
+    return extra[0] if extra else None
+
+
+def _select_yxc(array, axes: str, channel_axis: int | None, ys: slice, xs: slice) -> np.ndarray:
+    """Index a region out of an N-D array and return it as (h, w) or (h, w, C)."""
+    index = tuple(ys if a == "Y" else xs if a == "X" else
+                  (slice(None) if i == channel_axis else 0) for i, a in enumerate(axes))
+    kept = [a for i, a in enumerate(axes) if a in "YX" or i == channel_axis]
+    order = [kept.index("Y"), kept.index("X")]
+    if channel_axis is not None:
+        order.append(kept.index(axes[channel_axis]))
+    return np.ascontiguousarray(np.transpose(np.asarray(array[index]), order))
+
+
+def _to_yxc(data: np.ndarray, axes: str, name: str) -> np.ndarray:
+    """Drop singleton axes and move a channel axis last; refuse anything that is not 2-D."""
+    channel_axis = _channel_axis(axes, data.shape, name)
+    return _select_yxc(data, axes, channel_axis, slice(None), slice(None))
+
+
+def _pil_to_supported_mode(pil: PILImage.Image) -> PILImage.Image:
+    """Palette and odd modes become RGB(A) or grey; 16-bit PNGs keep their depth."""
+    if pil.mode in ("P", "PA"):
+        return pil.convert("RGBA" if "transparency" in pil.info or pil.mode == "PA" else "RGB")
+    if pil.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return pil.convert("RGB")
+    if pil.mode == "LA":
+        return pil.convert("L")
+    return pil
+
+
+def _tiff_pixel_size(tif: tifffile.TiffFile) -> tuple[float, float] | None:
+    """Pixel size in µm from OME-XML, ImageJ metadata, Aperio MPP or the resolution tags."""
+    if tif.is_ome and tif.ome_metadata:
+        size = _ome_pixel_size(tif.ome_metadata)
+        if size:
+            return size
+    page = tif.pages.first
+    if tif.is_svs:
+        match = re.search(r"MPP\s*=\s*([0-9.]+)", page.description or "")
+        if match:
+            mpp = float(match.group(1))
+            return (mpp, mpp)
+    x_res, y_res = page.tags.get("XResolution"), page.tags.get("YResolution")
+    if x_res is None or y_res is None:
+        return None
+    per_x, per_y = (_rational(t.value) for t in (x_res, y_res))
+    if not per_x or not per_y:
+        return None
+    if tif.is_imagej:
+        unit = (tif.imagej_metadata or {}).get("unit", "")
+        factor = _UNIT_TO_UM.get(str(unit).replace("\\u00B5", "µ"))
+        return (factor / per_y, factor / per_x) if factor else None
+    unit = page.tags.get("ResolutionUnit")
+    unit = int(unit.value) if unit is not None else 2
+    if unit == 3:  # centimetre
+        return (1e4 / per_y, 1e4 / per_x)
+    if unit == 2 and per_x not in (72.0, 96.0):  # inch; 72/96 dpi are screen defaults, not optics
+        return (25400 / per_y, 25400 / per_x)
+    return None
+
+
+def _ome_pixel_size(ome_xml: str) -> tuple[float, float] | None:
+    try:
+        root = ET.fromstring(ome_xml)
+    except ET.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
+    if pixels is None or "PhysicalSizeX" not in pixels.attrib:
+        return None
+    size_x = float(pixels.get("PhysicalSizeX"))
+    size_y = float(pixels.get("PhysicalSizeY", size_x))
+    unit_x = _UNIT_TO_UM.get(pixels.get("PhysicalSizeXUnit", "µm"))
+    unit_y = _UNIT_TO_UM.get(pixels.get("PhysicalSizeYUnit", "µm"))
+    if unit_x is None or unit_y is None:
+        return None
+    return (size_y * unit_y, size_x * unit_x)
+
+
+def _rational(value) -> float:
+    if isinstance(value, tuple):
+        return value[0] / value[1] if value[1] else 0.0
+    return float(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) < 300 else text[:297] + "..."

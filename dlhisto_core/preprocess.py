@@ -1,0 +1,111 @@
+"""Preprocessing: colour deconvolution, rescaling, Gaussian smoothing, percentile normalisation.
+
+Each function takes and returns channels-last arrays ((Y, X) or (Y, X, C)). :func:`preprocess`
+chains them in the one order that makes sense for histology: separate the stains first (on
+the raw RGB optical densities), then resample, then smooth, then normalise the intensities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from skimage import color, transform
+from scipy import ndimage as ndi
+
+from .errors import InputError
+from .image_io import Image
+
+STAINS = {"hematoxylin": 0, "eosin": 1, "dab": 2}
+"""Channels of the Ruifrok & Johnston H-E-DAB colour deconvolution (scikit-image ``rgb2hed``)."""
+
+
+@dataclass
+class PreprocessOptions:
+    """What to do to an image; the defaults do nothing."""
+
+    deconvolve: str | None = None
+    """'hematoxylin', 'eosin', 'dab' (one stain) or 'hed' (all three) from an RGB image."""
+    target_pixel_size: float | None = None
+    """Resample to this pixel size in µm."""
+    input_pixel_size: float | None = None
+    """Pixel size in µm to assume when the file records none (or to override it)."""
+    sigma: float = 0.0
+    """Gaussian smoothing sigma in pixels (after rescaling); 0 = no smoothing."""
+    normalize: tuple[float, float] | None = None
+    """(low, high) percentiles mapped to 0 and 1, per channel."""
+
+
+def preprocess(image: Image, options: PreprocessOptions) -> Image:
+    """Apply deconvolution, rescale, smoothing and normalisation, in that order."""
+    data, pixel_size = image.data, image.pixel_size
+    if options.input_pixel_size is not None:
+        _check_positive("input pixel size", options.input_pixel_size)
+        pixel_size = (options.input_pixel_size, options.input_pixel_size)
+    if options.deconvolve:
+        data = deconvolve_stains(data, options.deconvolve)
+    if options.target_pixel_size is not None:
+        if pixel_size is None:
+            raise InputError("the image records no pixel size; give the input pixel size to rescale it")
+        data, pixel_size = rescale_to_pixel_size(data, pixel_size, options.target_pixel_size)
+    if options.sigma:
+        data = gaussian_smooth(data, options.sigma)
+    if options.normalize is not None:
+        data = normalize_percentiles(data, *options.normalize)
+    return Image(np.asarray(data, dtype=np.float32) if data.dtype != np.float32 else data, pixel_size)
+
+
+def gaussian_smooth(data: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian filter of each channel, as float32 (``sigma`` in pixels, 0 = unchanged)."""
+    if not np.isfinite(sigma) or sigma < 0:
+        raise InputError(f"sigma must be zero or positive, got {sigma}")
+    data = data.astype(np.float32, copy=False)
+    if sigma == 0:
+        return data
+    per_axis = (sigma, sigma) + (0,) * (data.ndim - 2)
+    return ndi.gaussian_filter(data, per_axis, mode="reflect")
+
+
+def normalize_percentiles(data: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """Map the ``low`` and ``high`` percentiles of each channel to 0 and 1 (CSBDeep style, not clipped)."""
+    if not (0 <= low < high <= 100):
+        raise InputError(f"percentiles must satisfy 0 <= low < high <= 100, got {low} and {high}")
+    data = data.astype(np.float32, copy=False)
+    axes = (0, 1)
+    lo = np.percentile(data, low, axis=axes, keepdims=True)
+    hi = np.percentile(data, high, axis=axes, keepdims=True)
+    return ((data - lo) / np.maximum(hi - lo, 1e-12)).astype(np.float32)
+
+
+def deconvolve_stains(rgb: np.ndarray, stain: str) -> np.ndarray:
+    """Optical density of one stain ('hematoxylin', 'eosin', 'dab') or all three ('hed')."""
+    if stain != "hed" and stain not in STAINS:
+        raise InputError(f"unknown stain '{stain}'; choose one of hed, {', '.join(STAINS)}")
+    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4):
+        channels = 1 if rgb.ndim == 2 else rgb.shape[2]
+        raise InputError(f"colour deconvolution needs an RGB image, got {channels} channel(s)")
+    hed = color.rgb2hed(_rgb_as_unit_float(rgb[..., :3])).astype(np.float32)
+    return hed if stain == "hed" else hed[..., STAINS[stain]]
+
+
+def rescale_to_pixel_size(data: np.ndarray, pixel_size: tuple[float, float], target: float
+                          ) -> tuple[np.ndarray, tuple[float, float]]:
+    """Resample (bilinear, anti-aliased when shrinking) so that pixels measure ``target`` µm."""
+    _check_positive("target pixel size", target)
+    factors = (pixel_size[0] / target, pixel_size[1] / target)
+    shape = tuple(max(1, round(n * f)) for n, f in zip(data.shape[:2], factors)) + data.shape[2:]
+    resized = transform.resize(data.astype(np.float32, copy=False), shape, order=1,
+                               anti_aliasing=min(factors) < 1, preserve_range=True)
+    actual = (pixel_size[0] * data.shape[0] / shape[0], pixel_size[1] * data.shape[1] / shape[1])
+    return resized.astype(np.float32), actual
+
+
+def _rgb_as_unit_float(rgb: np.ndarray) -> np.ndarray:
+    if rgb.dtype.kind == "f":
+        return np.clip(rgb, 0, 1)
+    return rgb.astype(np.float32) / np.iinfo(rgb.dtype).max
+
+
+def _check_positive(what: str, value: float) -> None:
+    if not np.isfinite(value) or value <= 0:
+        raise InputError(f"{what} must be positive, got {value}")

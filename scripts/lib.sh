@@ -1,0 +1,123 @@
+# Shared by scripts/test and scripts/demo: install the project and a real Galaxy, start Galaxy.
+# Source it from the repository root; it defines functions and variables, runs nothing.
+#
+# Venvs are cached so that a second run reuses them:
+#   .venv/                             the dlhisto core (pinned by requirements.lock)
+#   $DLHISTO_CACHE/galaxy-$GX_VERSION  Galaxy from PyPI (default cache: ~/.cache/dlhisto)
+#   $DLHISTO_CACHE/planemo-$PLANEMO_VERSION
+
+GX_VERSION=26.1.1          # 26.1.2 pins a certifi release that PyPI lacks
+PLANEMO_VERSION=0.75.47
+PYTHON=${PYTHON:-python3.11}
+DLHISTO_CACHE=${DLHISTO_CACHE:-$HOME/.cache/dlhisto}
+GX_VENV="$DLHISTO_CACHE/galaxy-$GX_VERSION"
+PLANEMO_VENV="$DLHISTO_CACHE/planemo-$PLANEMO_VERSION"
+REPO_ROOT=$(pwd)
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+# The core package and its pinned dependencies, reinstalled only when the lock or pyproject change.
+install_core() {
+    local stamp_now
+    stamp_now=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+    if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp_now" ]; then
+        log "installing dlhisto and its pinned dependencies into .venv"
+        rm -rf .venv
+        "$PYTHON" -m venv .venv
+        .venv/bin/pip install -q -r requirements.lock
+        .venv/bin/pip install -q --no-deps -e .
+        echo "$stamp_now" > .venv/.installed
+    fi
+}
+
+install_galaxy() {
+    mkdir -p "$DLHISTO_CACHE"
+    if [ ! -x "$GX_VENV/bin/galaxy-web" ]; then
+        log "installing galaxy==$GX_VERSION from PyPI into $GX_VENV (about 4 minutes)"
+        rm -rf "$GX_VENV"
+        "$PYTHON" -m venv "$GX_VENV"
+        "$GX_VENV/bin/pip" install -q "galaxy==$GX_VERSION"
+    fi
+    if [ ! -x "$PLANEMO_VENV/bin/planemo" ]; then
+        log "installing planemo==$PLANEMO_VERSION from PyPI into $PLANEMO_VENV"
+        rm -rf "$PLANEMO_VENV"
+        "$PYTHON" -m venv "$PLANEMO_VENV"
+        "$PLANEMO_VENV/bin/pip" install -q "planemo==$PLANEMO_VERSION"
+    fi
+}
+
+# write_galaxy_config WORK PORT ADMIN_KEY: a tool panel with every dlhisto tool, and
+# requirements resolved from WORK/deps (Galaxy's 'galaxy_packages' resolver) to this checkout.
+write_galaxy_config() {
+    local work=$1 port=$2 admin_key=$3 version
+    mkdir -p "$work/config" "$work/data" "$work/tmp"
+    version=$(.venv/bin/dlhisto --version | awk '{print $2}')
+    mkdir -p "$work/deps/dlhisto/$version/bin"
+    ln -sf "$REPO_ROOT/.venv/bin/dlhisto" "$work/deps/dlhisto/$version/bin/dlhisto"
+    {
+        echo '<?xml version="1.0"?>'
+        echo '<toolbox monitor="false">'
+        echo '  <section id="getext" name="Get Data"><tool file="data_source/upload.xml"/></section>'
+        echo '  <section id="dlhisto" name="dlhisto: histology image analysis">'
+        for xml in "$REPO_ROOT"/tools/*.xml; do
+            [ "$(basename "$xml")" = macros.xml ] || echo "    <tool file=\"$xml\"/>"
+        done
+        echo '  </section>'
+        echo '</toolbox>'
+    } > "$work/config/tool_conf.xml"
+    cat > "$work/config/dependency_resolvers_conf.xml" <<EOF
+<dependency_resolvers>
+    <galaxy_packages />
+</dependency_resolvers>
+EOF
+    cat > "$work/config/galaxy.yml" <<EOF
+galaxy:
+  config_dir: $work/config
+  data_dir: $work/data
+  new_file_path: $work/tmp
+  tool_config_file: $work/config/tool_conf.xml
+  tool_dependency_dir: $work/deps
+  dependency_resolvers_config_file: $work/config/dependency_resolvers_conf.xml
+  conda_auto_init: false
+  conda_auto_install: false
+  bootstrap_admin_api_key: $admin_key
+  admin_users: admin@dlhisto.local,planemo@galaxyproject.org
+  id_secret: dlhisto-local-id-secret-$(echo "$work" | sha256sum | cut -c1-16)
+  database_auto_migrate: true
+  watch_tools: 'false'
+  enable_celery_tasks: false
+  galaxy_infrastructure_url: http://127.0.0.1:$port
+  allow_user_creation: true
+  cleanup_job: onsuccess
+EOF
+}
+
+# start_galaxy WORK PORT: start galaxy-web in the background (its venv active, as upload jobs
+# need) and wait until the API answers. Sets GX_PID.
+start_galaxy() {
+    local work=$1 port=$2
+    if curl -sf "http://127.0.0.1:$port/api/version" >/dev/null 2>&1; then
+        echo "port $port already serves something; stop it or choose another port" >&2
+        return 1
+    fi
+    (
+        # shellcheck disable=SC1091
+        . "$GX_VENV/bin/activate"
+        export TMPDIR="$work/tmp"
+        exec galaxy-web -c "$work/config/galaxy.yml" -b "127.0.0.1:$port"
+    ) > "$work/galaxy.log" 2>&1 &
+    GX_PID=$!
+    echo "$GX_PID" > "$work/galaxy.pid"
+    for _ in $(seq 1 600); do
+        curl -sf "http://127.0.0.1:$port/api/version" >/dev/null 2>&1 && return 0
+        if ! kill -0 "$GX_PID" 2>/dev/null; then
+            tail -40 "$work/galaxy.log" >&2
+            echo "Galaxy failed to start; its log is $work/galaxy.log" >&2
+            return 1
+        fi
+        sleep 1
+    done
+    echo "Galaxy did not answer within 10 minutes; see $work/galaxy.log" >&2
+    return 1
+}

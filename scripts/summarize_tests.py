@@ -1,0 +1,55 @@
+"""Count pytest items and Galaxy tool tests; print 'N passed, N failed' and exit 1 on any failure.
+
+Usage: summarize_tests.py REPORTS_DIR RAN_GALAXY(0|1) LINT_FAILED(0|1) PYTEST_EXIT_CODE
+"""
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+
+def pytest_counts(junit: Path) -> tuple[int, int, int]:
+    if not junit.is_file():
+        return 0, 1, 0  # pytest did not even produce a report
+    suites = ET.parse(junit).getroot()
+    suite = suites if suites.tag == "testsuite" else suites.find("testsuite")
+    total, skipped = int(suite.get("tests")), int(suite.get("skipped"))
+    failed = int(suite.get("failures")) + int(suite.get("errors"))
+    return total - failed - skipped, failed, skipped
+
+
+def galaxy_counts(report: Path) -> tuple[int, int, int]:
+    if not report.is_file():
+        print("Galaxy tool tests: no report (Galaxy did not start or planemo crashed)")
+        return 0, 1, 0
+    passed = failed = skipped = 0
+    for test in json.loads(report.read_text())["tests"]:
+        status = test["data"]["status"]
+        if status == "success":
+            passed += 1
+        elif status == "skip":
+            skipped += 1
+        else:
+            failed += 1
+            print(f"FAILED Galaxy tool test {test['id']}: {status}")
+    return passed, failed, skipped
+
+
+def main() -> int:
+    reports, ran_galaxy, lint_failed, pytest_rc = Path(sys.argv[1]), *map(int, sys.argv[2:5])
+    passed, failed, skipped = pytest_counts(reports / "pytest.xml")
+    print(f"pytest: {passed} passed, {failed} failed, {skipped} skipped (exit code {pytest_rc})")
+    if pytest_rc not in (0, 1):  # 1 = some tests failed (counted); anything else = pytest broke
+        failed = max(failed, 1)
+    if ran_galaxy:
+        gx_passed, gx_failed, gx_skipped = galaxy_counts(reports / "tool_tests.json")
+        print(f"Galaxy tool tests: {gx_passed} passed, {gx_failed} failed, {gx_skipped} skipped")
+        print(f"planemo lint: {'FAILED' if lint_failed else 'clean'}")
+        passed, failed, skipped = passed + gx_passed, failed + gx_failed + lint_failed, skipped + gx_skipped
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The dlhisto command as Galaxy runs it: real processes, exit codes, one-line errors, no debris."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+
+def dlhisto(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "dlhisto_core.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def segment_args(image, out):
+    return ["segment_classic", image, "--labels", out / "labels.tif",
+            "--measurements", out / "objects.tsv", "--summary", out / "summary.tsv"]
+
+
+def test_segment_classic_writes_labels_measurements_and_count(test_data, tmp_path):
+    result = dlhisto(*segment_args(test_data / "nuclei.tif", tmp_path), "--image-name", "nuclei")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    labels = tifffile.imread(tmp_path / "labels.tif")
+    assert labels.dtype == np.uint16 and labels.max() == 112
+    summary = (tmp_path / "summary.tsv").read_text().splitlines()
+    assert summary[1].split("\t")[:2] == ["nuclei", "112"]
+    assert len((tmp_path / "objects.tsv").read_text().splitlines()) == 113
+
+
+def test_preprocess_writes_float_ome_tiff(test_data, tmp_path):
+    result = dlhisto("preprocess", test_data / "ihc.png", tmp_path / "h.tif", "--deconvolve", "hematoxylin")
+    assert result.returncode == 0, result.stderr
+    with tifffile.TiffFile(tmp_path / "h.tif") as tif:
+        assert tif.is_ome and tif.asarray().dtype == np.float32
+
+
+@pytest.mark.parametrize("image, extra, message", [
+    ("not_an_image.txt", [], "'not_an_image.txt' is not a TIFF, PNG or JPEG image"),
+    ("one_pixel.tif", [], "'one_pixel.tif' is 1x1 pixels; at least 2x2 is needed"),
+    ("nuclei.tif", ["--sigma", "-1"], "sigma must be zero or positive, got -1.0"),
+    ("absent.tif", [], "cannot read 'absent.tif': no such file"),
+    ("nuclei.tif", ["--threshold", "magic"], "argument --threshold: invalid choice: 'magic'"),
+    ("nuclei.tif", ["--channel", "2"], "the image has one channel; channel 2 does not exist"),
+    ("nuclei.tif", ["--threshold", "manual"], "the manual threshold method needs a threshold value"),
+])
+def test_bad_input_gives_one_error_line_and_no_output(test_data, tmp_path, image, extra, message):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = dlhisto(*segment_args(test_data / image, out), *extra)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_unwritable_output_is_a_clear_error(test_data, tmp_path):
+    result = dlhisto("preprocess", test_data / "nuclei.tif", tmp_path / "missing_dir" / "out.tif")
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and "No such file or directory" in result.stderr
+
+
+def test_internal_errors_are_one_line_unless_debugging(test_data, tmp_path, monkeypatch):
+    script = ("import sys, dlhisto_core.cli as c\n"
+              "c.read_image = lambda p: 1 / 0\n"
+              "sys.exit(c.main(sys.argv[1:]))\n")
+    args = [sys.executable, "-c", script, "preprocess", str(test_data / "nuclei.tif"), str(tmp_path / "o.tif")]
+    quiet = subprocess.run(args, capture_output=True, text=True)
+    assert quiet.returncode == 4 and quiet.stderr.count("\n") == 1
+    assert "internal error: ZeroDivisionError" in quiet.stderr
+    loud = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "DLHISTO_DEBUG": "1"})
+    assert "Traceback" in loud.stderr
+
+
+def test_version():
+    result = dlhisto("--version")
+    assert result.returncode == 0 and result.stdout.startswith("dlhisto 0.")

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+from skimage import color
+
+from dlhisto_core.errors import InputError
+from dlhisto_core.image_io import Image, read_image
+from dlhisto_core.preprocess import (PreprocessOptions, deconvolve_stains, gaussian_smooth,
+                                     normalize_percentiles, preprocess, rescale_to_pixel_size)
+
+
+def test_gaussian_smoothing_keeps_the_mean_and_lowers_the_noise():
+    noise = np.random.default_rng(0).normal(100, 10, (128, 128)).astype(np.float32)
+    smoothed = gaussian_smooth(noise, 2)
+    assert smoothed.mean() == pytest.approx(noise.mean(), rel=1e-3)
+    assert smoothed.std() < noise.std() / 5  # white noise std falls by ~2*sqrt(pi)*sigma = 7.1
+
+
+def test_gaussian_smoothing_is_per_channel_and_zero_sigma_is_identity():
+    rgb = np.zeros((32, 32, 3), np.float32)
+    rgb[16, 16, 1] = 1
+    smoothed = gaussian_smooth(rgb, 1.5)
+    assert smoothed[..., 0].max() == 0 and smoothed[..., 2].max() == 0
+    assert smoothed[..., 1].sum() == pytest.approx(1, rel=1e-4)
+    np.testing.assert_array_equal(gaussian_smooth(rgb, 0), rgb)
+
+
+@pytest.mark.parametrize("sigma", [-1, np.nan])
+def test_gaussian_smoothing_refuses_bad_sigma(sigma):
+    with pytest.raises(InputError, match="sigma must be zero or positive"):
+        gaussian_smooth(np.zeros((4, 4)), sigma)
+
+
+def test_percentile_normalisation_maps_percentiles_to_0_and_1():
+    data = np.stack([np.arange(1000, dtype=float).reshape(25, 40),
+                     10 * np.arange(1000, dtype=float).reshape(25, 40)], axis=-1)
+    norm = normalize_percentiles(data, 10, 90)
+    for c in range(2):
+        assert np.percentile(norm[..., c], 10) == pytest.approx(0, abs=1e-6)
+        assert np.percentile(norm[..., c], 90) == pytest.approx(1, abs=1e-6)
+    with pytest.raises(InputError, match="percentiles"):
+        normalize_percentiles(data, 90, 10)
+
+
+def test_colour_deconvolution_recovers_known_stain_concentrations():
+    rng = np.random.default_rng(5)
+    hed = rng.uniform(0, 0.2, (16, 16, 3))  # stronger stains saturate 16-bit RGB
+    rgb = (color.hed2rgb(hed) * 65535).round().astype(np.uint16)
+    recovered = deconvolve_stains(rgb, "hed")
+    np.testing.assert_allclose(recovered, hed, atol=2e-3)
+    np.testing.assert_allclose(deconvolve_stains(rgb, "eosin"), hed[..., 1], atol=2e-3)
+
+
+def test_colour_deconvolution_on_ihc_puts_hematoxylin_in_blue_nuclei(test_data):
+    ihc = read_image(test_data / "ihc.png").data
+    hematoxylin = deconvolve_stains(ihc, "hematoxylin")
+    dab = deconvolve_stains(ihc, "dab")
+    bluish = ihc[..., 2].astype(int) - ihc[..., 0] > 20   # counterstained nuclei
+    brownish = ihc[..., 0].astype(int) - ihc[..., 2] > 60  # DAB-positive epithelium
+    assert hematoxylin[bluish].mean() > 1.5 * hematoxylin[brownish].mean()
+    assert dab[brownish].mean() > 2 * dab[bluish].mean()
+
+
+def test_colour_deconvolution_needs_rgb():
+    with pytest.raises(InputError, match="needs an RGB image, got 1 channel"):
+        deconvolve_stains(np.zeros((8, 8), np.uint8), "hematoxylin")
+
+
+def test_rescale_to_pixel_size_changes_shape_and_reports_the_actual_size():
+    data = np.random.default_rng(6).random((101, 200), dtype=np.float32)
+    resized, size = rescale_to_pixel_size(data, (0.5, 0.5), 1.0)
+    assert resized.shape == (50, 100)  # 50.5 rounds to 50
+    assert size == pytest.approx((101 * 0.5 / 50, 1.0))
+    assert resized.mean() == pytest.approx(data.mean(), abs=0.01)
+
+
+def test_preprocess_runs_the_steps_in_order_and_keeps_the_pixel_size(test_data):
+    ihc = read_image(test_data / "ihc.png")
+    out = preprocess(ihc, PreprocessOptions(deconvolve="hematoxylin", input_pixel_size=0.5,
+                                            target_pixel_size=1.0, sigma=1, normalize=(1, 99)))
+    assert out.data.shape == (128, 128) and out.data.dtype == np.float32
+    assert out.pixel_size == pytest.approx((1.0, 1.0))
+    assert np.percentile(out.data, 1) == pytest.approx(0, abs=1e-5)
+    assert np.percentile(out.data, 99) == pytest.approx(1, abs=1e-5)
+
+
+def test_preprocess_refuses_to_rescale_without_a_pixel_size():
+    with pytest.raises(InputError, match="records no pixel size"):
+        preprocess(Image(np.zeros((8, 8), np.uint8)), PreprocessOptions(target_pixel_size=1.0))
