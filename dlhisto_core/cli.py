@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def run_preprocess(args: argparse.Namespace) -> None:
-    image = read_image(args.input)
+    image = read_image(args.input, args.image_name)
     options = PreprocessOptions(
         deconvolve=args.deconvolve, target_pixel_size=args.target_pixel_size,
         input_pixel_size=args.input_pixel_size, sigma=args.sigma,
@@ -39,7 +39,7 @@ def run_preprocess(args: argparse.Namespace) -> None:
 
 
 def run_segment_classic(args: argparse.Namespace) -> None:
-    image = read_image(args.input)
+    image = read_image(args.input, args.image_name)
     plane = single_channel(image.data, None if args.channel is None else args.channel - 1)
     options = ClassicOptions(
         sigma=args.sigma, threshold=args.threshold, manual_threshold=args.manual_threshold,
@@ -55,6 +55,11 @@ def run_segment_classic(args: argparse.Namespace) -> None:
     write_table(args.summary, [summary], list(summary))
 
 
+def add_image_name(step: argparse.ArgumentParser) -> None:
+    step.add_argument("--image-name", metavar="NAME",
+                      help="name of the input in messages and tables (default: its file name)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dlhisto", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"dlhisto {__version__}")
@@ -63,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre = steps.add_parser("preprocess", help="deconvolve stains, rescale, smooth, normalise")
     pre.add_argument("input", help="TIFF, OME-TIFF, PNG or JPEG image")
     pre.add_argument("output", help="float32 OME-TIFF")
+    add_image_name(pre)
     pre.add_argument("--deconvolve", choices=["hed", *STAINS],
                      help="colour deconvolution of an RGB image: one stain or all three (H, E, DAB)")
     pre.add_argument("--input-pixel-size", type=float, metavar="UM",
@@ -79,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--labels", required=True, help="output label image (OME-TIFF)")
     seg.add_argument("--measurements", required=True, help="output table, one row per object")
     seg.add_argument("--summary", required=True, help="output table: object count and areas")
-    seg.add_argument("--image-name", help="name of the image in the summary (default: file name)")
+    add_image_name(seg)
     seg.add_argument("--channel", type=int, metavar="N",
                      help="channel to segment, from 1 (default: the only one, or RGB luminance)")
     seg.add_argument("--sigma", type=float, default=3.0, help="Gaussian smoothing sigma (default 3)")

@@ -57,25 +57,30 @@ class Image:
         return 1 if self.data.ndim == 2 else self.data.shape[2]
 
 
-def sniff_format(path: str | os.PathLike) -> str:
+def sniff_format(path: str | os.PathLike, name: str | None = None) -> str:
     """Return 'tiff', 'png' or 'jpeg' from the file's magic bytes."""
     path = Path(path)
+    name = name or path.name
     if not path.is_file():
-        raise InputError(f"cannot read '{path.name}': no such file")
+        raise InputError(f"cannot read '{name}': no such file")
     with open(path, "rb") as fh:
         head = fh.read(4)
     if not head:
-        raise InputError(f"cannot read '{path.name}': the file is empty")
+        raise InputError(f"cannot read '{name}': the file is empty")
     for magic, kind in _MAGIC.items():
         if head.startswith(magic):
             return kind
-    raise InputError(f"'{path.name}' is not a TIFF, PNG or JPEG image")
+    raise InputError(f"'{name}' is not a TIFF, PNG or JPEG image")
 
 
-def read_image(path: str | os.PathLike) -> Image:
-    """Read a whole 2-D image (grey, RGB or multichannel) and its pixel size."""
-    kind = sniff_format(path)
-    name = Path(path).name
+def read_image(path: str | os.PathLike, name: str | None = None) -> Image:
+    """Read a whole 2-D image (grey, RGB or multichannel) and its pixel size.
+
+    ``name`` is how error messages call the image (Galaxy passes the dataset's name, since
+    the file itself is called ``dataset_<id>.dat``); by default the file name.
+    """
+    name = name or Path(path).name
+    kind = sniff_format(path, name)
     try:
         if kind == "tiff":
             with tifffile.TiffFile(path) as tif:
@@ -98,10 +103,10 @@ def read_image(path: str | os.PathLike) -> Image:
     return Image(data, pixel_size)
 
 
-def read_labels(path: str | os.PathLike) -> Image:
+def read_labels(path: str | os.PathLike, name: str | None = None) -> Image:
     """Read a label image: one channel, non-negative whole numbers, 0 = background."""
-    image = read_image(path)
-    name = Path(path).name
+    name = name or Path(path).name
+    image = read_image(path, name)
     labels = image.data
     if labels.ndim != 2:
         raise InputError(f"'{name}' is not a label image: it has {labels.shape[2]} channels, expected 1")
@@ -194,14 +199,14 @@ class TiledImageReader:
     whole (they are small in practice).
     """
 
-    def __init__(self, path: str | os.PathLike, level: int = 0):
+    def __init__(self, path: str | os.PathLike, level: int = 0, name: str | None = None):
         import zarr
 
-        self.name = Path(path).name
+        self.name = name or Path(path).name
         self._tif = None
-        kind = sniff_format(path)
+        kind = sniff_format(path, self.name)
         if kind != "tiff":
-            image = read_image(path)
+            image = read_image(path, self.name)
             self._array = image.data
             self.pixel_size = image.pixel_size
             self.shape = image.data.shape

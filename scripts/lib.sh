@@ -17,16 +17,23 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
+# pip, quiet, without the warnings this machine's extra package folders print for every package
+pip_install() {
+    local pip=$1
+    shift
+    "$pip" install -q "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+}
+
 # The core package and its pinned dependencies, reinstalled only when the lock or pyproject change.
 install_core() {
     local stamp_now
-    stamp_now=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+    stamp_now=$(cat requirements.lock requirements-test.lock pyproject.toml | sha256sum | cut -c1-16)
     if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp_now" ]; then
         log "installing dlhisto and its pinned dependencies into .venv"
         rm -rf .venv
         "$PYTHON" -m venv .venv
-        .venv/bin/pip install -q -r requirements.lock
-        .venv/bin/pip install -q --no-deps -e .
+        pip_install .venv/bin/pip -r requirements.lock -r requirements-test.lock
+        pip_install .venv/bin/pip --no-deps -e .
         echo "$stamp_now" > .venv/.installed
     fi
 }
@@ -37,13 +44,13 @@ install_galaxy() {
         log "installing galaxy==$GX_VERSION from PyPI into $GX_VENV (about 4 minutes)"
         rm -rf "$GX_VENV"
         "$PYTHON" -m venv "$GX_VENV"
-        "$GX_VENV/bin/pip" install -q "galaxy==$GX_VERSION"
+        pip_install "$GX_VENV/bin/pip" "galaxy==$GX_VERSION"
     fi
     if [ ! -x "$PLANEMO_VENV/bin/planemo" ]; then
         log "installing planemo==$PLANEMO_VERSION from PyPI into $PLANEMO_VENV"
         rm -rf "$PLANEMO_VENV"
         "$PYTHON" -m venv "$PLANEMO_VENV"
-        "$PLANEMO_VENV/bin/pip" install -q "planemo==$PLANEMO_VERSION"
+        pip_install "$PLANEMO_VENV/bin/pip" "planemo==$PLANEMO_VERSION"
     fi
 }
 
@@ -105,6 +112,7 @@ start_galaxy() {
         # shellcheck disable=SC1091
         . "$GX_VENV/bin/activate"
         export TMPDIR="$work/tmp"
+        trap '' HUP   # keep serving when the terminal that started it closes
         exec galaxy-web -c "$work/config/galaxy.yml" -b "127.0.0.1:$port"
     ) > "$work/galaxy.log" 2>&1 &
     GX_PID=$!

@@ -56,6 +56,14 @@ def test_bad_input_gives_one_error_line_and_no_output(test_data, tmp_path, image
     assert list(out.iterdir()) == []
 
 
+def test_errors_name_the_dataset_not_the_galaxy_file(test_data, tmp_path):
+    galaxy_file = tmp_path / "dataset_1f2e.dat"
+    galaxy_file.write_bytes((test_data / "one_pixel.tif").read_bytes())
+    result = dlhisto("preprocess", galaxy_file, tmp_path / "out.tif", "--image-name", "my scan.tif")
+    assert result.returncode == 2
+    assert result.stderr == "dlhisto preprocess: error: 'my scan.tif' is 1x1 pixels; at least 2x2 is needed\n"
+
+
 def test_unwritable_output_is_a_clear_error(test_data, tmp_path):
     result = dlhisto("preprocess", test_data / "nuclei.tif", tmp_path / "missing_dir" / "out.tif")
     assert result.returncode != 0
@@ -64,7 +72,7 @@ def test_unwritable_output_is_a_clear_error(test_data, tmp_path):
 
 def test_internal_errors_are_one_line_unless_debugging(test_data, tmp_path, monkeypatch):
     script = ("import sys, dlhisto_core.cli as c\n"
-              "c.read_image = lambda p: 1 / 0\n"
+              "c.read_image = lambda *args: 1 / 0\n"
               "sys.exit(c.main(sys.argv[1:]))\n")
     args = [sys.executable, "-c", script, "preprocess", str(test_data / "nuclei.tif"), str(tmp_path / "o.tif")]
     quiet = subprocess.run(args, capture_output=True, text=True)
