@@ -71,16 +71,20 @@ def kmeans_threshold(values: np.ndarray, max_iter: int = 100) -> float:
     """Threshold separating two k-means clusters of 1-D intensities.
 
     Lloyd's iterations in one dimension: the threshold is the midpoint of the two cluster
-    means, recomputed until it stops moving (the Ridler-Calvard / ISODATA fixpoint).
+    means, recomputed until it stops moving (the Ridler-Calvard / ISODATA fixpoint), on the
+    exact values rather than a histogram.
     """
-    values = np.asarray(values, dtype=np.float64).ravel()
+    values = np.asarray(values).ravel()
     low, high = float(values.min()), float(values.max())
     if low == high:
         raise InputError("the image is uniform: there is nothing to threshold")
+    total, count = float(values.sum(dtype=np.float64)), values.size
     threshold = (low + high) / 2
     for _ in range(max_iter):
         above = values > threshold
-        new = (values[~above].mean() + values[above].mean()) / 2
+        n_above = int(np.count_nonzero(above))
+        sum_above = float(np.sum(values, where=above, dtype=np.float64))
+        new = (sum_above / n_above + (total - sum_above) / (count - n_above)) / 2
         if abs(new - threshold) <= 1e-9 * (high - low):
             break
         threshold = new
@@ -104,11 +108,14 @@ def threshold_value(smoothed: np.ndarray, method: str, manual: float | None = No
     return float(functions[method](smoothed))
 
 
-def split_touching(mask: np.ndarray, min_distance: int) -> np.ndarray:
-    """Split touching objects: watershed of the distance transform from its local maxima."""
+def split_touching(components: np.ndarray, min_distance: int) -> np.ndarray:
+    """Split touching objects: watershed of the distance transform from its local maxima.
+
+    ``components`` labels the connected foreground regions; seeds are looked for in each.
+    """
     if min_distance < 1:
         raise InputError(f"the minimum seed distance must be at least 1 pixel, got {min_distance}")
-    components = measure.label(mask)
+    mask = components > 0
     # outside the image counts as background, so an object cut by the border keeps one centre
     distance = ndi.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
     peaks = feature.peak_local_max(distance, min_distance=min_distance, labels=components,
@@ -128,8 +135,8 @@ def segment_classic(plane: np.ndarray, options: ClassicOptions) -> ClassicResult
     mask = smoothed < threshold if options.dark_objects else smoothed > threshold
     if options.fill_holes:
         mask = ndi.binary_fill_holes(mask)
-    mask = _drop_smaller_than(measure.label(mask), options.min_area) > 0
-    labels = split_touching(mask, options.min_distance) if options.watershed else measure.label(mask)
+    components = _drop_smaller_than(measure.label(mask), options.min_area)
+    labels = split_touching(components, options.min_distance) if options.watershed else components
     if options.exclude_border:
         labels = segmentation.clear_border(labels)
     labels = _drop_smaller_than(labels, options.min_area)  # watershed can cut off small pieces
