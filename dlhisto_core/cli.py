@@ -8,17 +8,19 @@ is left behind. Unexpected errors (bugs) give one line too, and the traceback wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
 from pathlib import Path
 
-from . import __version__
+from . import __version__, pixel_classifier
 from .errors import InputError
-from .image_io import read_image, write_image, write_labels
+from .features import FEATURES, FeatureSettings
+from .image_io import TiledImageReader, atomic_output, read_image, single_channel, write_image, write_labels
 from .measure import measure_objects, measurement_columns, summarize, write_table
-from .preprocess import STAINS, PreprocessOptions, preprocess
-from .segment_classic import THRESHOLD_METHODS, ClassicOptions, segment_classic, single_channel
+from .preprocess import RIDGE_FILTERS, STAINS, PreprocessOptions, preprocess
+from .segment_classic import THRESHOLD_METHODS, ClassicOptions, objects_from_mask, segment_classic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,8 +33,10 @@ class _Parser(argparse.ArgumentParser):
 def run_preprocess(args: argparse.Namespace) -> None:
     image = read_image(args.input, args.image_name)
     options = PreprocessOptions(
-        deconvolve=args.deconvolve, target_pixel_size=args.target_pixel_size,
-        input_pixel_size=args.input_pixel_size, sigma=args.sigma,
+        channel=None if args.channel is None else args.channel - 1, deconvolve=args.deconvolve, target_pixel_size=args.target_pixel_size,
+        input_pixel_size=args.input_pixel_size, ridge=args.ridge,
+        ridge_sigmas=tuple(float(v) for v in _split(args.ridge_sigmas)), dark_ridges=args.dark_ridges,
+        sigma=args.sigma,
         normalize=tuple(args.normalize) if args.normalize else None)
     result = preprocess(image, options)
     write_image(args.output, result.data, result.pixel_size)
@@ -47,12 +51,77 @@ def run_segment_classic(args: argparse.Namespace) -> None:
         watershed=not args.no_watershed, min_distance=args.min_distance,
         exclude_border=args.exclude_border)
     result = segment_classic(plane, options)
-    rows = measure_objects(result.labels, plane, image.pixel_size)
-    name = args.image_name or Path(args.input).name
-    summary = summarize(rows, name, result.labels.size, threshold=result.threshold)
-    write_labels(args.labels, result.labels, image.pixel_size)
-    write_table(args.measurements, rows, measurement_columns(image.pixel_size))
+    write_objects(args, result.labels, plane, image.pixel_size, threshold=result.threshold)
+
+
+def write_objects(args: argparse.Namespace, labels, intensity, pixel_size, **summary_extra) -> None:
+    """Write a label image, its measurement table and its one-row summary (--labels,
+    --measurements, --summary or their --objects* forms)."""
+    rows = measure_objects(labels, intensity, pixel_size)
+    summary = summarize(rows, args.image_name or Path(args.input).name, labels.size, **summary_extra)
+    write_labels(getattr(args, "objects", None) or args.labels, labels, pixel_size)
+    write_table(args.measurements, rows, measurement_columns(pixel_size))
     write_table(args.summary, [summary], list(summary))
+
+
+def run_pixel_classifier_train(args: argparse.Namespace) -> None:
+    if len(args.image) != len(args.annotation):
+        raise InputError(f"{len(args.image)} images but {len(args.annotation)} annotations: give one annotation per image")
+    names = _names(args.image_name, args.image)
+    annotation_names = _names(args.annotation_name, args.annotation)
+    settings = FeatureSettings(features=tuple(_split(args.features)), scales=tuple(map(float, _split(args.scales))),
+                               include_raw=not args.no_raw)
+    validation = args.validation_image or []
+    if len(validation) != len(args.validation_annotation or []):
+        raise InputError("give one --validation-annotation per --validation-image")
+    validation_pairs = list(zip(validation, args.validation_annotation or [],
+                                _names(args.validation_image_name, validation),
+                                _names(args.validation_annotation_name, args.validation_annotation or [])))
+    classifier = pixel_classifier.train(list(zip(args.image, args.annotation, names, annotation_names)), settings,
+                                        _split(args.class_names) or None, n_trees=args.trees, seed=args.seed,
+                                        validation_pairs=validation_pairs)
+    training = classifier.training
+    columns = ["class", "annotated_pixels", "out_of_bag_accuracy"]
+    if validation_pairs:
+        columns += ["validation_pixels", "validation_accuracy"]
+    rows = training["classes"] + [{"class": "all", **{c: training[c] for c in columns[1:]}}]
+    pixel_classifier.save(classifier, args.classifier)
+    if args.report:
+        write_table(args.report, rows, columns)
+
+
+def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
+    classifier = pixel_classifier.load(args.classifier, args.classifier_name)
+    if args.objects_class is not None:
+        if not 1 <= args.objects_class <= classifier.n_classes:
+            raise InputError(f"the classifier knows classes 1 to {classifier.n_classes}; "
+                             f"class {args.objects_class} does not exist")
+        if not (args.objects and args.measurements and args.summary):
+            raise InputError("--objects-class needs --objects, --measurements and --summary")
+    with contextlib.ExitStack() as outputs:  # all outputs appear together, or none
+        probabilities = outputs.enter_context(atomic_output(args.probabilities))
+        classes = outputs.enter_context(atomic_output(args.classes))
+        pixel_size = pixel_classifier.predict_image(classifier, args.input, probabilities, classes,
+                                                    args.tile_size, args.image_name)
+        if args.objects_class is not None:
+            class_map = read_image(classes).data
+            with TiledImageReader(probabilities) as reader:
+                probability = reader.read_region(0, 0, *class_map.shape)[..., args.objects_class - 1]
+            labels = objects_from_mask(class_map == args.objects_class, args.min_area,
+                                       args.min_distance if args.split_touching else None)
+            write_objects(args, labels, probability, pixel_size,
+                          object_class=classifier.class_names[args.objects_class - 1])
+
+
+def _names(given: list[str] | None, paths: list[str]) -> list[str]:
+    """Display names of repeated inputs: the --*-name values, or the file names."""
+    if given and len(given) != len(paths):
+        raise InputError(f"{len(given)} names given for {len(paths)} files")
+    return given or [Path(p).name for p in paths]
+
+
+def _split(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
 def add_image_name(step: argparse.ArgumentParser) -> None:
@@ -65,15 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dlhisto {__version__}")
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
 
-    pre = steps.add_parser("preprocess", help="deconvolve stains, rescale, smooth, normalise")
+    pre = steps.add_parser("preprocess", help="deconvolve stains, rescale, enhance ridges, smooth, normalise")
     pre.add_argument("input", help="TIFF, OME-TIFF, PNG or JPEG image")
     pre.add_argument("output", help="float32 OME-TIFF")
     add_image_name(pre)
+    pre.add_argument("--channel", type=int, metavar="N", help="keep only channel N (counted from 1)")
     pre.add_argument("--deconvolve", choices=["hed", *STAINS],
                      help="colour deconvolution of an RGB image: one stain or all three (H, E, DAB)")
     pre.add_argument("--input-pixel-size", type=float, metavar="UM",
                      help="pixel size in µm, when the file records none or a wrong one")
     pre.add_argument("--target-pixel-size", type=float, metavar="UM", help="resample to this pixel size")
+    pre.add_argument("--ridge", choices=list(RIDGE_FILTERS),
+                     help="Hessian-based ridge enhancement (fibres, axons, vessels)")
+    pre.add_argument("--ridge-sigmas", default="1,2,3", help="comma-separated ridge scales in pixels (default 1,2,3)")
+    pre.add_argument("--dark-ridges", action="store_true", help="ridges are darker than the background")
     pre.add_argument("--sigma", type=float, default=0.0, help="Gaussian smoothing sigma in pixels")
     pre.add_argument("--normalize", type=float, nargs=2, metavar=("LOW", "HIGH"),
                      help="map these percentiles of each channel to 0 and 1 (e.g. 1 99.8)")
@@ -101,6 +175,51 @@ def build_parser() -> argparse.ArgumentParser:
                      help="smallest distance between watershed seeds in pixels (default 5)")
     seg.add_argument("--exclude-border", action="store_true", help="drop objects touching the border")
     seg.set_defaults(func=run_segment_classic)
+
+    train = steps.add_parser("pixel_classifier_train",
+                             help="train a random forest pixel classifier from sparse annotations")
+    train.add_argument("--image", action="append", required=True, help="training image (repeat for several)")
+    train.add_argument("--annotation", action="append", required=True,
+                       help="label image of the same size: 0 = not annotated, 1..K = class (one per --image)")
+    train.add_argument("--image-name", action="append", help="display name of each image, in order")
+    train.add_argument("--annotation-name", action="append", help="display name of each annotation, in order")
+    train.add_argument("--validation-image", action="append",
+                       help="image whose annotated pixels measure the accuracy, never used to train (repeatable)")
+    train.add_argument("--validation-annotation", action="append", help="annotation of each --validation-image")
+    train.add_argument("--validation-image-name", action="append", help="display name of each validation image")
+    train.add_argument("--validation-annotation-name", action="append",
+                       help="display name of each validation annotation")
+    train.add_argument("--classifier", required=True, help="output classifier (.zip)")
+    train.add_argument("--report", help="output table: annotated pixels per class, out-of-bag accuracy")
+    train.add_argument("--class-names", help="comma-separated names of classes 1..K")
+    train.add_argument("--features", default=",".join(FEATURES),
+                       help=f"comma-separated filters (default: all of {', '.join(FEATURES)})")
+    train.add_argument("--scales", default="0.7,1.6,3.5,5",
+                       help="comma-separated Gaussian scales in pixels (default 0.7,1.6,3.5,5)")
+    train.add_argument("--no-raw", action="store_true", help="do not use the unfiltered intensities as features")
+    train.add_argument("--trees", type=int, default=100, help="number of trees (default 100)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (same seed, same classifier)")
+    train.set_defaults(func=run_pixel_classifier_train)
+
+    predict = steps.add_parser("pixel_classifier_predict",
+                               help="classify every pixel of an image, tile by tile; optionally label objects")
+    predict.add_argument("input", help="image to classify (TIFF, OME-TIFF, PNG, JPEG)")
+    add_image_name(predict)
+    predict.add_argument("--classifier", required=True, help="classifier from pixel_classifier_train")
+    predict.add_argument("--classifier-name", help="display name of the classifier in messages")
+    predict.add_argument("--probabilities", required=True, help="output: probability of each class (OME-TIFF)")
+    predict.add_argument("--classes", required=True, help="output: class of each pixel, 1..K (OME-TIFF)")
+    predict.add_argument("--tile-size", type=int, default=512, help="tile size in pixels (default 512)")
+    predict.add_argument("--objects-class", type=int, metavar="K",
+                         help="also label the objects of class K and measure them")
+    predict.add_argument("--objects", help="output label image of the objects")
+    predict.add_argument("--measurements", help="output table, one row per object")
+    predict.add_argument("--summary", help="output table: object count and areas")
+    predict.add_argument("--min-area", type=int, default=0, help="drop smaller objects (pixels)")
+    predict.add_argument("--split-touching", action="store_true", help="split touching objects by watershed")
+    predict.add_argument("--min-distance", type=int, default=5,
+                         help="smallest distance between watershed seeds in pixels (default 5)")
+    predict.set_defaults(func=run_pixel_classifier_predict)
     return parser
 
 

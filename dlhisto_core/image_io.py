@@ -23,6 +23,7 @@ from typing import Iterator
 import numpy as np
 import tifffile
 from PIL import Image as PILImage
+from skimage import color
 
 from .errors import InputError
 
@@ -131,6 +132,22 @@ def check_image(data: np.ndarray, name: str = "image") -> None:
         raise InputError(f"'{name}' contains NaN or infinite pixel values")
 
 
+def single_channel(data: np.ndarray, channel: int | None = None) -> np.ndarray:
+    """The plane to segment: the given channel (0-based), or the luminance of an RGB image."""
+    if data.ndim == 2:
+        if channel not in (None, 0):
+            raise InputError(f"the image has one channel; channel {channel + 1} does not exist")
+        return data
+    n_channels = data.shape[2]
+    if channel is not None:
+        if not 0 <= channel < n_channels:
+            raise InputError(f"the image has {n_channels} channels; channel {channel + 1} does not exist")
+        return data[..., channel]
+    if n_channels in (3, 4):
+        return color.rgb2gray(data[..., :3]).astype(np.float32)
+    raise InputError(f"the image has {n_channels} channels; choose the one to segment")
+
+
 def smallest_label_dtype(max_label: int) -> np.dtype:
     """uint16 while the labels fit, uint32 beyond (what Fiji, napari and QuPath read)."""
     if max_label < 2**16:
@@ -172,16 +189,34 @@ def write_image(path: str | os.PathLike, data: np.ndarray,
         stored, axes = np.moveaxis(data, 2, 0), "CYX"
     else:
         stored, axes = data, ("YXS" if data.ndim == 3 else "YX")
+    with atomic_output(path) as tmp:
+        tifffile.imwrite(tmp, stored, compression="zlib", photometric="rgb" if axes == "YXS" else "minisblack",
+                         **_ome_options(axes, pixel_size))
+
+
+def write_tiled_image(path: str | os.PathLike, tiles: Iterator[np.ndarray], shape: tuple[int, ...],
+                      dtype, tile_size: int, pixel_size: tuple[float, float] | None = None) -> None:
+    """Write a tiled OME-TIFF from tiles given in row-major order, never holding the whole image.
+
+    ``shape`` is (Y, X) or (Y, X, C); channels are stored interleaved (axes YXS), so that each
+    tile is written once, as it comes.
+    """
+    axes = "YXS" if len(shape) == 3 else "YX"
+    with atomic_output(path) as tmp:
+        tifffile.imwrite(tmp, tiles, shape=shape, dtype=dtype, tile=(tile_size, tile_size), compression="zlib",
+                         photometric="minisblack", planarconfig="contig" if len(shape) == 3 else None,
+                         **_ome_options(axes, pixel_size))
+
+
+def _ome_options(axes: str, pixel_size: tuple[float, float] | None) -> dict:
+    """tifffile arguments for an OME-TIFF with these axes and pixel size (OME-XML and resolution tags)."""
     metadata: dict = {"axes": axes}
-    options: dict = {}
+    options: dict = {"ome": True, "metadata": metadata}
     if pixel_size is not None:
         size_y, size_x = pixel_size
-        metadata.update(PhysicalSizeY=size_y, PhysicalSizeYUnit="µm",
-                        PhysicalSizeX=size_x, PhysicalSizeXUnit="µm")
+        metadata.update(PhysicalSizeY=size_y, PhysicalSizeYUnit="µm", PhysicalSizeX=size_x, PhysicalSizeXUnit="µm")
         options.update(resolution=(1e4 / size_x, 1e4 / size_y), resolutionunit="CENTIMETER")
-    with atomic_output(path) as tmp:
-        tifffile.imwrite(tmp, stored, ome=True, metadata=metadata, compression="zlib",
-                         photometric="rgb" if axes == "YXS" else "minisblack", **options)
+    return options
 
 
 def write_labels(path: str | os.PathLike, labels: np.ndarray,

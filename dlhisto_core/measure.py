@@ -76,6 +76,8 @@ def write_table(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence
 
 
 def _format(value) -> str:
+    if value is None:
+        return ""
     if isinstance(value, (float, np.floating)):
         return f"{value:.6g}"
     return str(value)

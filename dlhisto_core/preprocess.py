@@ -1,8 +1,10 @@
-"""Preprocessing: colour deconvolution, rescaling, Gaussian smoothing, percentile normalisation.
+"""Preprocessing: colour deconvolution, rescaling, ridge enhancement, Gaussian smoothing,
+percentile normalisation.
 
 Each function takes and returns channels-last arrays ((Y, X) or (Y, X, C)). :func:`preprocess`
 chains them in the one order that makes sense for histology: separate the stains first (on
-the raw RGB optical densities), then resample, then smooth, then normalise the intensities.
+the raw RGB optical densities), then resample, then enhance ridges, smooth, and normalise the
+intensities last.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from skimage import color, transform
+from skimage import color, filters, transform
 from scipy import ndimage as ndi
 
 from .errors import InputError
-from .image_io import Image
+from .image_io import Image, single_channel
 
 STAINS = {"hematoxylin": 0, "eosin": 1, "dab": 2}
+RIDGE_FILTERS = {"sato": filters.sato, "frangi": filters.frangi, "meijering": filters.meijering}
+"""Hessian-based ridge (tube, fibre, vessel) filters of scikit-image."""
 """Channels of the Ruifrok & Johnston H-E-DAB colour deconvolution (scikit-image ``rgb2hed``)."""
 
 
@@ -24,12 +28,20 @@ STAINS = {"hematoxylin": 0, "eosin": 1, "dab": 2}
 class PreprocessOptions:
     """What to do to an image; the defaults do nothing."""
 
+    channel: int | None = None
+    """Keep only this channel (0-based) before anything else."""
     deconvolve: str | None = None
     """'hematoxylin', 'eosin', 'dab' (one stain) or 'hed' (all three) from an RGB image."""
     target_pixel_size: float | None = None
     """Resample to this pixel size in µm."""
     input_pixel_size: float | None = None
     """Pixel size in µm to assume when the file records none (or to override it)."""
+    ridge: str | None = None
+    """'sato', 'frangi' or 'meijering': replace each channel by its ridge response."""
+    ridge_sigmas: tuple[float, ...] = (1.0, 2.0, 3.0)
+    """Scales (pixels) of the ridge filter: about the half-widths of the ridges."""
+    dark_ridges: bool = False
+    """Ridges darker than their surroundings (vessels in brightfield) instead of brighter."""
     sigma: float = 0.0
     """Gaussian smoothing sigma in pixels (after rescaling); 0 = no smoothing."""
     normalize: tuple[float, float] | None = None
@@ -37,17 +49,24 @@ class PreprocessOptions:
 
 
 def preprocess(image: Image, options: PreprocessOptions) -> Image:
-    """Apply deconvolution, rescale, smoothing and normalisation, in that order."""
+    """Apply channel selection or deconvolution, rescale, ridge enhancement, smoothing and
+    normalisation, in that order."""
     data, pixel_size = image.data, image.pixel_size
     if options.input_pixel_size is not None:
         _check_positive("input pixel size", options.input_pixel_size)
         pixel_size = (options.input_pixel_size, options.input_pixel_size)
+    if options.channel is not None:
+        if options.deconvolve:
+            raise InputError("choose either one channel or colour deconvolution, which needs all three")
+        data = single_channel(data, options.channel)
     if options.deconvolve:
         data = deconvolve_stains(data, options.deconvolve)
     if options.target_pixel_size is not None:
         if pixel_size is None:
             raise InputError("the image records no pixel size; give the input pixel size to rescale it")
         data, pixel_size = rescale_to_pixel_size(data, pixel_size, options.target_pixel_size)
+    if options.ridge:
+        data = enhance_ridges(data, options.ridge, options.ridge_sigmas, options.dark_ridges)
     if options.sigma:
         data = gaussian_smooth(data, options.sigma)
     if options.normalize is not None:
@@ -64,6 +83,26 @@ def gaussian_smooth(data: np.ndarray, sigma: float) -> np.ndarray:
         return data
     per_axis = (sigma, sigma) + (0,) * (data.ndim - 2)
     return ndi.gaussian_filter(data, per_axis, mode="reflect")
+
+
+def enhance_ridges(data: np.ndarray, method: str, sigmas=(1.0, 2.0, 3.0), dark_ridges: bool = False
+                   ) -> np.ndarray:
+    """Ridge response of each channel (Sato, Frangi or Meijering), from Hessian eigenvalues.
+
+    Bright on tube-like structures (fibres, axons, vessels, cytoskeleton) whose half-width is
+    about one of ``sigmas``, dark elsewhere. float32, same shape as ``data``.
+    """
+    if method not in RIDGE_FILTERS:
+        raise InputError(f"unknown ridge filter '{method}'; choose one of {', '.join(RIDGE_FILTERS)}")
+    sigmas = tuple(sigmas)
+    if not sigmas or any(not np.isfinite(s) or s <= 0 for s in sigmas):
+        raise InputError(f"ridge scales must be positive, got {', '.join(map(str, sigmas)) or 'none'}")
+    ridge_filter = RIDGE_FILTERS[method]
+    channels = data[..., None] if data.ndim == 2 else data
+    planes = [ridge_filter(channels[..., c].astype(np.float32), sigmas=sigmas, black_ridges=dark_ridges,
+                           mode="reflect") for c in range(channels.shape[2])]
+    stacked = np.stack(planes, axis=-1).astype(np.float32)
+    return stacked[..., 0] if data.ndim == 2 else stacked
 
 
 def normalize_percentiles(data: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:

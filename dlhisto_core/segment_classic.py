@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import color, feature, filters, measure, segmentation
+from skimage import feature, filters, measure, segmentation
 
 from .errors import InputError
 from .preprocess import gaussian_smooth
@@ -49,22 +49,6 @@ class ClassicResult:
     labels: np.ndarray
     threshold: float
     """Threshold applied to the smoothed image."""
-
-
-def single_channel(data: np.ndarray, channel: int | None = None) -> np.ndarray:
-    """The plane to segment: the given channel (0-based), or the luminance of an RGB image."""
-    if data.ndim == 2:
-        if channel not in (None, 0):
-            raise InputError(f"the image has one channel; channel {channel + 1} does not exist")
-        return data
-    n_channels = data.shape[2]
-    if channel is not None:
-        if not 0 <= channel < n_channels:
-            raise InputError(f"the image has {n_channels} channels; channel {channel + 1} does not exist")
-        return data[..., channel]
-    if n_channels in (3, 4):
-        return color.rgb2gray(data[..., :3]).astype(np.float32)
-    raise InputError(f"the image has {n_channels} channels; choose the one to segment")
 
 
 def kmeans_threshold(values: np.ndarray, max_iter: int = 100) -> float:
@@ -128,20 +112,29 @@ def split_touching(components: np.ndarray, min_distance: int) -> np.ndarray:
 
 def segment_classic(plane: np.ndarray, options: ClassicOptions) -> ClassicResult:
     """Run the classic pipeline on one 2-D plane; labels are 1..N in raster order, 0 = background."""
-    if options.min_area < 0:
-        raise InputError(f"the minimum object area must be zero or positive, got {options.min_area}")
     smoothed = gaussian_smooth(plane, options.sigma)
     threshold = threshold_value(smoothed, options.threshold, options.manual_threshold)
     mask = smoothed < threshold if options.dark_objects else smoothed > threshold
     if options.fill_holes:
         mask = ndi.binary_fill_holes(mask)
-    components = _drop_smaller_than(measure.label(mask), options.min_area)
-    labels = split_touching(components, options.min_distance) if options.watershed else components
-    if options.exclude_border:
-        labels = segmentation.clear_border(labels)
-    labels = _drop_smaller_than(labels, options.min_area)  # watershed can cut off small pieces
-    labels, _, _ = segmentation.relabel_sequential(labels)
+    labels = objects_from_mask(mask, options.min_area, options.min_distance if options.watershed else None,
+                               options.exclude_border)
     return ClassicResult(labels=labels, threshold=threshold)
+
+
+def objects_from_mask(mask: np.ndarray, min_area: int, min_distance: int | None = 5,
+                      exclude_border: bool = False) -> np.ndarray:
+    """Label the objects of a foreground mask: connected components, or split by watershed
+    when ``min_distance`` is given; objects below ``min_area`` pixels are dropped."""
+    if min_area < 0:
+        raise InputError(f"the minimum object area must be zero or positive, got {min_area}")
+    components = _drop_smaller_than(measure.label(mask), min_area)
+    labels = split_touching(components, min_distance) if min_distance is not None else components
+    if exclude_border:
+        labels = segmentation.clear_border(labels)
+    labels = _drop_smaller_than(labels, min_area)  # watershed can cut off small pieces
+    labels, _, _ = segmentation.relabel_sequential(labels)
+    return labels
 
 
 def _drop_smaller_than(labels: np.ndarray, min_area: int) -> np.ndarray:

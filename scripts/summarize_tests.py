@@ -21,7 +21,7 @@ def pytest_counts(junit: Path) -> tuple[int, int, int]:
 
 def galaxy_counts(report: Path) -> tuple[int, int, int]:
     if not report.is_file():
-        print("Galaxy tool tests: no report (Galaxy did not start or planemo crashed)")
+        print(f"{report.name}: no report (Galaxy did not start or planemo crashed)")
         return 0, 1, 0
     passed = failed = skipped = 0
     for test in json.loads(report.read_text())["tests"]:
@@ -32,7 +32,7 @@ def galaxy_counts(report: Path) -> tuple[int, int, int]:
             skipped += 1
         else:
             failed += 1
-            print(f"FAILED Galaxy tool test {test['id']}: {status}")
+            print(f"FAILED Galaxy test {test['id']}: {status}")
     return passed, failed, skipped
 
 
@@ -43,10 +43,12 @@ def main() -> int:
     if pytest_rc not in (0, 1):  # 1 = some tests failed (counted); anything else = pytest broke
         failed = max(failed, 1)
     if ran_galaxy:
-        gx_passed, gx_failed, gx_skipped = galaxy_counts(reports / "tool_tests.json")
-        print(f"Galaxy tool tests: {gx_passed} passed, {gx_failed} failed, {gx_skipped} skipped")
+        for kind in ("tools", "workflows"):
+            gx_passed, gx_failed, gx_skipped = galaxy_counts(reports / f"{kind}_tests.json")
+            print(f"Galaxy {kind[:-1]} tests: {gx_passed} passed, {gx_failed} failed, {gx_skipped} skipped")
+            passed, failed, skipped = passed + gx_passed, failed + gx_failed, skipped + gx_skipped
         print(f"planemo lint: {'FAILED' if lint_failed else 'clean'}")
-        passed, failed, skipped = passed + gx_passed, failed + gx_failed + lint_failed, skipped + gx_skipped
+        failed += lint_failed
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
 

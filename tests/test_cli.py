@@ -85,3 +85,32 @@ def test_internal_errors_are_one_line_unless_debugging(test_data, tmp_path, monk
 def test_version():
     result = dlhisto("--version")
     assert result.returncode == 0 and result.stdout.startswith("dlhisto 0.")
+
+
+def test_pixel_classifier_train_and_predict_from_the_command_line(test_data, tmp_path):
+    train = dlhisto("pixel_classifier_train", "--image", test_data / "nuclei.tif",
+                    "--annotation", test_data / "nuclei_scribbles.tif", "--class-names", "nucleus,background",
+                    "--trees", "30", "--classifier", tmp_path / "c.zip", "--report", tmp_path / "report.tsv")
+    assert train.returncode == 0, train.stderr
+    assert (tmp_path / "report.tsv").read_text().splitlines()[1].startswith("nucleus\t268\t")
+    predict = dlhisto("pixel_classifier_predict", test_data / "nuclei.tif", "--classifier", tmp_path / "c.zip",
+                      "--probabilities", tmp_path / "p.tif", "--classes", tmp_path / "classes.tif",
+                      "--objects-class", "1", "--objects", tmp_path / "o.tif", "--measurements", tmp_path / "m.tsv",
+                      "--summary", tmp_path / "s.tsv", "--min-area", "60", "--split-touching")
+    assert predict.returncode == 0, predict.stderr
+    count = int((tmp_path / "s.tsv").read_text().splitlines()[1].split("\t")[1])
+    assert 110 <= count <= 140  # the human annotation holds 125 nuclei
+    assert tifffile.imread(tmp_path / "o.tif").max() == count
+
+
+def test_pixel_classifier_predict_refuses_an_unknown_class_and_leaves_nothing(test_data, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = dlhisto("pixel_classifier_predict", test_data / "nuclei.tif",
+                     "--classifier", test_data / "nuclei_classifier.zip", "--probabilities", out / "p.tif",
+                     "--classes", out / "c.tif", "--objects-class", "3", "--objects", out / "o.tif",
+                     "--measurements", out / "m.tsv", "--summary", out / "s.tsv")
+    assert result.returncode == 2
+    assert result.stderr == ("dlhisto pixel_classifier_predict: error: the classifier knows classes 1 to 2; "
+                             "class 3 does not exist\n")
+    assert list(out.iterdir()) == []

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
-from skimage import color
+from skimage import color, draw
 
 from dlhisto_core.errors import InputError
 from dlhisto_core.image_io import Image, read_image
-from dlhisto_core.preprocess import (PreprocessOptions, deconvolve_stains, gaussian_smooth,
+from dlhisto_core.preprocess import (PreprocessOptions, deconvolve_stains, enhance_ridges, gaussian_smooth,
                                      normalize_percentiles, preprocess, rescale_to_pixel_size)
 
 
@@ -86,3 +86,29 @@ def test_preprocess_runs_the_steps_in_order_and_keeps_the_pixel_size(test_data):
 def test_preprocess_refuses_to_rescale_without_a_pixel_size():
     with pytest.raises(InputError, match="records no pixel size"):
         preprocess(Image(np.zeros((8, 8), np.uint8)), PreprocessOptions(target_pixel_size=1.0))
+
+
+@pytest.mark.parametrize("method", ["sato", "frangi", "meijering"])
+def test_ridge_filters_light_up_a_dark_line_only(method):
+    image = np.full((64, 64), 200, np.float32)
+    image[draw.line(5, 5, 58, 50)] = 50  # a dark one-pixel vessel
+    response = enhance_ridges(image, method, sigmas=(1.0,), dark_ridges=True)
+    on_line = response[draw.line(10, 9, 50, 43)].mean()
+    assert on_line > 10 * response[50:, :10].mean() + 1e-6
+    assert enhance_ridges(image, method, sigmas=(1.0,), dark_ridges=False)[draw.line(10, 9, 50, 43)].mean() < on_line
+
+
+def test_ridge_enhancement_of_retina_vessels(test_data):
+    green = read_image(test_data / "retina.png").data[..., 1]
+    response = preprocess(read_image(test_data / "retina.png"),
+                          PreprocessOptions(channel=1, ridge="sato", dark_ridges=True)).data
+    vessels = green < np.percentile(green, 10)  # the darkest tenth of the green channel is mostly vessel
+    assert response.shape == (256, 256)
+    assert response[vessels].mean() > 2 * response[~vessels].mean()
+
+
+def test_channel_and_deconvolution_exclude_each_other(test_data):
+    with pytest.raises(InputError, match="either one channel or colour deconvolution"):
+        preprocess(read_image(test_data / "ihc.png"), PreprocessOptions(channel=0, deconvolve="dab"))
+    with pytest.raises(InputError, match="ridge scales must be positive"):
+        enhance_ridges(np.zeros((8, 8)), "sato", sigmas=())

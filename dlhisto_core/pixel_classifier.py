@@ -1,0 +1,232 @@
+"""Pixel classification the ilastik way: a random forest on filter-bank features, trained from
+sparse annotations (label images where 0 = not annotated and 1..K = classes).
+
+A trained classifier is saved as a zip holding ``classifier.json`` (feature settings, class
+names, channels, training figures) and ``forest.skops``: scikit-learn's forest in the skops
+format, loaded with an explicit list of trusted types, so that opening a classifier from
+someone else never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import skops.io
+from sklearn.ensemble import RandomForestClassifier
+
+from . import __version__
+from .errors import InputError
+from .features import FeatureSettings, features_of_tile
+from .image_io import TiledImageReader, atomic_output, write_tiled_image
+from .tiling import Tile, tile_grid
+
+FORMAT = "dlhisto-pixel-classifier"
+FORMAT_VERSION = 1
+MAX_CLASSES = 255
+"""The class map is stored as uint8."""
+TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
+"""Beyond skops' own safe defaults, the only type a stored forest may contain."""
+
+
+@dataclass
+class PixelClassifier:
+    forest: RandomForestClassifier
+    settings: FeatureSettings
+    class_names: list[str]
+    n_channels: int
+    training: dict = field(default_factory=dict)
+    """Figures from training: annotated pixels and out-of-bag accuracy, per class and overall."""
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
+def annotated_pixels(image_path, labels_path, settings: FeatureSettings, tile_size: int = 512,
+                     name: str | None = None, labels_name: str | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Features and classes of the annotated pixels of one image, and its channel count.
+
+    Works tile by tile and skips tiles without annotations, so a sparsely annotated slide
+    costs little time and memory.
+    """
+    features, classes = [], []
+    with TiledImageReader(image_path, name=name) as image, \
+            TiledImageReader(labels_path, name=labels_name) as labels:
+        if labels.shape[:2] != image.shape[:2] or len(labels.shape) != 2:
+            raise InputError(f"the annotation '{labels.name}' is {_size(labels.shape)}, "
+                             f"its image '{image.name}' {_size(image.shape)}: they must match, with one channel")
+        if labels.dtype.kind not in "biu":
+            raise InputError(f"the annotation '{labels.name}' must hold whole numbers (0 = not annotated)")
+        for tile in tile_grid(*image.shape[:2], tile_size):
+            tile_labels = labels.read_region(tile.y, tile.x, tile.height, tile.width)
+            annotated = tile_labels > 0
+            if not annotated.any():
+                continue
+            if tile_labels.min() < 0:
+                raise InputError(f"the annotation '{labels.name}' holds negative values")
+            features.append(features_of_tile(image, tile, settings)[annotated])
+            classes.append(tile_labels[annotated].astype(np.int64))
+        n_channels = 1 if len(image.shape) == 2 else image.shape[2]
+    if not features:
+        return np.empty((0, len(settings.names(n_channels))), np.float32), np.empty(0, np.int64), n_channels
+    return np.concatenate(features), np.concatenate(classes), n_channels
+
+
+def train(pairs: Sequence[tuple], settings: FeatureSettings, class_names: Sequence[str] | None = None,
+          n_trees: int = 100, seed: int = 0, tile_size: int = 512,
+          validation_pairs: Sequence[tuple] = ()) -> PixelClassifier:
+    """Train a random forest on the annotated pixels of (image, annotation[, names]) pairs.
+
+    The accuracy is estimated out of bag (each pixel judged by the trees that did not train on
+    it) and, when ``validation_pairs`` are given, on their annotated pixels, never used to train.
+    """
+    if not pairs:
+        raise InputError("give at least one image with its annotation")
+    if n_trees < 1:
+        raise InputError(f"the number of trees must be at least 1, got {n_trees}")
+    x, y, n_channels = _annotated_pixels_of(pairs, settings, tile_size)
+    present = np.unique(y)
+    if len(present) < 2:
+        raise InputError("the annotations must mark at least two classes "
+                         f"(found {'none' if not len(present) else 'only class ' + str(present[0])})")
+    n_classes = int(present.max())
+    if n_classes > MAX_CLASSES:
+        raise InputError(f"at most {MAX_CLASSES} classes are supported, the annotations use {n_classes}")
+    names = list(class_names) if class_names else [f"class {k}" for k in range(1, n_classes + 1)]
+    if len(names) != n_classes:
+        raise InputError(f"{len(names)} class names given for annotations using classes 1 to {n_classes}")
+    forest = RandomForestClassifier(n_estimators=n_trees, random_state=seed, n_jobs=-1,
+                                    oob_score=True, class_weight="balanced")
+    with warnings.catch_warnings():  # with few trees some pixels are in every bootstrap: handled below
+        warnings.filterwarnings("ignore", "Some inputs do not have OOB scores")
+        forest.fit(x, y)
+    forest.n_jobs = None  # do not store this machine's parallelism in the file
+    judged = ~np.isnan(forest.oob_decision_function_).any(axis=1)
+    out_of_bag = np.zeros_like(y)  # class 0 never matches: pixels no tree left out count as errors
+    out_of_bag[judged] = forest.classes_[np.argmax(forest.oob_decision_function_[judged], axis=1)]
+    per_class, overall = _accuracy("annotated_pixels", "out_of_bag_accuracy", y, out_of_bag, n_classes)
+    rows = [{"class": name, **stats} for name, stats in zip(names, per_class)]
+    training = {"n_trees": n_trees, "seed": seed, **overall}
+    if validation_pairs:
+        x_val, y_val, val_channels = _annotated_pixels_of(validation_pairs, settings, tile_size)
+        if val_channels != n_channels:
+            raise InputError(f"the validation images have {val_channels} channels, the training images {n_channels}")
+        if y_val.size and y_val.max() > n_classes:
+            raise InputError(f"the validation annotations use class {y_val.max()}, unknown in training")
+        predicted = forest.predict(x_val) if y_val.size else y_val
+        per_class, overall = _accuracy("validation_pixels", "validation_accuracy", y_val, predicted, n_classes)
+        for row, stats in zip(rows, per_class):
+            row.update(stats)
+        training.update(overall)
+    training["classes"] = rows
+    return PixelClassifier(forest, settings, names, n_channels, training)
+
+
+def _annotated_pixels_of(pairs: Sequence[tuple], settings: FeatureSettings, tile_size: int
+                         ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Features and classes of the annotated pixels of several (image, annotation[, names])."""
+    features, classes, channel_counts = [], [], set()
+    for image_path, labels_path, *names in pairs:
+        x, y, n_channels = annotated_pixels(image_path, labels_path, settings, tile_size, *names)
+        features.append(x)
+        classes.append(y)
+        channel_counts.add(n_channels)
+    if len(channel_counts) > 1:
+        raise InputError(f"the images have different numbers of channels ({sorted(channel_counts)})")
+    return np.concatenate(features), np.concatenate(classes), channel_counts.pop()
+
+
+def _accuracy(count_key: str, accuracy_key: str, truth: np.ndarray, predicted: np.ndarray,
+              n_classes: int) -> tuple[list[dict], dict]:
+    """Pixel count and accuracy (recall) of each class, and overall, under the given key names."""
+    per_class = []
+    for k in range(1, n_classes + 1):
+        of_class = truth == k
+        per_class.append({count_key: int(of_class.sum()),
+                          accuracy_key: float((predicted[of_class] == k).mean()) if of_class.any() else None})
+    overall = {count_key: int(truth.size), accuracy_key: float((predicted == truth).mean()) if truth.size else None}
+    return per_class, overall
+
+
+def predict_tile(classifier: PixelClassifier, reader: TiledImageReader, tile: Tile) -> np.ndarray:
+    """Per-class probabilities (h, w, K) for one tile; classes never annotated get 0."""
+    features = features_of_tile(reader, tile, classifier.settings)
+    flat = classifier.forest.predict_proba(features.reshape(-1, features.shape[-1]))
+    probabilities = np.zeros((flat.shape[0], classifier.n_classes), np.float32)
+    probabilities[:, classifier.forest.classes_ - 1] = flat
+    return probabilities.reshape(tile.height, tile.width, classifier.n_classes)
+
+
+def predict_tiles(classifier: PixelClassifier, reader: TiledImageReader, tile_size: int = 512
+                  ) -> Iterator[tuple[Tile, np.ndarray]]:
+    """Probabilities tile by tile, in TIFF tile order; memory follows the tile, not the image."""
+    n_channels = 1 if len(reader.shape) == 2 else reader.shape[2]
+    if n_channels != classifier.n_channels:
+        raise InputError(f"the classifier was trained on {classifier.n_channels}-channel images; "
+                         f"'{reader.name}' has {n_channels}")
+    for tile in tile_grid(*reader.shape[:2], tile_size):
+        yield tile, predict_tile(classifier, reader, tile)
+
+
+def predict_image(classifier: PixelClassifier, image_path, probabilities_path, classes_path,
+                  tile_size: int = 512, name: str | None = None) -> tuple[float, float] | None:
+    """Write per-class probabilities (float32, YXS) and the class map (uint8, 1..K) as tiled
+    OME-TIFFs, one tile at a time. Returns the image's pixel size."""
+    with TiledImageReader(image_path, name=name) as reader:
+        pixel_size = reader.pixel_size
+        shape = reader.shape[:2] + (classifier.n_classes,)
+        tiles = (probabilities for _, probabilities in predict_tiles(classifier, reader, tile_size))
+        write_tiled_image(probabilities_path, tiles, shape, np.float32, tile_size, pixel_size)
+    with TiledImageReader(probabilities_path) as probabilities:
+        class_tiles = (probabilities.read_region(t.y, t.x, t.height, t.width).argmax(axis=-1).astype(np.uint8) + 1
+                       for t in tile_grid(*shape[:2], tile_size))
+        write_tiled_image(classes_path, class_tiles, shape[:2], np.uint8, tile_size, pixel_size)
+    return pixel_size
+
+
+def save(classifier: PixelClassifier, path: str | os.PathLike) -> None:
+    metadata = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "dlhisto_version": __version__,
+        "features": classifier.settings.to_dict(), "class_names": classifier.class_names,
+        "n_channels": classifier.n_channels, "feature_names": classifier.settings.names(classifier.n_channels),
+        "training": classifier.training,
+    }
+    with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("classifier.json", json.dumps(metadata, indent=2))
+        archive.writestr("forest.skops", skops.io.dumps(classifier.forest))
+
+
+def load(path: str | os.PathLike, name: str | None = None) -> PixelClassifier:
+    """Open a classifier written by :func:`save`; anything else is refused without being executed."""
+    name = name or Path(path).name
+    try:
+        with zipfile.ZipFile(path) as archive:
+            metadata = json.loads(archive.read("classifier.json"))
+            forest_bytes = archive.read("forest.skops")
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
+        raise InputError(f"'{name}' is not a dlhisto pixel classifier ({exc})") from exc
+    if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"'{name}' is not a dlhisto pixel classifier (format {metadata.get('format')!r})")
+    try:
+        untrusted = set(skops.io.get_untrusted_types(data=forest_bytes)) - set(TRUSTED_TYPES)
+    except Exception as exc:  # skops could not even parse it
+        raise InputError(f"'{name}' holds no readable forest ({type(exc).__name__})") from exc
+    if untrusted:
+        raise InputError(f"'{name}' contains types that are not allowed in a classifier: {', '.join(sorted(untrusted))}")
+    forest = skops.io.loads(forest_bytes, trusted=TRUSTED_TYPES)
+    if not isinstance(forest, RandomForestClassifier):
+        raise InputError(f"'{name}' does not contain a random forest")
+    return PixelClassifier(forest, FeatureSettings.from_dict(metadata["features"]), list(metadata["class_names"]),
+                           int(metadata["n_channels"]), metadata.get("training", {}))
+
+
+def _size(shape) -> str:
+    return f"{shape[1]}x{shape[0]}" + (f"x{shape[2]}" if len(shape) == 3 else "")

@@ -1,0 +1,34 @@
+"""Cutting an image into tiles, in the row-major order in which TIFF stores them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class Tile:
+    y: int
+    x: int
+    height: int
+    width: int
+
+    def with_halo(self, halo: int) -> "Tile":
+        """The tile grown by ``halo`` pixels on every side (it may reach outside the image)."""
+        return Tile(self.y - halo, self.x - halo, self.height + 2 * halo, self.width + 2 * halo)
+
+
+def tile_grid(height: int, width: int, tile_size: int) -> Iterator[Tile]:
+    """Tiles of ``tile_size`` pixels covering the image row by row; the last ones are cut short."""
+    check_tile_size(tile_size)
+    for y in range(0, height, tile_size):
+        for x in range(0, width, tile_size):
+            yield Tile(y, x, min(tile_size, height - y), min(tile_size, width - x))
+
+
+def check_tile_size(tile_size: int) -> None:
+    """TIFF tiles must be multiples of 16 pixels; below 64 the halo would dominate the work."""
+    if tile_size < 64 or tile_size % 16:
+        raise InputError(f"tile size must be a multiple of 16 and at least 64, got {tile_size}")
