@@ -54,6 +54,13 @@ install_galaxy() {
     fi
 }
 
+# The Galaxy tool XMLs of this repository (not macros.xml), one per line.
+tool_xmls() {
+    for xml in "$REPO_ROOT"/tools/*.xml; do
+        [ "$(basename "$xml")" = macros.xml ] || echo "$xml"
+    done
+}
+
 # write_galaxy_config WORK PORT ADMIN_KEY: a tool panel with every dlhisto tool, and
 # requirements resolved from WORK/deps (Galaxy's 'galaxy_packages' resolver) to this checkout.
 write_galaxy_config() {
@@ -67,8 +74,8 @@ write_galaxy_config() {
         echo '<toolbox monitor="false">'
         echo '  <section id="getext" name="Get Data"><tool file="data_source/upload.xml"/></section>'
         echo '  <section id="dlhisto" name="dlhisto: histology image analysis">'
-        for xml in "$REPO_ROOT"/tools/*.xml; do
-            [ "$(basename "$xml")" = macros.xml ] || echo "    <tool file=\"$xml\"/>"
+        for xml in $(tool_xmls); do
+            echo "    <tool file=\"$xml\"/>"
         done
         echo '  </section>'
         echo '</toolbox>'

@@ -1,6 +1,7 @@
 """Count pytest items and Galaxy tool tests; print 'N passed, N failed' and exit 1 on any failure.
 
-Usage: summarize_tests.py REPORTS_DIR RAN_GALAXY(0|1) LINT_FAILED(0|1) PYTEST_EXIT_CODE
+Usage: summarize_tests.py REPORTS_DIR RAN_GALAXY(0|1) LINT_FAILED(0|1) PYTEST_EXIT_CODE [NAME...]
+NAMEs are the planemo runs whose reports REPORTS_DIR/tests_NAME.json must exist.
 """
 
 import json
@@ -38,14 +39,15 @@ def galaxy_counts(report: Path) -> tuple[int, int, int]:
 
 def main() -> int:
     reports, ran_galaxy, lint_failed, pytest_rc = Path(sys.argv[1]), *map(int, sys.argv[2:5])
+    expected_reports = sys.argv[5:]
     passed, failed, skipped = pytest_counts(reports / "pytest.xml")
     print(f"pytest: {passed} passed, {failed} failed, {skipped} skipped (exit code {pytest_rc})")
     if pytest_rc not in (0, 1):  # 1 = some tests failed (counted); anything else = pytest broke
         failed = max(failed, 1)
     if ran_galaxy:
-        for kind in ("tools", "workflows"):
-            gx_passed, gx_failed, gx_skipped = galaxy_counts(reports / f"{kind}_tests.json")
-            print(f"Galaxy {kind[:-1]} tests: {gx_passed} passed, {gx_failed} failed, {gx_skipped} skipped")
+        for name in expected_reports:
+            gx_passed, gx_failed, gx_skipped = galaxy_counts(reports / f"tests_{name}.json")
+            print(f"Galaxy tests of {name}: {gx_passed} passed, {gx_failed} failed, {gx_skipped} skipped")
             passed, failed, skipped = passed + gx_passed, failed + gx_failed, skipped + gx_skipped
         print(f"planemo lint: {'FAILED' if lint_failed else 'clean'}")
         failed += lint_failed
