@@ -107,6 +107,25 @@ galaxy:
 EOF
 }
 
+# create_galaxy_user PORT ADMIN_KEY EMAIL NAME PASSWORD: prints an API key of that user
+# (created if absent), for clients that must share one user without racing to create it.
+create_galaxy_user() {
+    local url="http://127.0.0.1:$1" admin_key=$2 email=$3 name=$4 password=$5
+    "$GX_VENV/bin/python" - "$url" "$admin_key" "$email" "$name" "$password" <<'PY'
+import sys
+import requests
+url, admin_key, email, name, password = sys.argv[1:]
+headers = {"x-api-key": admin_key}
+users = requests.get(f"{url}/api/users", params={"f_email": email}, headers=headers, timeout=60).json()
+if not users:
+    users = [requests.post(f"{url}/api/users", json={"username": name, "email": email, "password": password},
+                           headers=headers, timeout=60).json()]
+key = requests.post(f"{url}/api/users/{users[0]['id']}/api_key", headers=headers, timeout=60)
+key.raise_for_status()
+print(key.json())
+PY
+}
+
 # start_galaxy WORK PORT: start galaxy-web in the background (its venv active, as upload jobs
 # need) and wait until the API answers. Sets GX_PID.
 start_galaxy() {
