@@ -6,7 +6,7 @@ is trained on the bundled scribbles with the default filters (6 filters x 4 scal
 features) and 100 trees. Each measurement runs in a fresh process so that its peak resident
 memory (ru_maxrss) is its own.
 
-Usage: .venv/bin/python benchmarks/pixel_classifier.py [--size 4096] [--tile-size 512]
+Usage: .venv/bin/python benchmarks/pixel_classifier.py [--size 4096] [--tile-size 512] [--tiled-only]
 """
 
 import argparse
@@ -25,13 +25,13 @@ import tifffile
 from dlhisto_core import pixel_classifier
 from dlhisto_core.features import FeatureSettings, compute_features, features_of_tile
 from dlhisto_core.image_io import TiledImageReader, read_image
-from dlhisto_core.tiling import tile_grid
+from dlhisto_core.tiling import map_in_order, tile_grid
 
 TEST_DATA = Path(__file__).resolve().parent.parent / "test-data"
 MODES = {
-    "features_tiled": "features, tile by tile",
+    "features_tiled": "features, tile by tile (all cores)",
     "features_whole": "features, whole image at once",
-    "predict_tiled": "features + forest + write outputs, tiled",
+    "predict_tiled": "features + forest + write, tiled (all cores)",
     "predict_whole": "features + forest, whole image at once",
 }
 
@@ -42,8 +42,9 @@ def run_mode(mode: str, image_path: Path, classifier_path: Path, tile_size: int,
     start = time.perf_counter()
     if mode == "features_tiled":
         with TiledImageReader(image_path) as reader:
-            for tile in tile_grid(*reader.shape[:2], tile_size):
-                features_of_tile(reader, tile, settings)
+            for _ in map_in_order(lambda tile: features_of_tile(reader, tile, settings),
+                                  tile_grid(*reader.shape[:2], tile_size)):
+                pass
     elif mode == "features_whole":
         compute_features(read_image(image_path).data, settings)
     elif mode == "predict_tiled":
@@ -60,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--tile-size", type=int, default=512)
+    parser.add_argument("--tiled-only", action="store_true", help="skip the whole-image measurements")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # internal: one measurement
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -83,6 +85,8 @@ def main() -> None:
               f"{len(classifier.settings.names(1))} features, tiles of {args.tile_size} px")
         print(f"{'measurement':<44} {'s':>8} {'s/Mpx':>8} {'peak RSS MB':>12}")
         for mode, label in MODES.items():
+            if args.tiled_only and mode.endswith("_whole"):
+                continue
             out = subprocess.run([sys.executable, __file__, "--mode", mode, "--work", str(work),
                                   "--tile-size", str(args.tile_size)], capture_output=True, text=True, check=True)
             result = json.loads(out.stdout)

@@ -46,6 +46,8 @@ class FeatureSettings:
         unknown = [f for f in self.features if f not in FEATURES]
         if unknown:
             raise InputError(f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURES)}")
+        # one canonical order, the order of the feature stack
+        object.__setattr__(self, "features", tuple(f for f in FEATURES if f in self.features))
         if not self.features and not self.include_raw:
             raise InputError("choose at least one feature")
         if self.features and not self.scales:
@@ -92,47 +94,43 @@ def compute_features(image: np.ndarray, settings: FeatureSettings) -> np.ndarray
         if settings.include_raw:
             stack.append(plane)
         for sigma in settings.scales:
-            for feature in settings.features:
-                stack.extend(_FILTERS[feature](plane, sigma))
+            stack.extend(_features_at_scale(plane, sigma, settings.features))
     return np.stack(stack, axis=-1)
 
 
-def _gaussian(plane, sigma):
-    return [ndi.gaussian_filter(plane, sigma, truncate=TRUNCATE)]
+def _features_at_scale(plane: np.ndarray, sigma: float, features: tuple[str, ...]) -> list[np.ndarray]:
+    """The requested features at one scale, in FEATURES order.
 
+    Filters are shared between features: the Laplacian is the trace of the Hessian, the
+    gradient magnitude and the structure tensor use the same first derivatives, and the
+    difference of Gaussians reuses the smoothed image.
+    """
+    def gauss(data, s, order=0):
+        return ndi.gaussian_filter(data, s, order=order, truncate=TRUNCATE)
 
-def _log(plane, sigma):
-    return [ndi.gaussian_laplace(plane, sigma, truncate=TRUNCATE)]
-
-
-def _dog(plane, sigma):
-    return [ndi.gaussian_filter(plane, sigma, truncate=TRUNCATE)
-            - ndi.gaussian_filter(plane, DOG_RATIO * sigma, truncate=TRUNCATE)]
-
-
-def _gradient(plane, sigma):
-    return [ndi.gaussian_gradient_magnitude(plane, sigma, truncate=TRUNCATE)]
-
-
-def _hessian(plane, sigma):
-    hrr = ndi.gaussian_filter(plane, sigma, order=(2, 0), truncate=TRUNCATE)
-    hrc = ndi.gaussian_filter(plane, sigma, order=(1, 1), truncate=TRUNCATE)
-    hcc = ndi.gaussian_filter(plane, sigma, order=(0, 2), truncate=TRUNCATE)
-    return list(symmetric_eigenvalues(hrr, hrc, hcc))
-
-
-def _structure_tensor(plane, sigma):
-    dr = ndi.gaussian_filter(plane, sigma, order=(1, 0), truncate=TRUNCATE)
-    dc = ndi.gaussian_filter(plane, sigma, order=(0, 1), truncate=TRUNCATE)
-    outer = STRUCTURE_TENSOR_OUTER * sigma
-    arr = ndi.gaussian_filter(dr * dr, outer, truncate=TRUNCATE)
-    arc = ndi.gaussian_filter(dr * dc, outer, truncate=TRUNCATE)
-    acc = ndi.gaussian_filter(dc * dc, outer, truncate=TRUNCATE)
-    return list(symmetric_eigenvalues(arr, arc, acc))
-
-
-_FILTERS = {"gaussian": _gaussian, "log": _log, "dog": _dog, "gradient": _gradient,
-            "structure_tensor": _structure_tensor, "hessian": _hessian}
+    smoothed = gauss(plane, sigma) if {"gaussian", "dog"} & set(features) else None
+    if {"gradient", "structure_tensor"} & set(features):
+        dr, dc = gauss(plane, sigma, (1, 0)), gauss(plane, sigma, (0, 1))
+    if {"log", "hessian"} & set(features):
+        hrr, hcc = gauss(plane, sigma, (2, 0)), gauss(plane, sigma, (0, 2))
+    out: list[np.ndarray] = []
+    for feature in FEATURES:
+        if feature not in features:
+            continue
+        if feature == "gaussian":
+            out.append(smoothed)
+        elif feature == "log":
+            out.append(hrr + hcc)
+        elif feature == "dog":
+            out.append(smoothed - gauss(plane, DOG_RATIO * sigma))
+        elif feature == "gradient":
+            out.append(np.sqrt(dr * dr + dc * dc))
+        elif feature == "structure_tensor":
+            outer = STRUCTURE_TENSOR_OUTER * sigma
+            out.extend(symmetric_eigenvalues(gauss(dr * dr, outer), gauss(dr * dc, outer), gauss(dc * dc, outer)))
+        elif feature == "hessian":
+            out.extend(symmetric_eigenvalues(hrr, gauss(plane, sigma, (1, 1)), hcc))
+    return out
 
 
 def symmetric_eigenvalues(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

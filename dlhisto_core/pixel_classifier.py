@@ -25,7 +25,7 @@ from . import __version__
 from .errors import InputError
 from .features import FeatureSettings, features_of_tile
 from .image_io import TiledImageReader, atomic_output, write_tiled_image
-from .tiling import Tile, tile_grid
+from .tiling import Tile, map_in_order, tile_grid
 
 FORMAT = "dlhisto-pixel-classifier"
 FORMAT_VERSION = 1
@@ -172,8 +172,8 @@ def predict_tiles(classifier: PixelClassifier, reader: TiledImageReader, tile_si
     if n_channels != classifier.n_channels:
         raise InputError(f"the classifier was trained on {classifier.n_channels}-channel images; "
                          f"'{reader.name}' has {n_channels}")
-    for tile in tile_grid(*reader.shape[:2], tile_size):
-        yield tile, predict_tile(classifier, reader, tile)
+    tiles = list(tile_grid(*reader.shape[:2], tile_size))
+    yield from zip(tiles, map_in_order(lambda tile: predict_tile(classifier, reader, tile), tiles))
 
 
 def predict_image(classifier: PixelClassifier, image_path, probabilities_path, classes_path,

@@ -1,11 +1,18 @@
-"""Cutting an image into tiles, in the row-major order in which TIFF stores them."""
+"""Cutting an image into tiles, in the row-major order in which TIFF stores them, and working
+on them in parallel."""
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from .errors import InputError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -32,3 +39,23 @@ def check_tile_size(tile_size: int) -> None:
     """TIFF tiles must be multiples of 16 pixels; below 64 the halo would dominate the work."""
     if tile_size < 64 or tile_size % 16:
         raise InputError(f"tile size must be a multiple of 16 and at least 64, got {tile_size}")
+
+
+def map_in_order(function: Callable[[T], R], items: Iterable[T], workers: int | None = None) -> Iterator[R]:
+    """``map(function, items)`` on a pool of threads, results in order, at most 2 x workers in flight.
+
+    For per-tile work that releases the GIL (SciPy filters, scikit-learn forests): the cores
+    share the tiles while memory stays bounded by the few tiles in flight.
+    """
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future] = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
