@@ -1,0 +1,187 @@
+"""Training data for the deep-learning steps: patches sampled into an HDF5 file, targets per task,
+and the augmentations applied when a patch is drawn.
+
+Images are normalised per image (percentiles 1 and 99.8 of each channel mapped to 0 and 1, the
+rule recorded in the model package), so that models trained on one scanner transfer to another.
+Targets:
+
+- ``semantic``: the label image is a class map (0, 1, ... K-1 used as given);
+- ``instance``: the label image holds one id per object; the target is 3 classes:
+  0 background, 1 object interior, 2 object boundary, from which instances are rebuilt.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from skimage import segmentation
+
+from .errors import InputError
+from .image_io import read_image, read_labels
+from .preprocess import normalize_percentiles
+
+TASKS = ("semantic", "instance")
+NORMALIZATION = (1.0, 99.8)
+"""Percentiles of each channel mapped to 0 and 1 before the network sees an image."""
+
+
+def normalize_for_network(data: np.ndarray) -> np.ndarray:
+    """(Y, X[, C]) image -> (C, Y, X) float32, each channel percentile-normalised."""
+    data = data[..., None] if data.ndim == 2 else data
+    return np.ascontiguousarray(np.moveaxis(normalize_percentiles(data, *NORMALIZATION), -1, 0))
+
+
+def make_target(labels: np.ndarray, task: str) -> np.ndarray:
+    """The per-pixel class target (uint8) of a label image for ``task``."""
+    if task == "semantic":
+        if labels.max() > 255:
+            raise InputError(f"a semantic class map holds classes 0..255, found {labels.max()}")
+        return labels.astype(np.uint8)
+    if task == "instance":
+        target = (labels > 0).astype(np.uint8)
+        target[segmentation.find_boundaries(labels, mode="inner")] = 2
+        return target
+    raise InputError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
+
+
+@dataclass
+class PatchSet:
+    """Where the patches are and what they hold."""
+
+    path: Path
+    n_patches: int
+    n_channels: int
+    n_classes: int
+    patch_size: int
+
+
+def sample_patches(pairs: Sequence[tuple], path: str | os.PathLike, task: str, patch_size: int = 128,
+                   patches_per_image: int = 64, seed: int = 0) -> PatchSet:
+    """Cut random patches (half of them centred on foreground) from (image, labels[, names]) pairs
+    into an HDF5 file: ``images`` (N, C, P, P) float32 and ``targets`` (N, P, P) uint8."""
+    if patch_size < 16 or patch_size % 16:
+        raise InputError(f"the patch size must be a multiple of 16, at least 16, got {patch_size}")
+    rng = np.random.default_rng(seed)
+    n_total = len(pairs) * patches_per_image
+    n_channels = n_classes = None
+    with h5py.File(path, "w") as h5:
+        for i, (image_path, labels_path, *names) in enumerate(pairs):
+            image = read_image(image_path, names[0] if names else None).data
+            labels = read_labels(labels_path, names[1] if len(names) > 1 else None).data
+            if labels.shape != image.shape[:2]:
+                raise InputError(f"labels '{Path(labels_path).name}' do not match the size of image "
+                                 f"'{Path(image_path).name}': {labels.shape[::-1]} vs {image.shape[1::-1]}")
+            channels = 1 if image.ndim == 2 else image.shape[2]
+            if n_channels is None:
+                n_channels = channels
+                images_ds = h5.create_dataset("images", (n_total, channels, patch_size, patch_size), np.float32,
+                                              chunks=(1, channels, patch_size, patch_size))
+                targets_ds = h5.create_dataset("targets", (n_total, patch_size, patch_size), np.uint8,
+                                               chunks=(1, patch_size, patch_size))
+            elif channels != n_channels:
+                raise InputError(f"all images need the same channels: '{Path(image_path).name}' has {channels}, "
+                                 f"the first image {n_channels}")
+            normalized = _pad_to(normalize_for_network(image), patch_size)
+            target = _pad_to(make_target(labels, task)[None], patch_size)[0]
+            for j, (y, x) in enumerate(_patch_corners(target, patch_size, patches_per_image, rng)):
+                images_ds[i * patches_per_image + j] = normalized[:, y:y + patch_size, x:x + patch_size]
+                targets_ds[i * patches_per_image + j] = target[y:y + patch_size, x:x + patch_size]
+            n_classes = max(n_classes or 0, int(target.max()) + 1)
+        if task == "instance":
+            n_classes = 3
+        h5.attrs.update(task=task, n_classes=n_classes, patch_size=patch_size, seed=seed,
+                        normalization=NORMALIZATION)
+    return PatchSet(Path(path), n_total, n_channels, n_classes, patch_size)
+
+
+def _pad_to(array: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pad (C, Y, X) so that Y and X are at least ``size``."""
+    pad_y, pad_x = max(0, size - array.shape[1]), max(0, size - array.shape[2])
+    if not pad_y and not pad_x:
+        return array
+    return np.pad(array, ((0, 0), (0, pad_y), (0, pad_x)), mode="reflect" if min(array.shape[1:]) > 1 else "edge")
+
+
+def _patch_corners(target: np.ndarray, size: int, count: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Top-left corners: half centred on random foreground pixels (if any), half anywhere."""
+    height, width = target.shape
+    foreground = np.flatnonzero(target > 0)
+    corners = []
+    for k in range(count):
+        if k % 2 == 0 and foreground.size:
+            cy, cx = np.unravel_index(rng.choice(foreground), target.shape)
+            y, x = cy - size // 2, cx - size // 2
+        else:
+            y, x = rng.integers(0, height - size + 1), rng.integers(0, width - size + 1)
+        corners.append((int(np.clip(y, 0, height - size)), int(np.clip(x, 0, width - size))))
+    return corners
+
+
+def count_patches(path: str | os.PathLike) -> int:
+    with h5py.File(path, "r") as h5:
+        return len(h5["targets"])
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Patches of an HDF5 file made by :func:`sample_patches`, augmented when ``augment`` is set.
+
+    Augmentations: the 8 flips/rotations by 90 degrees; a small elastic deformation; for RGB
+    images a brightness/contrast/saturation jitter (H&E staining varies between labs). Each
+    draw uses a generator seeded from (seed, epoch, index), so a run is reproducible.
+    """
+
+    def __init__(self, path: str | os.PathLike, indices: Sequence[int], augment: bool = False, seed: int = 0):
+        self.path, self.indices, self.augment, self.seed = Path(path), list(indices), augment, seed
+        self.epoch = 0
+        with h5py.File(self.path, "r") as h5:
+            self.images = h5["images"][...]
+            self.targets = h5["targets"][...]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self.indices[item]
+        image, target = self.images[index], self.targets[index]
+        if self.augment:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            image, target = augment_patch(image, target, rng)
+        return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target)).long()
+
+
+def augment_patch(image: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random flip/rotation, elastic deformation (p=0.3) and, for 3 channels, colour jitter."""
+    k = int(rng.integers(4))
+    image, target = np.rot90(image, k, axes=(1, 2)), np.rot90(target, k)
+    if rng.random() < 0.5:
+        image, target = image[:, :, ::-1], target[:, ::-1]
+    if rng.random() < 0.3:
+        image, target = _elastic(image, target, rng)
+    if image.shape[0] == 3:
+        brightness, contrast = rng.uniform(-0.1, 0.1), rng.uniform(0.9, 1.1)
+        grey = image.mean(axis=0, keepdims=True)
+        saturation = rng.uniform(0.9, 1.1)
+        image = ((grey + saturation * (image - grey)) - 0.5) * contrast + 0.5 + brightness
+    return image.astype(np.float32), target
+
+
+def _elastic(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, alpha: float = 4.0,
+             sigma: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth random displacement field of at most ``alpha`` pixels (Simard et al. 2003):
+    the image is resampled bilinearly, the target by nearest neighbour."""
+    shape = target.shape
+    displacement = []
+    for _ in range(2):
+        field = ndi.gaussian_filter(rng.uniform(-1, 1, shape), sigma)
+        displacement.append(field / max(np.abs(field).max(), 1e-12) * alpha)
+    yy, xx = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    coords = np.array([yy + displacement[0], xx + displacement[1]])
+    warped = np.stack([ndi.map_coordinates(c, coords, order=1, mode="reflect") for c in image])
+    return warped, ndi.map_coordinates(target, coords, order=0, mode="reflect")

@@ -1,0 +1,204 @@
+"""Training loop for segmentation networks: loss choice, validation split, early stopping, a
+checkpoint after every epoch that a killed run resumes from, and a reproducible result for a
+given seed on the CPU.
+
+Reproducibility does not rely on saved random states: the weights are initialised from the
+seed (``build_model(spec, seed)``), the shuffling of epoch e uses a generator seeded with (seed, e), and each augmentation
+one seeded with (seed, epoch, patch). A run resumed from the checkpoint of epoch e therefore
+continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from .dl_data import PatchDataset, count_patches
+from .dl_models import set_frozen_stages_to_eval
+from .errors import InputError
+from .image_io import atomic_output
+
+LOSSES = ("ce", "dice", "ce_dice")
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 30
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    loss: str = "ce_dice"
+    validation_fraction: float = 0.2
+    patience: int = 8
+    """Stop when the validation Dice has not improved for this many epochs."""
+    seed: int = 0
+    augment: bool = True
+    device: str = "auto"
+    """'auto' (CUDA when present), 'cpu' or 'cuda'."""
+
+    def check(self) -> None:
+        if self.loss not in LOSSES:
+            raise InputError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise InputError("epochs, batch size and patience must be at least 1")
+        if not 0 < self.validation_fraction < 1:
+            raise InputError(f"the validation fraction must be between 0 and 1, got {self.validation_fraction}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise InputError(f"the learning rate must be positive, got {self.learning_rate}")
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds besides the weights and the optimizer."""
+
+    epoch: int = 0
+    """Epochs completed."""
+    best_dice: float = -1.0
+    best_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def pick_device(choice: str = "auto") -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA was asked for but no GPU is available")
+    return torch.device(choice)
+
+
+def split_indices(n: int, validation_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Shuffled train / validation indices; at least one patch in each."""
+    if n < 2:
+        raise InputError(f"need at least 2 patches to train and validate, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = min(max(1, round(n * validation_fraction)), n - 1)
+    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def make_loss(name: str, n_classes: int) -> Callable:
+    ce = nn.CrossEntropyLoss()
+    dice = smp.losses.DiceLoss(mode="multiclass", from_logits=True)
+    if name == "ce":
+        return ce
+    if name == "dice":
+        return dice
+    return lambda logits, target: ce(logits, target) + dice(logits, target)
+
+
+def dice_per_class(logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Intersections and (prediction + truth) sizes per class, to sum over a validation set."""
+    predicted = logits.argmax(dim=1)
+    inter, total = np.zeros(n_classes), np.zeros(n_classes)
+    for k in range(n_classes):
+        p, t = predicted == k, target == k
+        inter[k] += (p & t).sum().item()
+        total[k] += p.sum().item() + t.sum().item()
+    return inter, total
+
+
+def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options: TrainOptions,
+          checkpoint: str | os.PathLike, log: Callable[[str], None] = print) -> TrainState:
+    """Train ``model`` on the patches, resuming from ``checkpoint`` if it holds a compatible run.
+
+    After every epoch the checkpoint is rewritten (atomically) with the weights, the optimizer,
+    the best weights so far and the history. The returned state's model is the best one (highest
+    validation Dice, background excluded when there are several classes).
+    """
+    options.check()
+    device = pick_device(options.device)
+    train_idx, val_idx = split_indices(count_patches(patches), options.validation_fraction, options.seed)
+    train_set = PatchDataset(patches, train_idx, augment=options.augment, seed=options.seed)
+    val_set = PatchDataset(patches, val_idx)
+    model.to(device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=options.learning_rate, weight_decay=1e-4)
+    loss_fn = make_loss(options.loss, n_classes)
+    state, best_weights = TrainState(), None
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_file():
+        state, best_weights = _resume(checkpoint, model, optimizer, log)
+    stalled = state.epoch - state.best_epoch
+    while state.epoch < options.epochs and stalled < options.patience:
+        epoch = state.epoch + 1
+        started = time.perf_counter()
+        train_loss = _train_epoch(model, train_set, optimizer, loss_fn, options, epoch, device)
+        val_loss, dice = _validate(model, val_set, loss_fn, n_classes, options.batch_size, device)
+        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": dice,
+                  "seconds": time.perf_counter() - started}
+        state.history.append(record)
+        state.epoch = epoch
+        if dice > state.best_dice:
+            state.best_dice, state.best_epoch = dice, epoch
+            best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        stalled = epoch - state.best_epoch
+        _save_checkpoint(checkpoint, model, optimizer, state, best_weights)
+        log(f"epoch {epoch}/{options.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+            f"val dice {dice:.4f}  {record['seconds']:.1f} s")
+    if stalled >= options.patience:
+        log(f"early stop: no better validation dice since epoch {state.best_epoch}")
+    model.load_state_dict(best_weights)
+    return state
+
+
+def _train_epoch(model, dataset, optimizer, loss_fn, options, epoch, device) -> float:
+    model.train()
+    set_frozen_stages_to_eval(model)
+    dataset.epoch = epoch
+    generator = torch.Generator().manual_seed(options.seed * 100003 + epoch)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size, shuffle=True,
+                                         generator=generator, drop_last=len(dataset) > options.batch_size)
+    total, count = 0.0, 0
+    for images, targets in loader:
+        images, targets = images.to(device), targets.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(images), targets)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(images)
+        count += len(images)
+    return total / count
+
+
+@torch.no_grad()
+def _validate(model, dataset, loss_fn, n_classes, batch_size, device) -> tuple[float, float]:
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    total, count = 0.0, 0
+    inter, sizes = np.zeros(n_classes), np.zeros(n_classes)
+    for images, targets in loader:
+        images, targets = images.to(device), targets.to(device)
+        logits = model(images)
+        total += loss_fn(logits, targets).item() * len(images)
+        count += len(images)
+        i, s = dice_per_class(logits, targets, n_classes)
+        inter, sizes = inter + i, sizes + s
+    classes = range(1, n_classes) if n_classes > 1 else range(n_classes)
+    per_class = [2 * inter[k] / sizes[k] for k in classes if sizes[k] > 0]
+    return total / count, float(np.mean(per_class)) if per_class else 0.0
+
+
+def _save_checkpoint(path: Path, model, optimizer, state: TrainState, best_weights) -> None:
+    with atomic_output(path) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "best_model": best_weights, "state": json.dumps(asdict(state))}, tmp)
+
+
+def _resume(path: Path, model, optimizer, log) -> tuple[TrainState, dict]:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = TrainState(**json.loads(saved["state"]))
+    except Exception as exc:
+        raise InputError(f"the checkpoint '{path.name}' does not fit this training run ({type(exc).__name__})") from exc
+    log(f"resuming after epoch {state.epoch} (best validation dice {state.best_dice:.4f} at epoch {state.best_epoch})")
+    return state, saved["best_model"]

@@ -1,0 +1,121 @@
+"""Deep-learning building blocks on tiny real data: targets, patches, augmentation, transfer
+helpers, and the reproducibility and resumability of training (CPU)."""
+
+import numpy as np
+import pytest
+import torch
+
+from dlhisto_core.dl_data import PatchDataset, augment_patch, make_target, sample_patches
+from dlhisto_core.dl_models import (ModelSpec, build_model, encoder_stages, freeze_encoder_stages,
+                                    load_matching_weights)
+from dlhisto_core.dl_train import TrainOptions, split_indices, train
+from dlhisto_core.errors import InputError
+
+torch.set_num_threads(2)
+
+
+def test_instance_target_marks_interiors_and_boundaries():
+    labels = np.zeros((10, 10), np.uint16)
+    labels[1:5, 1:5] = 1
+    labels[1:5, 5:9] = 2  # touching objects: the boundary separates them
+    target = make_target(labels, "instance")
+    assert set(np.unique(target)) == {0, 1, 2}
+    assert target[2, 2] == 1 and target[1, 1] == 2 and target[2, 4] == 2 and target[2, 5] == 2
+    assert (target[labels == 0] == 0).all()
+
+
+def test_patches_are_reproducible_and_favour_foreground(test_data, tmp_path):
+    pairs = [(test_data / "nuclei.tif", test_data / "nuclei_groundtruth.tif")]
+    first = sample_patches(pairs, tmp_path / "a.h5", "instance", patch_size=64, patches_per_image=20, seed=1)
+    sample_patches(pairs, tmp_path / "b.h5", "instance", patch_size=64, patches_per_image=20, seed=1)
+    a, b = PatchDataset(tmp_path / "a.h5", range(20)), PatchDataset(tmp_path / "b.h5", range(20))
+    assert first.n_channels == 1 and first.n_classes == 3
+    np.testing.assert_array_equal(a.images, b.images)
+    centred = a.targets[0::2, 32, 32]  # even patches are centred on a foreground pixel
+    assert (centred > 0).all()
+    assert a.images.dtype == np.float32 and a.images.shape == (20, 1, 64, 64)
+
+
+def test_patch_sampling_refuses_mismatched_labels(test_data, tmp_path):
+    with pytest.raises(InputError, match="do not match the size"):
+        sample_patches([(test_data / "ihc.png", test_data / "nuclei_groundtruth.tif")], tmp_path / "x.h5", "instance")
+
+
+def test_augmentation_moves_image_and_target_together():
+    rng = np.random.default_rng(0)
+    target = np.zeros((32, 32), np.uint8)
+    target[4:12, 6:20] = 1
+    for seed in range(20):
+        image, moved = augment_patch(target[None].astype(np.float32), target, np.random.default_rng(seed))
+        agree = ((image[0] > 0.5) == (moved > 0)).mean()
+        assert agree > 0.98  # bilinear image vs nearest-neighbour target differ only on edges
+    assert rng is not None
+
+
+def test_freezing_the_first_stages_keeps_them_fixed_while_the_rest_learns():
+    model = build_model(ModelSpec("semantic", 2, 1, encoder="resnet18"))
+    frozen = freeze_encoder_stages(model, 2)
+    assert frozen == sum(p.numel() for stage in encoder_stages(model)[:2] for module in stage for p in module.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    loss = model(torch.randn(2, 1, 64, 64)).mean()
+    loss.backward()
+    optimizer.step()
+    after = model.state_dict()
+    assert torch.equal(before["encoder.layer1.0.conv1.weight"], after["encoder.layer1.0.conv1.weight"])
+    assert not torch.equal(before["encoder.layer3.0.conv1.weight"], after["encoder.layer3.0.conv1.weight"])
+    with pytest.raises(InputError, match="has 5 stages; cannot freeze 6"):
+        freeze_encoder_stages(model, 6)
+
+
+def test_encoder_weights_load_by_name_and_shape():
+    source = build_model(ModelSpec("semantic", 2, 3, encoder="mobilenet_v2"))
+    imagenet_like = {k: v for k, v in source.encoder.state_dict().items()}  # a bare encoder state dict
+    imagenet_like["classifier.1.weight"] = torch.zeros(1000, 1280)  # the ImageNet head fits nothing
+    target = build_model(ModelSpec("semantic", 4, 3, encoder="mobilenet_v2"))
+    report = load_matching_weights(target, imagenet_like, "weights.pth")
+    assert report["ignored"] == 1 and report["loaded"] == len(source.encoder.state_dict())
+    assert torch.equal(target.encoder.features[3].conv[0][0].weight, source.encoder.features[3].conv[0][0].weight)
+    with pytest.raises(InputError, match="no weight in 'other.pth' fits this model"):
+        load_matching_weights(target, {"something": torch.zeros(3)}, "other.pth")
+
+
+@pytest.fixture(scope="module")
+def tiny_patches(tmp_path_factory):
+    from conftest import TEST_DATA
+    path = tmp_path_factory.mktemp("patches") / "p.h5"
+    sample_patches([(TEST_DATA / "nuclei.tif", TEST_DATA / "nuclei_groundtruth.tif")], path, "instance",
+                   patch_size=32, patches_per_image=12, seed=0)
+    return path
+
+
+def _train(patches, checkpoint, epochs):
+    model = build_model(ModelSpec("instance", 3, 1, encoder="resnet18"), seed=7)
+    state = train(model, patches, 3, TrainOptions(epochs=epochs, batch_size=4, seed=7), checkpoint, log=lambda m: None)
+    return model, state
+
+
+def test_same_seed_gives_the_same_model_on_cpu(tiny_patches, tmp_path):
+    first, state = _train(tiny_patches, tmp_path / "a.pt", 2)
+    second, _ = _train(tiny_patches, tmp_path / "b.pt", 2)
+    assert len(state.history) == 2
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, second.state_dict()[key]), key
+
+
+def test_a_killed_run_resumes_from_its_checkpoint_to_the_same_result(tiny_patches, tmp_path):
+    straight, straight_state = _train(tiny_patches, tmp_path / "straight.pt", 3)
+    _train(tiny_patches, tmp_path / "killed.pt", 1)  # as if killed after epoch 1
+    resumed, resumed_state = _train(tiny_patches, tmp_path / "killed.pt", 3)
+    assert [h["epoch"] for h in resumed_state.history] == [1, 2, 3]
+    assert resumed_state.history[-1]["val_loss"] == straight_state.history[-1]["val_loss"]
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_split_keeps_a_patch_on_each_side():
+    train_idx, val_idx = split_indices(5, 0.2, seed=0)
+    assert len(val_idx) == 1 and sorted(train_idx + val_idx) == list(range(5))
+    with pytest.raises(InputError, match="at least 2 patches"):
+        split_indices(1, 0.2, 0)
