@@ -1,0 +1,217 @@
+"""Models as bioimage.io model packages (spec 0.5): the reusable model base of dlhisto.
+
+A package is a zip holding ``rdf.yaml``, the weights as a PyTorch state dict (architecture from
+segmentation-models-pytorch, named in the rdf) and as TorchScript, a test input and its expected
+output, the preprocessing (percentile normalisation) and postprocessing (softmax) as bioimage.io
+operations, and dlhisto's own model description under ``config.dlhisto``. Every package is
+validated with ``bioimageio.spec`` before it is written.
+
+Loading trusts nothing in the file: the rdf is parsed as plain YAML, the architecture must be
+one of the few dlhisto builds, and weights are read with ``torch.load(weights_only=True)`` (or
+safetensors), so no code from the package ever runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from . import __version__
+from .dl_data import NORMALIZATION
+from .dl_models import ModelSpec, build_model
+from .errors import InputError
+from .image_io import atomic_output
+
+FORMAT_VERSION = "0.5.12"
+SMP_CALLABLES = {"unet": "Unet", "unetplusplus": "UnetPlusPlus", "fpn": "FPN"}
+WEIGHTS_FILE = "weights.pt"
+TORCHSCRIPT_FILE = "model.torchscript"
+EPS = 1e-6
+
+
+@dataclass
+class PackageInfo:
+    """Human-facing description written into the package."""
+
+    name: str
+    description: str
+    class_names: list[str]
+    channel_names: list[str]
+    authors: list[str]
+    training: dict
+    license: str = "MIT"
+
+
+def export_package(model: torch.nn.Module, spec: ModelSpec, info: PackageInfo, test_input: np.ndarray,
+                   path: str | os.PathLike) -> None:
+    """Write ``model`` as a validated bioimage.io package.
+
+    ``test_input`` is a raw (C, Y, X) image patch (before normalisation) with Y and X multiples
+    of 32; its prediction becomes the package's expected test output.
+    """
+    if spec.task == "classification":
+        raise InputError("tile classifiers are not exported as bioimage.io packages yet")
+    if len(info.class_names) != spec.n_classes or len(info.channel_names) != spec.in_channels:
+        raise InputError("the package needs one name per class and per input channel")
+    model = model.to("cpu").eval()
+    raw = test_input[None].astype(np.float32)
+    expected = torch.softmax(model(torch.from_numpy(_scale_range(raw))), dim=1).detach().numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # trace's deprecation notice: TorchScript is what bioimage.io runs
+            torch.jit.trace(model, torch.from_numpy(_scale_range(raw))).save(str(folder / TORCHSCRIPT_FILE))
+        np.save(folder / "test_input.npy", raw)
+        np.save(folder / "test_output.npy", expected.astype(np.float32))
+        (folder / "README.md").write_text(_readme(spec, info))
+        (folder / "rdf.yaml").write_text(yaml.safe_dump(_rdf(spec, info, folder), sort_keys=False))
+        _validate(folder / "rdf.yaml")
+        with atomic_output(path) as tmp_zip, zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(folder.iterdir()):
+                archive.write(file, file.name)
+
+
+def load_package(path: str | os.PathLike, name: str | None = None) -> tuple[torch.nn.Module, ModelSpec, dict]:
+    """Rebuild the network of a dlhisto bioimage.io package; returns (model, spec, rdf)."""
+    name = name or Path(path).name
+    try:
+        with zipfile.ZipFile(path) as archive:
+            rdf = yaml.safe_load(archive.read("rdf.yaml"))
+            weights = archive.read(rdf["weights"]["pytorch_state_dict"]["source"])
+    except (zipfile.BadZipFile, KeyError, TypeError, yaml.YAMLError, OSError) as exc:
+        raise InputError(f"'{name}' is not a bioimage.io model package with PyTorch weights ({exc})") from exc
+    dlhisto = (rdf.get("config") or {}).get("dlhisto")
+    if not isinstance(dlhisto, dict) or "model" not in dlhisto:
+        raise InputError(f"'{name}' is a bioimage.io package but not one made by dlhisto; "
+                         "give its weights file to transfer learning instead")
+    spec = ModelSpec.from_dict(dlhisto["model"])
+    architecture = rdf["weights"]["pytorch_state_dict"].get("architecture", {})
+    if architecture.get("import_from") != "segmentation_models_pytorch" or \
+            architecture.get("callable") != SMP_CALLABLES.get(spec.architecture):
+        raise InputError(f"'{name}' names an architecture dlhisto does not build: {architecture.get('callable')!r}")
+    model = build_model(spec)
+    model.load_state_dict(read_state_dict(io.BytesIO(weights), name))
+    return model.eval(), spec, rdf
+
+
+def read_state_dict(source, name: str) -> dict[str, torch.Tensor]:
+    """Tensors of a PyTorch state dict or safetensors file, without unpickling any object."""
+    data = source.read() if hasattr(source, "read") else Path(source).read_bytes()
+    if data[8:9] == b"{":  # safetensors: an 8-byte header length, then the JSON header
+        from safetensors.torch import load as load_safetensors
+        try:
+            return load_safetensors(data)
+        except Exception as exc:
+            raise InputError(f"'{name}' is not a readable safetensors file ({exc})") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickle-protocol notices of the safe unpickler
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InputError(f"'{name}' holds Python objects besides tensors and is refused: only plain "
+                         "state dicts (torch.save of tensors) or safetensors files are loaded") from exc
+    except Exception as exc:
+        raise InputError(f"'{name}' is not a readable PyTorch weights file ({_first_line(exc)})") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # Lightning-style checkpoints
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"'{name}' holds no state dict of tensors")
+    return state
+
+
+def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path) -> dict:
+    torch_version = torch.__version__.split("+")[0]
+    space = [{"type": "space", "id": axis, "size": {"min": 64, "step": 32}} for axis in ("y", "x")]
+    out_space = [{"type": "space", "id": axis, "size": {"tensor_id": "raw", "axis_id": axis}} for axis in ("y", "x")]
+    low, high = NORMALIZATION
+    return {
+        "type": "model",
+        "format_version": FORMAT_VERSION,
+        "name": info.name,
+        "description": info.description,
+        "authors": [{"name": author} for author in info.authors],
+        "cite": [{"text": "Ronneberger et al. U-Net (2015)", "doi": "10.1007/978-3-319-24574-4_28"},
+                 {"text": "Iakubovskii, Segmentation Models Pytorch", "url": "https://github.com/qubvel-org/segmentation_models.pytorch"}],
+        "license": info.license,
+        "documentation": _file(folder, "README.md"),
+        "tags": ["dlhisto", "histology", f"{spec.task}-segmentation", spec.architecture, spec.encoder, "2d", "pytorch"],
+        "inputs": [{
+            "id": "raw",
+            "axes": [{"type": "batch"}, {"type": "channel", "channel_names": info.channel_names}, *space],
+            "test_tensor": _file(folder, "test_input.npy"),
+            "data": {"type": "float32"},
+            "preprocessing": [{"id": "scale_range", "kwargs": {"axes": ["y", "x"], "min_percentile": low,
+                                                               "max_percentile": high, "eps": EPS}}],
+        }],
+        "outputs": [{
+            "id": "probabilities",
+            "axes": [{"type": "batch"}, {"type": "channel", "channel_names": info.class_names}, *out_space],
+            "test_tensor": _file(folder, "test_output.npy"),
+            "data": {"type": "float32"},
+            "postprocessing": [{"id": "softmax", "kwargs": {"axis": "channel"}}],
+        }],
+        "weights": {
+            "pytorch_state_dict": {
+                **_file(folder, WEIGHTS_FILE),
+                "architecture": {"callable": SMP_CALLABLES[spec.architecture],
+                                 "import_from": "segmentation_models_pytorch",
+                                 "kwargs": {"encoder_name": spec.encoder, "encoder_weights": None,
+                                            "in_channels": spec.in_channels, "classes": spec.n_classes}},
+                "pytorch_version": torch_version,
+            },
+            "torchscript": {**_file(folder, TORCHSCRIPT_FILE), "pytorch_version": torch_version,
+                            "parent": "pytorch_state_dict"},
+        },
+        "config": {"dlhisto": {"version": __version__, "model": spec.to_dict(), "training": info.training}},
+    }
+
+
+def _scale_range(raw: np.ndarray) -> np.ndarray:
+    """bioimage.io's scale_range over y and x per channel: what the package declares."""
+    low, high = NORMALIZATION
+    lo = np.percentile(raw, low, axis=(2, 3), keepdims=True)
+    hi = np.percentile(raw, high, axis=(2, 3), keepdims=True)
+    return ((raw - lo) / (hi - lo + EPS)).astype(np.float32)
+
+
+def _file(folder: Path, name: str) -> dict:
+    return {"source": name, "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()}
+
+
+def _validate(rdf_path: Path) -> None:
+    from bioimageio.spec import ValidationContext, load_description
+    with ValidationContext(perform_io_checks=True):
+        description = load_description(rdf_path)
+    if description.validation_summary.status == "failed":
+        errors = [f"{'.'.join(map(str, e.loc))}: {e.msg}" for d in description.validation_summary.details
+                  for e in d.errors]
+        raise RuntimeError(f"dlhisto wrote an invalid bioimage.io package: {'; '.join(errors)[:500]}")
+
+
+def _readme(spec: ModelSpec, info: PackageInfo) -> str:
+    lines = [f"# {info.name}", "", info.description, "",
+             f"- task: {spec.task} segmentation, classes: {', '.join(info.class_names)}",
+             f"- network: {spec.architecture} with a {spec.encoder} encoder, {spec.in_channels} input channel(s)",
+             f"- input normalisation: percentiles {NORMALIZATION[0]} and {NORMALIZATION[1]} of each channel to 0 and 1",
+             f"- made with dlhisto {__version__}", ""]
+    for key, value in info.training.items():
+        if not isinstance(value, (list, dict)):
+            lines.append(f"- training {key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
