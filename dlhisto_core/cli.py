@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -111,6 +112,51 @@ def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
                                        args.min_distance if args.split_touching else None)
             write_objects(args, labels, probability, pixel_size,
                           object_class=classifier.class_names[args.objects_class - 1])
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from . import dl_data, dl_models, dl_train, model_package  # torch loads only for this step
+
+    if len(args.image) != len(args.labels):
+        raise InputError(f"{len(args.image)} images but {len(args.labels)} label images: give one per image")
+    pairs = list(zip(args.image, args.labels, _names(args.image_name, args.image), _names(args.labels_name, args.labels)))
+    options = dl_train.TrainOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                    loss=args.loss, validation_fraction=args.validation_fraction,
+                                    patience=args.patience, seed=args.seed, device=args.device)
+    options.check()
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dlhisto-train-")))
+        patches = dl_data.sample_patches(pairs, work / "patches.h5", args.task, args.patch_size,
+                                         args.patches_per_image, args.seed)
+        class_names = _split(args.class_names) or (["background", "interior", "boundary"] if args.task == "instance"
+                                                   else [f"class {k}" for k in range(patches.n_classes)])
+        if len(class_names) != patches.n_classes:
+            raise InputError(f"{len(class_names)} class names for {patches.n_classes} classes (0..{patches.n_classes - 1})")
+        spec = dl_models.ModelSpec(args.task, patches.n_classes, patches.n_channels, args.architecture, args.encoder)
+        model = dl_models.build_model(spec, seed=args.seed)
+        state = dl_train.train(model, patches.path, patches.n_classes, options, args.checkpoint or work / "checkpoint.pt",
+                               log=lambda line: print(line, flush=True))
+        first = read_image(args.image[0], pairs[0][2]).data
+        info = model_package.PackageInfo(
+            name=args.model_name, description=f"{args.task} segmentation U-Net trained with dlhisto on "
+            f"{len(pairs)} image(s); best validation Dice {state.best_dice:.3f} at epoch {state.best_epoch}.",
+            class_names=class_names, channel_names=[f"channel {c + 1}" for c in range(patches.n_channels)],
+            authors=[args.author], training={"epochs_run": state.epoch, "best_epoch": state.best_epoch,
+                                             "best_val_dice": state.best_dice, "loss": options.loss,
+                                             "patch_size": args.patch_size, "seed": args.seed})
+        model_package.export_package(model, spec, info, _test_patch(first), args.model)
+        dl_train.write_history(state, args.history, args.curve, title=f"{args.model_name}: {args.task}")
+
+
+def _test_patch(image) -> "np.ndarray":
+    """A centred (C, Y, X) crop whose sides are multiples of 32, at least 64 (reflect-padded)."""
+    import numpy as np
+    data = image[..., None] if image.ndim == 2 else image
+    sides = [min(256, max(64, n // 32 * 32)) for n in data.shape[:2]]
+    pads = [(0, max(0, s - n)) for s, n in zip(sides, data.shape[:2])] + [(0, 0)]
+    data = np.pad(data, pads, mode="reflect")
+    y0, x0 = (data.shape[0] - sides[0]) // 2, (data.shape[1] - sides[1]) // 2
+    return np.moveaxis(data[y0:y0 + sides[0], x0:x0 + sides[1]], -1, 0).astype(np.float32)
 
 
 def _names(given: list[str] | None, paths: list[str]) -> list[str]:
@@ -220,6 +266,35 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--min-distance", type=int, default=5,
                          help="smallest distance between watershed seeds in pixels (default 5)")
     predict.set_defaults(func=run_pixel_classifier_predict)
+
+    tr = steps.add_parser("train", help="train a U-Net from annotated images; output a bioimage.io model package")
+    tr.add_argument("--image", action="append", required=True, help="training image (repeat for several)")
+    tr.add_argument("--labels", action="append", required=True,
+                    help="its label image: classes (semantic) or one id per object (instance)")
+    tr.add_argument("--image-name", action="append", help="display name of each image, in order")
+    tr.add_argument("--labels-name", action="append", help="display name of each label image, in order")
+    tr.add_argument("--task", choices=["semantic", "instance"], default="instance",
+                    help="semantic: classes 0..K-1; instance: objects -> background/interior/boundary")
+    tr.add_argument("--class-names", help="comma-separated class names (0..K-1)")
+    tr.add_argument("--architecture", choices=["unet", "unetplusplus", "fpn"], default="unet")
+    tr.add_argument("--encoder", choices=["resnet18", "resnet34", "mobilenet_v2"], default="resnet18")
+    tr.add_argument("--patch-size", type=int, default=128, help="training patch size, multiple of 16 (default 128)")
+    tr.add_argument("--patches-per-image", type=int, default=64)
+    tr.add_argument("--epochs", type=int, default=30)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--learning-rate", type=float, default=1e-3)
+    tr.add_argument("--loss", choices=["ce", "dice", "ce_dice"], default="ce_dice")
+    tr.add_argument("--validation-fraction", type=float, default=0.2)
+    tr.add_argument("--patience", type=int, default=8, help="early stopping patience in epochs")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    tr.add_argument("--checkpoint", help="checkpoint file: written every epoch, resumed from if present")
+    tr.add_argument("--model-name", default="dlhisto U-Net", help="name of the model package")
+    tr.add_argument("--author", default="dlhisto user", help="author recorded in the model package")
+    tr.add_argument("--model", required=True, help="output bioimage.io model package (.zip)")
+    tr.add_argument("--history", help="output: per-epoch losses and Dice (JSON)")
+    tr.add_argument("--curve", help="output: training curve (PNG)")
+    tr.set_defaults(func=run_train)
     return parser
 
 

@@ -202,3 +202,37 @@ def _resume(path: Path, model, optimizer, log) -> tuple[TrainState, dict]:
         raise InputError(f"the checkpoint '{path.name}' does not fit this training run ({type(exc).__name__})") from exc
     log(f"resuming after epoch {state.epoch} (best validation dice {state.best_dice:.4f} at epoch {state.best_epoch})")
     return state, saved["best_model"]
+
+
+def write_history(state: TrainState, json_path: str | os.PathLike | None, png_path: str | os.PathLike | None,
+                  title: str = "training") -> None:
+    """The per-epoch history as JSON and as a training-curve PNG (losses, validation Dice)."""
+    if json_path:
+        with atomic_output(json_path) as tmp:
+            tmp.write_text(json.dumps({"best_epoch": state.best_epoch, "best_val_dice": state.best_dice,
+                                       "epochs": state.history}, indent=2))
+    if png_path:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+        epochs = [h["epoch"] for h in state.history]
+        figure, loss_axis = plt.subplots(figsize=(6, 4), dpi=100)
+        loss_axis.plot(epochs, [h["train_loss"] for h in state.history], label="train loss", color="tab:blue")
+        loss_axis.plot(epochs, [h["val_loss"] for h in state.history], label="validation loss", color="tab:orange")
+        loss_axis.set_xlabel("epoch")
+        loss_axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        loss_axis.set_ylabel("loss")
+        dice_axis = loss_axis.twinx()
+        dice_axis.plot(epochs, [h["val_dice"] for h in state.history], label="validation Dice", color="tab:green")
+        dice_axis.set_ylabel("Dice")
+        dice_axis.set_ylim(0, 1)
+        if state.best_epoch:
+            dice_axis.axvline(state.best_epoch, color="grey", linestyle=":", label=f"best (epoch {state.best_epoch})")
+        handles = loss_axis.get_legend_handles_labels()[0] + dice_axis.get_legend_handles_labels()[0]
+        loss_axis.legend(handles, [h.get_label() for h in handles], loc="center right", fontsize=8)
+        loss_axis.set_title(title)
+        figure.tight_layout()
+        with atomic_output(png_path) as tmp:
+            figure.savefig(tmp, format="png")
+        plt.close(figure)

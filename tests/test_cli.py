@@ -114,3 +114,32 @@ def test_pixel_classifier_predict_refuses_an_unknown_class_and_leaves_nothing(te
     assert result.stderr == ("dlhisto pixel_classifier_predict: error: the classifier knows classes 1 to 2; "
                              "class 3 does not exist\n")
     assert list(out.iterdir()) == []
+
+
+def test_train_writes_a_loadable_package_history_and_curve(test_data, tmp_path):
+    import json
+
+    from dlhisto_core.model_package import load_package
+    result = dlhisto("train", "--image", test_data / "nuclei.tif", "--labels", test_data / "nuclei_groundtruth.tif",
+                     "--task", "instance", "--encoder", "mobilenet_v2", "--patch-size", "64",
+                     "--patches-per-image", "16", "--epochs", "2", "--batch-size", "4", "--device", "cpu",
+                     "--model", tmp_path / "model.zip", "--history", tmp_path / "history.json",
+                     "--curve", tmp_path / "curve.png")
+    assert result.returncode == 0, result.stderr
+    assert "epoch 2/2" in result.stdout
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2] and 0 <= history["best_val_dice"] <= 1
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    _, spec, rdf = load_package(tmp_path / "model.zip")
+    assert spec.task == "instance" and spec.n_classes == 3 and spec.encoder == "mobilenet_v2"
+    assert rdf["config"]["dlhisto"]["training"]["epochs_run"] == 2
+
+
+def test_train_refuses_mismatched_labels_and_leaves_nothing(test_data, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = dlhisto("train", "--image", test_data / "ihc.png", "--labels", test_data / "nuclei_groundtruth.tif",
+                     "--model", out / "model.zip", "--history", out / "h.json", "--curve", out / "c.png")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "do not match the size of image 'ihc.png'" in result.stderr
+    assert list(out.iterdir()) == []
