@@ -73,11 +73,13 @@ def sample_patches(pairs: Sequence[tuple], path: str | os.PathLike, task: str, p
     n_channels = n_classes = None
     with h5py.File(path, "w") as h5:
         for i, (image_path, labels_path, *names) in enumerate(pairs):
-            image = read_image(image_path, names[0] if names else None).data
-            labels = read_labels(labels_path, names[1] if len(names) > 1 else None).data
+            image_name = names[0] if names else Path(image_path).name
+            labels_name = names[1] if len(names) > 1 else Path(labels_path).name
+            image = read_image(image_path, image_name).data
+            labels = read_labels(labels_path, labels_name).data
             if labels.shape != image.shape[:2]:
-                raise InputError(f"labels '{Path(labels_path).name}' do not match the size of image "
-                                 f"'{Path(image_path).name}': {labels.shape[::-1]} vs {image.shape[1::-1]}")
+                raise InputError(f"labels '{labels_name}' ({labels.shape[1]}x{labels.shape[0]}) do not match the "
+                                 f"size of image '{image_name}' ({image.shape[1]}x{image.shape[0]})")
             channels = 1 if image.ndim == 2 else image.shape[2]
             if n_channels is None:
                 n_channels = channels

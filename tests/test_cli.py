@@ -141,5 +141,5 @@ def test_train_refuses_mismatched_labels_and_leaves_nothing(test_data, tmp_path)
     result = dlhisto("train", "--image", test_data / "ihc.png", "--labels", test_data / "nuclei_groundtruth.tif",
                      "--model", out / "model.zip", "--history", out / "h.json", "--curve", out / "c.png")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert "do not match the size of image 'ihc.png'" in result.stderr
+    assert "labels 'nuclei_groundtruth.tif' (512x512) do not match the size of image 'ihc.png' (256x256)" in result.stderr
     assert list(out.iterdir()) == []
