@@ -119,3 +119,10 @@ def test_split_keeps_a_patch_on_each_side():
     assert len(val_idx) == 1 and sorted(train_idx + val_idx) == list(range(5))
     with pytest.raises(InputError, match="at least 2 patches"):
         split_indices(1, 0.2, 0)
+
+
+def test_tile_classifier_gives_one_score_per_class_and_freezes_like_the_unets():
+    model = build_model(ModelSpec("classification", 3, 3, encoder="resnet18"), seed=0).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+    assert freeze_encoder_stages(model, 5) == sum(p.numel() for p in model.encoder.parameters())
