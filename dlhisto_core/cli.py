@@ -52,15 +52,15 @@ def run_segment_classic(args: argparse.Namespace) -> None:
         watershed=not args.no_watershed, min_distance=args.min_distance,
         exclude_border=args.exclude_border)
     result = segment_classic(plane, options)
-    write_objects(args, result.labels, plane, image.pixel_size, threshold=result.threshold)
+    write_objects(args, args.labels, result.labels, plane, image.pixel_size, threshold=result.threshold)
 
 
-def write_objects(args: argparse.Namespace, labels, intensity, pixel_size, **summary_extra) -> None:
-    """Write a label image, its measurement table and its one-row summary (--labels,
-    --measurements, --summary or their --objects* forms)."""
+def write_objects(args: argparse.Namespace, labels_path, labels, intensity, pixel_size, **summary_extra) -> None:
+    """Write a label image to ``labels_path``, and its measurement table and one-row summary
+    to --measurements and --summary."""
     rows = measure_objects(labels, intensity, pixel_size)
     summary = summarize(rows, args.image_name or Path(args.input).name, labels.size, **summary_extra)
-    write_labels(getattr(args, "objects", None) or args.labels, labels, pixel_size)
+    write_labels(labels_path, labels, pixel_size)
     write_table(args.measurements, rows, measurement_columns(pixel_size))
     write_table(args.summary, [summary], list(summary))
 
@@ -110,7 +110,7 @@ def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
                 probability = reader.read_region(0, 0, *class_map.shape)[..., args.objects_class - 1]
             labels = objects_from_mask(class_map == args.objects_class, args.min_area,
                                        args.min_distance if args.split_touching else None)
-            write_objects(args, labels, probability, pixel_size,
+            write_objects(args, args.objects, labels, probability, pixel_size,
                           object_class=classifier.class_names[args.objects_class - 1])
 
 

@@ -88,7 +88,7 @@ def sample_patches(pairs: Sequence[tuple], path: str | os.PathLike, task: str, p
                 targets_ds = h5.create_dataset("targets", (n_total, patch_size, patch_size), np.uint8,
                                                chunks=(1, patch_size, patch_size))
             elif channels != n_channels:
-                raise InputError(f"all images need the same channels: '{Path(image_path).name}' has {channels}, "
+                raise InputError(f"all images need the same channels: '{image_name}' has {channels}, "
                                  f"the first image {n_channels}")
             normalized = _pad_to(normalize_for_network(image), patch_size)
             target = _pad_to(make_target(labels, task)[None], patch_size)[0]

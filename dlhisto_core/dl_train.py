@@ -84,7 +84,7 @@ def split_indices(n: int, validation_fraction: float, seed: int) -> tuple[list[i
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
-def make_loss(name: str, n_classes: int) -> Callable:
+def make_loss(name: str) -> Callable:
     ce = nn.CrossEntropyLoss()
     dice = smp.losses.DiceLoss(mode="multiclass", from_logits=True)
     if name == "ce":
@@ -121,7 +121,7 @@ def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options:
     model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=options.learning_rate, weight_decay=1e-4)
-    loss_fn = make_loss(options.loss, n_classes)
+    loss_fn = make_loss(options.loss)
     state, best_weights = TrainState(), None
     checkpoint = Path(checkpoint)
     if checkpoint.is_file():
