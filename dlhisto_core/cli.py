@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
@@ -115,7 +116,65 @@ def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from . import dl_data, dl_models, dl_train, model_package  # torch loads only for this step
+    from . import dl_models, dl_train  # torch loads only for the deep-learning steps
+
+    with tempfile.TemporaryDirectory(prefix="dlhisto-train-") as work:
+        data = _training_data(args, Path(work))
+        spec = dl_models.ModelSpec(args.task, data.patches.n_classes, data.patches.n_channels, args.architecture,
+                                   args.encoder)
+        model = dl_models.build_model(spec, seed=args.seed)
+        state = dl_train.train(model, data.patches.path, spec.n_classes, data.options,
+                               args.checkpoint or Path(work) / "checkpoint.pt", log=_log)
+        _export(args, data, model, spec, state, "trained from scratch")
+
+
+def run_transfer(args: argparse.Namespace) -> None:
+    from . import dl_models, dl_train, model_package
+
+    with tempfile.TemporaryDirectory(prefix="dlhisto-transfer-") as work:
+        data = _training_data(args, Path(work))
+        name = args.pretrained_name or Path(args.pretrained).name
+        if model_package.is_package(args.pretrained):
+            source, source_spec, _ = model_package.load_package(args.pretrained, name)
+            weights, architecture, encoder = source.state_dict(), source_spec.architecture, source_spec.encoder
+        else:
+            weights = model_package.read_state_dict(args.pretrained, name)
+            architecture, encoder = args.architecture, args.encoder
+        spec = dl_models.ModelSpec(args.task, data.patches.n_classes, data.patches.n_channels, architecture, encoder)
+        model = dl_models.build_model(spec, seed=args.seed)
+        counts = dl_models.load_matching_weights(model, weights, name)
+        _log(f"pretrained weights from '{name}': {counts['loaded']} tensors loaded, {counts['ignored']} did not fit, "
+             f"{counts['missing']} of the model left as initialised")
+        checkpoint = Path(args.checkpoint or Path(work) / "checkpoint.pt")
+        frozen = dl_models.freeze_encoder_stages(model, args.freeze_stages)
+        _log(f"phase 1: {args.freeze_stages} encoder stage(s) frozen ({frozen} parameters), {args.epochs} epochs")
+        first = dl_train.train(model, data.patches.path, spec.n_classes, data.options,
+                               checkpoint.with_name(checkpoint.name + ".frozen"), log=_log)
+        state = first
+        if args.finetune_epochs:
+            dl_models.freeze_encoder_stages(model, 0)
+            best_frozen = {k: v.clone() for k, v in model.state_dict().items()}
+            finetune = dataclasses.replace(data.options, epochs=args.finetune_epochs,
+                                           learning_rate=data.options.learning_rate * args.finetune_lr_factor)
+            _log(f"phase 2: all layers trainable, learning rate {finetune.learning_rate:g}, {args.finetune_epochs} epochs")
+            second = dl_train.train(model, data.patches.path, spec.n_classes, finetune, checkpoint, log=_log)
+            state = dl_train.join_phases(first, second)
+            if second.best_dice < first.best_dice:
+                model.load_state_dict(best_frozen)
+        _export(args, data, model, spec, state, f"fine-tuned from '{name}'")
+
+
+@dataclasses.dataclass
+class _TrainingData:
+    pairs: list
+    patches: "dl_data.PatchSet"
+    class_names: list[str]
+    options: "dl_train.TrainOptions"
+
+
+def _training_data(args: argparse.Namespace, work: Path) -> _TrainingData:
+    """Check the training arguments and sample the patches (train and transfer)."""
+    from . import dl_data, dl_train
 
     if len(args.image) != len(args.labels):
         raise InputError(f"{len(args.image)} images but {len(args.labels)} label images: give one per image")
@@ -124,28 +183,57 @@ def run_train(args: argparse.Namespace) -> None:
                                     loss=args.loss, validation_fraction=args.validation_fraction,
                                     patience=args.patience, seed=args.seed, device=args.device)
     options.check()
-    with contextlib.ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dlhisto-train-")))
-        patches = dl_data.sample_patches(pairs, work / "patches.h5", args.task, args.patch_size,
-                                         args.patches_per_image, args.seed)
-        class_names = _split(args.class_names) or (["background", "interior", "boundary"] if args.task == "instance"
-                                                   else [f"class {k}" for k in range(patches.n_classes)])
-        if len(class_names) != patches.n_classes:
-            raise InputError(f"{len(class_names)} class names for {patches.n_classes} classes (0..{patches.n_classes - 1})")
-        spec = dl_models.ModelSpec(args.task, patches.n_classes, patches.n_channels, args.architecture, args.encoder)
-        model = dl_models.build_model(spec, seed=args.seed)
-        state = dl_train.train(model, patches.path, patches.n_classes, options, args.checkpoint or work / "checkpoint.pt",
-                               log=lambda line: print(line, flush=True))
-        first = read_image(args.image[0], pairs[0][2]).data
-        info = model_package.PackageInfo(
-            name=args.model_name, description=f"{args.task} segmentation U-Net trained with dlhisto on "
-            f"{len(pairs)} image(s); best validation Dice {state.best_dice:.3f} at epoch {state.best_epoch}.",
-            class_names=class_names, channel_names=[f"channel {c + 1}" for c in range(patches.n_channels)],
-            authors=[args.author], training={"epochs_run": state.epoch, "best_epoch": state.best_epoch,
-                                             "best_val_dice": state.best_dice, "loss": options.loss,
-                                             "patch_size": args.patch_size, "seed": args.seed})
-        model_package.export_package(model, spec, info, _test_patch(first), args.model)
-        dl_train.write_history(state, args.history, args.curve, title=f"{args.model_name}: {args.task}")
+    patches = dl_data.sample_patches(pairs, work / "patches.h5", args.task, args.patch_size,
+                                     args.patches_per_image, args.seed)
+    class_names = _split(args.class_names) or (["background", "interior", "boundary"] if args.task == "instance"
+                                               else [f"class {k}" for k in range(patches.n_classes)])
+    if len(class_names) != patches.n_classes:
+        raise InputError(f"{len(class_names)} class names for {patches.n_classes} classes (0..{patches.n_classes - 1})")
+    return _TrainingData(pairs, patches, class_names, options)
+
+
+def _export(args, data: _TrainingData, model, spec, state, origin: str) -> None:
+    """Write the model package, the history JSON and the training curve."""
+    from . import dl_train, model_package
+
+    first = read_image(data.pairs[0][0], data.pairs[0][2]).data
+    info = model_package.PackageInfo(
+        name=args.model_name, description=f"{args.task} segmentation {spec.architecture} ({spec.encoder}) {origin} "
+        f"with dlhisto on {len(data.pairs)} image(s); best validation Dice {state.best_dice:.3f} "
+        f"at epoch {state.best_epoch}.",
+        class_names=data.class_names, channel_names=[f"channel {c + 1}" for c in range(spec.in_channels)],
+        authors=[args.author], training={"epochs_run": state.epoch, "best_epoch": state.best_epoch,
+                                         "best_val_dice": state.best_dice, "loss": data.options.loss,
+                                         "patch_size": args.patch_size, "seed": args.seed, "origin": origin})
+    model_package.export_package(model, spec, info, _test_patch(first), args.model)
+    dl_train.write_history(state, args.history, args.curve, title=f"{args.model_name}: {args.task}")
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from . import dl_predict, model_package  # torch loads only for the deep-learning steps
+
+    model, spec, rdf = model_package.load_package(args.model, args.model_name)
+    options = dl_predict.PredictOptions(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
+                                        device=args.device, skip_background=args.skip_background,
+                                        min_tissue=args.min_tissue, min_area=args.min_area)
+    summary = dl_predict.predict_slide(model, spec, args.input, options, args.probabilities, args.classes,
+                                       args.objects, args.image_name)
+    print(f"{summary.windows} windows, {summary.skipped} skipped as background"
+          + ("" if summary.objects is None else f", {summary.objects} objects"), flush=True)
+    if args.summary:
+        class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
+        total = max(1, sum(summary.class_pixels))
+        row = {"image": args.image_name or Path(args.input).name, "width": summary.shape[1],
+               "height": summary.shape[0], "windows": summary.windows, "skipped_windows": summary.skipped}
+        for name, count in zip(class_names, summary.class_pixels):
+            row[f"{name}_fraction"] = count / total
+        if summary.objects is not None:
+            row["objects"] = summary.objects
+        write_table(args.summary, [row], list(row))
 
 
 def _test_patch(image) -> "np.ndarray":
@@ -173,6 +261,34 @@ def _split(text: str | None) -> list[str]:
 def add_image_name(step: argparse.ArgumentParser) -> None:
     step.add_argument("--image-name", metavar="NAME",
                       help="name of the input in messages and tables (default: its file name)")
+
+
+def add_training_arguments(step: argparse.ArgumentParser) -> None:
+    """Arguments shared by train and transfer: data, patches, optimisation, outputs."""
+    step.add_argument("--image", action="append", required=True, help="training image (repeat for several)")
+    step.add_argument("--labels", action="append", required=True,
+                      help="its label image: classes (semantic) or one id per object (instance)")
+    step.add_argument("--image-name", action="append", help="display name of each image, in order")
+    step.add_argument("--labels-name", action="append", help="display name of each label image, in order")
+    step.add_argument("--task", choices=["semantic", "instance"], default="instance",
+                      help="semantic: classes 0..K-1; instance: objects -> background/interior/boundary")
+    step.add_argument("--class-names", help="comma-separated class names (0..K-1)")
+    step.add_argument("--patch-size", type=int, default=128, help="training patch size, multiple of 16 (default 128)")
+    step.add_argument("--patches-per-image", type=int, default=64)
+    step.add_argument("--epochs", type=int, default=30, help="epochs (transfer: of phase 1; default 30)")
+    step.add_argument("--batch-size", type=int, default=8)
+    step.add_argument("--learning-rate", type=float, default=1e-3)
+    step.add_argument("--loss", choices=["ce", "dice", "ce_dice"], default="ce_dice")
+    step.add_argument("--validation-fraction", type=float, default=0.2)
+    step.add_argument("--patience", type=int, default=8, help="early stopping patience in epochs")
+    step.add_argument("--seed", type=int, default=0)
+    step.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    step.add_argument("--checkpoint", help="checkpoint file: written every epoch, resumed from if present")
+    step.add_argument("--model-name", default="dlhisto U-Net", help="name of the model package")
+    step.add_argument("--author", default="dlhisto user", help="author recorded in the model package")
+    step.add_argument("--model", required=True, help="output bioimage.io model package (.zip)")
+    step.add_argument("--history", help="output: per-epoch losses and Dice (JSON)")
+    step.add_argument("--curve", help="output: training curve (PNG)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,33 +384,48 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=run_pixel_classifier_predict)
 
     tr = steps.add_parser("train", help="train a U-Net from annotated images; output a bioimage.io model package")
-    tr.add_argument("--image", action="append", required=True, help="training image (repeat for several)")
-    tr.add_argument("--labels", action="append", required=True,
-                    help="its label image: classes (semantic) or one id per object (instance)")
-    tr.add_argument("--image-name", action="append", help="display name of each image, in order")
-    tr.add_argument("--labels-name", action="append", help="display name of each label image, in order")
-    tr.add_argument("--task", choices=["semantic", "instance"], default="instance",
-                    help="semantic: classes 0..K-1; instance: objects -> background/interior/boundary")
-    tr.add_argument("--class-names", help="comma-separated class names (0..K-1)")
+    add_training_arguments(tr)
     tr.add_argument("--architecture", choices=["unet", "unetplusplus", "fpn"], default="unet")
     tr.add_argument("--encoder", choices=["resnet18", "resnet34", "mobilenet_v2"], default="resnet18")
-    tr.add_argument("--patch-size", type=int, default=128, help="training patch size, multiple of 16 (default 128)")
-    tr.add_argument("--patches-per-image", type=int, default=64)
-    tr.add_argument("--epochs", type=int, default=30)
-    tr.add_argument("--batch-size", type=int, default=8)
-    tr.add_argument("--learning-rate", type=float, default=1e-3)
-    tr.add_argument("--loss", choices=["ce", "dice", "ce_dice"], default="ce_dice")
-    tr.add_argument("--validation-fraction", type=float, default=0.2)
-    tr.add_argument("--patience", type=int, default=8, help="early stopping patience in epochs")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    tr.add_argument("--checkpoint", help="checkpoint file: written every epoch, resumed from if present")
-    tr.add_argument("--model-name", default="dlhisto U-Net", help="name of the model package")
-    tr.add_argument("--author", default="dlhisto user", help="author recorded in the model package")
-    tr.add_argument("--model", required=True, help="output bioimage.io model package (.zip)")
-    tr.add_argument("--history", help="output: per-epoch losses and Dice (JSON)")
-    tr.add_argument("--curve", help="output: training curve (PNG)")
     tr.set_defaults(func=run_train)
+
+    tf = steps.add_parser("transfer", help="fine-tune a pretrained model (package or weights file) on new images")
+    add_training_arguments(tf)
+    tf.add_argument("--pretrained", required=True,
+                    help="a dlhisto model package, or a PyTorch state dict / safetensors file (e.g. ImageNet encoder)")
+    tf.add_argument("--pretrained-name", help="display name of the pretrained file in messages")
+    tf.add_argument("--architecture", choices=["unet", "unetplusplus", "fpn"], default="unet",
+                    help="network to build around a bare weights file (a package brings its own)")
+    tf.add_argument("--encoder", choices=["resnet18", "resnet34", "mobilenet_v2"], default="resnet18",
+                    help="encoder of a bare weights file (a package brings its own)")
+    tf.add_argument("--freeze-stages", type=int, default=5,
+                    help="encoder stages (0-5, from the input side) kept fixed in phase 1 (default 5: the whole encoder)")
+    tf.add_argument("--finetune-epochs", type=int, default=10,
+                    help="phase 2: epochs with every layer trainable (0: no phase 2; default 10)")
+    tf.add_argument("--finetune-lr-factor", type=float, default=0.1,
+                    help="phase 2 learning rate = this x --learning-rate (default 0.1)")
+    tf.set_defaults(func=run_transfer)
+
+    pr = steps.add_parser("predict", help="apply a U-Net model package to a whole slide, tile by tile")
+    pr.add_argument("input", help="image or whole slide (tiled/pyramidal TIFF, OME-TIFF, PNG, JPEG)")
+    add_image_name(pr)
+    pr.add_argument("--model", required=True, help="bioimage.io model package made by dlhisto train or transfer")
+    pr.add_argument("--model-name", help="display name of the model in messages")
+    pr.add_argument("--probabilities", help="output: probability of each class (pyramidal OME-TIFF, float32)")
+    pr.add_argument("--classes", help="output: class map 0..K-1 (pyramidal OME-TIFF)")
+    pr.add_argument("--objects", help="output: label image of the objects (instance models)")
+    pr.add_argument("--summary", help="output table: windows, skipped windows, class fractions, object count")
+    pr.add_argument("--tile-size", type=int, default=512, help="output tile size, multiple of 32 (default 512)")
+    pr.add_argument("--overlap", type=int, default=64,
+                    help="overlap of neighbouring windows, blended smoothly; multiple of 32 (default 64)")
+    pr.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    pr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    pr.add_argument("--skip-background", action="store_true",
+                    help="do not run the network on windows without tissue (they become class 0)")
+    pr.add_argument("--min-tissue", type=float, default=0.01,
+                    help="with --skip-background: smallest tissue fraction of a window that is predicted")
+    pr.add_argument("--min-area", type=int, default=0, help="drop objects with a smaller interior (pixels)")
+    pr.set_defaults(func=run_predict)
     return parser
 
 

@@ -25,7 +25,6 @@ from skimage import segmentation
 
 from .errors import InputError
 from .image_io import read_image, read_labels
-from .preprocess import normalize_percentiles
 
 TASKS = ("semantic", "instance")
 NORMALIZATION = (1.0, 99.8)
@@ -34,8 +33,21 @@ NORMALIZATION = (1.0, 99.8)
 
 def normalize_for_network(data: np.ndarray) -> np.ndarray:
     """(Y, X[, C]) image -> (C, Y, X) float32, each channel percentile-normalised."""
-    data = data[..., None] if data.ndim == 2 else data
-    return np.ascontiguousarray(np.moveaxis(normalize_percentiles(data, *NORMALIZATION), -1, 0))
+    return scale_channels(data, *channel_range(data))
+
+
+def channel_range(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The NORMALIZATION percentiles of each channel of a (Y, X[, C]) image (or a sample of one)."""
+    data = (data[..., None] if data.ndim == 2 else data).astype(np.float32, copy=False)
+    low, high = NORMALIZATION
+    return np.percentile(data, low, axis=(0, 1)), np.percentile(data, high, axis=(0, 1))
+
+
+def scale_channels(data: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """(Y, X[, C]) -> (C, Y, X) float32 with ``low`` and ``high`` of each channel mapped to 0 and 1."""
+    data = (data[..., None] if data.ndim == 2 else data).astype(np.float32, copy=False)
+    scaled = (data - low.astype(np.float32)) / np.maximum(high - low, 1e-12).astype(np.float32)
+    return np.ascontiguousarray(np.moveaxis(scaled, -1, 0))
 
 
 def make_target(labels: np.ndarray, task: str) -> np.ndarray:

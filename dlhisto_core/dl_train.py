@@ -227,6 +227,9 @@ def write_history(state: TrainState, json_path: str | os.PathLike | None, png_pa
         dice_axis.plot(epochs, [h["val_dice"] for h in state.history], label="validation Dice", color="tab:green")
         dice_axis.set_ylabel("Dice")
         dice_axis.set_ylim(0, 1)
+        unfrozen = [h["epoch"] for h in state.history if h.get("phase") == "fine-tune"]
+        if unfrozen:
+            dice_axis.axvline(unfrozen[0] - 0.5, color="black", linestyle="--", label="encoder unfrozen")
         if state.best_epoch:
             dice_axis.axvline(state.best_epoch, color="grey", linestyle=":", label=f"best (epoch {state.best_epoch})")
         handles = loss_axis.get_legend_handles_labels()[0] + dice_axis.get_legend_handles_labels()[0]
@@ -236,3 +239,13 @@ def write_history(state: TrainState, json_path: str | os.PathLike | None, png_pa
         with atomic_output(png_path) as tmp:
             figure.savefig(tmp, format="png")
         plt.close(figure)
+
+
+def join_phases(first: TrainState, second: TrainState) -> TrainState:
+    """One history for a two-phase (frozen, then fine-tuned) run; epochs numbered on."""
+    history = [{**h, "phase": "frozen"} for h in first.history]
+    history += [{**h, "epoch": h["epoch"] + first.epoch, "phase": "fine-tune"} for h in second.history]
+    best = second if second.best_dice >= first.best_dice else first
+    offset = first.epoch if best is second else 0
+    return TrainState(epoch=first.epoch + second.epoch, best_dice=best.best_dice,
+                      best_epoch=best.best_epoch + offset, history=history)

@@ -83,6 +83,14 @@ def export_package(model: torch.nn.Module, spec: ModelSpec, info: PackageInfo, t
                 archive.write(file, file.name)
 
 
+def is_package(path: str | os.PathLike) -> bool:
+    """A zip with an rdf.yaml (torch.save files are zips too, without one)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return "rdf.yaml" in archive.namelist()
+
+
 def load_package(path: str | os.PathLike, name: str | None = None) -> tuple[torch.nn.Module, ModelSpec, dict]:
     """Rebuild the network of a dlhisto bioimage.io package; returns (model, spec, rdf)."""
     name = name or Path(path).name

@@ -5,7 +5,16 @@ import pytest
 TEST_DATA = Path(__file__).resolve().parent.parent / "test-data"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def test_data() -> Path:
     """The folder of small real images shared with the Galaxy tool tests."""
     return TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def nuclei_model() -> Path:
+    """A U-Net package trained on the bundled nuclei image (made once by scripts/make_test_model.py)."""
+    import sys
+    sys.path.insert(0, str(TEST_DATA.parent / "scripts"))
+    from make_test_model import make_test_model
+    return make_test_model()

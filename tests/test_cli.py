@@ -143,3 +143,47 @@ def test_train_refuses_mismatched_labels_and_leaves_nothing(test_data, tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "labels 'nuclei_groundtruth.tif' (512x512) do not match the size of image 'ihc.png' (256x256)" in result.stderr
     assert list(out.iterdir()) == []
+
+
+TRANSFER_DATA = ("--patch-size", "64", "--patches-per-image", "8", "--batch-size", "4", "--device", "cpu")
+
+
+def test_transfer_from_a_package_runs_both_phases(test_data, tmp_path, nuclei_model):
+    import json
+
+    from dlhisto_core.model_package import load_package
+    result = dlhisto("transfer", "--image", test_data / "nuclei.tif", "--labels", test_data / "nuclei_groundtruth.tif",
+                     "--pretrained", nuclei_model, "--freeze-stages", "4", "--epochs", "1", "--finetune-epochs", "1",
+                     *TRANSFER_DATA, "--model", tmp_path / "model.zip", "--history", tmp_path / "history.json")
+    assert result.returncode == 0, result.stderr
+    assert "374 tensors loaded, 0 did not fit, 0 of the model left as initialised" in result.stdout
+    assert "phase 1: 4 encoder stage(s) frozen" in result.stdout and "learning rate 0.0001" in result.stdout
+    history = json.loads((tmp_path / "history.json").read_text())["epochs"]
+    assert [(e["epoch"], e["phase"]) for e in history] == [(1, "frozen"), (2, "fine-tune")]
+    assert history[0]["val_dice"] > 0.3  # pretrained: it segments nuclei from the first epoch
+    _, spec, rdf = load_package(tmp_path / "model.zip")
+    assert spec.encoder == "mobilenet_v2" and "fine-tuned from 'nuclei_unet.zip'" in rdf["description"]
+
+
+def test_transfer_from_a_bare_encoder_to_new_classes(test_data, tmp_path, nuclei_model):
+    encoder = nuclei_model.with_name("nuclei_unet_encoder.safetensors")
+    result = dlhisto("transfer", "--image", test_data / "nuclei.tif", "--labels", test_data / "nuclei_foreground.tif",
+                     "--task", "semantic", "--pretrained", encoder, "--encoder", "mobilenet_v2",
+                     "--epochs", "1", "--finetune-epochs", "0", *TRANSFER_DATA, "--model", tmp_path / "model.zip")
+    assert result.returncode == 0, result.stderr
+    assert "tensors loaded, 0 did not fit" in result.stdout and "phase 2" not in result.stdout
+
+
+@pytest.mark.parametrize("weights, message", [
+    ("code_in_pickle.pt", "'code_in_pickle.pt' holds Python objects besides tensors and is refused"),
+    ("nuclei_unet_encoder.safetensors", "no weight in 'nuclei_unet_encoder.safetensors' fits this model"),
+])
+def test_transfer_refuses_unsafe_or_unfitting_weights(test_data, tmp_path, nuclei_model, weights, message):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = dlhisto("transfer", "--image", test_data / "nuclei.tif", "--labels", test_data / "nuclei_groundtruth.tif",
+                     "--pretrained", test_data / weights, "--encoder", "resnet18", "--epochs", "1",
+                     *TRANSFER_DATA, "--model", out / "model.zip")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr and "ran code" not in result.stdout
+    assert list(out.iterdir()) == []

@@ -1,0 +1,332 @@
+"""Whole-slide inference with a segmentation network, tile by tile in bounded memory.
+
+The slide is cut into output tiles of ``T`` pixels (the TIFF tiles of the outputs). The network
+sees windows of ``T + overlap`` pixels: window (i, j) starts at the corner of output tile (i, j)
+and reaches ``overlap`` pixels into the next tiles. Where two windows overlap, their
+probabilities are blended with weights sin^2 / cos^2 that add up to exactly 1, so there is no
+seam and every pixel near a window edge is mostly predicted by the window that sees it with
+context. Because each window only spills into the tiles right of and below its own tile, an
+output tile is complete as soon as its own window is done: tiles are written in TIFF order while
+the slide is read, and only the overlap strips of one row of windows are held (memory grows
+with ``slide width x overlap``, a few MB, never with the slide area).
+
+Before the pass, a subsample of the slide (every pixel for images up to 4 Mpx) gives the
+per-channel percentiles of the normalisation the model was trained with, and, for
+``skip_background``, an Otsu threshold of the tissue signal (colour saturation of brightfield
+RGB, intensity otherwise). Windows with too little tissue are not sent through the network:
+they are background (class 0) with probability 1.
+
+Instance models (background / interior / boundary) become label images without ever holding
+the slide: interiors are labelled per tile, labels that touch across tile borders are merged
+(connected components of the border-touching pairs), small objects are dropped, and objects
+grow into their boundary pixels in a second pass that reads each tile with a small halo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from skimage.filters import threshold_otsu
+from skimage.segmentation import expand_labels
+
+from .dl_data import channel_range, scale_channels
+from .dl_models import ModelSpec
+from .dl_train import pick_device
+from .errors import InputError
+from .image_io import TiledImageReader, TileSink, smallest_label_dtype, write_pyramid, write_tiled_image
+from .tiling import Tile, tile_grid
+
+SAMPLE_PIXELS = 4_000_000
+"""Pixels sampled (on a regular grid) for the normalisation percentiles and the tissue threshold."""
+BOUNDARY_GROWTH = 2
+"""Pixels by which instance interiors grow into the predicted boundary class."""
+
+
+@dataclass
+class PredictOptions:
+    tile_size: int = 512
+    """Output tile size; a multiple of 32."""
+    overlap: int = 64
+    """Pixels by which neighbouring windows overlap and are blended; a multiple of 32, at most tile_size."""
+    batch_size: int = 4
+    device: str = "auto"
+    skip_background: bool = False
+    min_tissue: float = 0.01
+    """With skip_background: windows with a smaller fraction of tissue pixels are skipped."""
+    min_area: int = 0
+    """Instance output: objects with a smaller interior (pixels) are dropped."""
+
+    def check(self) -> None:
+        if self.tile_size < 64 or self.tile_size % 32:
+            raise InputError(f"the tile size must be a multiple of 32, at least 64, got {self.tile_size}")
+        if self.overlap < 0 or self.overlap % 32 or self.overlap > self.tile_size:
+            raise InputError(f"the overlap must be a multiple of 32 between 0 and the tile size, got {self.overlap}")
+        if self.batch_size < 1:
+            raise InputError(f"the batch size must be at least 1, got {self.batch_size}")
+        if not 0 <= self.min_tissue <= 1:
+            raise InputError(f"the minimum tissue fraction must be between 0 and 1, got {self.min_tissue}")
+        if self.min_area < 0:
+            raise InputError(f"the minimum object area cannot be negative, got {self.min_area}")
+
+
+@dataclass
+class PredictSummary:
+    windows: int = 0
+    skipped: int = 0
+    class_pixels: list[int] = field(default_factory=list)
+    objects: int | None = None
+    pixel_size: tuple[float, float] | None = None
+    shape: tuple[int, int] = (0, 0)
+
+
+@dataclass
+class SlideStatistics:
+    low: np.ndarray
+    high: np.ndarray
+    tissue_threshold: float | None
+
+
+def slide_statistics(reader: TiledImageReader, skip_background: bool, chunk: int = 1024) -> SlideStatistics:
+    """Normalisation percentiles (and the tissue threshold) from pixels on a regular grid of the slide."""
+    height, width = reader.shape[:2]
+    stride = max(1, math.ceil(math.sqrt(height * width / SAMPLE_PIXELS)))
+    samples = []
+    for tile in tile_grid(height, width, chunk):
+        region = reader.read_region(tile.y, tile.x, tile.height, tile.width)
+        samples.append(region[(-tile.y) % stride::stride, (-tile.x) % stride::stride].reshape(-1, *region.shape[2:]))
+    sample = np.concatenate(samples)[:, None]  # (N, 1[, C]): an image of one column
+    low, high = channel_range(sample)
+    threshold = None
+    if skip_background:
+        signal = tissue_signal(sample)
+        threshold = float(threshold_otsu(signal)) if signal.min() < signal.max() else float(signal.max())
+    return SlideStatistics(low, high, threshold)
+
+
+def tissue_signal(region: np.ndarray) -> np.ndarray:
+    """Per pixel: colour saturation for RGB brightfield (glass is grey-white), intensity otherwise."""
+    if region.ndim == 3 and region.shape[2] in (3, 4):
+        rgb = region[..., :3].astype(np.float32)
+        brightest = rgb.max(axis=-1)
+        return (brightest - rgb.min(axis=-1)) / np.maximum(brightest, 1e-6)
+    return (region.mean(axis=-1) if region.ndim == 3 else region).astype(np.float32)
+
+
+def blend_weights(index: int, count: int, tile_size: int, overlap: int) -> np.ndarray:
+    """1-D weights of window ``index`` of ``count`` along one axis: rising over its first
+    ``overlap`` pixels (shared with the previous window), 1 inside, falling over the last ones."""
+    weights = np.ones(tile_size + overlap, np.float32)
+    if overlap:
+        rising = np.sin(np.pi / 2 * (np.arange(overlap) + 0.5) / overlap) ** 2
+        if index > 0:
+            weights[:overlap] = rising
+        weights[tile_size:] = 1 - rising if index < count - 1 else 0
+    return weights
+
+
+class SlidePredictor:
+    """Runs a network over a slide and yields blended probability tiles in TIFF order."""
+
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, options: PredictOptions):
+        options.check()
+        self.model, self.spec, self.options = model, spec, options
+        self.device = pick_device(options.device)
+        self.model.to(self.device).eval()
+
+    def tiles(self, reader: TiledImageReader, summary: PredictSummary):
+        """Yield (Tile, probabilities (h, w, K) float32) for every output tile, row by row."""
+        n_channels = 1 if len(reader.shape) == 2 else reader.shape[2]
+        if n_channels != self.spec.in_channels:
+            raise InputError(f"the model expects {self.spec.in_channels}-channel images; "
+                             f"'{reader.name}' has {n_channels}")
+        stats = slide_statistics(reader, self.options.skip_background)
+        size, overlap = self.options.tile_size, self.options.overlap
+        height, width = reader.shape[:2]
+        rows, cols = -(-height // size), -(-width // size)
+        column_weights = [blend_weights(j, cols, size, overlap) for j in range(cols)]
+        above: dict[int, np.ndarray] = {}  # bottom strips of the previous row of windows
+        for i in range(rows):
+            row_weights = blend_weights(i, rows, size, overlap)
+            below: dict[int, np.ndarray] = {}
+            right = None
+            for start in range(0, cols, self.options.batch_size):
+                columns = range(start, min(cols, start + self.options.batch_size))
+                for j, probabilities in zip(columns, self._predict_windows(reader, stats, i, columns, summary)):
+                    weighted = probabilities * row_weights[None, :, None] * column_weights[j][None, None, :]
+                    tile = weighted[:, :size, :size].copy()
+                    if overlap:
+                        if right is not None:
+                            tile[:, :, :overlap] += right
+                        if i > 0:
+                            tile[:, :overlap, :] += above[j][:, :, :size]
+                            if j > 0:
+                                tile[:, :overlap, :overlap] += above.pop(j - 1)[:, :, size:]
+                        right = weighted[:, :size, size:]
+                        below[j] = weighted[:, size:, :]
+                    h, w = min(size, height - i * size), min(size, width - j * size)
+                    yield Tile(i * size, j * size, h, w), np.moveaxis(tile[:, :h, :w], 0, -1)
+            above = below
+
+    def _predict_windows(self, reader, stats: SlideStatistics, i: int, columns: range, summary: PredictSummary):
+        """Class probabilities (K, W, W) of the windows (i, j) for j in ``columns``."""
+        size = self.options.tile_size + self.options.overlap
+        results: dict[int, np.ndarray] = {}
+        batch, batch_columns = [], []
+        for j in columns:
+            raw = _read_window(reader, i * self.options.tile_size, j * self.options.tile_size, size)
+            summary.windows += 1
+            if stats.tissue_threshold is not None and not self._has_tissue(raw, stats.tissue_threshold):
+                summary.skipped += 1
+                background = np.zeros((self.spec.n_classes, size, size), np.float32)
+                background[0] = 1
+                results[j] = background
+                continue
+            batch.append(scale_channels(raw, stats.low, stats.high))
+            batch_columns.append(j)
+        if batch:
+            with torch.inference_mode():
+                logits = self.model(torch.from_numpy(np.stack(batch)).to(self.device))
+                probabilities = torch.softmax(logits, dim=1).cpu().numpy()
+            results.update(zip(batch_columns, probabilities))
+        return [results[j] for j in columns]
+
+    def _has_tissue(self, raw: np.ndarray, threshold: float) -> bool:
+        return float((tissue_signal(raw) > threshold).mean()) >= self.options.min_tissue
+
+
+def _read_window(reader: TiledImageReader, y: int, x: int, size: int) -> np.ndarray:
+    """The (size, size, C) window at (y, x), mirrored where it reaches past the slide."""
+    region = reader.read_region(y, x, size, size)
+    region = region[..., None] if region.ndim == 2 else region
+    pad_y, pad_x = size - region.shape[0], size - region.shape[1]
+    if pad_y or pad_x:
+        mode = "reflect" if min(region.shape[:2]) > 1 else "edge"
+        region = np.pad(region, ((0, pad_y), (0, pad_x), (0, 0)), mode=mode)
+    return region
+
+
+def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: PredictOptions,
+                  probabilities_path=None, classes_path=None, objects_path=None,
+                  name: str | None = None) -> PredictSummary:
+    """Predict a slide and write the requested outputs as pyramidal OME-TIFFs:
+    probabilities (float32, one channel per class), the class map (uint8, 0..K-1) and, for
+    instance models, the objects (label image)."""
+    if not (probabilities_path or classes_path or objects_path):
+        raise InputError("ask for at least one output: probabilities, classes or objects")
+    if objects_path and spec.task != "instance":
+        raise InputError(f"objects come from instance models; this model does {spec.task} segmentation")
+    predictor = SlidePredictor(model, spec, options)
+    summary = PredictSummary(class_pixels=[0] * spec.n_classes)
+    size = options.tile_size
+    with TiledImageReader(image_path, name=name) as reader, \
+            tempfile.TemporaryDirectory(prefix=".dlhisto-predict-", dir=_output_folder(
+                probabilities_path or classes_path or objects_path)) as work:
+        work = Path(work)
+        height, width = reader.shape[:2]
+        summary.shape, summary.pixel_size = (height, width), reader.pixel_size
+        with contextlib.ExitStack() as stack:
+            sinks = {"classes": stack.enter_context(TileSink(work / "classes.tif", (height, width), np.uint8, size))}
+            if probabilities_path:
+                sinks["probabilities"] = stack.enter_context(
+                    TileSink(work / "probabilities.tif", (height, width, spec.n_classes), np.float32, size))
+            objects = stack.enter_context(_ObjectLabeller(work / "interiors.tif", (height, width), size)) \
+                if objects_path else None
+            for tile, probabilities in predictor.tiles(reader, summary):
+                classes = probabilities.argmax(axis=-1).astype(np.uint8)
+                summary.class_pixels = [a + b for a, b in zip(summary.class_pixels,
+                                                             np.bincount(classes.ravel(), minlength=spec.n_classes))]
+                sinks["classes"].put(classes)
+                if probabilities_path:
+                    sinks["probabilities"].put(probabilities)
+                if objects:
+                    objects.add(tile, classes == 1)
+        if probabilities_path:
+            write_pyramid(probabilities_path, work / "probabilities.tif", size, reader.pixel_size)
+        if classes_path:
+            write_pyramid(classes_path, work / "classes.tif", size, reader.pixel_size, labels=True)
+        if objects_path:
+            summary.objects = objects.finish(work / "classes.tif", work / "objects.tif", options.min_area)
+            write_pyramid(objects_path, work / "objects.tif", size, reader.pixel_size, labels=True)
+    return summary
+
+
+def _output_folder(path) -> str:
+    return str(Path(path).resolve().parent)
+
+
+class _ObjectLabeller:
+    """Instance labels across tiles: provisional per-tile labels, merged where they touch."""
+
+    def __init__(self, path: Path, shape: tuple[int, int], tile_size: int):
+        self.path, self.shape, self.tile_size = path, shape, tile_size
+        self._sink = TileSink(path, shape, np.uint32, tile_size)
+        self._count = 0
+        self._areas = [np.zeros(1, np.int64)]
+        self._pairs: list[np.ndarray] = []
+        self._bottom: dict[int, np.ndarray] = {}  # last row of labels of the tile above, per column
+        self._right: np.ndarray | None = None  # last column of the tile to the left
+
+    def add(self, tile: Tile, interior: np.ndarray) -> None:
+        local, n = ndi.label(interior)
+        self._areas.append(np.bincount(local.ravel(), minlength=n + 1)[1:])
+        labels = np.where(local > 0, local + self._count, 0).astype(np.uint32)
+        self._count += n
+        column = tile.x // self.tile_size
+        if tile.y > 0:
+            self._touching(self._bottom[column], labels[0])
+        if tile.x > 0:
+            self._touching(self._right, labels[:, 0])
+        self._bottom[column], self._right = labels[-1].copy(), labels[:, -1].copy()
+        self._sink.put(labels)
+
+    def _touching(self, before: np.ndarray, after: np.ndarray) -> None:
+        both = (before > 0) & (after > 0)
+        if both.any():
+            self._pairs.append(np.unique(np.stack([before[both], after[both]], axis=1), axis=0))
+
+    def __enter__(self) -> "_ObjectLabeller":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sink.__exit__(*exc)
+
+    def finish(self, classes_path: Path, objects_path: Path, min_area: int) -> int:
+        """Write the final label image (merged, filtered, grown into boundaries); return the count.
+        Call after the labeller's ``with`` block."""
+        n = self._count + 1
+        pairs = np.concatenate(self._pairs) if self._pairs else np.zeros((0, 2), np.int64)
+        graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        _, component = connected_components(graph, directed=False)
+        areas = np.bincount(component, weights=np.concatenate(self._areas), minlength=component.max() + 1)
+        kept = areas >= max(min_area, 1)
+        kept[component[0]] = False  # the background
+        # number the kept objects in raster order of their first pixel
+        first_label = np.full(component.max() + 1, n, np.int64)
+        np.minimum.at(first_label, component, np.arange(n))
+        order = np.argsort(first_label[kept], kind="stable")
+        final = np.zeros(component.max() + 1, np.int64)
+        final[np.flatnonzero(kept)[order]] = np.arange(1, kept.sum() + 1)
+        lookup = final[component].astype(smallest_label_dtype(int(kept.sum())))
+        growth = BOUNDARY_GROWTH
+        with TiledImageReader(self.path) as interiors, TiledImageReader(classes_path) as classes:
+            def tiles():
+                for tile in tile_grid(*self.shape, self.tile_size):
+                    y0, x0 = max(tile.y - growth, 0), max(tile.x - growth, 0)
+                    halo = tile.with_halo(growth)
+                    labels = lookup[interiors.read_region(halo.y, halo.x, halo.height, halo.width)]
+                    foreground = classes.read_region(halo.y, halo.x, halo.height, halo.width) > 0
+                    grown = np.where(foreground, expand_labels(labels, growth), 0).astype(lookup.dtype)
+                    dy, dx = tile.y - y0, tile.x - x0
+                    yield grown[dy:dy + tile.height, dx:dx + tile.width]
+            write_tiled_image(objects_path, tiles(), self.shape, lookup.dtype, self.tile_size)
+        return int(kept.sum())
