@@ -159,7 +159,7 @@ def run_transfer(args: argparse.Namespace) -> None:
             _log(f"phase 2: all layers trainable, learning rate {finetune.learning_rate:g}, {args.finetune_epochs} epochs")
             second = dl_train.train(model, data.patches.path, spec.n_classes, finetune, checkpoint, log=_log)
             state = dl_train.join_phases(first, second)
-            if second.best_dice < first.best_dice:
+            if second.best_score < first.best_score:
                 model.load_state_dict(best_frozen)
         _export(args, data, model, spec, state, f"fine-tuned from '{name}'")
 
@@ -176,13 +176,30 @@ def _training_data(args: argparse.Namespace, work: Path) -> _TrainingData:
     """Check the training arguments and sample the patches (train and transfer)."""
     from . import dl_data, dl_train
 
-    if len(args.image) != len(args.labels):
-        raise InputError(f"{len(args.image)} images but {len(args.labels)} label images: give one per image")
-    pairs = list(zip(args.image, args.labels, _names(args.image_name, args.image), _names(args.labels_name, args.labels)))
     options = dl_train.TrainOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                     loss=args.loss, validation_fraction=args.validation_fraction,
                                     patience=args.patience, seed=args.seed, device=args.device)
     options.check()
+    image_names = _names(args.image_name, args.image)
+    if args.task == "classification":
+        if not args.tile_classes:
+            raise InputError("tile classification needs --tile-classes, a table of image name and class")
+        table = dl_data.read_tile_classes(args.tile_classes, args.tile_classes_name)
+        missing = [name for name in image_names if name not in table]
+        if missing:
+            raise InputError(f"no class for image '{missing[0]}' in the table"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        class_names = _split(args.class_names) or sorted(set(table[name] for name in image_names))
+        unknown = sorted(set(table[name] for name in image_names) - set(class_names))
+        if unknown:
+            raise InputError(f"class '{unknown[0]}' of the table is not among the class names {', '.join(class_names)}")
+        pairs = [(path, class_names.index(table[name]), name) for path, name in zip(args.image, image_names)]
+        patches = dl_data.sample_tiles(pairs, work / "patches.h5", args.patch_size, args.patches_per_image, args.seed)
+        patches.n_classes = len(class_names)
+        return _TrainingData(pairs, patches, class_names, options)
+    if not args.labels or len(args.image) != len(args.labels):
+        raise InputError(f"{len(args.image)} images but {len(args.labels or [])} label images: give one per image")
+    pairs = list(zip(args.image, args.labels, image_names, _names(args.labels_name, args.labels)))
     patches = dl_data.sample_patches(pairs, work / "patches.h5", args.task, args.patch_size,
                                      args.patches_per_image, args.seed)
     class_names = _split(args.class_names) or (["background", "interior", "boundary"] if args.task == "instance"
@@ -197,13 +214,16 @@ def _export(args, data: _TrainingData, model, spec, state, origin: str) -> None:
     from . import dl_train, model_package
 
     first = read_image(data.pairs[0][0], data.pairs[0][2]).data
+    network = f"tile classifier ({spec.encoder})" if spec.task == "classification" else \
+        f"{args.task} segmentation {spec.architecture} ({spec.encoder})"
+    metric = "accuracy" if spec.task == "classification" else "Dice"
     info = model_package.PackageInfo(
-        name=args.model_name, description=f"{args.task} segmentation {spec.architecture} ({spec.encoder}) {origin} "
-        f"with dlhisto on {len(data.pairs)} image(s); best validation Dice {state.best_dice:.3f} "
-        f"at epoch {state.best_epoch}.",
+        name=args.model_name, description=f"{network} {origin} with dlhisto on {len(data.pairs)} image(s); "
+        f"best validation {metric} {state.best_score:.3f} at epoch {state.best_epoch}.",
         class_names=data.class_names, channel_names=[f"channel {c + 1}" for c in range(spec.in_channels)],
         authors=[args.author], training={"epochs_run": state.epoch, "best_epoch": state.best_epoch,
-                                         "best_val_dice": state.best_dice, "loss": data.options.loss,
+                                         f"best_val_{state.metric}": state.best_score,
+                                         "loss": "ce" if spec.task == "classification" else data.options.loss,
                                          "patch_size": args.patch_size, "seed": args.seed, "origin": origin})
     model_package.export_package(model, spec, info, _test_patch(first), args.model)
     dl_train.write_history(state, args.history, args.curve, title=f"{args.model_name}: {args.task}")
@@ -236,6 +256,21 @@ def run_predict(args: argparse.Namespace) -> None:
         write_table(args.summary, [row], list(row))
 
 
+def run_classify(args: argparse.Namespace) -> None:
+    from . import dl_classify, model_package
+
+    model, spec, rdf = model_package.load_package(args.model, args.model_name)
+    if args.tile_size is not None and (args.tile_size < 64 or args.tile_size % 32):
+        raise InputError(f"the tile size must be a multiple of 32, at least 64, got {args.tile_size}")
+    class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
+    images = list(zip(args.image, _names(args.image_name, args.image)))
+    rows = list(dl_classify.classify(model, spec, class_names, images, args.tile_size, args.batch_size, args.device))
+    write_table(args.table, rows, ["image", "x", "y", "width", "height", "class", *[f"p_{c}" for c in class_names]])
+    counts = {c: sum(r["class"] == c for r in rows) for c in class_names}
+    print(f"{len(rows)} {'tiles' if args.tile_size else 'images'}: "
+          + ", ".join(f"{n} {c}" for c, n in counts.items()), flush=True)
+
+
 def _test_patch(image) -> "np.ndarray":
     """A centred (C, Y, X) crop whose sides are multiples of 32, at least 64 (reflect-padded)."""
     import numpy as np
@@ -266,12 +301,15 @@ def add_image_name(step: argparse.ArgumentParser) -> None:
 def add_training_arguments(step: argparse.ArgumentParser) -> None:
     """Arguments shared by train and transfer: data, patches, optimisation, outputs."""
     step.add_argument("--image", action="append", required=True, help="training image (repeat for several)")
-    step.add_argument("--labels", action="append", required=True,
+    step.add_argument("--labels", action="append",
                       help="its label image: classes (semantic) or one id per object (instance)")
     step.add_argument("--image-name", action="append", help="display name of each image, in order")
     step.add_argument("--labels-name", action="append", help="display name of each label image, in order")
-    step.add_argument("--task", choices=["semantic", "instance"], default="instance",
-                      help="semantic: classes 0..K-1; instance: objects -> background/interior/boundary")
+    step.add_argument("--task", choices=["semantic", "instance", "classification"], default="instance",
+                      help="semantic: classes 0..K-1; instance: objects -> background/interior/boundary; "
+                      "classification: one class per image (tile), from --tile-classes")
+    step.add_argument("--tile-classes", help="classification: table of image name <TAB> class")
+    step.add_argument("--tile-classes-name", help="display name of the table in messages")
     step.add_argument("--class-names", help="comma-separated class names (0..K-1)")
     step.add_argument("--patch-size", type=int, default=128, help="training patch size, multiple of 16 (default 128)")
     step.add_argument("--patches-per-image", type=int, default=64)
@@ -426,6 +464,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --skip-background: smallest tissue fraction of a window that is predicted")
     pr.add_argument("--min-area", type=int, default=0, help="drop objects with a smaller interior (pixels)")
     pr.set_defaults(func=run_predict)
+
+    cl = steps.add_parser("classify", help="classify images, or the tiles of a slide, with a tile classifier package")
+    cl.add_argument("--image", action="append", required=True, help="image to classify (repeat for several)")
+    cl.add_argument("--image-name", action="append", help="display name of each image, in order")
+    cl.add_argument("--model", required=True, help="tile classifier package from dlhisto train --task classification")
+    cl.add_argument("--model-name", help="display name of the model in messages")
+    cl.add_argument("--table", required=True, help="output table: one row per image or tile, class and probabilities")
+    cl.add_argument("--tile-size", type=int,
+                    help="cut each image into tiles of this size (multiple of 32) and classify every tile")
+    cl.add_argument("--batch-size", type=int, default=16)
+    cl.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    cl.set_defaults(func=run_classify)
     return parser
 
 

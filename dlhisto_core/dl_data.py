@@ -31,15 +31,20 @@ NORMALIZATION = (1.0, 99.8)
 """Percentiles of each channel mapped to 0 and 1 before the network sees an image."""
 
 
-def normalize_for_network(data: np.ndarray) -> np.ndarray:
-    """(Y, X[, C]) image -> (C, Y, X) float32, each channel percentile-normalised."""
-    return scale_channels(data, *channel_range(data))
+def normalize_for_network(data: np.ndarray, joint: bool = False) -> np.ndarray:
+    """(Y, X[, C]) image -> (C, Y, X) float32, percentile-normalised per channel, or with
+    ``joint`` over all channels together (keeps the colour of stains: tile classification)."""
+    return scale_channels(data, *channel_range(data, joint))
 
 
-def channel_range(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The NORMALIZATION percentiles of each channel of a (Y, X[, C]) image (or a sample of one)."""
+def channel_range(data: np.ndarray, joint: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The NORMALIZATION percentiles of each channel of a (Y, X[, C]) image (or a sample of one);
+    with ``joint``, those of all channels together, repeated for each channel."""
     data = (data[..., None] if data.ndim == 2 else data).astype(np.float32, copy=False)
     low, high = NORMALIZATION
+    if joint:
+        repeat = np.ones(data.shape[-1], np.float32)
+        return np.percentile(data, low) * repeat, np.percentile(data, high) * repeat
     return np.percentile(data, low, axis=(0, 1)), np.percentile(data, high, axis=(0, 1))
 
 
@@ -115,6 +120,61 @@ def sample_patches(pairs: Sequence[tuple], path: str | os.PathLike, task: str, p
     return PatchSet(Path(path), n_total, n_channels, n_classes, patch_size)
 
 
+def sample_tiles(images: Sequence[tuple], path: str | os.PathLike, patch_size: int = 128,
+                 patches_per_image: int = 16, seed: int = 0) -> PatchSet:
+    """Random crops of whole-tile images with one class each, (image path, class index, name),
+    into an HDF5 file: ``images`` (N, C, P, P) float32 and ``targets`` (N,) uint8. Each image is
+    normalised on its own over all channels together, as ``dl_classify`` does; images smaller
+    than a patch are mirrored."""
+    if patch_size < 32 or patch_size % 32:
+        raise InputError(f"the patch size must be a multiple of 32, at least 32, got {patch_size}")
+    rng = np.random.default_rng(seed)
+    n_total, n_channels = len(images) * patches_per_image, None
+    with h5py.File(path, "w") as h5:
+        for i, (image_path, class_index, name) in enumerate(images):
+            normalized = _pad_to(normalize_for_network(read_image(image_path, name).data, joint=True), patch_size)
+            if n_channels is None:
+                n_channels = normalized.shape[0]
+                images_ds = h5.create_dataset("images", (n_total, n_channels, patch_size, patch_size), np.float32,
+                                              chunks=(1, n_channels, patch_size, patch_size))
+                targets_ds = h5.create_dataset("targets", (n_total,), np.uint8)
+            elif normalized.shape[0] != n_channels:
+                raise InputError(f"all images need the same channels: '{name}' has {normalized.shape[0]}, "
+                                 f"the first image {n_channels}")
+            for j in range(patches_per_image):
+                y = int(rng.integers(0, normalized.shape[1] - patch_size + 1))
+                x = int(rng.integers(0, normalized.shape[2] - patch_size + 1))
+                images_ds[i * patches_per_image + j] = normalized[:, y:y + patch_size, x:x + patch_size]
+                targets_ds[i * patches_per_image + j] = class_index
+        n_classes = int(max(c for _, c, _ in images)) + 1
+        h5.attrs.update(task="classification", n_classes=n_classes, patch_size=patch_size, seed=seed,
+                        normalization=NORMALIZATION)
+    return PatchSet(Path(path), n_total, n_channels, n_classes, patch_size)
+
+
+def read_tile_classes(path: str | os.PathLike, name: str | None = None) -> dict[str, str]:
+    """A table of image name -> class (tab-separated, first two columns; a header line
+    'image<TAB>class' or lines starting with '#' are skipped)."""
+    name = name or Path(path).name
+    classes: dict[str, str] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"'{name}' is not a text table of image names and classes") from exc
+    for number, line in enumerate(lines, 1):
+        fields = [f.strip() for f in line.split("\t")]
+        if not line.strip() or line.startswith("#") or (number == 1 and fields[1:2] and fields[1].lower() == "class"):
+            continue
+        if len(fields) < 2 or not fields[0] or not fields[1]:
+            raise InputError(f"line {number} of '{name}' needs an image name and a class, separated by a tab")
+        if classes.get(fields[0], fields[1]) != fields[1]:
+            raise InputError(f"'{name}' gives image '{fields[0]}' two classes: {classes[fields[0]]} and {fields[1]}")
+        classes[fields[0]] = fields[1]
+    if not classes:
+        raise InputError(f"'{name}' lists no image with a class")
+    return classes
+
+
 def _pad_to(array: np.ndarray, size: int) -> np.ndarray:
     """Reflect-pad (C, Y, X) so that Y and X are at least ``size``."""
     pad_y, pad_x = max(0, size - array.shape[1]), max(0, size - array.shape[2])
@@ -164,18 +224,27 @@ class PatchDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = self.indices[item]
         image, target = self.images[index], self.targets[index]
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        if target.ndim == 0:  # a tile class
+            if self.augment:
+                image, _ = augment_patch(image, None, rng)
+            return torch.from_numpy(np.ascontiguousarray(image)), torch.tensor(int(target))
         if self.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, index))
             image, target = augment_patch(image, target, rng)
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(np.ascontiguousarray(target)).long()
 
 
-def augment_patch(image: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random flip/rotation, elastic deformation (p=0.3) and, for 3 channels, colour jitter."""
+def augment_patch(image: np.ndarray, target: np.ndarray | None, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random flip/rotation, elastic deformation (p=0.3) and, for 3 channels, colour jitter.
+    ``target`` is the per-pixel target moved with the image, or None (tile classes)."""
     k = int(rng.integers(4))
-    image, target = np.rot90(image, k, axes=(1, 2)), np.rot90(target, k)
-    if rng.random() < 0.5:
-        image, target = image[:, :, ::-1], target[:, ::-1]
+    image = np.rot90(image, k, axes=(1, 2))
+    flip = rng.random() < 0.5
+    image = image[:, :, ::-1] if flip else image
+    if target is not None:
+        target = np.rot90(target, k)
+        target = target[:, ::-1] if flip else target
     if rng.random() < 0.3:
         image, target = _elastic(image, target, rng)
     if image.shape[0] == 3:
@@ -186,11 +255,11 @@ def augment_patch(image: np.ndarray, target: np.ndarray, rng: np.random.Generato
     return image.astype(np.float32), target
 
 
-def _elastic(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, alpha: float = 4.0,
-             sigma: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+def _elastic(image: np.ndarray, target: np.ndarray | None, rng: np.random.Generator, alpha: float = 4.0,
+             sigma: float = 8.0) -> tuple[np.ndarray, np.ndarray | None]:
     """Smooth random displacement field of at most ``alpha`` pixels (Simard et al. 2003):
     the image is resampled bilinearly, the target by nearest neighbour."""
-    shape = target.shape
+    shape = image.shape[1:]
     displacement = []
     for _ in range(2):
         field = ndi.gaussian_filter(rng.uniform(-1, 1, shape), sigma)
@@ -198,4 +267,4 @@ def _elastic(image: np.ndarray, target: np.ndarray, rng: np.random.Generator, al
     yy, xx = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     coords = np.array([yy + displacement[0], xx + displacement[1]])
     warped = np.stack([ndi.map_coordinates(c, coords, order=1, mode="reflect") for c in image])
-    return warped, ndi.map_coordinates(target, coords, order=0, mode="reflect")
+    return warped, None if target is None else ndi.map_coordinates(target, coords, order=0, mode="reflect")

@@ -62,8 +62,10 @@ class TrainState:
 
     epoch: int = 0
     """Epochs completed."""
-    best_dice: float = -1.0
+    best_score: float = -1.0
+    """Best validation score: mean Dice of the foreground classes, or accuracy for tile classes."""
     best_epoch: int = 0
+    metric: str = "dice"
     history: list[dict] = field(default_factory=list)
 
 
@@ -118,11 +120,12 @@ def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options:
     train_idx, val_idx = split_indices(count_patches(patches), options.validation_fraction, options.seed)
     train_set = PatchDataset(patches, train_idx, augment=options.augment, seed=options.seed)
     val_set = PatchDataset(patches, val_idx)
+    classification = train_set.targets.ndim == 1
     model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=options.learning_rate, weight_decay=1e-4)
-    loss_fn = make_loss(options.loss)
-    state, best_weights = TrainState(), None
+    loss_fn = nn.CrossEntropyLoss() if classification else make_loss(options.loss)
+    state, best_weights = TrainState(metric="accuracy" if classification else "dice"), None
     checkpoint = Path(checkpoint)
     if checkpoint.is_file():
         state, best_weights = _resume(checkpoint, model, optimizer, log)
@@ -131,20 +134,20 @@ def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options:
         epoch = state.epoch + 1
         started = time.perf_counter()
         train_loss = _train_epoch(model, train_set, optimizer, loss_fn, options, epoch, device)
-        val_loss, dice = _validate(model, val_set, loss_fn, n_classes, options.batch_size, device)
-        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_dice": dice,
+        val_loss, score = _validate(model, val_set, loss_fn, n_classes, options.batch_size, device)
+        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, f"val_{state.metric}": score,
                   "seconds": time.perf_counter() - started}
         state.history.append(record)
         state.epoch = epoch
-        if dice > state.best_dice:
-            state.best_dice, state.best_epoch = dice, epoch
+        if score > state.best_score:
+            state.best_score, state.best_epoch = score, epoch
             best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         stalled = epoch - state.best_epoch
         _save_checkpoint(checkpoint, model, optimizer, state, best_weights)
         log(f"epoch {epoch}/{options.epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-            f"val dice {dice:.4f}  {record['seconds']:.1f} s")
+            f"val {state.metric} {score:.4f}  {record['seconds']:.1f} s")
     if stalled >= options.patience:
-        log(f"early stop: no better validation dice since epoch {state.best_epoch}")
+        log(f"early stop: no better validation {state.metric} since epoch {state.best_epoch}")
     model.load_state_dict(best_weights)
     return state
 
@@ -170,17 +173,23 @@ def _train_epoch(model, dataset, optimizer, loss_fn, options, epoch, device) -> 
 
 @torch.no_grad()
 def _validate(model, dataset, loss_fn, n_classes, batch_size, device) -> tuple[float, float]:
+    """Validation loss and score: mean Dice over the foreground classes (segmentation) or accuracy."""
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    total, count = 0.0, 0
+    total, count, correct = 0.0, 0, 0
     inter, sizes = np.zeros(n_classes), np.zeros(n_classes)
     for images, targets in loader:
         images, targets = images.to(device), targets.to(device)
         logits = model(images)
         total += loss_fn(logits, targets).item() * len(images)
         count += len(images)
-        i, s = dice_per_class(logits, targets, n_classes)
-        inter, sizes = inter + i, sizes + s
+        if targets.ndim == 1:
+            correct += (logits.argmax(dim=1) == targets).sum().item()
+        else:
+            i, s = dice_per_class(logits, targets, n_classes)
+            inter, sizes = inter + i, sizes + s
+    if dataset.targets.ndim == 1:
+        return total / count, correct / count
     classes = range(1, n_classes) if n_classes > 1 else range(n_classes)
     per_class = [2 * inter[k] / sizes[k] for k in classes if sizes[k] > 0]
     return total / count, float(np.mean(per_class)) if per_class else 0.0
@@ -200,7 +209,8 @@ def _resume(path: Path, model, optimizer, log) -> tuple[TrainState, dict]:
         state = TrainState(**json.loads(saved["state"]))
     except Exception as exc:
         raise InputError(f"the checkpoint '{path.name}' does not fit this training run ({type(exc).__name__})") from exc
-    log(f"resuming after epoch {state.epoch} (best validation dice {state.best_dice:.4f} at epoch {state.best_epoch})")
+    log(f"resuming after epoch {state.epoch} (best validation {state.metric} {state.best_score:.4f} "
+        f"at epoch {state.best_epoch})")
     return state, saved["best_model"]
 
 
@@ -209,7 +219,7 @@ def write_history(state: TrainState, json_path: str | os.PathLike | None, png_pa
     """The per-epoch history as JSON and as a training-curve PNG (losses, validation Dice)."""
     if json_path:
         with atomic_output(json_path) as tmp:
-            tmp.write_text(json.dumps({"best_epoch": state.best_epoch, "best_val_dice": state.best_dice,
+            tmp.write_text(json.dumps({"best_epoch": state.best_epoch, f"best_val_{state.metric}": state.best_score,
                                        "epochs": state.history}, indent=2))
     if png_path:
         import matplotlib
@@ -223,16 +233,18 @@ def write_history(state: TrainState, json_path: str | os.PathLike | None, png_pa
         loss_axis.set_xlabel("epoch")
         loss_axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         loss_axis.set_ylabel("loss")
-        dice_axis = loss_axis.twinx()
-        dice_axis.plot(epochs, [h["val_dice"] for h in state.history], label="validation Dice", color="tab:green")
-        dice_axis.set_ylabel("Dice")
-        dice_axis.set_ylim(0, 1)
+        score_axis = loss_axis.twinx()
+        metric = "Dice" if state.metric == "dice" else state.metric
+        score_axis.plot(epochs, [h[f"val_{state.metric}"] for h in state.history], label=f"validation {metric}",
+                       color="tab:green")
+        score_axis.set_ylabel(metric)
+        score_axis.set_ylim(0, 1)
         unfrozen = [h["epoch"] for h in state.history if h.get("phase") == "fine-tune"]
         if unfrozen:
-            dice_axis.axvline(unfrozen[0] - 0.5, color="black", linestyle="--", label="encoder unfrozen")
+            score_axis.axvline(unfrozen[0] - 0.5, color="black", linestyle="--", label="encoder unfrozen")
         if state.best_epoch:
-            dice_axis.axvline(state.best_epoch, color="grey", linestyle=":", label=f"best (epoch {state.best_epoch})")
-        handles = loss_axis.get_legend_handles_labels()[0] + dice_axis.get_legend_handles_labels()[0]
+            score_axis.axvline(state.best_epoch, color="grey", linestyle=":", label=f"best (epoch {state.best_epoch})")
+        handles = loss_axis.get_legend_handles_labels()[0] + score_axis.get_legend_handles_labels()[0]
         loss_axis.legend(handles, [h.get_label() for h in handles], loc="center right", fontsize=8)
         loss_axis.set_title(title)
         figure.tight_layout()
@@ -245,7 +257,7 @@ def join_phases(first: TrainState, second: TrainState) -> TrainState:
     """One history for a two-phase (frozen, then fine-tuned) run; epochs numbered on."""
     history = [{**h, "phase": "frozen"} for h in first.history]
     history += [{**h, "epoch": h["epoch"] + first.epoch, "phase": "fine-tune"} for h in second.history]
-    best = second if second.best_dice >= first.best_dice else first
+    best = second if second.best_score >= first.best_score else first
     offset = first.epoch if best is second else 0
-    return TrainState(epoch=first.epoch + second.epoch, best_dice=best.best_dice,
-                      best_epoch=best.best_epoch + offset, history=history)
+    return TrainState(epoch=first.epoch + second.epoch, best_score=best.best_score,
+                      best_epoch=best.best_epoch + offset, metric=first.metric, history=history)

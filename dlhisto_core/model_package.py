@@ -35,6 +35,7 @@ from .image_io import atomic_output
 
 FORMAT_VERSION = "0.5.12"
 SMP_CALLABLES = {"unet": "Unet", "unetplusplus": "UnetPlusPlus", "fpn": "FPN"}
+CLASSIFIER = {"callable": "TileClassifier", "import_from": "dlhisto_core.dl_models"}
 WEIGHTS_FILE = "weights.pt"
 TORCHSCRIPT_FILE = "model.torchscript"
 EPS = 1e-6
@@ -60,19 +61,17 @@ def export_package(model: torch.nn.Module, spec: ModelSpec, info: PackageInfo, t
     ``test_input`` is a raw (C, Y, X) image patch (before normalisation) with Y and X multiples
     of 32; its prediction becomes the package's expected test output.
     """
-    if spec.task == "classification":
-        raise InputError("tile classifiers are not exported as bioimage.io packages yet")
     if len(info.class_names) != spec.n_classes or len(info.channel_names) != spec.in_channels:
         raise InputError("the package needs one name per class and per input channel")
     model = model.to("cpu").eval()
     raw = test_input[None].astype(np.float32)
-    expected = torch.softmax(model(torch.from_numpy(_scale_range(raw))), dim=1).detach().numpy()
+    expected = torch.softmax(model(torch.from_numpy(_scale_range(raw, spec))), dim=1).detach().numpy()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         torch.save(model.state_dict(), folder / WEIGHTS_FILE)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # trace's deprecation notice: TorchScript is what bioimage.io runs
-            torch.jit.trace(model, torch.from_numpy(_scale_range(raw))).save(str(folder / TORCHSCRIPT_FILE))
+            torch.jit.trace(model, torch.from_numpy(_scale_range(raw, spec))).save(str(folder / TORCHSCRIPT_FILE))
         np.save(folder / "test_input.npy", raw)
         np.save(folder / "test_output.npy", expected.astype(np.float32))
         (folder / "README.md").write_text(_readme(spec, info))
@@ -106,8 +105,7 @@ def load_package(path: str | os.PathLike, name: str | None = None) -> tuple[torc
                          "give its weights file to transfer learning instead")
     spec = ModelSpec.from_dict(dlhisto["model"])
     architecture = rdf["weights"]["pytorch_state_dict"].get("architecture", {})
-    if architecture.get("import_from") != "segmentation_models_pytorch" or \
-            architecture.get("callable") != SMP_CALLABLES.get(spec.architecture):
+    if _architecture_source(spec) != {k: architecture.get(k) for k in ("callable", "import_from")}:
         raise InputError(f"'{name}' names an architecture dlhisto does not build: {architecture.get('callable')!r}")
     model = build_model(spec)
     model.load_state_dict(read_state_dict(io.BytesIO(weights), name))
@@ -139,10 +137,26 @@ def read_state_dict(source, name: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def _architecture_source(spec: ModelSpec) -> dict:
+    if spec.task == "classification":
+        return dict(CLASSIFIER)
+    return {"callable": SMP_CALLABLES[spec.architecture], "import_from": "segmentation_models_pytorch"}
+
+
 def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path) -> dict:
     torch_version = torch.__version__.split("+")[0]
     space = [{"type": "space", "id": axis, "size": {"min": 64, "step": 32}} for axis in ("y", "x")]
-    out_space = [{"type": "space", "id": axis, "size": {"tensor_id": "raw", "axis_id": axis}} for axis in ("y", "x")]
+    classes = {"type": "channel", "channel_names": info.class_names}
+    if spec.task == "classification":
+        out_axes = [{"type": "batch"}, classes]
+        kwargs = {"encoder": spec.encoder, "in_channels": spec.in_channels, "n_classes": spec.n_classes}
+        kind = "tile classification"
+    else:
+        out_axes = [{"type": "batch"}, classes, *[{"type": "space", "id": axis, "size": {
+            "tensor_id": "raw", "axis_id": axis}} for axis in ("y", "x")]]
+        kwargs = {"encoder_name": spec.encoder, "encoder_weights": None, "in_channels": spec.in_channels,
+                  "classes": spec.n_classes}
+        kind = f"{spec.task}-segmentation"
     low, high = NORMALIZATION
     return {
         "type": "model",
@@ -154,18 +168,18 @@ def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path) -> dict:
                  {"text": "Iakubovskii, Segmentation Models Pytorch", "url": "https://github.com/qubvel-org/segmentation_models.pytorch"}],
         "license": info.license,
         "documentation": _file(folder, "README.md"),
-        "tags": ["dlhisto", "histology", f"{spec.task}-segmentation", spec.architecture, spec.encoder, "2d", "pytorch"],
+        "tags": ["dlhisto", "histology", kind.replace(" ", "-"), spec.architecture, spec.encoder, "2d", "pytorch"],
         "inputs": [{
             "id": "raw",
             "axes": [{"type": "batch"}, {"type": "channel", "channel_names": info.channel_names}, *space],
             "test_tensor": _file(folder, "test_input.npy"),
             "data": {"type": "float32"},
-            "preprocessing": [{"id": "scale_range", "kwargs": {"axes": ["y", "x"], "min_percentile": low,
+            "preprocessing": [{"id": "scale_range", "kwargs": {"axes": _normalized_axes(spec), "min_percentile": low,
                                                                "max_percentile": high, "eps": EPS}}],
         }],
         "outputs": [{
             "id": "probabilities",
-            "axes": [{"type": "batch"}, {"type": "channel", "channel_names": info.class_names}, *out_space],
+            "axes": out_axes,
             "test_tensor": _file(folder, "test_output.npy"),
             "data": {"type": "float32"},
             "postprocessing": [{"id": "softmax", "kwargs": {"axis": "channel"}}],
@@ -173,10 +187,7 @@ def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path) -> dict:
         "weights": {
             "pytorch_state_dict": {
                 **_file(folder, WEIGHTS_FILE),
-                "architecture": {"callable": SMP_CALLABLES[spec.architecture],
-                                 "import_from": "segmentation_models_pytorch",
-                                 "kwargs": {"encoder_name": spec.encoder, "encoder_weights": None,
-                                            "in_channels": spec.in_channels, "classes": spec.n_classes}},
+                "architecture": {**_architecture_source(spec), "kwargs": kwargs},
                 "pytorch_version": torch_version,
             },
             "torchscript": {**_file(folder, TORCHSCRIPT_FILE), "pytorch_version": torch_version,
@@ -186,11 +197,17 @@ def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path) -> dict:
     }
 
 
-def _scale_range(raw: np.ndarray) -> np.ndarray:
-    """bioimage.io's scale_range over y and x per channel: what the package declares."""
+def _normalized_axes(spec: ModelSpec) -> list[str]:
+    """Axes over which the percentiles are taken: per channel, or all channels together for tile classes."""
+    return ["channel", "y", "x"] if spec.task == "classification" else ["y", "x"]
+
+
+def _scale_range(raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """bioimage.io's scale_range as the package declares it, on a (1, C, Y, X) array."""
     low, high = NORMALIZATION
-    lo = np.percentile(raw, low, axis=(2, 3), keepdims=True)
-    hi = np.percentile(raw, high, axis=(2, 3), keepdims=True)
+    axes = (1, 2, 3) if spec.task == "classification" else (2, 3)
+    lo = np.percentile(raw, low, axis=axes, keepdims=True)
+    hi = np.percentile(raw, high, axis=axes, keepdims=True)
     return ((raw - lo) / (hi - lo + EPS)).astype(np.float32)
 
 
@@ -210,9 +227,10 @@ def _validate(rdf_path: Path) -> None:
 
 def _readme(spec: ModelSpec, info: PackageInfo) -> str:
     lines = [f"# {info.name}", "", info.description, "",
-             f"- task: {spec.task} segmentation, classes: {', '.join(info.class_names)}",
+             f"- task: {spec.task if spec.task == 'classification' else spec.task + ' segmentation'}, classes: {', '.join(info.class_names)}",
              f"- network: {spec.architecture} with a {spec.encoder} encoder, {spec.in_channels} input channel(s)",
-             f"- input normalisation: percentiles {NORMALIZATION[0]} and {NORMALIZATION[1]} of each channel to 0 and 1",
+             f"- input normalisation: percentiles {NORMALIZATION[0]} and {NORMALIZATION[1]} of "
+             f"{'all channels together' if spec.task == 'classification' else 'each channel'} to 0 and 1",
              f"- made with dlhisto {__version__}", ""]
     for key, value in info.training.items():
         if not isinstance(value, (list, dict)):

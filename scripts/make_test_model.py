@@ -1,10 +1,16 @@
-"""Train the small nuclei U-Net that the predict/transfer tests and tool tests use.
+"""Train the small models that the predict/transfer/classify tests and tool tests use.
 
-The model package (about 50 MB) is not kept in git: it is made here, deterministically (fixed
-seed, CPU), from the bundled annotated image, and made again when the training code changes.
-Outputs (git-ignored): test-data/nuclei_unet.zip, and its encoder alone as a safetensors file,
-test-data/nuclei_unet_encoder.safetensors, the kind of bare pretrained weights transfer learning
-accepts. About 45 s on 2 cores.
+The model packages (50 and 18 MB) are not kept in git: they are made here, deterministically
+(fixed seed, CPU), from bundled annotated images, and made again when the training code changes.
+Outputs (git-ignored):
+
+- test-data/nuclei_unet.zip: instance U-Net (mobilenet_v2) trained on nuclei.tif;
+- test-data/nuclei_unet_encoder.safetensors: its encoder alone, the kind of bare pretrained
+  weights transfer learning accepts;
+- test-data/stain_classifier.zip: tile classifier H&E vs IHC trained on the 8 tile_*.png images
+  (tile_classes.tsv).
+
+About 80 s on 2 cores.
 """
 
 import hashlib
@@ -19,11 +25,17 @@ ARGS = ["train", "--image", str(ROOT / "test-data" / "nuclei.tif"),
         "--image-name", "nuclei.tif", "--labels-name", "nuclei_groundtruth.tif",
         "--encoder", "mobilenet_v2", "--epochs", "12", "--patches-per-image", "64", "--patch-size", "128",
         "--seed", "0", "--device", "cpu", "--model-name", "dlhisto test nuclei U-Net", "--author", "dlhisto tests"]
+TILES = sorted((ROOT / "test-data").glob("tile_*.png"))
+CLASSIFIER = ROOT / "test-data" / "stain_classifier.zip"
+CLASSIFIER_ARGS = ["train", "--task", "classification", *[a for t in TILES for a in ("--image", str(t))],
+                   "--tile-classes", str(ROOT / "test-data" / "tile_classes.tsv"), "--encoder", "mobilenet_v2",
+                   "--patch-size", "64", "--patches-per-image", "32", "--epochs", "15", "--seed", "0",
+                   "--device", "cpu", "--model-name", "dlhisto test stain classifier", "--author", "dlhisto tests"]
 SOURCES = ["dl_data.py", "dl_models.py", "dl_train.py", "model_package.py"]
 
 
 def fingerprint() -> str:
-    digest = hashlib.sha256(" ".join(ARGS[1:]).replace(str(ROOT), "").encode())
+    digest = hashlib.sha256(" ".join(ARGS + CLASSIFIER_ARGS).replace(str(ROOT), "").encode())
     for name in SOURCES:
         digest.update((ROOT / "dlhisto_core" / name).read_bytes())
     return digest.hexdigest()
@@ -31,11 +43,11 @@ def fingerprint() -> str:
 
 def make_test_model() -> Path:
     stamp = MODEL.with_suffix(".stamp")
-    if MODEL.is_file() and ENCODER.is_file() and stamp.is_file() and stamp.read_text() == fingerprint():
+    if all(p.is_file() for p in (MODEL, ENCODER, CLASSIFIER, stamp)) and stamp.read_text() == fingerprint():
         return MODEL
     from dlhisto_core.cli import main
-    if main([*ARGS, "--model", str(MODEL)]) != 0:
-        sys.exit("could not train the test model")
+    if main([*ARGS, "--model", str(MODEL)]) != 0 or main([*CLASSIFIER_ARGS, "--model", str(CLASSIFIER)]) != 0:
+        sys.exit("could not train the test models")
     from safetensors.torch import save_file
     from dlhisto_core.model_package import load_package
     model = load_package(MODEL)[0]

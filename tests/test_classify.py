@@ -1,0 +1,78 @@
+"""Tile classification: tables of tile classes, training from tiles, classifying held-out tiles."""
+
+import pytest
+
+from dlhisto_core.cli import main
+from dlhisto_core.dl_classify import classify
+from dlhisto_core.dl_data import PatchDataset, read_tile_classes, sample_tiles
+from dlhisto_core.errors import InputError
+from dlhisto_core.model_package import load_package
+
+
+@pytest.fixture(scope="module")
+def stain_classifier(nuclei_model):
+    return nuclei_model.with_name("stain_classifier.zip")  # made with it by scripts/make_test_model.py
+
+
+def test_tile_class_table_skips_its_header_and_refuses_contradictions(tmp_path):
+    table = tmp_path / "classes.tsv"
+    table.write_text("image\tclass\n# a comment\na.png\ttumour\nb.png\tstroma\textra column\n")
+    assert read_tile_classes(table) == {"a.png": "tumour", "b.png": "stroma"}
+    table.write_text("a.png\ttumour\na.png\tstroma\n")
+    with pytest.raises(InputError, match="gives image 'a.png' two classes: tumour and stroma"):
+        read_tile_classes(table)
+    table.write_text("a.png tumour\n")
+    with pytest.raises(InputError, match="line 1 of 'classes.tsv' needs an image name and a class"):
+        read_tile_classes(table)
+
+
+def test_tiles_become_patches_with_one_class_each(test_data, tmp_path):
+    tiles = [(test_data / "tile_he_1.png", 0, "he"), (test_data / "tile_ihc_1.png", 1, "ihc")]
+    patches = sample_tiles(tiles, tmp_path / "tiles.h5", patch_size=32, patches_per_image=3)
+    dataset = PatchDataset(patches.path, range(6), augment=True)
+    assert (patches.n_channels, patches.n_classes) == (3, 2)
+    assert dataset.targets.tolist() == [0, 0, 0, 1, 1, 1]
+    image, target = dataset[4]
+    assert tuple(image.shape) == (3, 32, 32) and target.item() == 1
+
+
+def test_the_stain_classifier_recognises_tiles_it_never_saw(stain_classifier, test_data):
+    model, spec, rdf = load_package(stain_classifier)
+    names = rdf["outputs"][0]["axes"][1]["channel_names"]
+    assert spec.task == "classification" and names == ["H&E", "IHC"]
+    rows = list(classify(model, spec, names, [(test_data / "he_right.png", "he"), (test_data / "ihc_right.png", "ihc")],
+                         tile_size=64, device="cpu"))
+    assert len(rows) == 15 + 8
+    correct = sum(row["class"] == {"he": "H&E", "ihc": "IHC"}[row["image"]] for row in rows)
+    assert correct >= 21  # 22 of 23 when made: the exception is a 52-pixel-wide edge tile
+    whole = list(classify(model, spec, names, [(test_data / "he.jpg", "he.jpg"), (test_data / "ihc.png", "ihc.png")]))
+    assert [(r["image"], r["width"], r["class"]) for r in whole] == [("he.jpg", 500, "H&E"), ("ihc.png", 256, "IHC")]
+    assert abs(whole[0]["p_H&E"] + whole[0]["p_IHC"] - 1) < 1e-6
+
+
+def test_classify_refuses_segmentation_models_and_wrong_channels(nuclei_model, stain_classifier, test_data, tmp_path,
+                                                                 capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["classify", "--image", str(test_data / "nuclei.tif"), "--model", str(nuclei_model),
+                 "--table", str(out / "t.tsv")]) == 2
+    assert "this model does instance segmentation" in capsys.readouterr().err
+    assert main(["classify", "--image", str(test_data / "nuclei.tif"), "--model", str(stain_classifier),
+                 "--table", str(out / "t.tsv")]) == 2
+    assert "the model expects 3-channel images; 'nuclei.tif' has 1" in capsys.readouterr().err
+    assert list(out.iterdir()) == []
+
+
+def test_training_a_classifier_needs_a_class_for_every_tile(test_data, tmp_path, capsys):
+    code = main(["train", "--task", "classification", "--image", str(test_data / "tile_he_1.png"),
+                 "--image", str(test_data / "he.jpg"), "--tile-classes", str(test_data / "tile_classes.tsv"),
+                 "--model", str(tmp_path / "m.zip")])
+    assert code == 2 and "no class for image 'he.jpg' in the table" in capsys.readouterr().err
+    assert not (tmp_path / "m.zip").exists()
+
+
+def test_the_classifier_package_passes_bioimageio_core_test_model(stain_classifier):
+    from bioimageio.core import test_model
+    summary = test_model(stain_classifier)
+    assert summary.status == "passed", [(d.name, [e.msg for e in d.errors]) for d in summary.details
+                                        if d.status == "failed"]
