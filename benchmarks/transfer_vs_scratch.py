@@ -217,7 +217,8 @@ def main() -> None:
         for threshold in args.thresholds:
             print(f"{threshold:>5.2f} " + " ".join(f"{first_epoch(runs[name].history, threshold):>9}" for name in runs))
         save_png(args.png, runs, args.frozen_epochs,
-                 f"U-Net {args.encoder} on {len(pairs)} mnfinder images: scratch vs transfer (DSB2018) vs ImageNet")
+                 f"U-Net {args.encoder}, {len(pairs)} mnfinder training images, {patches.n_patches} patches:\n"
+                 f"from scratch vs transfer from DSB2018 nuclei vs ImageNet encoder")
         print(f"\ncurves: {args.png}")
 
 

@@ -55,9 +55,12 @@ install_galaxy() {
 }
 
 # The Galaxy tool XMLs of this repository (not macros.xml), one per line.
-tool_xmls() {
+tool_xmls() {  # every tool XML, or only those named in $TOOLS (e.g. TOOLS="predict train")
     for xml in "$REPO_ROOT"/tools/*.xml; do
-        [ "$(basename "$xml")" = macros.xml ] || echo "$xml"
+        local name
+        name=$(basename "$xml" .xml)
+        [ "$name" = macros ] && continue
+        if [ -z "${TOOLS:-}" ] || [[ " $TOOLS " == *" $name "* ]]; then echo "$xml"; fi
     done
 }
 
