@@ -229,8 +229,7 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
     summary = PredictSummary(class_pixels=[0] * spec.n_classes)
     size = options.tile_size
     with TiledImageReader(image_path, name=name) as reader, \
-            tempfile.TemporaryDirectory(prefix=".dlhisto-predict-", dir=_output_folder(
-                probabilities_path or classes_path or objects_path)) as work:
+            tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)
         work = Path(work)
         height, width = reader.shape[:2]
         summary.shape, summary.pixel_size = (height, width), reader.pixel_size
@@ -258,10 +257,6 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
             summary.objects = objects.finish(work / "classes.tif", work / "objects.tif", options.min_area)
             write_pyramid(objects_path, work / "objects.tif", size, reader.pixel_size, labels=True)
     return summary
-
-
-def _output_folder(path) -> str:
-    return str(Path(path).resolve().parent)
 
 
 class _ObjectLabeller:

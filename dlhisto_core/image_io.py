@@ -266,7 +266,7 @@ def write_pyramid(path: str | os.PathLike, level0: str | os.PathLike, tile_size:
     SubIFD levels halving the size until it fits one tile. Probabilities are averaged over 2x2
     pixels; class maps and label images (``labels``) keep one pixel in four, so values stay
     valid labels. Works tile by tile; returns the number of levels."""
-    with tempfile.TemporaryDirectory(dir=Path(path).parent or ".", prefix=".pyramid-") as folder:
+    with tempfile.TemporaryDirectory(prefix="dlhisto-pyramid-") as folder:
         levels = [Path(level0)]
         while True:
             with TiledImageReader(levels[-1]) as reader:

@@ -142,3 +142,25 @@ def test_objects_need_an_instance_model(tmp_path, test_data):
     with pytest.raises(InputError, match="objects come from instance models"):
         predict_slide(model, ModelSpec("semantic", 2, 1), test_data / "nuclei.tif", PredictOptions(),
                       objects_path=tmp_path / "o.tif")
+
+
+def test_a_prediction_killed_mid_slide_leaves_no_output(nuclei_model, test_data, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    nuclei = read_image(test_data / "nuclei.tif").data
+    write_tiled_image(tmp_path / "slide.tif", (nuclei[:t.height, :t.width] for t in tile_grid(2048, 2048, 512)),
+                      (2048, 2048), nuclei.dtype, 512)
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen([sys.executable, "-m", "dlhisto_core.cli", "predict", str(tmp_path / "slide.tif"),
+                                "--model", str(nuclei_model), "--classes", str(out / "classes.tif"),
+                                "--tile-size", "128"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(8)
+    assert process.poll() is None, "the prediction ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert [p.name for p in out.iterdir() if not p.name.endswith(".part")] == []
