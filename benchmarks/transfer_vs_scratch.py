@@ -177,7 +177,7 @@ def main() -> None:
                                       log=lambda _: None)
         source_weights = {k: v.clone() for k, v in source.state_dict().items()}
         print(f"source model: DSB2018 nuclei.tif, {args.source_patches} patches, {args.source_epochs} epochs: best "
-              f"validation Dice {source_state.best_dice:.3f} at epoch {source_state.best_epoch} "
+              f"validation Dice {source_state.best_score:.3f} at epoch {source_state.best_epoch} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 
         pairs = target_pairs(args.mnfinder, args.images, work)
@@ -203,7 +203,7 @@ def main() -> None:
                 runs[name] = two_phases(model, weights, source_name, patches, spec, options, args.frozen_epochs,
                                         args.finetune_lr_factor, work, name)
             seconds[name] = time.perf_counter() - start
-            print(f"  {name}: best validation Dice {runs[name].best_dice:.3f} at epoch {runs[name].best_epoch} "
+            print(f"  {name}: best validation Dice {runs[name].best_score:.3f} at epoch {runs[name].best_epoch} "
                   f"({seconds[name]:.0f} s)", flush=True)
 
         print(f"\nvalidation Dice per epoch (transfer runs: encoder frozen for epochs 1-{args.frozen_epochs}, "
@@ -211,7 +211,7 @@ def main() -> None:
         print(f"{'epoch':>5} " + " ".join(f"{name:>9}" for name in runs))
         for e in range(args.epochs):
             print(f"{e + 1:>5} " + " ".join(f"{runs[name].history[e]['val_dice']:>9.3f}" for name in runs))
-        print(f"{'best':>5} " + " ".join(f"{runs[name].best_dice:>9.3f}" for name in runs))
+        print(f"{'best':>5} " + " ".join(f"{runs[name].best_score:>9.3f}" for name in runs))
         print("\nfirst epoch reaching a validation Dice of")
         print(f"{'Dice':>5} " + " ".join(f"{name:>9}" for name in runs))
         for threshold in args.thresholds:

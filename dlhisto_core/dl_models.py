@@ -122,14 +122,17 @@ def load_matching_weights(model: nn.Module, state_dict: dict[str, torch.Tensor],
     """Copy every tensor of ``state_dict`` whose name and shape fit the model, under ``model`` or
     its ``encoder`` (a bare ImageNet encoder state dict fits the encoder).
 
-    Refuses weights that fit nothing. Returns counts: loaded, ignored (in the file, not fitting),
-    missing (in the model, left as they were).
+    A first convolution made for another number of input channels (RGB weights, grey images) is
+    adapted as segmentation-models-pytorch does: summed over the channels for one channel,
+    repeated and rescaled for more. Refuses weights that fit nothing. Returns counts: loaded,
+    ignored (in the file, not fitting), missing (in the model, left as they were).
     """
     own = model.state_dict()
     candidates = {}
     for prefix in ("", "encoder."):
         mapped = {prefix + k: v for k, v in state_dict.items()}
-        fitting = {k: v for k, v in mapped.items() if k in own and own[k].shape == v.shape}
+        fitting = {k: _fit_input_channels(v, own[k].shape) for k, v in mapped.items() if k in own}
+        fitting = {k: v for k, v in fitting.items() if v is not None}
         if len(fitting) > len(candidates):
             candidates = fitting
     if not candidates:
@@ -137,3 +140,17 @@ def load_matching_weights(model: nn.Module, state_dict: dict[str, torch.Tensor],
     model.load_state_dict(candidates, strict=False)
     return {"loaded": len(candidates), "ignored": len(state_dict) - len(candidates),
             "missing": len(own) - len(candidates)}
+
+
+def _fit_input_channels(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+    """``weight`` if it has ``shape``; a convolution differing only in its input channels, adapted;
+    otherwise None."""
+    if weight.shape == shape:
+        return weight
+    if weight.ndim != 4 or len(shape) != 4 or weight.shape[0] != shape[0] or weight.shape[2:] != shape[2:]:
+        return None
+    have, want = weight.shape[1], shape[1]
+    if want == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-want // have)
+    return weight.repeat(1, repeats, 1, 1)[:, :want] * (have / want)

@@ -154,51 +154,66 @@ class SlidePredictor:
         height, width = reader.shape[:2]
         rows, cols = -(-height // size), -(-width // size)
         column_weights = [blend_weights(j, cols, size, overlap) for j in range(cols)]
+        windows = self._window_probabilities(reader, stats, rows, cols, summary)
         above: dict[int, np.ndarray] = {}  # bottom strips of the previous row of windows
         for i in range(rows):
             row_weights = blend_weights(i, rows, size, overlap)
             below: dict[int, np.ndarray] = {}
             right = None
-            for start in range(0, cols, self.options.batch_size):
-                columns = range(start, min(cols, start + self.options.batch_size))
-                for j, probabilities in zip(columns, self._predict_windows(reader, stats, i, columns, summary)):
-                    weighted = probabilities * row_weights[None, :, None] * column_weights[j][None, None, :]
-                    tile = weighted[:, :size, :size].copy()
-                    if overlap:
-                        if right is not None:
-                            tile[:, :, :overlap] += right
-                        if i > 0:
-                            tile[:, :overlap, :] += above[j][:, :, :size]
-                            if j > 0:
-                                tile[:, :overlap, :overlap] += above.pop(j - 1)[:, :, size:]
-                        right = weighted[:, :size, size:]
-                        below[j] = weighted[:, size:, :]
-                    h, w = min(size, height - i * size), min(size, width - j * size)
-                    yield Tile(i * size, j * size, h, w), np.moveaxis(tile[:, :h, :w], 0, -1)
+            for j in range(cols):
+                weighted = next(windows) * row_weights[None, :, None] * column_weights[j][None, None, :]
+                tile = weighted[:, :size, :size].copy()
+                if overlap:
+                    if right is not None:
+                        tile[:, :, :overlap] += right
+                    if i > 0:
+                        tile[:, :overlap, :] += above[j][:, :, :size]
+                        if j > 0:
+                            tile[:, :overlap, :overlap] += above.pop(j - 1)[:, :, size:]
+                    right = weighted[:, :size, size:].copy()  # copies: views would keep whole windows
+                    below[j] = weighted[:, size:, :].copy()
+                h, w = min(size, height - i * size), min(size, width - j * size)
+                yield Tile(i * size, j * size, h, w), np.moveaxis(tile[:, :h, :w], 0, -1)
             above = below
 
-    def _predict_windows(self, reader, stats: SlideStatistics, i: int, columns: range, summary: PredictSummary):
-        """Class probabilities (K, W, W) of the windows (i, j) for j in ``columns``."""
+    def _window_probabilities(self, reader, stats: SlideStatistics, rows: int, cols: int, summary: PredictSummary):
+        """Class probabilities (K, W, W) of every window in row-major order.
+
+        Windows with tissue go through the network in full batches, filled across rows, so that
+        every forward pass has the same shape (steady speed and memory); background windows
+        waiting for a batch to fill are only counted, not stored.
+        """
         size = self.options.tile_size + self.options.overlap
-        results: dict[int, np.ndarray] = {}
-        batch, batch_columns = [], []
-        for j in columns:
-            raw = _read_window(reader, i * self.options.tile_size, j * self.options.tile_size, size)
-            summary.windows += 1
-            if stats.tissue_threshold is not None and not self._has_tissue(raw, stats.tissue_threshold):
-                summary.skipped += 1
-                background = np.zeros((self.spec.n_classes, size, size), np.float32)
-                background[0] = 1
-                results[j] = background
-                continue
-            batch.append(scale_channels(raw, stats.low, stats.high))
-            batch_columns.append(j)
+        pending: list[np.ndarray | None] = []  # normalised window, or None for background
+        n_tissue = 0
+        for i in range(rows):
+            for j in range(cols):
+                raw = _read_window(reader, i * self.options.tile_size, j * self.options.tile_size, size)
+                summary.windows += 1
+                if stats.tissue_threshold is not None and not self._has_tissue(raw, stats.tissue_threshold):
+                    summary.skipped += 1
+                    pending.append(None)
+                else:
+                    pending.append(scale_channels(raw, stats.low, stats.high))
+                    n_tissue += 1
+                if n_tissue == self.options.batch_size or (i, j) == (rows - 1, cols - 1):
+                    yield from self._run_batch(pending, size)
+                    pending, n_tissue = [], 0
+
+    def _run_batch(self, pending: list[np.ndarray | None], size: int):
+        batch = [window for window in pending if window is not None]
+        probabilities = iter([])
         if batch:
             with torch.inference_mode():
                 logits = self.model(torch.from_numpy(np.stack(batch)).to(self.device))
-                probabilities = torch.softmax(logits, dim=1).cpu().numpy()
-            results.update(zip(batch_columns, probabilities))
-        return [results[j] for j in columns]
+                probabilities = iter(torch.softmax(logits, dim=1).cpu().numpy())
+        for window in pending:
+            if window is None:
+                background = np.zeros((self.spec.n_classes, size, size), np.float32)
+                background[0] = 1
+                yield background
+            else:
+                yield next(probabilities)
 
     def _has_tissue(self, raw: np.ndarray, threshold: float) -> bool:
         return float((tissue_signal(raw) > threshold).mean()) >= self.options.min_tissue
@@ -319,6 +334,9 @@ class _ObjectLabeller:
                     y0, x0 = max(tile.y - growth, 0), max(tile.x - growth, 0)
                     halo = tile.with_halo(growth)
                     labels = lookup[interiors.read_region(halo.y, halo.x, halo.height, halo.width)]
+                    if not labels.any():  # nothing to grow (background tiles)
+                        yield np.zeros((tile.height, tile.width), lookup.dtype)
+                        continue
                     foreground = classes.read_region(halo.y, halo.x, halo.height, halo.width) > 0
                     grown = np.where(foreground, expand_labels(labels, growth), 0).astype(lookup.dtype)
                     dy, dx = tile.y - y0, tile.x - x0

@@ -79,6 +79,19 @@ def test_encoder_weights_load_by_name_and_shape():
         load_matching_weights(target, {"something": torch.zeros(3)}, "other.pth")
 
 
+def test_rgb_stem_weights_are_adapted_to_grey_images():
+    """A grey image through the adapted stem = its copy in R, G and B through the RGB stem."""
+    rgb = build_model(ModelSpec("semantic", 2, 3, encoder="mobilenet_v2"), seed=1)
+    grey = build_model(ModelSpec("semantic", 2, 1, encoder="mobilenet_v2"), seed=2)
+    report = load_matching_weights(grey, rgb.encoder.state_dict(), "imagenet.pth")
+    assert report["ignored"] == 0
+    image = torch.rand(1, 1, 32, 32)
+    stem_rgb, stem_grey = rgb.encoder.features[0][0], grey.encoder.features[0][0]
+    torch.testing.assert_close(stem_grey(image), stem_rgb(image.repeat(1, 3, 1, 1)))
+    five = build_model(ModelSpec("semantic", 2, 5, encoder="mobilenet_v2"))
+    assert load_matching_weights(five, rgb.encoder.state_dict(), "imagenet.pth")["ignored"] == 0
+
+
 @pytest.fixture(scope="module")
 def tiny_patches(tmp_path_factory):
     from conftest import TEST_DATA

@@ -158,7 +158,8 @@ def test_a_prediction_killed_mid_slide_leaves_no_output(nuclei_model, test_data,
     out.mkdir()
     process = subprocess.Popen([sys.executable, "-m", "dlhisto_core.cli", "predict", str(tmp_path / "slide.tif"),
                                 "--model", str(nuclei_model), "--classes", str(out / "classes.tif"),
-                                "--tile-size", "128"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                "--tile-size", "128"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "TMPDIR": str(tmp_path)})  # a killed run cannot clean up
     time.sleep(8)
     assert process.poll() is None, "the prediction ended before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
