@@ -271,6 +271,31 @@ def run_classify(args: argparse.Namespace) -> None:
           + ", ".join(f"{n} {c}" for c, n in counts.items()), flush=True)
 
 
+def run_evaluate(args: argparse.Namespace) -> None:
+    from . import evaluate
+
+    if len(args.truth) != len(args.prediction):
+        raise InputError(f"{len(args.prediction)} predictions but {len(args.truth)} ground truths: give one per prediction")
+    pairs = list(zip(args.truth, args.prediction, _names(args.truth_name, args.truth),
+                     _names(args.prediction_name, args.prediction)))
+    if args.mode == "instance":
+        thresholds = [float(t) for t in _split(args.thresholds)]
+        if not thresholds or not all(0 < t <= 1 for t in thresholds):
+            raise InputError(f"IoU thresholds must be between 0 and 1, got '{args.thresholds}'")
+        rows = evaluate.evaluate_instances(pairs, thresholds)
+        write_table(args.table, rows, list(rows[0]))
+        at_half = next(r for r in rows if r["image"] == evaluate.ALL_IMAGES)
+        print(f"{len(pairs)} image(s), IoU {at_half['threshold']:g}: {at_half['tp']} matched, {at_half['fp']} false "
+              f"positives, {at_half['fn']} missed; F1 {at_half['f1']:.3f}, AJI {at_half['aji']:.3f}", flush=True)
+    else:
+        rows, confusion = evaluate.evaluate_classes(pairs, _split(args.class_names) or None)
+        write_table(args.table, rows, list(rows[0]))
+        if args.confusion:
+            names = [r["class"] for r in rows if r["image"] == evaluate.ALL_IMAGES]
+            write_table(args.confusion, [{"true class": n, **dict(zip(names, map(int, row)))}
+                                         for n, row in zip(names, confusion)], ["true class", *names])
+
+
 def _test_patch(image) -> "np.ndarray":
     """A centred (C, Y, X) crop whose sides are multiples of 32, at least 64 (reflect-padded)."""
     import numpy as np
@@ -476,6 +501,20 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--batch-size", type=int, default=16)
     cl.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     cl.set_defaults(func=run_classify)
+
+    ev = steps.add_parser("evaluate", help="compare predictions with ground truth: instance matching or pixel classes")
+    ev.add_argument("--prediction", action="append", required=True, help="label image or class map (repeatable)")
+    ev.add_argument("--truth", action="append", required=True, help="its ground truth, in the same order")
+    ev.add_argument("--prediction-name", action="append", help="display name of each prediction, in order")
+    ev.add_argument("--truth-name", action="append", help="display name of each ground truth, in order")
+    ev.add_argument("--mode", choices=["instance", "semantic"], default="instance",
+                    help="instance: objects matched at IoU thresholds; semantic: classes pixel by pixel")
+    ev.add_argument("--thresholds", default=",".join(f"{t:g}" for t in (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)),
+                    help="instance: comma-separated IoU thresholds (default 0.5 to 0.95 by 0.05)")
+    ev.add_argument("--class-names", help="semantic: comma-separated names of classes 0..K-1")
+    ev.add_argument("--table", required=True, help="output table: per image and pooled ('all') scores")
+    ev.add_argument("--confusion", help="semantic: output confusion matrix (pooled over the images)")
+    ev.set_defaults(func=run_evaluate)
     return parser
 
 

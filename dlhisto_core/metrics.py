@@ -117,6 +117,11 @@ def match_instances(truth: np.ndarray, predicted: np.ndarray,
 def aggregated_jaccard_index(truth: np.ndarray, predicted: np.ndarray) -> float:
     """AJI (Kumar et al. 2017): each true object with the predicted object of highest IoU;
     intersections over unions summed, unmatched predicted objects added to the union."""
+    return _ratio(*aji_sums(truth, predicted), 0.0)
+
+
+def aji_sums(truth: np.ndarray, predicted: np.ndarray) -> tuple[int, int]:
+    """The summed intersection and union of the AJI, to pool several images."""
     overlap, true_areas, pred_areas = _overlaps(truth, predicted)
     union_of_pairs = true_areas[:, None] + pred_areas[None, :] - overlap
     intersection = union = 0
@@ -124,13 +129,22 @@ def aggregated_jaccard_index(truth: np.ndarray, predicted: np.ndarray) -> float:
     for i in range(len(true_areas)):
         j = int(np.argmax(overlap[i] / union_of_pairs[i])) if len(pred_areas) else -1
         if j >= 0 and overlap[i, j] > 0:
-            intersection += overlap[i, j]
-            union += union_of_pairs[i, j]
+            intersection += int(overlap[i, j])
+            union += int(union_of_pairs[i, j])
             used[j] = True
         else:
-            union += true_areas[i]
-    union += pred_areas[~used].sum()
-    return _ratio(intersection, union, 0.0)
+            union += int(true_areas[i])
+    return intersection, union + int(pred_areas[~used].sum())
+
+
+def pool_matchings(matchings: Sequence[Matching], matched_iou_sums: Sequence[float]) -> Matching:
+    """One Matching over several images at the same threshold: counts and matched IoUs summed."""
+    tp, fp, fn = (sum(getattr(m, k) for m in matchings) for k in ("tp", "fp", "fn"))
+    iou = float(sum(matched_iou_sums))
+    return Matching(threshold=matchings[0].threshold, tp=tp, fp=fp, fn=fn, precision=_ratio(tp, tp + fp, 0.0),
+                    recall=_ratio(tp, tp + fn, 0.0), f1=_ratio(2 * tp, 2 * tp + fp + fn, 0.0),
+                    average_precision=_ratio(tp, tp + fp + fn, 0.0), mean_matched_iou=_ratio(iou, tp, 0.0),
+                    panoptic_quality=_ratio(iou, tp + fp / 2 + fn / 2, 0.0))
 
 
 def _ratio(numerator, denominator, undefined=None):
