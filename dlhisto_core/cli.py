@@ -21,6 +21,7 @@ from .errors import InputError
 from .features import FEATURES, FeatureSettings
 from .image_io import TiledImageReader, atomic_output, read_image, single_channel, write_image, write_labels
 from .measure import measure_objects, measurement_columns, summarize, write_table
+from .metrics import IOU_THRESHOLDS
 from .preprocess import RIDGE_FILTERS, STAINS, PreprocessOptions, preprocess
 from .segment_classic import THRESHOLD_METHODS, ClassicOptions, objects_from_mask, segment_classic
 
@@ -260,8 +261,6 @@ def run_classify(args: argparse.Namespace) -> None:
     from . import dl_classify, model_package
 
     model, spec, rdf = model_package.load_package(args.model, args.model_name)
-    if args.tile_size is not None and (args.tile_size < 64 or args.tile_size % 32):
-        raise InputError(f"the tile size must be a multiple of 32, at least 64, got {args.tile_size}")
     class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
     images = list(zip(args.image, _names(args.image_name, args.image)))
     rows = list(dl_classify.classify(model, spec, class_names, images, args.tile_size, args.batch_size, args.device))
@@ -284,9 +283,9 @@ def run_evaluate(args: argparse.Namespace) -> None:
             raise InputError(f"IoU thresholds must be between 0 and 1, got '{args.thresholds}'")
         rows = evaluate.evaluate_instances(pairs, thresholds)
         write_table(args.table, rows, list(rows[0]))
-        at_half = next(r for r in rows if r["image"] == evaluate.ALL_IMAGES)
-        print(f"{len(pairs)} image(s), IoU {at_half['threshold']:g}: {at_half['tp']} matched, {at_half['fp']} false "
-              f"positives, {at_half['fn']} missed; F1 {at_half['f1']:.3f}, AJI {at_half['aji']:.3f}", flush=True)
+        pooled = next(r for r in rows if r["image"] == evaluate.ALL_IMAGES)  # at the first threshold
+        print(f"{len(pairs)} image(s), IoU {pooled['threshold']:g}: {pooled['tp']} matched, {pooled['fp']} false "
+              f"positives, {pooled['fn']} missed; F1 {pooled['f1']:.3f}, AJI {pooled['aji']:.3f}", flush=True)
     else:
         rows, confusion = evaluate.evaluate_classes(pairs, _split(args.class_names) or None)
         write_table(args.table, rows, list(rows[0]))
@@ -509,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--truth-name", action="append", help="display name of each ground truth, in order")
     ev.add_argument("--mode", choices=["instance", "semantic"], default="instance",
                     help="instance: objects matched at IoU thresholds; semantic: classes pixel by pixel")
-    ev.add_argument("--thresholds", default=",".join(f"{t:g}" for t in (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)),
+    ev.add_argument("--thresholds", default=",".join(f"{t:g}" for t in IOU_THRESHOLDS),
                     help="instance: comma-separated IoU thresholds (default 0.5 to 0.95 by 0.05)")
     ev.add_argument("--class-names", help="semantic: comma-separated names of classes 0..K-1")
     ev.add_argument("--table", required=True, help="output table: per image and pooled ('all') scores")

@@ -26,6 +26,8 @@ def classify(model: torch.nn.Module, spec: ModelSpec, class_names: Sequence[str]
     probability of each class."""
     if spec.task != "classification":
         raise InputError(f"this model does {spec.task} segmentation; use Predict with a U-Net for it")
+    if tile_size is not None and (tile_size < 64 or tile_size % 32):
+        raise InputError(f"the tile size must be a multiple of 32, at least 64, got {tile_size}")
     torch_device = pick_device(device)
     model = model.to(torch_device).eval()
     for path, name in images:

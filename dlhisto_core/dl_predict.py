@@ -83,7 +83,7 @@ class PredictOptions:
 class PredictSummary:
     windows: int = 0
     skipped: int = 0
-    class_pixels: list[int] = field(default_factory=list)
+    class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     objects: int | None = None
     pixel_size: tuple[float, float] | None = None
     shape: tuple[int, int] = (0, 0)
@@ -241,7 +241,7 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
     if objects_path and spec.task != "instance":
         raise InputError(f"objects come from instance models; this model does {spec.task} segmentation")
     predictor = SlidePredictor(model, spec, options)
-    summary = PredictSummary(class_pixels=[0] * spec.n_classes)
+    summary = PredictSummary(class_pixels=np.zeros(spec.n_classes, np.int64))
     size = options.tile_size
     with TiledImageReader(image_path, name=name) as reader, \
             tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)
@@ -249,7 +249,9 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
         height, width = reader.shape[:2]
         summary.shape, summary.pixel_size = (height, width), reader.pixel_size
         with contextlib.ExitStack() as stack:
-            sinks = {"classes": stack.enter_context(TileSink(work / "classes.tif", (height, width), np.uint8, size))}
+            sinks = {}
+            if classes_path or objects_path:  # the objects grow into the class map's boundaries
+                sinks["classes"] = stack.enter_context(TileSink(work / "classes.tif", (height, width), np.uint8, size))
             if probabilities_path:
                 sinks["probabilities"] = stack.enter_context(
                     TileSink(work / "probabilities.tif", (height, width, spec.n_classes), np.float32, size))
@@ -257,9 +259,9 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
                 if objects_path else None
             for tile, probabilities in predictor.tiles(reader, summary):
                 classes = probabilities.argmax(axis=-1).astype(np.uint8)
-                summary.class_pixels = [a + b for a, b in zip(summary.class_pixels,
-                                                             np.bincount(classes.ravel(), minlength=spec.n_classes))]
-                sinks["classes"].put(classes)
+                summary.class_pixels += np.bincount(classes.ravel(), minlength=spec.n_classes)
+                if "classes" in sinks:
+                    sinks["classes"].put(classes)
                 if probabilities_path:
                     sinks["probabilities"].put(probabilities)
                 if objects:
@@ -320,7 +322,7 @@ class _ObjectLabeller:
         areas = np.bincount(component, weights=np.concatenate(self._areas), minlength=component.max() + 1)
         kept = areas >= max(min_area, 1)
         kept[component[0]] = False  # the background
-        # number the kept objects in raster order of their first pixel
+        # number the kept objects in the order they first appear, tile by tile
         first_label = np.full(component.max() + 1, n, np.int64)
         np.minimum.at(first_label, component, np.arange(n))
         order = np.argsort(first_label[kept], kind="stable")

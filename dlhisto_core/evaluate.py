@@ -22,18 +22,16 @@ ALL_IMAGES = "all"
 def evaluate_instances(pairs: Sequence[tuple], thresholds: Sequence[float] = metrics.IOU_THRESHOLDS) -> list[dict]:
     """Rows (image, threshold, counts and scores, aji) for each (truth, prediction, truth name,
     prediction name) pair, then the pooled rows of image 'all'."""
-    rows, per_threshold, aji_parts = [], {t: ([], []) for t in thresholds}, []
+    rows, per_threshold, aji_parts = [], {float(t): [] for t in thresholds}, []
     for truth, predicted, name in _load_pairs(pairs):
         intersection, union = metrics.aji_sums(truth, predicted)
         aji_parts.append((intersection, union))
         for matching in metrics.match_instances(truth, predicted, thresholds):
-            per_threshold[matching.threshold][0].append(matching)
-            per_threshold[matching.threshold][1].append(matching.mean_matched_iou * matching.tp)
+            per_threshold[matching.threshold].append(matching)
             rows.append({"image": name, **matching.to_dict(), "aji": _fraction(intersection, union)})
     pooled_aji = _fraction(sum(i for i, _ in aji_parts), sum(u for _, u in aji_parts))
-    for threshold in thresholds:
-        matchings, iou_sums = per_threshold[float(threshold)]
-        rows.append({"image": ALL_IMAGES, **metrics.pool_matchings(matchings, iou_sums).to_dict(), "aji": pooled_aji})
+    for matchings in per_threshold.values():
+        rows.append({"image": ALL_IMAGES, **metrics.pool_matchings(matchings).to_dict(), "aji": pooled_aji})
     return rows
 
 

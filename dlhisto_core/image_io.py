@@ -232,7 +232,7 @@ class TileSink:
     def _write(self, path, shape, dtype, tile_size, pixel_size) -> None:
         try:
             write_tiled_image(path, self._tiles(), shape, dtype, tile_size, pixel_size)
-        except BaseException as exc:  # handed to the caller by put() and close()
+        except BaseException as exc:  # handed to the caller by put() and __exit__()
             self._error = exc
             while not self._ended:  # let the producer finish without blocking
                 self._ended = self._queue.get() is None
@@ -301,8 +301,8 @@ def _halve(region: np.ndarray, labels: bool) -> np.ndarray:
     if height % 2 or width % 2:
         pads = [(0, height % 2), (0, width % 2)] + [(0, 0)] * (region.ndim - 2)
         region = np.pad(region, pads, mode="edge")
-    summed = region.reshape(region.shape[0] // 2, 2, region.shape[1] // 2, 2, *region.shape[2:]).mean(axis=(1, 3))
-    return summed.astype(region.dtype)
+    averaged = region.reshape(region.shape[0] // 2, 2, region.shape[1] // 2, 2, *region.shape[2:]).mean(axis=(1, 3))
+    return averaged.astype(region.dtype)
 
 
 def _ome_options(axes: str, pixel_size: tuple[float, float] | None) -> dict:

@@ -45,11 +45,11 @@ def per_class_scores(confusion: np.ndarray) -> list[dict]:
 
 def classification_scores(confusion: np.ndarray) -> dict:
     """Accuracy, balanced accuracy (mean recall over the classes present) and per-class F1."""
-    total = confusion.sum()
-    recalls = [s["recall"] for s in per_class_scores(confusion) if s["recall"] is not None]
-    return {"accuracy": _ratio(np.trace(confusion), total),
+    scores = per_class_scores(confusion)
+    recalls = [s["recall"] for s in scores if s["recall"] is not None]
+    return {"accuracy": _ratio(np.trace(confusion), confusion.sum()),
             "balanced_accuracy": float(np.mean(recalls)) if recalls else None,
-            "f1": [s["dice"] for s in per_class_scores(confusion)]}
+            "f1": [s["dice"] for s in scores]}
 
 
 def iou_matrix(truth: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -137,10 +137,10 @@ def aji_sums(truth: np.ndarray, predicted: np.ndarray) -> tuple[int, int]:
     return intersection, union + int(pred_areas[~used].sum())
 
 
-def pool_matchings(matchings: Sequence[Matching], matched_iou_sums: Sequence[float]) -> Matching:
+def pool_matchings(matchings: Sequence[Matching]) -> Matching:
     """One Matching over several images at the same threshold: counts and matched IoUs summed."""
     tp, fp, fn = (sum(getattr(m, k) for m in matchings) for k in ("tp", "fp", "fn"))
-    iou = float(sum(matched_iou_sums))
+    iou = float(sum(m.mean_matched_iou * m.tp for m in matchings))
     return Matching(threshold=matchings[0].threshold, tp=tp, fp=fp, fn=fn, precision=_ratio(tp, tp + fp, 0.0),
                     recall=_ratio(tp, tp + fn, 0.0), f1=_ratio(2 * tp, 2 * tp + fp + fn, 0.0),
                     average_precision=_ratio(tp, tp + fp + fn, 0.0), mean_matched_iou=_ratio(iou, tp, 0.0),
