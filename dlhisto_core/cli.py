@@ -24,6 +24,7 @@ from .measure import measure_objects, measurement_columns, summarize, write_tabl
 from .metrics import IOU_THRESHOLDS
 from .preprocess import RIDGE_FILTERS, STAINS, PreprocessOptions, preprocess
 from .segment_classic import THRESHOLD_METHODS, ClassicOptions, objects_from_mask, segment_classic
+from .tables import read_tile_classes
 
 
 class _Parser(argparse.ArgumentParser):
@@ -185,7 +186,7 @@ def _training_data(args: argparse.Namespace, work: Path) -> _TrainingData:
     if args.task == "classification":
         if not args.tile_classes:
             raise InputError("tile classification needs --tile-classes, a table of image name and class")
-        table = dl_data.read_tile_classes(args.tile_classes, args.tile_classes_name)
+        table = read_tile_classes(args.tile_classes, args.tile_classes_name)
         missing = [name for name in image_names if name not in table]
         if missing:
             raise InputError(f"no class for image '{missing[0]}' in the table"
@@ -271,28 +272,75 @@ def run_classify(args: argparse.Namespace) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from . import evaluate
+    from . import evaluate, report
 
+    if args.mode == "classification":
+        _evaluate_tile_classes(args)
+        return
     if len(args.truth) != len(args.prediction):
         raise InputError(f"{len(args.prediction)} predictions but {len(args.truth)} ground truths: give one per prediction")
-    pairs = list(zip(args.truth, args.prediction, _names(args.truth_name, args.truth),
-                     _names(args.prediction_name, args.prediction)))
+    prediction_names = _names(args.prediction_name, args.prediction)
+    loaded = evaluate.load_pairs(list(zip(args.truth, args.prediction, _names(args.truth_name, args.truth),
+                                          prediction_names)))
+    backgrounds = None
+    if args.image:
+        if len(args.image) != len(args.prediction):
+            raise InputError(f"{len(args.image)} images for {len(args.prediction)} predictions: give one per prediction")
+        backgrounds = {name: _background_image(path, image_name, truth.shape)
+                       for path, image_name, name, (truth, _, _) in
+                       zip(args.image, _names(args.image_name, args.image), prediction_names, loaded)}
     if args.mode == "instance":
         thresholds = [float(t) for t in _split(args.thresholds)]
         if not thresholds or not all(0 < t <= 1 for t in thresholds):
             raise InputError(f"IoU thresholds must be between 0 and 1, got '{args.thresholds}'")
-        rows = evaluate.evaluate_instances(pairs, thresholds)
+        rows = evaluate.instance_rows(loaded, thresholds)
         write_table(args.table, rows, list(rows[0]))
+        if args.report:
+            report.instance_report(args.report, rows, loaded, backgrounds)
         pooled = next(r for r in rows if r["image"] == evaluate.ALL_IMAGES)  # at the first threshold
-        print(f"{len(pairs)} image(s), IoU {pooled['threshold']:g}: {pooled['tp']} matched, {pooled['fp']} false "
+        print(f"{len(loaded)} image(s), IoU {pooled['threshold']:g}: {pooled['tp']} matched, {pooled['fp']} false "
               f"positives, {pooled['fn']} missed; F1 {pooled['f1']:.3f}, AJI {pooled['aji']:.3f}", flush=True)
     else:
-        rows, confusion = evaluate.evaluate_classes(pairs, _split(args.class_names) or None)
+        rows, confusion = evaluate.class_rows(loaded, _split(args.class_names) or None)
+        names = evaluate.class_list(_split(args.class_names), len(confusion))
         write_table(args.table, rows, list(rows[0]))
-        if args.confusion:
-            names = [r["class"] for r in rows if r["image"] == evaluate.ALL_IMAGES]
-            write_table(args.confusion, [{"true class": n, **dict(zip(names, map(int, row)))}
-                                         for n, row in zip(names, confusion)], ["true class", *names])
+        _write_confusion(args.confusion, confusion, names)
+        if args.report:
+            report.class_report(args.report, rows, confusion, names, loaded, backgrounds)
+
+
+def _evaluate_tile_classes(args: argparse.Namespace) -> None:
+    from . import evaluate, report
+
+    if len(args.truth) != 1:
+        raise InputError(f"classification takes one table of true classes, got {len(args.truth)}")
+    truth_name = _names(args.truth_name, args.truth)[0]
+    rows, confusion, names = evaluate.evaluate_tile_classes(
+        list(zip(args.prediction, _names(args.prediction_name, args.prediction))), (args.truth[0], truth_name),
+        _split(args.class_names) or None)
+    write_table(args.table, rows, ["class", "tiles", "predicted", "precision", "recall", "f1", "accuracy",
+                                   "balanced_accuracy"])
+    _write_confusion(args.confusion, confusion, names)
+    if args.report:
+        report.classification_report(args.report, rows, confusion, names)
+    overall = rows[-1]
+    print(f"{overall['tiles']} images or tiles: accuracy {overall['accuracy']:.3f}, balanced accuracy "
+          f"{overall['balanced_accuracy']:.3f}", flush=True)
+
+
+def _write_confusion(path, confusion, names: list[str]) -> None:
+    if path:
+        write_table(path, [{"true class": n, **dict(zip(names, map(int, row)))} for n, row in zip(names, confusion)],
+                    ["true class", *names])
+
+
+def _background_image(path: str, name: str, shape: tuple) -> "np.ndarray":
+    """The image a prediction was made from, to draw the errors on."""
+    data = read_image(path, name).data
+    if data.shape[:2] != shape:
+        raise InputError(f"image '{name}' ({data.shape[1]}x{data.shape[0]}) differs in size from its prediction "
+                         f"({shape[1]}x{shape[0]})")
+    return data
 
 
 def _test_patch(image) -> "np.ndarray":
@@ -502,17 +550,22 @@ def build_parser() -> argparse.ArgumentParser:
     cl.set_defaults(func=run_classify)
 
     ev = steps.add_parser("evaluate", help="compare predictions with ground truth: instance matching or pixel classes")
-    ev.add_argument("--prediction", action="append", required=True, help="label image or class map (repeatable)")
-    ev.add_argument("--truth", action="append", required=True, help="its ground truth, in the same order")
+    ev.add_argument("--prediction", action="append", required=True, help="label image, class map or classify table (repeatable)")
+    ev.add_argument("--truth", action="append", required=True, help="its ground truth, in the same order (classification: one table of true classes)")
     ev.add_argument("--prediction-name", action="append", help="display name of each prediction, in order")
     ev.add_argument("--truth-name", action="append", help="display name of each ground truth, in order")
-    ev.add_argument("--mode", choices=["instance", "semantic"], default="instance",
-                    help="instance: objects matched at IoU thresholds; semantic: classes pixel by pixel")
+    ev.add_argument("--mode", choices=["instance", "semantic", "classification"], default="instance",
+                    help="instance: objects matched at IoU thresholds; semantic: classes pixel by pixel; "
+                    "classification: classify tables (--prediction) against one table of true classes (--truth)")
+    ev.add_argument("--image", action="append", help="the image of each prediction, to draw the errors on (report)")
+    ev.add_argument("--image-name", action="append", help="display name of each image, in order")
     ev.add_argument("--thresholds", default=",".join(f"{t:g}" for t in IOU_THRESHOLDS),
                     help="instance: comma-separated IoU thresholds (default 0.5 to 0.95 by 0.05)")
-    ev.add_argument("--class-names", help="semantic: comma-separated names of classes 0..K-1")
+    ev.add_argument("--class-names", help="semantic: names of classes 0..K-1; classification: the classes in "
+                    "the confusion matrix's order (default: sorted); comma-separated")
     ev.add_argument("--table", required=True, help="output table: per image and pooled ('all') scores")
-    ev.add_argument("--confusion", help="semantic: output confusion matrix (pooled over the images)")
+    ev.add_argument("--confusion", help="semantic, classification: output confusion matrix (pooled)")
+    ev.add_argument("--report", help="output: HTML report with tables, plots and pictures of the errors")
     ev.set_defaults(func=run_evaluate)
     return parser
 

@@ -152,29 +152,6 @@ def sample_tiles(images: Sequence[tuple], path: str | os.PathLike, patch_size: i
     return PatchSet(Path(path), n_total, n_channels, n_classes, patch_size)
 
 
-def read_tile_classes(path: str | os.PathLike, name: str | None = None) -> dict[str, str]:
-    """A table of image name -> class (tab-separated, first two columns; a header line
-    'image<TAB>class' or lines starting with '#' are skipped)."""
-    name = name or Path(path).name
-    classes: dict[str, str] = {}
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise InputError(f"'{name}' is not a text table of image names and classes") from exc
-    for number, line in enumerate(lines, 1):
-        fields = [f.strip() for f in line.split("\t")]
-        if not line.strip() or line.startswith("#") or (number == 1 and fields[1:2] and fields[1].lower() == "class"):
-            continue
-        if len(fields) < 2 or not fields[0] or not fields[1]:
-            raise InputError(f"line {number} of '{name}' needs an image name and a class, separated by a tab")
-        if classes.get(fields[0], fields[1]) != fields[1]:
-            raise InputError(f"'{name}' gives image '{fields[0]}' two classes: {classes[fields[0]]} and {fields[1]}")
-        classes[fields[0]] = fields[1]
-    if not classes:
-        raise InputError(f"'{name}' lists no image with a class")
-    return classes
-
-
 def _pad_to(array: np.ndarray, size: int) -> np.ndarray:
     """Reflect-pad (C, Y, X) so that Y and X are at least ``size``."""
     pad_y, pad_x = max(0, size - array.shape[1]), max(0, size - array.shape[2])

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -2,19 +2,21 @@
 
 Instance mode compares label images (one id per object) with :func:`metrics.match_instances`
 at every IoU threshold and the aggregated Jaccard index; semantic mode compares class maps
-pixel by pixel. Pooled figures sum counts over the images (micro-average), so a large image
+pixel by pixel; classification mode compares the class of each image or tile in a ``classify``
+table with a table of true classes. Pooled figures sum counts over the images (micro-average), so a large image
 weighs more than a small one, as in the DSB2018 and StarDist evaluations.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
 from . import metrics
 from .errors import InputError
 from .image_io import read_labels
+from .tables import read_table, read_tile_classes
 
 ALL_IMAGES = "all"
 
@@ -22,8 +24,13 @@ ALL_IMAGES = "all"
 def evaluate_instances(pairs: Sequence[tuple], thresholds: Sequence[float] = metrics.IOU_THRESHOLDS) -> list[dict]:
     """Rows (image, threshold, counts and scores, aji) for each (truth, prediction, truth name,
     prediction name) pair, then the pooled rows of image 'all'."""
+    return instance_rows(load_pairs(pairs), thresholds)
+
+
+def instance_rows(loaded: Sequence[tuple], thresholds: Sequence[float] = metrics.IOU_THRESHOLDS) -> list[dict]:
+    """:func:`evaluate_instances` on (truth, prediction, name) label arrays."""
     rows, per_threshold, aji_parts = [], {float(t): [] for t in thresholds}, []
-    for truth, predicted, name in _load_pairs(pairs):
+    for truth, predicted, name in loaded:
         intersection, union = metrics.aji_sums(truth, predicted)
         aji_parts.append((intersection, union))
         for matching in metrics.match_instances(truth, predicted, thresholds):
@@ -38,9 +45,13 @@ def evaluate_instances(pairs: Sequence[tuple], thresholds: Sequence[float] = met
 def evaluate_classes(pairs: Sequence[tuple], class_names: Sequence[str] | None = None) -> tuple[list[dict], np.ndarray]:
     """Rows (image, class, pixels, IoU, Dice, precision, recall) per image and pooled, and the
     pooled confusion matrix. Classes are the values 0..K-1 of the class maps."""
-    loaded = list(_load_pairs(pairs))
+    return class_rows(load_pairs(pairs), class_names)
+
+
+def class_rows(loaded: Sequence[tuple], class_names: Sequence[str] | None = None) -> tuple[list[dict], np.ndarray]:
+    """:func:`evaluate_classes` on (truth, prediction, name) class-map arrays."""
     n_classes = max(len(class_names or []), max(int(max(t.max(), p.max())) for t, p, _ in loaded) + 1)
-    names = list(class_names or []) + [str(k) for k in range(len(class_names or []), n_classes)]
+    names = class_list(class_names, n_classes)
     rows, pooled = [], np.zeros((n_classes, n_classes), np.int64)
     for truth, predicted, name in loaded:
         confusion = metrics.confusion_matrix(truth, predicted, n_classes)
@@ -48,6 +59,80 @@ def evaluate_classes(pairs: Sequence[tuple], class_names: Sequence[str] | None =
         rows += [{"image": name, **s, "class": names[s["class"]]} for s in metrics.per_class_scores(confusion)]
     rows += [{"image": ALL_IMAGES, **s, "class": names[s["class"]]} for s in metrics.per_class_scores(pooled)]
     return rows, pooled
+
+
+def evaluate_tile_classes(predictions: Sequence[tuple[str, str]], truth: tuple[str, str],
+                          class_names: Sequence[str] | None = None) -> tuple[list[dict], np.ndarray, list[str]]:
+    """Classes predicted by ``classify`` (tables, with their names) against a table of true
+    classes: rows per class (tiles, precision, recall, F1) and one 'all' row (accuracy,
+    balanced accuracy, macro F1); the confusion matrix and the class names."""
+    expected = read_true_classes(*truth)
+    pairs = []
+    for path, name in predictions:
+        for row in read_table(path, name, ("image", "class")):
+            key = _tile_key(row, expected.keyed_by_tile)
+            if key not in expected.classes:
+                raise InputError(f"no true class for {_describe(key)} of '{name}' in '{truth[1]}'")
+            pairs.append((expected.classes[key], row["class"]))
+    if not pairs:
+        raise InputError("the prediction tables hold no classified image or tile")
+    names = list(class_names or sorted({c for pair in pairs for c in pair}))
+    unknown = sorted({c for pair in pairs for c in pair} - set(names))
+    if unknown:
+        raise InputError(f"class '{unknown[0]}' is not among the class names {', '.join(names)}")
+    confusion = metrics.confusion_matrix(np.array([names.index(t) for t, _ in pairs]),
+                                         np.array([names.index(p) for _, p in pairs]), len(names))
+    overall = metrics.classification_scores(confusion)
+    rows = [{"class": names[s["class"]], "tiles": s["true_pixels"], "predicted": s["predicted_pixels"],
+             "precision": s["precision"], "recall": s["recall"], "f1": s["dice"]}
+            for s in metrics.per_class_scores(confusion)]
+    f1 = [f for f in overall["f1"] if f is not None]
+    rows.append({"class": ALL_IMAGES, "tiles": int(confusion.sum()), "predicted": int(confusion.sum()),
+                 "f1": float(np.mean(f1)) if f1 else None, "accuracy": overall["accuracy"],
+                 "balanced_accuracy": overall["balanced_accuracy"]})
+    return rows, confusion, names
+
+
+class TrueClasses(NamedTuple):
+    classes: dict
+    keyed_by_tile: bool
+    """True when the table gives x and y: one class per tile (image, x, y), not per image."""
+
+
+def read_true_classes(path: str, name: str) -> TrueClasses:
+    """A table 'image<TAB>class' (as for training), or 'image x y class' for tiles of slides."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+    if {"x", "y"} <= set(header):
+        rows = read_table(path, name, ("image", "x", "y", "class"))
+        return TrueClasses({_tile_key(r, True): r["class"] for r in rows}, True)
+    return TrueClasses(read_tile_classes(path, name), False)
+
+
+def class_list(class_names: Sequence[str] | None, n_classes: int) -> list[str]:
+    """The given names, then the numbers of the classes left unnamed."""
+    names = list(class_names or [])
+    return names + [str(k) for k in range(len(names), n_classes)]
+
+
+def load_pairs(pairs: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """(truth, prediction, prediction name) arrays of (truth path, prediction path, truth name,
+    prediction name) tuples, checked to be of the same size."""
+    return list(_load_pairs(pairs))
+
+
+def _tile_key(row: dict, by_tile: bool):
+    if not by_tile:
+        return row["image"]
+    try:
+        return row["image"], int(row["x"]), int(row["y"])
+    except (TypeError, ValueError):
+        raise InputError(f"tile position x={row.get('x')}, y={row.get('y')} of image '{row['image']}' is not "
+                         "a pair of whole numbers") from None
+
+
+def _describe(key) -> str:
+    return f"image '{key}'" if isinstance(key, str) else f"the tile at x={key[1]}, y={key[2]} of image '{key[0]}'"
 
 
 def _load_pairs(pairs: Sequence[tuple]):

@@ -72,10 +72,10 @@ def write_table(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence
         writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([_format(row.get(c, "")) for c in columns])
+            writer.writerow([format_value(row.get(c, "")) for c in columns])
 
 
-def _format(value) -> str:
+def format_value(value) -> str:
     if value is None:
         return ""
     if isinstance(value, (float, np.floating)):

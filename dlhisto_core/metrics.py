@@ -99,11 +99,8 @@ def match_instances(truth: np.ndarray, predicted: np.ndarray,
     scores, n_true, n_pred = iou_matrix(truth, predicted)
     results = []
     for threshold in thresholds:
-        matched = np.zeros(0)
-        if min(n_true, n_pred) > 0 and (scores >= threshold).any():
-            costs = -(scores >= threshold).astype(float) - scores / (2 * min(n_true, n_pred))
-            rows, cols = linear_sum_assignment(costs)
-            matched = scores[rows, cols][scores[rows, cols] >= threshold]
+        rows, cols = _assign(scores, threshold)
+        matched = scores[rows, cols]
         tp = len(matched)
         fp, fn = n_pred - tp, n_true - tp
         results.append(Matching(
@@ -112,6 +109,25 @@ def match_instances(truth: np.ndarray, predicted: np.ndarray,
             average_precision=_ratio(tp, tp + fp + fn, 0.0), mean_matched_iou=_ratio(matched.sum(), tp, 0.0),
             panoptic_quality=_ratio(matched.sum(), tp + fp / 2 + fn / 2, 0.0)))
     return results
+
+
+def matched_objects(truth: np.ndarray, predicted: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Label ids of the true and of the predicted objects matched at ``threshold`` (for
+    pictures of the errors: the other objects are misses and false positives)."""
+    rows, cols = _assign(iou_matrix(truth, predicted)[0], threshold)
+    true_ids, pred_ids = np.unique(truth), np.unique(predicted)
+    return true_ids[true_ids != 0][rows], pred_ids[pred_ids != 0][cols]
+
+
+def _assign(scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the IoU matrix matched one-to-one with IoU >= threshold: as many
+    matches as possible, then the highest IoU."""
+    if not scores.size or not (scores >= threshold).any():
+        return np.zeros(0, int), np.zeros(0, int)
+    costs = -(scores >= threshold).astype(float) - scores / (2 * min(scores.shape))
+    rows, cols = linear_sum_assignment(costs)
+    keep = scores[rows, cols] >= threshold
+    return rows[keep], cols[keep]
 
 
 def aggregated_jaccard_index(truth: np.ndarray, predicted: np.ndarray) -> float:

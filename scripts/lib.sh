@@ -38,6 +38,17 @@ install_core() {
     fi
 }
 
+# Headless Chromium (Debian's package) for the tests that look at the HTML reports.
+install_browser() {
+    command -v chromium > /dev/null && return 0
+    log "installing Debian's chromium (report screenshots)"
+    if [ "$(id -u)" = 0 ]; then
+        { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } > /dev/null
+    else
+        sudo -n apt-get install -y -q chromium > /dev/null
+    fi
+}
+
 install_galaxy() {
     mkdir -p "$DLHISTO_CACHE"
     if [ ! -x "$GX_VENV/bin/galaxy-web" ]; then

@@ -4,7 +4,8 @@ import pytest
 
 from dlhisto_core.cli import main
 from dlhisto_core.dl_classify import classify
-from dlhisto_core.dl_data import PatchDataset, read_tile_classes, sample_tiles
+from dlhisto_core.dl_data import PatchDataset, sample_tiles
+from dlhisto_core.tables import read_tile_classes
 from dlhisto_core.errors import InputError
 from dlhisto_core.model_package import load_package
 

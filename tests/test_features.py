@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import tifffile
-from skimage import draw
 
 from dlhisto_core.errors import InputError
 from dlhisto_core.features import (FEATURES, FeatureSettings, compute_features, features_of_tile,

@@ -1,0 +1,44 @@
+"""Tab-separated tables read by the steps: classes of images or tiles, classify results."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Sequence
+
+from .errors import InputError
+
+
+def read_tile_classes(path: str | os.PathLike, name: str | None = None) -> dict[str, str]:
+    """A table of image name -> class (tab-separated, first two columns; a header line
+    'image<TAB>class' or lines starting with '#' are skipped)."""
+    name = name or Path(path).name
+    classes: dict[str, str] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"'{name}' is not a text table of image names and classes") from exc
+    for number, line in enumerate(lines, 1):
+        fields = [f.strip() for f in line.split("\t")]
+        if not line.strip() or line.startswith("#") or (number == 1 and fields[1:2] and fields[1].lower() == "class"):
+            continue
+        if len(fields) < 2 or not fields[0] or not fields[1]:
+            raise InputError(f"line {number} of '{name}' needs an image name and a class, separated by a tab")
+        if classes.get(fields[0], fields[1]) != fields[1]:
+            raise InputError(f"'{name}' gives image '{fields[0]}' two classes: {classes[fields[0]]} and {fields[1]}")
+        classes[fields[0]] = fields[1]
+    if not classes:
+        raise InputError(f"'{name}' lists no image with a class")
+    return classes
+
+
+def read_table(path: str | os.PathLike, name: str, required: Sequence[str]) -> list[dict]:
+    """Rows of a table with a header line holding at least the ``required`` columns."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    missing = [c for c in required if not rows or c not in rows[0]]
+    if missing:
+        raise InputError(f"'{name}' needs a header line with the column(s) {', '.join(missing)}" if rows
+                         else f"'{name}' is empty: expected a table with a header line")
+    return rows
