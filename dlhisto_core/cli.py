@@ -343,6 +343,45 @@ def _background_image(path: str, name: str, shape: tuple) -> "np.ndarray":
     return data
 
 
+def run_crossval(args: argparse.Namespace) -> None:
+    from . import crossval
+
+    def annotated(images, labels, image_names, labels_option):
+        if len(images or []) != len(labels or []):
+            raise InputError(f"{len(images or [])} images but {len(labels or [])} label images for {labels_option}: "
+                             "give one per image")
+        return [crossval.AnnotatedImage(image, label, name)
+                for image, label, name in zip(images or [], labels or [], _names(image_names, images or []))]
+
+    pool = annotated(args.image, args.labels, args.image_name, "--labels")
+    test = annotated(args.test_image, args.test_labels, args.test_image_name, "--test-labels")
+    overlap = sorted({i.name for i in pool} & {i.name for i in test})
+    if overlap:
+        raise InputError(f"image '{overlap[0]}' is both in the cross-validation pool and in the test set")
+    classic = ClassicOptions(threshold=args.threshold, dark_objects=args.dark_objects, min_area=args.min_area,
+                             watershed=not args.no_watershed, min_distance=args.min_distance)
+    options = crossval.CrossValOptions(
+        method=args.method, task=args.task, folds=args.folds, seed=args.seed, iou_threshold=args.iou_threshold,
+        classic=classic, sigmas=tuple(_numbers(args.sigmas, "sigmas")), pixels_per_class=args.pixels_per_class,
+        trees=args.trees, epochs=args.epochs, patch_size=args.patch_size, patches_per_image=args.patches_per_image,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, encoder=args.encoder, device=args.device)
+    rows = crossval.cross_validate(pool, test, options, log=_log)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    write_table(args.table, rows, columns)
+    for row in rows[-4:]:
+        if row["fold"] == "mean":
+            key = crossval.INSTANCE_SCORES[0] if args.task == "instance" else "mean_iou"
+            sd = next(r for r in rows if r["fold"] == "sd" and r["role"] == row["role"])[key]
+            print(f"{row['role']}: {key} {row[key]:.3f} +- {sd:.3f} over {args.folds} folds", flush=True)
+
+
+def _numbers(text: str, what: str) -> list[float]:
+    try:
+        return [float(part) for part in _split(text)]
+    except ValueError:
+        raise InputError(f"{what} must be comma-separated numbers, got '{text}'") from None
+
+
 def _test_patch(image) -> "np.ndarray":
     """A centred (C, Y, X) crop whose sides are multiples of 32, at least 64 (reflect-padded)."""
     import numpy as np
@@ -567,6 +606,41 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--confusion", help="semantic, classification: output confusion matrix (pooled)")
     ev.add_argument("--report", help="output: HTML report with tables, plots and pictures of the errors")
     ev.set_defaults(func=run_evaluate)
+
+    cv = steps.add_parser("crossval", help="k-fold cross-validation of a segmentation method, with a held-out test set")
+    cv.add_argument("--method", choices=["classic", "pixel_classifier", "unet"], default="classic")
+    cv.add_argument("--task", choices=["instance", "semantic"], default="instance",
+                    help="instance: labels are objects, scored by matching; semantic: labels are classes 0..K-1")
+    cv.add_argument("--image", action="append", required=True, help="annotated image of the pool (repeatable)")
+    cv.add_argument("--labels", action="append", required=True, help="its labels, in the same order")
+    cv.add_argument("--image-name", action="append", help="display name of each pool image, in order")
+    cv.add_argument("--test-image", action="append", help="held-out test image (repeatable): never trained on")
+    cv.add_argument("--test-labels", action="append", help="its labels, in the same order")
+    cv.add_argument("--test-image-name", action="append", help="display name of each test image, in order")
+    cv.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    cv.add_argument("--seed", type=int, default=0, help="seed of the fold assignment and of training")
+    cv.add_argument("--iou-threshold", type=float, default=0.5, help="instance: IoU for a match (default 0.5)")
+    cv.add_argument("--table", required=True, help="output table: scores per fold and role, mean and sd")
+    objects = cv.add_argument_group("objects and the classic pipeline")
+    objects.add_argument("--sigmas", default="1,2,3,4", help="classic: candidate smoothing sigmas (default 1,2,3,4)")
+    objects.add_argument("--threshold", choices=THRESHOLD_METHODS[:-1], default="kmeans", help="classic: threshold")
+    objects.add_argument("--dark-objects", action="store_true", help="classic: objects darker than the background")
+    objects.add_argument("--min-area", type=int, default=60, help="smallest object kept, pixels (default 60)")
+    objects.add_argument("--min-distance", type=int, default=5, help="watershed seed distance (default 5)")
+    objects.add_argument("--no-watershed", action="store_true", help="do not split touching objects")
+    forest = cv.add_argument_group("pixel classifier")
+    forest.add_argument("--pixels-per-class", type=int, default=2000,
+                        help="pixels drawn per class and image from the labels (default 2000)")
+    forest.add_argument("--trees", type=int, default=100, help="trees of the random forest (default 100)")
+    unet = cv.add_argument_group("U-Net")
+    unet.add_argument("--epochs", type=int, default=20)
+    unet.add_argument("--patch-size", type=int, default=128)
+    unet.add_argument("--patches-per-image", type=int, default=32)
+    unet.add_argument("--batch-size", type=int, default=8)
+    unet.add_argument("--learning-rate", type=float, default=1e-3)
+    unet.add_argument("--encoder", default="mobilenet_v2")
+    unet.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    cv.set_defaults(func=run_crossval)
     return parser
 
 

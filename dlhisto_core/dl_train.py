@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import segmentation_models_pytorch as smp
@@ -108,8 +108,11 @@ def dice_per_class(logits: torch.Tensor, target: torch.Tensor, n_classes: int) -
 
 
 def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options: TrainOptions,
-          checkpoint: str | os.PathLike, log: Callable[[str], None] = print) -> TrainState:
+          checkpoint: str | os.PathLike, log: Callable[[str], None] = print,
+          split: tuple[Sequence[int], Sequence[int]] | None = None) -> TrainState:
     """Train ``model`` on the patches, resuming from ``checkpoint`` if it holds a compatible run.
+    ``split`` gives the (training, validation) patch indices; by default a seeded random split
+    by ``options.validation_fraction``.
 
     After every epoch the checkpoint is rewritten (atomically) with the weights, the optimizer,
     the best weights so far and the history. The returned state's model is the best one (highest
@@ -117,7 +120,7 @@ def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options:
     """
     options.check()
     device = pick_device(options.device)
-    train_idx, val_idx = split_indices(count_patches(patches), options.validation_fraction, options.seed)
+    train_idx, val_idx = split or split_indices(count_patches(patches), options.validation_fraction, options.seed)
     train_set = PatchDataset(patches, train_idx, augment=options.augment, seed=options.seed)
     val_set = PatchDataset(patches, val_idx)
     classification = train_set.targets.ndim == 1
