@@ -18,6 +18,7 @@ What "training" means per method:
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -127,9 +128,9 @@ def summarize(rows: Sequence[dict], keys: Sequence[str]) -> list[dict]:
         of_role = [r for r in rows if r["role"] == role]
         if not of_role:
             continue
-        values = {key: np.array([r[key] for r in of_role], float) for key in keys}
-        for statistic, reduce in (("mean", np.mean), ("sd", lambda v: np.std(v, ddof=1) if len(v) > 1 else 0.0)):
-            summary.append({"fold": statistic, "role": role, **{key: float(reduce(v)) for key, v in values.items()}})
+        values = {key: [float(r[key]) for r in of_role] for key in keys}
+        for statistic, reduce in (("mean", statistics.fmean), ("sd", lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)):
+            summary.append({"fold": statistic, "role": role, **{key: reduce(v) for key, v in values.items()}})
     return summary
 
 
