@@ -375,6 +375,95 @@ def run_crossval(args: argparse.Namespace) -> None:
             print(f"{row['role']}: {key} {row[key]:.3f} +- {sd:.3f} over {args.folds} folds", flush=True)
 
 
+def run_omero_fetch(args: argparse.Namespace) -> None:
+    from . import omero
+
+    credentials = omero.read_credentials(args.credentials)
+    out = Path(args.output_dir)
+    with omero.connect(credentials) as session:
+        image_ids = list(args.image_id or [])
+        for dataset_id in args.dataset_id or []:
+            image_ids += session.dataset_image_ids(dataset_id)
+        if not image_ids:
+            raise InputError("give at least one --image-id or --dataset-id")
+        roi_rows, annotation_rows = [], []
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=_existing_dir(out)) as work:
+            work = Path(work)
+            (work / "images").mkdir()
+            (work / "labels").mkdir()
+            for image_id in dict.fromkeys(image_ids):
+                fetched = session.fetch_image(image_id)
+                file_name = f"{image_id}_{_safe_name(fetched.name)}.ome.tif"
+                write_image(work / "images" / file_name, fetched.pixels, fetched.pixel_size)
+                labels, rois = omero.rois_to_labels(session.rois(image_id), fetched.pixels.shape[:2])
+                write_labels(work / "labels" / file_name, labels, fetched.pixel_size)
+                roi_rows += [{"image_id": image_id, "image": fetched.name, "label": k, "roi_id": roi.id,
+                              "name": roi.name, "shapes": ",".join(roi.shapes), "text": roi.text}
+                             for k, roi in enumerate(rois, 1)]
+                annotation_rows += [{"image_id": image_id, "image": fetched.name, **row}
+                                    for row in session.annotations(image_id)]
+                print(f"image {image_id} '{fetched.name}': {fetched.pixels.shape[1]}x{fetched.pixels.shape[0]}, "
+                      f"{len(rois)} ROIs", flush=True)
+            for folder in ("images", "labels"):
+                (out / folder).mkdir(exist_ok=True)
+                for path in sorted((work / folder).iterdir()):
+                    os.replace(path, out / folder / path.name)
+    if args.rois:
+        write_table(args.rois, roi_rows, ["image_id", "image", "label", "roi_id", "name", "shapes", "text"])
+    if args.annotations:
+        write_table(args.annotations, annotation_rows, ["image_id", "image", "kind", "namespace", "key", "value"])
+
+
+def run_omero_push(args: argparse.Namespace) -> None:
+    from . import __version__, omero
+    from .image_io import read_labels
+
+    credentials = omero.read_credentials(args.credentials)
+    labels = read_labels(args.labels, args.labels_name).data if args.labels else None
+    pairs = [("dlhisto.version", __version__)] + [_key_value(text) for text in args.key_value or []]
+    if args.attach_name and len(args.attach_name) != len(args.attach or []):
+        raise InputError(f"{len(args.attach_name)} names for {len(args.attach or [])} attached files")
+    attachments = list(zip(args.attach or [], args.attach_name or [Path(p).name for p in args.attach or []]))
+    rows = []
+    with omero.connect(credentials) as session:
+        session.image(args.image_id)  # an unknown image fails before anything is written
+        if labels is not None:
+            roi_ids = session.push_labels(args.image_id, labels, args.shape, args.roi_name)
+            rows += [{"image_id": args.image_id, "kind": "roi", "id": i} for i in roi_ids]
+            pairs.append(("dlhisto.rois", str(len(roi_ids))))
+        for path, name in attachments:
+            rows.append({"image_id": args.image_id, "kind": "file", "name": name,
+                         "id": session.attach_file(args.image_id, path, name, _mimetype(name))})
+        rows.append({"image_id": args.image_id, "kind": "map", "id": session.add_key_values(args.image_id, pairs)})
+    if args.table:
+        write_table(args.table, rows, ["image_id", "kind", "id", "name"])
+    print(f"OMERO image {args.image_id}: {sum(r['kind'] == 'roi' for r in rows)} ROIs, "
+          f"{len(attachments)} file(s), {len(pairs)} key-value pairs", flush=True)
+
+
+def _existing_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _safe_name(name: str) -> str:
+    """A file-name-safe form of an OMERO image name, without its extension."""
+    stem = Path(name).name.split(".")[0]
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:80] or "image"
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"key-value pairs are written key=value, got '{text}'")
+    return key.strip(), value.strip()
+
+
+def _mimetype(name: str) -> str:
+    import mimetypes
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
 def _numbers(text: str, what: str) -> list[float]:
     try:
         return [float(part) for part in _split(text)]
@@ -641,6 +730,31 @@ def build_parser() -> argparse.ArgumentParser:
     unet.add_argument("--encoder", default="mobilenet_v2")
     unet.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     cv.set_defaults(func=run_crossval)
+
+    of = steps.add_parser("omero_fetch", help="fetch images and their ROIs (as label images) and annotations from OMERO")
+    of.add_argument("--credentials", required=True,
+                    help="JSON file: host, port, user + password or session_key, group (never on the command line)")
+    of.add_argument("--image-id", type=int, action="append", help="OMERO image id (repeatable)")
+    of.add_argument("--dataset-id", type=int, action="append", help="OMERO dataset id: all its images (repeatable)")
+    of.add_argument("--output-dir", required=True, help="folder for images/ and labels/ (same file names)")
+    of.add_argument("--rois", help="output table: the ROIs and the label each became")
+    of.add_argument("--annotations", help="output table: tags and key-value pairs of the images")
+    of.set_defaults(func=run_omero_fetch)
+
+    op = steps.add_parser("omero_push", help="push a label image (as ROIs), files and key-value pairs to an OMERO image")
+    op.add_argument("--credentials", required=True, help="JSON file, as for omero_fetch")
+    op.add_argument("--image-id", type=int, required=True, help="the OMERO image the results belong to")
+    op.add_argument("--labels", help="label image (one id per object): one ROI per object")
+    op.add_argument("--labels-name", help="display name of the label image in messages")
+    op.add_argument("--shape", choices=["mask", "polygon"], default="mask",
+                    help="mask: exact pixels; polygon: outline, editable in OMERO.iviewer (default mask)")
+    op.add_argument("--roi-name", default="dlhisto", help="ROI names: this and the object's label")
+    op.add_argument("--attach", action="append", help="file to attach to the image (repeatable)")
+    op.add_argument("--attach-name", action="append", help="its name in OMERO, in order")
+    op.add_argument("--key-value", action="append", metavar="KEY=VALUE",
+                    help="recorded in a key-value map on the image (repeatable); dlhisto.version is always added")
+    op.add_argument("--table", help="output table: what was created in OMERO (kind, id)")
+    op.set_defaults(func=run_omero_push)
     return parser
 
 

@@ -1,0 +1,223 @@
+"""OMERO: omero-py's real client over a real Ice connection on 127.0.0.1, against the test
+server of tests/omero_test_server.py (scope in tests/README.md); and against a real OMERO when
+OMERO_HOST, OMERO_USER, OMERO_PASSWORD and OMERO_IMAGE_ID are set."""
+
+import csv
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+
+if not os.environ.get("DLHISTO_OMERO_REQUIRED"):  # the test command installs the extra and sets it
+    pytest.importorskip("omero", reason="OMERO extra not installed (pip install 'dlhisto[omero]')")
+
+from dlhisto_core import omero as dlhisto_omero  # noqa: E402
+from dlhisto_core.cli import main  # noqa: E402
+from dlhisto_core.errors import InputError  # noqa: E402
+from dlhisto_core.image_io import read_image, read_labels  # noqa: E402
+from dlhisto_core.metrics import match_instances  # noqa: E402
+
+from omero_test_server import OmeroTestServer  # noqa: E402
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def server(test_data):
+    with OmeroTestServer(users={"alice": PASSWORD}) as running:
+        yield running
+
+
+@pytest.fixture
+def nuclei_on_server(server, test_data):
+    """The nuclei image on the server, with three human-annotated nuclei as ROIs (a mask, a
+    polygon, a rectangle), a tag and a key-value map."""
+    from omero.model import (ImageAnnotationLinkI, ImageI, MapAnnotationI, NamedValue, RectangleI, RoiI,
+                             TagAnnotationI)
+    from omero.rtypes import rdouble, rlong, rstring
+    from skimage.measure import regionprops
+
+    image = read_image(test_data / "nuclei.tif").data
+    image_id = server.store.add_image(image, "nuclei.tif", pixel_size_um=0.65, dataset_id=7)
+    truth = read_labels(test_data / "nuclei_groundtruth.tif").data
+    regions = regionprops(truth)[10:12]  # two nuclei of the human annotation
+    rois = []
+    for make, region in zip((dlhisto_omero.mask_shape, dlhisto_omero.polygon_shape), regions):
+        roi = RoiI(rlong(server.store.new_id()), True)
+        roi.setImage(ImageI(image_id, False))
+        roi.setName(rstring(make.__name__))
+        roi.addShape(make(region))
+        rois.append(roi)
+    rectangle = RectangleI()
+    for field, value in (("x", 5), ("y", 8), ("width", 20), ("height", 10)):
+        getattr(rectangle, f"set{field.title()}")(rdouble(value))
+    rectangle.setTextValue(rstring("tumour"))
+    roi = RoiI(rlong(server.store.new_id()), True)
+    roi.setImage(ImageI(image_id, False))
+    roi.addShape(rectangle)
+    server.store.rois[image_id] = rois + [roi]
+    tag, pairs = TagAnnotationI(rlong(server.store.new_id()), True), MapAnnotationI(rlong(server.store.new_id()), True)
+    tag.setTextValue(rstring("annotated by Dr. A"))
+    pairs.setMapValue([NamedValue("stain", "DAPI")])
+    for annotation in (tag, pairs):
+        link = ImageAnnotationLinkI(rlong(server.store.new_id()), True)
+        link.setParent(ImageI(image_id, False))
+        link.setChild(annotation)
+        server.store.links.append(link)
+    return image_id, truth, [r.label for r in regions]
+
+
+def credentials_file(tmp_path, server, **changes):
+    values = {"host": "tcp://127.0.0.1", "port": server.port, "user": "alice", "password": PASSWORD, **changes}
+    path = tmp_path / f"omero{len(list(tmp_path.glob('omero*.json')))}.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def test_fetch_image_rois_and_annotations(server, nuclei_on_server, tmp_path, test_data, capsys):
+    image_id, truth, (mask_label, polygon_label) = nuclei_on_server
+    out = tmp_path / "fetched"
+    assert main(["omero_fetch", "--credentials", str(credentials_file(tmp_path, server)), "--dataset-id", "7",
+                 "--output-dir", str(out), "--rois", str(tmp_path / "rois.tsv"),
+                 "--annotations", str(tmp_path / "annotations.tsv")]) == 0
+    name = f"{image_id}_nuclei.ome.tif"
+    fetched = read_image(out / "images" / name)
+    np.testing.assert_array_equal(fetched.data, read_image(test_data / "nuclei.tif").data)  # every pixel
+    assert fetched.pixel_size == pytest.approx((0.65, 0.65))
+    labels = read_labels(out / "labels" / name).data
+    assert np.array_equal(labels == 1, truth == mask_label)  # the mask, exactly
+    polygon_iou = ((labels == 2) & (truth == polygon_label)).sum() / ((labels == 2) | (truth == polygon_label)).sum()
+    assert polygon_iou > 0.85  # the outline, rasterised again
+    assert (labels == 3).sum() == 200 and (labels[8:18, 5:25] == 3).all()
+    rois = list(csv.DictReader((tmp_path / "rois.tsv").open(), delimiter="\t"))
+    assert [(r["label"], r["shapes"], r["text"]) for r in rois] == [("1", "mask", ""), ("2", "polygon", ""),
+                                                                  ("3", "rectangle", "tumour")]
+    annotations = (tmp_path / "annotations.tsv").read_text()
+    assert "tag\t\t\tannotated by Dr. A" in annotations and "map\t\tstain\tDAPI" in annotations
+    assert PASSWORD not in capsys.readouterr().out
+
+
+def test_round_trip_segment_push_fetch_gives_the_same_objects(server, nuclei_on_server, tmp_path):
+    image_id, truth, _ = nuclei_on_server
+    credentials = credentials_file(tmp_path, server)
+    assert main(["omero_fetch", "--credentials", str(credentials), "--image-id", str(image_id),
+                 "--output-dir", str(tmp_path / "in")]) == 0
+    image = tmp_path / "in" / "images" / f"{image_id}_nuclei.ome.tif"
+    assert main(["segment_classic", str(image), "--labels", str(tmp_path / "objects.tif"),
+                 "--measurements", str(tmp_path / "m.tsv"), "--summary", str(tmp_path / "s.tsv")]) == 0
+    objects = read_labels(tmp_path / "objects.tif").data
+    server.store.rois[image_id] = []  # only the pushed ROIs from here on
+    (tmp_path / "report.html").write_text("<html>evaluation</html>")
+    assert main(["omero_push", "--credentials", str(credentials), "--image-id", str(image_id),
+                 "--labels", str(tmp_path / "objects.tif"), "--attach", str(tmp_path / "report.html"),
+                 "--key-value", "tool=dlhisto_segment_classic", "--key-value", "sigma=3",
+                 "--table", str(tmp_path / "pushed.tsv")]) == 0
+    pushed = list(csv.DictReader((tmp_path / "pushed.tsv").open(), delimiter="\t"))
+    assert sum(r["kind"] == "roi" for r in pushed) == objects.max() == 112
+    assert main(["omero_fetch", "--credentials", str(credentials), "--image-id", str(image_id),
+                 "--output-dir", str(tmp_path / "back")]) == 0
+    back = read_labels(tmp_path / "back" / "labels" / f"{image_id}_nuclei.ome.tif").data
+    assert np.array_equal(back, objects)  # the same objects, pixel for pixel, in the same order
+    files = list(server.store.files.values())
+    assert [f["content"] for f in files] == [b"<html>evaluation</html>"]
+    maps = [a for a in server.store.annotations.values() if type(a).__name__ == "MapAnnotationI"]
+    recorded = {pair.name: pair.value for pair in maps[-1].getMapValue()}
+    assert recorded["tool"] == "dlhisto_segment_classic" and recorded["dlhisto.rois"] == "112"
+
+
+def test_polygons_round_trip_close_to_the_objects(server, nuclei_on_server, tmp_path, test_data):
+    image_id, truth, _ = nuclei_on_server
+    server.store.rois[image_id] = []
+    with dlhisto_omero.connect(dlhisto_omero.read_credentials(credentials_file(tmp_path, server))) as session:
+        session.push_labels(image_id, truth, shape="polygon")
+        labels, _ = dlhisto_omero.rois_to_labels(session.rois(image_id), truth.shape)
+    matching = match_instances(truth, labels, [0.5])[0]
+    assert matching.fn == 0 and matching.fp == 0 and matching.mean_matched_iou > 0.85
+
+
+def test_every_call_dlhisto_makes_is_served(server, nuclei_on_server, tmp_path):
+    """The operations of tests/README.md, all of them exercised (and nothing else called)."""
+    image_id, truth, _ = nuclei_on_server
+    credentials = dlhisto_omero.read_credentials(credentials_file(tmp_path, server))
+    (tmp_path / "model.zip").write_bytes(b"x" * 3_000_000)
+    with dlhisto_omero.connect(credentials) as session:
+        session.dataset_image_ids(7)
+        session.fetch_image(image_id)
+        session.rois(image_id)
+        session.annotations(image_id)
+        session.push_labels(image_id, truth)
+        session.attach_file(image_id, tmp_path / "model.zip", "model.zip", "application/zip")
+        session.add_key_values(image_id, [("a", "b")])
+    assert set(server.store.calls) == {
+        "Glacier2.Router.createSession", "Glacier2.Router.destroySession", "IQuery.findByQuery",
+        "IQuery.findAllByQuery", "RawPixelsStore.setPixelsId", "RawPixelsStore.getTile", "RawPixelsStore.close",
+        "IRoi.findByImage", "IUpdate.saveAndReturnArray", "IUpdate.saveAndReturnObject", "RawFileStore.setFileId",
+        "RawFileStore.write", "RawFileStore.save", "RawFileStore.close"}
+    assert server.store.calls.count("RawFileStore.write") == 3  # 1 MiB chunks
+    key = server.session_key("alice")
+    with dlhisto_omero.connect(dlhisto_omero.Credentials("tcp://127.0.0.1", server.port, session_key=key)) as session:
+        assert session.image(image_id).name.val == "nuclei.tif"
+
+
+def test_failures_are_one_clear_line(server, nuclei_on_server, tmp_path, capsys):
+    image_id = nuclei_on_server[0]
+    cases = [
+        (credentials_file(tmp_path, server, password="not-the-password"), str(image_id),
+         f"OMERO at tcp://127.0.0.1:{server.port} refused the login of user 'alice': wrong user name, password or "
+         "session key"),
+        (credentials_file(tmp_path, server), "999",
+         f"no image with id 999 on OMERO at tcp://127.0.0.1:{server.port} (or user 'alice' may not see it)"),
+        (credentials_file(tmp_path, server, port=free_port()), str(image_id), "connection refused"),
+    ]
+    for credentials, image, message in cases:
+        assert main(["omero_fetch", "--credentials", str(credentials), "--image-id", image,
+                     "--output-dir", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+        assert "not-the-password" not in err and PASSWORD not in err
+        assert not list((tmp_path / "out").rglob("*.tif"))
+    assert main(["omero_push", "--credentials", str(credentials_file(tmp_path, server)), "--image-id", "999",
+                 "--key-value", "a=b"]) == 2
+    assert "no image with id 999" in capsys.readouterr().err
+    assert not server.store.annotations  # nothing written for an unknown image
+
+
+def test_credentials_file_is_checked_and_never_printed(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"host": "omero.example.org", "user": "bob"}))
+    with pytest.raises(InputError, match="user name and password, or a session key"):
+        dlhisto_omero.read_credentials(path)
+    path.write_text(json.dumps({"host": "omero.example.org", "user": "bob", "password": "hunter2", "token": 1}))
+    with pytest.raises(InputError, match="unknown field.*token"):
+        dlhisto_omero.read_credentials(path)
+    path.write_text(json.dumps({"host": "omero.example.org", "user": "bob", "password": "hunter2"}))
+    credentials = dlhisto_omero.read_credentials(path)
+    assert credentials.port == 4064 and "hunter2" not in repr(credentials) and "hunter2" not in str(credentials)
+
+
+@pytest.mark.skipif(not os.environ.get("OMERO_HOST"), reason="set OMERO_HOST, OMERO_USER, OMERO_PASSWORD, "
+                    "OMERO_IMAGE_ID (and OMERO_PORT) to test against a real OMERO")
+def test_against_a_real_omero(tmp_path):
+    path = tmp_path / "omero.json"
+    path.write_text(json.dumps({"host": os.environ["OMERO_HOST"], "port": int(os.environ.get("OMERO_PORT", 4064)),
+                                "user": os.environ["OMERO_USER"], "password": os.environ["OMERO_PASSWORD"]}))
+    image_id = int(os.environ["OMERO_IMAGE_ID"])
+    assert main(["omero_fetch", "--credentials", str(path), "--image-id", str(image_id),
+                 "--output-dir", str(tmp_path / "in")]) == 0
+    image = next((tmp_path / "in" / "images").iterdir())
+    assert main(["segment_classic", str(image), "--labels", str(tmp_path / "objects.tif"),
+                 "--measurements", str(tmp_path / "m.tsv"), "--summary", str(tmp_path / "s.tsv")]) == 0
+    with dlhisto_omero.connect(dlhisto_omero.read_credentials(path)) as session:
+        before = len(session.rois(image_id))
+        objects = read_labels(tmp_path / "objects.tif").data
+        ids = session.push_labels(image_id, objects, name="dlhisto integration test")
+        labels, _ = dlhisto_omero.rois_to_labels(session.rois(image_id)[before:], objects.shape)
+    assert len(ids) == objects.max() and np.array_equal(labels > 0, objects > 0)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
