@@ -732,8 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
     cv.set_defaults(func=run_crossval)
 
     of = steps.add_parser("omero_fetch", help="fetch images and their ROIs (as label images) and annotations from OMERO")
-    of.add_argument("--credentials", required=True,
-                    help="JSON file: host, port, user + password or session_key, group (never on the command line)")
+    of.add_argument("--credentials", help="JSON file: host, port, user + password or session_key, group; default: "
+                    "the environment variables OMERO_HOST, OMERO_PORT, OMERO_USER, OMERO_PASSWORD, OMERO_SESSION_KEY, "
+                    "OMERO_GROUP (never give a password on the command line)")
     of.add_argument("--image-id", type=int, action="append", help="OMERO image id (repeatable)")
     of.add_argument("--dataset-id", type=int, action="append", help="OMERO dataset id: all its images (repeatable)")
     of.add_argument("--output-dir", required=True, help="folder for images/ and labels/ (same file names)")
@@ -742,7 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
     of.set_defaults(func=run_omero_fetch)
 
     op = steps.add_parser("omero_push", help="push a label image (as ROIs), files and key-value pairs to an OMERO image")
-    op.add_argument("--credentials", required=True, help="JSON file, as for omero_fetch")
+    op.add_argument("--credentials", help="JSON file or, by default, OMERO_* environment variables, as for omero_fetch")
     op.add_argument("--image-id", type=int, required=True, help="the OMERO image the results belong to")
     op.add_argument("--labels", help="label image (one id per object): one ROI per object")
     op.add_argument("--labels-name", help="display name of the label image in messages")

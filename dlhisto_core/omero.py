@@ -5,8 +5,8 @@ session, IQuery, RawPixelsStore, IRoi, IUpdate, RawFileStore), so that every cal
 is explicit and known (``tests/README.md`` lists them). Install with ``pip install
 dlhisto[omero]``; omero-py needs zeroc-ice 3.6.5 (``scripts/build_zeroc_ice.sh``).
 
-Credentials come from a small JSON file (host, port, user, password or session key, group),
-never from the command line: Galaxy writes it from the user's preferences.
+Credentials come from the environment (OMERO_HOST, OMERO_USER, OMERO_PASSWORD, ...: what
+Galaxy's tool credentials inject) or a small JSON file, never from the command line.
 
 ROIs become label images: every ROI is one object (label = its position in the list, 1..N),
 drawn from its shapes (masks, polygons, rectangles, ellipses) on the first plane; objects go
@@ -52,20 +52,32 @@ class Credentials:
         return f"Credentials(host={self.host!r}, port={self.port}, user={self.user!r}, group={self.group})"
 
 
-def read_credentials(path: str | os.PathLike) -> Credentials:
-    """Credentials from a JSON file: host, port (default 4064), and user + password or
-    session_key; group (id) optional."""
-    try:
-        values = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the OMERO credentials file: {type(exc).__name__}") from None
-    if not isinstance(values, dict) or not str(values.get("host") or "").strip():
-        raise InputError("the OMERO credentials file needs at least a host")
-    unknown = sorted(set(values) - {"host", "port", "user", "password", "session_key", "group"})
-    if unknown:
-        raise InputError(f"unknown field(s) in the OMERO credentials file: {', '.join(unknown)}")
+ENVIRONMENT = {"host": "OMERO_HOST", "port": "OMERO_PORT", "user": "OMERO_USER", "password": "OMERO_PASSWORD",
+               "session_key": "OMERO_SESSION_KEY", "group": "OMERO_GROUP"}
+"""Environment variables holding the credentials (Galaxy's tool credentials inject these)."""
+
+
+def read_credentials(path: str | os.PathLike | None = None) -> Credentials:
+    """Credentials from a JSON file (host, port, user, password, session_key, group), or from
+    the OMERO_* environment variables when no file is given."""
+    if path is None:
+        values = {field: os.environ[name] for field, name in ENVIRONMENT.items() if os.environ.get(name)}
+        source = "the environment (" + ", ".join(ENVIRONMENT.values()) + ")"
+    else:
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read the OMERO credentials file: {type(exc).__name__}") from None
+        source = "the OMERO credentials file"
+        if not isinstance(values, dict):
+            raise InputError(f"{source} must hold a JSON object")
+        unknown = sorted(set(values) - set(ENVIRONMENT))
+        if unknown:
+            raise InputError(f"unknown field(s) in {source}: {', '.join(unknown)}")
+    if not str(values.get("host") or "").strip():
+        raise InputError(f"no OMERO host in {source}")
     if not values.get("session_key") and not (values.get("user") and values.get("password")):
-        raise InputError("the OMERO credentials need a user name and password, or a session key")
+        raise InputError(f"the OMERO credentials in {source} need a user name and password, or a session key")
     try:
         port = int(values.get("port") or 4064)
         group = int(values["group"]) if values.get("group") not in (None, "") else None

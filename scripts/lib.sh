@@ -121,7 +121,19 @@ galaxy:
   galaxy_infrastructure_url: http://127.0.0.1:$port
   allow_user_creation: true
   cleanup_job: onsuccess
+  vault_config_file: $work/config/vault_conf.yml
 EOF
+    # Galaxy's database vault keeps the users' tool credentials (OMERO accounts), encrypted
+    # with a key made for this Galaxy and readable only by its owner.
+    if [ ! -s "$work/config/vault_conf.yml" ]; then
+        (umask 077 && cat > "$work/config/vault_conf.yml" <<EOF
+type: database
+path_prefix: /galaxy
+encryption_keys:
+  - $("$GX_VENV/bin/python" -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')
+EOF
+        )
+    fi
 }
 
 # create_galaxy_user PORT ADMIN_KEY EMAIL NAME PASSWORD: prints an API key of that user

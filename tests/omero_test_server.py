@@ -67,8 +67,8 @@ class Store:
             return self.next_id
 
     def add_image(self, pixels: np.ndarray, name: str, pixel_size_um: float | None = None,
-                  dataset_id: int | None = None) -> int:
-        image_id = self.new_id()
+                  dataset_id: int | None = None, image_id: int | None = None) -> int:
+        image_id = image_id or self.new_id()
         self.images[image_id] = {"name": name, "pixels": pixels if pixels.ndim == 3 else pixels[..., None],
                                  "pixels_id": self.new_id(), "pixel_size": pixel_size_um}
         self.rois[image_id] = []
@@ -315,8 +315,8 @@ class OmeroTestServer:
     """``with OmeroTestServer(users={"alice": "secret"}) as server:`` then connect to
     ``tcp://127.0.0.1`` on ``server.port``; ``server.store`` holds the data."""
 
-    def __init__(self, users: dict):
-        self.users, self.store = users, Store()
+    def __init__(self, users: dict, port: int = 0):
+        self.users, self.store, self.requested_port = users, Store(), port
 
     def __enter__(self) -> "OmeroTestServer":
         from omero import ObjectFactoryRegistrar
@@ -326,7 +326,7 @@ class OmeroTestServer:
         ObjectFactoryRegistrar.registerObjectFactory(self.communicator, None)  # omero.model.*I
         for factory in omero.rtypes.ObjectFactories.values():  # omero.RString, RList, ...
             factory.register(self.communicator)
-        self.adapter = self.communicator.createObjectAdapterWithEndpoints("OmeroTestServer", "tcp -h 127.0.0.1 -p 0")
+        self.adapter = self.communicator.createObjectAdapterWithEndpoints("OmeroTestServer", f"tcp -h 127.0.0.1 -p {self.requested_port}")
         self.router = Router(self.adapter, self.store, self.users)
         self.adapter.add(self.router, Ice.Identity("router", "OMERO.Glacier2"))
         self.adapter.activate()
@@ -343,3 +343,46 @@ class OmeroTestServer:
 
     def __exit__(self, *exc) -> None:
         self.communicator.destroy()
+
+
+def seed_nuclei(store: Store, test_data) -> None:
+    """Image 1: the DSB2018 nuclei image (pixel size 0.65 um, dataset 7) with its 125
+    human-annotated nuclei as mask ROIs and a tag. Image 2: the same pixels, nothing on them
+    (for the tests that push)."""
+    import tifffile
+    from skimage.measure import regionprops
+
+    from dlhisto_core.omero import mask_shape
+
+    pixels = tifffile.imread(f"{test_data}/nuclei.tif")
+    image_id = store.add_image(pixels, "nuclei.tif", 0.65, dataset_id=7, image_id=1)
+    store.add_image(pixels, "nuclei (copy).tif", 0.65, image_id=2)
+    for region in regionprops(tifffile.imread(f"{test_data}/nuclei_groundtruth.tif")):
+        roi = RoiI(rlong(store.new_id()), True)
+        roi.setImage(ImageI(image_id, False))
+        roi.setName(rstring(f"nucleus {region.label}"))
+        roi.addShape(mask_shape(region))
+        store.rois[image_id].append(roi)
+    tag = omero.model.TagAnnotationI(rlong(store.new_id()), True)
+    tag.setTextValue(rstring("annotated"))
+    link = ImageAnnotationLinkI(rlong(store.new_id()), True)
+    link.setParent(ImageI(image_id, False))
+    link.setChild(tag)
+    store.links.append(link)
+
+
+if __name__ == "__main__":  # the server of the Galaxy tool tests (scripts/test)
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--user", required=True, help="user:password")
+    parser.add_argument("--test-data", required=True, help="folder of nuclei.tif and nuclei_groundtruth.tif")
+    options = parser.parse_args()
+    user, _, password = options.user.partition(":")
+    with OmeroTestServer(users={user: password}, port=options.port) as server:
+        seed_nuclei(server.store, options.test_data)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        print(f"OMERO test server on tcp://127.0.0.1:{server.port}: images 1 and 2", flush=True)
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})

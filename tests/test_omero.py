@@ -187,7 +187,7 @@ def test_failures_are_one_clear_line(server, nuclei_on_server, tmp_path, capsys)
 def test_credentials_file_is_checked_and_never_printed(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"host": "omero.example.org", "user": "bob"}))
-    with pytest.raises(InputError, match="user name and password, or a session key"):
+    with pytest.raises(InputError, match="need a user name and password, or a session key"):
         dlhisto_omero.read_credentials(path)
     path.write_text(json.dumps({"host": "omero.example.org", "user": "bob", "password": "hunter2", "token": 1}))
     with pytest.raises(InputError, match="unknown field.*token"):
@@ -195,6 +195,17 @@ def test_credentials_file_is_checked_and_never_printed(tmp_path):
     path.write_text(json.dumps({"host": "omero.example.org", "user": "bob", "password": "hunter2"}))
     credentials = dlhisto_omero.read_credentials(path)
     assert credentials.port == 4064 and "hunter2" not in repr(credentials) and "hunter2" not in str(credentials)
+
+
+def test_credentials_from_the_environment(server, nuclei_on_server, tmp_path, monkeypatch, capsys):
+    for name, value in (("OMERO_HOST", "tcp://127.0.0.1"), ("OMERO_PORT", str(server.port)), ("OMERO_USER", "alice"),
+                        ("OMERO_PASSWORD", PASSWORD)):
+        monkeypatch.setenv(name, value)
+    assert main(["omero_fetch", "--image-id", str(nuclei_on_server[0]), "--output-dir", str(tmp_path)]) == 0
+    assert len(list((tmp_path / "images").iterdir())) == 1
+    monkeypatch.delenv("OMERO_PASSWORD")
+    assert main(["omero_fetch", "--image-id", "1", "--output-dir", str(tmp_path)]) == 2
+    assert "need a user name and password, or a session key" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not os.environ.get("OMERO_HOST"), reason="set OMERO_HOST, OMERO_USER, OMERO_PASSWORD, "
