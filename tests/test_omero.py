@@ -32,9 +32,9 @@ def server(test_data):
 
 @pytest.fixture
 def nuclei_on_server(server, test_data):
-    """The nuclei image on the server, with three human-annotated nuclei as ROIs (a mask, a
-    polygon, a rectangle), a tag and a key-value map."""
-    from omero.model import (ImageAnnotationLinkI, ImageI, MapAnnotationI, NamedValue, RectangleI, RoiI,
+    """The nuclei image on the server with four ROIs (two human-annotated nuclei as a mask and
+    a polygon, a rectangle and an ellipse), a tag and a key-value map."""
+    from omero.model import (EllipseI, ImageAnnotationLinkI, ImageI, MapAnnotationI, NamedValue, RectangleI, RoiI,
                              TagAnnotationI)
     from omero.rtypes import rdouble, rlong, rstring
     from skimage.measure import regionprops
@@ -54,10 +54,15 @@ def nuclei_on_server(server, test_data):
     for field, value in (("x", 5), ("y", 8), ("width", 20), ("height", 10)):
         getattr(rectangle, f"set{field.title()}")(rdouble(value))
     rectangle.setTextValue(rstring("tumour"))
-    roi = RoiI(rlong(server.store.new_id()), True)
-    roi.setImage(ImageI(image_id, False))
-    roi.addShape(rectangle)
-    server.store.rois[image_id] = rois + [roi]
+    ellipse = EllipseI()
+    for field, value in (("x", 400), ("y", 300), ("radiusX", 12), ("radiusY", 6)):
+        getattr(ellipse, f"set{field[0].upper()}{field[1:]}")(rdouble(value))
+    for shape in (rectangle, ellipse):
+        roi = RoiI(rlong(server.store.new_id()), True)
+        roi.setImage(ImageI(image_id, False))
+        roi.addShape(shape)
+        rois.append(roi)
+    server.store.rois[image_id] = rois
     tag, pairs = TagAnnotationI(rlong(server.store.new_id()), True), MapAnnotationI(rlong(server.store.new_id()), True)
     tag.setTextValue(rstring("annotated by Dr. A"))
     pairs.setMapValue([NamedValue("stain", "DAPI")])
@@ -91,9 +96,11 @@ def test_fetch_image_rois_and_annotations(server, nuclei_on_server, tmp_path, te
     polygon_iou = ((labels == 2) & (truth == polygon_label)).sum() / ((labels == 2) | (truth == polygon_label)).sum()
     assert polygon_iou > 0.85  # the outline, rasterised again
     assert (labels == 3).sum() == 200 and (labels[8:18, 5:25] == 3).all()
+    ellipse = labels == 4  # centre (400, 300), radii 12 and 6: about pi * 72 pixels
+    assert abs(ellipse.sum() - np.pi * 72) < 12 and ellipse[300, 389:412].all() and not ellipse[307, 400]
     rois = list(csv.DictReader((tmp_path / "rois.tsv").open(), delimiter="\t"))
     assert [(r["label"], r["shapes"], r["text"]) for r in rois] == [("1", "mask", ""), ("2", "polygon", ""),
-                                                                  ("3", "rectangle", "tumour")]
+                                                                  ("3", "rectangle", "tumour"), ("4", "ellipse", "")]
     annotations = (tmp_path / "annotations.tsv").read_text()
     assert "tag\t\t\tannotated by Dr. A" in annotations and "map\t\tstain\tDAPI" in annotations
     assert PASSWORD not in capsys.readouterr().out
