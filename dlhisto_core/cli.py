@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -441,6 +442,25 @@ def run_omero_push(args: argparse.Namespace) -> None:
           f"{len(attachments)} file(s), {len(pairs)} key-value pairs", flush=True)
 
 
+def run_deposit(args: argparse.Namespace) -> None:
+    from . import deposit
+
+    files = deposit.DepositFiles(
+        images=list(zip(args.image, _names(args.image_name, args.image))),
+        labels=list(zip(args.labels or [], _names(args.labels_name, args.labels or []))),
+        tables=list(zip(args.table or [], _names(args.table_name, args.table or []))),
+        model=(args.model, args.model_name or Path(args.model).name) if args.model else None)
+    form = deposit.read_metadata(args.metadata, with_labels=bool(files.labels), with_model=bool(files.model))
+    pixel_size = (args.pixel_size, args.pixel_size) if args.pixel_size else None
+    bundle = deposit.build(form, files, args.bundle, args.validator_python, pixel_size)
+    report = {"bundle": Path(args.bundle).name, "files": bundle.files, **bundle.validation}
+    with atomic_output(args.report) as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    warnings = sum(len(v) for k, v in bundle.validation.get("issues", {}).items() if k == "WARNING")
+    print(f"bundle of {len(bundle.files)} files accepted by bia-ro-crate-validator {bundle.validation['validator']}"
+          f" ({warnings} warnings)", flush=True)
+
+
 def _existing_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -756,6 +776,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="recorded in a key-value map on the image (repeatable); dlhisto.version is always added")
     op.add_argument("--table", help="output table: what was created in OMERO (kind, id)")
     op.set_defaults(func=run_omero_push)
+
+    dp = steps.add_parser("deposit", help="a BioImage Archive submission: RO-Crate (REMBI), file list, checksums, "
+                          "images as OME-TIFF, in one zip, checked by the archive's validator")
+    dp.add_argument("--metadata", required=True, help="metadata form (JSON): study, authors, REMBI fields")
+    dp.add_argument("--image", action="append", required=True, help="image (repeatable)")
+    dp.add_argument("--image-name", action="append", help="display name of each image, in order")
+    dp.add_argument("--labels", action="append", help="its label image (repeatable, same order)")
+    dp.add_argument("--labels-name", action="append", help="display name of each label image, in order")
+    dp.add_argument("--table", action="append", help="measurement or evaluation table to include (repeatable)")
+    dp.add_argument("--table-name", action="append", help="display name of each table, in order")
+    dp.add_argument("--model", help="model package to include (bioimage.io zip)")
+    dp.add_argument("--model-name", help="its file name in the bundle")
+    dp.add_argument("--pixel-size", type=float, help="pixel size in micrometres, for images that lack one")
+    dp.add_argument("--validator-python", help="Python of the environment with bia-ro-crate-validator "
+                    "(default: $DLHISTO_BIA_VALIDATOR_PYTHON)")
+    dp.add_argument("--bundle", required=True, help="output: the submission (zip)")
+    dp.add_argument("--report", required=True, help="output: the validator's verdict and the file list (JSON)")
+    dp.set_defaults(func=run_deposit)
     return parser
 
 

@@ -41,6 +41,26 @@ install_core() {
     fi
 }
 
+# The BioImage Archive's validator, in its own Python 3.13 environment (it requires >= 3.13).
+BIA_PYTHON=${BIA_PYTHON:-python3.13}
+BIA_VENV="$DLHISTO_CACHE/bia-validator-0.3.1"
+install_bia_validator() {
+    local stamp_now
+    stamp_now=$(cat requirements-bia-validator.lock requirements-bia-validator-nodeps.lock | sha256sum | cut -c1-16)
+    if [ ! -x "$BIA_VENV/bin/python" ] || [ "$(cat "$BIA_VENV/.installed" 2>/dev/null)" != "$stamp_now" ]; then
+        log "installing bia-ro-crate-validator into $BIA_VENV (Python 3.13)"
+        rm -rf "$BIA_VENV"
+        local python=$BIA_PYTHON
+        "$python" --version > /dev/null 2>&1 || python=$(ls -d "$HOME"/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | tail -1)
+        [ -n "$python" ] || { log "the BioImage Archive validator needs Python 3.13: set BIA_PYTHON"; return 1; }
+        "$python" -m venv "$BIA_VENV" || return 1
+        pip_install "$BIA_VENV/bin/pip" -r requirements-bia-validator.lock || return 1
+        pip_install "$BIA_VENV/bin/pip" --no-deps -r requirements-bia-validator-nodeps.lock || return 1
+        echo "$stamp_now" > "$BIA_VENV/.installed"
+    fi
+    export DLHISTO_BIA_VALIDATOR_PYTHON="$BIA_VENV/bin/python"  # read by dlhisto deposit (and Galaxy's jobs)
+}
+
 # Headless Chromium (Debian's package) for the tests that look at the HTML reports.
 install_browser() {
     command -v chromium > /dev/null && return 0
