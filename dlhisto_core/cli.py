@@ -461,6 +461,19 @@ def run_deposit(args: argparse.Namespace) -> None:
           f" ({warnings} warnings)", flush=True)
 
 
+def run_deposit_upload(args: argparse.Namespace) -> None:
+    from . import deposit
+
+    if not args.network:
+        raise InputError("uploading needs the network: add --network to send the bundle to the archive")
+    user, password = os.environ.get("BIA_FTP_USER"), os.environ.get("BIA_FTP_PASSWORD")
+    if not user or not password:
+        raise InputError("set BIA_FTP_USER and BIA_FTP_PASSWORD (from the archive's submission tool)")
+    sent = deposit.upload(args.bundle, args.host, args.folder, user, password)
+    print(f"{sent} files uploaded to {args.host}/{args.folder}; finish the submission in the archive's "
+          "submission tool", flush=True)
+
+
 def _existing_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -794,6 +807,14 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--bundle", required=True, help="output: the submission (zip)")
     dp.add_argument("--report", required=True, help="output: the validator's verdict and the file list (JSON)")
     dp.set_defaults(func=run_deposit)
+
+    du = steps.add_parser("deposit_upload", help="upload a deposit bundle to the BioImage Archive's FTP area "
+                          "(uses the network; only with --network)")
+    du.add_argument("bundle", help="the bundle made by dlhisto deposit")
+    du.add_argument("--host", required=True, help="FTP host given by the archive's submission tool")
+    du.add_argument("--folder", required=True, help="your submission's private folder on it")
+    du.add_argument("--network", action="store_true", help="allow this command to use the network")
+    du.set_defaults(func=run_deposit_upload)
     return parser
 
 

@@ -106,3 +106,12 @@ def test_images_without_pixel_size_are_refused(test_data, tmp_path, monkeypatch)
     with pytest.raises(InputError, match="cannot run the BioImage Archive validator '/nonexistent/python'"):
         deposit.build(form, files, tmp_path / "b.zip", None, pixel_size=(0.65, 0.65))
     assert not list(Path(tmp_path).iterdir())
+
+
+def test_upload_is_refused_unless_the_network_is_allowed(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("BIA_FTP_USER", raising=False)
+    assert main(["deposit_upload", str(tmp_path / "bundle.zip"), "--host", "ftp.example.org", "--folder", "x"]) == 2
+    assert "uploading needs the network: add --network" in capsys.readouterr().err
+    assert main(["deposit_upload", str(tmp_path / "bundle.zip"), "--host", "ftp.example.org", "--folder", "x",
+                 "--network"]) == 2
+    assert "set BIA_FTP_USER and BIA_FTP_PASSWORD" in capsys.readouterr().err
