@@ -106,6 +106,12 @@ write_galaxy_config() {
     version=$(.venv/bin/dlhisto --version | awk '{print $2}')
     mkdir -p "$work/deps/dlhisto/$version/bin"
     ln -sf "$REPO_ROOT/.venv/bin/dlhisto" "$work/deps/dlhisto/$version/bin/dlhisto"
+    # the requirement's environment, as a container or module would give it: dlhisto on PATH,
+    # and the BioImage Archive validator's Python for the deposit tool
+    cat > "$work/deps/dlhisto/$version/env.sh" <<EOF
+PATH="$work/deps/dlhisto/$version/bin:\$PATH"; export PATH
+DLHISTO_BIA_VALIDATOR_PYTHON="$BIA_VENV/bin/python"; export DLHISTO_BIA_VALIDATOR_PYTHON
+EOF
     {
         echo '<?xml version="1.0"?>'
         echo '<toolbox monitor="false">'
