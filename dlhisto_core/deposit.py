@@ -261,9 +261,10 @@ def _write_files(crate: Path, files: DepositFiles, pixel_size) -> list[dict]:
             write_labels(crate / label_target, label_data, size)
             rows.append({"file_path": label_target, "dataset": "#annotations", "type": "http://bia/AnnotationData",
                          "label": f"{stem} labels", "source_image": target})
-    extras = list(files.tables) + ([files.model] if files.model else [])
+    extras = [(path, _file_name(name, ".tsv")) for path, name in files.tables]
+    extras += [(files.model[0], _file_name(files.model[1], ".zip"))] if files.model else []
     for path, name in extras:
-        target = f"analysis/{_unique(Path(name).name, names)}"
+        target = f"analysis/{_unique(name, names)}"
         shutil.copyfile(path, crate / target)
         rows.append({"file_path": target, "dataset": "#analysis", "type": "http://bia/AnnotationData", "label": Path(name).name})
     for row in rows:
@@ -309,6 +310,12 @@ def _list(value) -> list[str]:
 def _stem(name: str) -> str:
     stem = Path(name).name.split(".")[0]
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in stem) or "image"
+
+
+def _file_name(name: str, suffix: str) -> str:
+    """A safe file name for a Galaxy dataset name ("Evaluate on data 3: scores"), with the suffix."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name).strip("._") or "file"
+    return safe if safe.lower().endswith(suffix) else safe + suffix
 
 
 def _unique(name: str, taken: set) -> str:

@@ -97,6 +97,16 @@ def test_a_missing_mandatory_field_is_named(test_data, tmp_path, capsys):
         assert not (tmp_path / "bundle.zip").exists() and not (tmp_path / "report.json").exists()
 
 
+@needs_validator
+def test_galaxy_dataset_names_become_safe_file_names(test_data, tmp_path):
+    args = deposit_args(test_data, tmp_path) + ["--table-name", "Evaluate on data 3: scores",
+                                                "--model", str(test_data / "stain_truth.tsv"),
+                                                "--model-name", "stain classifier"]
+    assert main(args) == 0
+    with zipfile.ZipFile(tmp_path / "bundle.zip") as bundle:
+        assert {"analysis/Evaluate_on_data_3__scores.tsv", "analysis/stain_classifier.zip"} <= set(bundle.namelist())
+
+
 def test_images_without_pixel_size_are_refused(test_data, tmp_path, monkeypatch):
     monkeypatch.setenv(deposit.VALIDATOR_ENV, "/nonexistent/python")
     form = deposit.read_metadata(test_data / "deposit_metadata.json", with_labels=False, with_model=False)
