@@ -29,14 +29,16 @@ install_core() {
     local stamp_now
     stamp_now=$(cat requirements.lock requirements-test.lock requirements-omero.lock pyproject.toml | sha256sum | cut -c1-16)
     if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp_now" ]; then
-        log "installing dlhisto and its pinned dependencies into .venv"
+        log "installing dlhisto and its pinned dependencies into .venv; zeroc-ice 3.6.5 (OMERO) built alongside, once"
+        mkdir -p "$DLHISTO_CACHE"
+        PYTHON="$PYTHON" scripts/build_zeroc_ice.sh "$DLHISTO_CACHE/wheels" > "$DLHISTO_CACHE/zeroc-ice-build.log" 2>&1 &
+        local ice_pid=$!
         rm -rf .venv
         "$PYTHON" -m venv .venv
         pip_install .venv/bin/pip -r requirements.lock -r requirements-test.lock
         pip_install .venv/bin/pip --no-deps -e .
-        log "building (once, cached) zeroc-ice 3.6.5 for the OMERO client"
-        ice_wheel=$(PYTHON="$PYTHON" scripts/build_zeroc_ice.sh "$DLHISTO_CACHE/wheels") || return 1
-        pip_install .venv/bin/pip --find-links "$(dirname "$ice_wheel")" -r requirements-omero.lock || return 1
+        wait "$ice_pid" || { log "building zeroc-ice failed: see $DLHISTO_CACHE/zeroc-ice-build.log"; return 1; }
+        pip_install .venv/bin/pip --find-links "$DLHISTO_CACHE/wheels" -r requirements-omero.lock || return 1
         echo "$stamp_now" > .venv/.installed
     fi
 }
