@@ -17,7 +17,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from . import __version__, pixel_classifier
+from . import __version__
 from .errors import InputError
 from .features import FEATURES, FeatureSettings
 from .image_io import TiledImageReader, atomic_output, read_image, single_channel, write_image, write_labels
@@ -70,6 +70,7 @@ def write_objects(args: argparse.Namespace, labels_path, labels, intensity, pixe
 
 
 def run_pixel_classifier_train(args: argparse.Namespace) -> None:
+    from . import pixel_classifier  # scikit-learn and skops load only for the pixel classifier steps
     if len(args.image) != len(args.annotation):
         raise InputError(f"{len(args.image)} images but {len(args.annotation)} annotations: give one annotation per image")
     names = _names(args.image_name, args.image)
@@ -96,6 +97,7 @@ def run_pixel_classifier_train(args: argparse.Namespace) -> None:
 
 
 def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
+    from . import pixel_classifier
     classifier = pixel_classifier.load(args.classifier, args.classifier_name)
     if args.objects_class is not None:
         if not 1 <= args.objects_class <= classifier.n_classes:
@@ -420,6 +422,10 @@ def run_omero_push(args: argparse.Namespace) -> None:
     from .image_io import read_labels
 
     credentials = omero.read_credentials(args.credentials)
+    if args.image_id_from_name:
+        if not args.labels:
+            raise InputError("--image-id-from-name reads the id from the label image's name: give --labels")
+        args.image_id = _image_id_from_name(args.labels_name or Path(args.labels).name)
     labels = read_labels(args.labels, args.labels_name).data if args.labels else None
     pairs = [("dlhisto.version", __version__)] + [_key_value(text) for text in args.key_value or []]
     if args.attach_name and len(args.attach_name) != len(args.attach or []):
@@ -483,6 +489,15 @@ def _safe_name(name: str) -> str:
     """A file-name-safe form of an OMERO image name, without its extension."""
     stem = Path(name).name.split(".")[0]
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:80] or "image"
+
+
+def _image_id_from_name(name: str) -> int:
+    """The OMERO image id that starts a name given by omero_fetch ('1201_slide_3' -> 1201)."""
+    digits = name.split("_", 1)[0]
+    if not digits.isdigit() or not digits.strip("0"):
+        raise InputError(f"'{name}' does not start with an OMERO image id and '_' "
+                         "(as the images of omero_fetch are named); give the image id instead")
+    return int(digits)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -777,7 +792,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     op = steps.add_parser("omero_push", help="push a label image (as ROIs), files and key-value pairs to an OMERO image")
     op.add_argument("--credentials", help="JSON file or, by default, OMERO_* environment variables, as for omero_fetch")
-    op.add_argument("--image-id", type=int, required=True, help="the OMERO image the results belong to")
+    target = op.add_mutually_exclusive_group(required=True)
+    target.add_argument("--image-id", type=int, help="the OMERO image the results belong to")
+    target.add_argument("--image-id-from-name", action="store_true",
+                        help="the image id is the number that starts --labels-name (omero_fetch names its "
+                             "images <id>_<name>), so that a workflow maps over a whole fetched dataset")
     op.add_argument("--labels", help="label image (one id per object): one ROI per object")
     op.add_argument("--labels-name", help="display name of the label image in messages")
     op.add_argument("--shape", choices=["mask", "polygon"], default="mask",

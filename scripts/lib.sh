@@ -183,6 +183,36 @@ print(key.json())
 PY
 }
 
+# store_omero_credentials PORT USER_KEY HOST OMERO_PORT USER PASSWORD TOOL_ID...: keeps an OMERO
+# account in Galaxy's vault as that user's current credentials of each tool, as the user form
+# does; workflow steps use them (tool tests bring their own, from the tools' <tests>).
+store_omero_credentials() {
+    local url="http://127.0.0.1:$1" key=$2
+    shift 2
+    "$GX_VENV/bin/python" - "$url" "$key" "$@" <<'PY'
+import sys
+import requests
+url, key, host, port, user, password, *tool_ids = sys.argv[1:]
+api = requests.Session()
+api.headers["x-api-key"] = key
+user_id = api.get(f"{url}/api/users/current", timeout=60).json()["id"]
+for tool_id in tool_ids:
+    version = api.get(f"{url}/api/tools/{tool_id}", timeout=60).json()["version"]
+    source = {"source_type": "tool", "source_id": tool_id, "source_version": version}
+    group = api.post(f"{url}/api/users/{user_id}/credentials", timeout=60, json={**source, "service_credential": {
+        "name": "omero", "version": "1.0", "group": {
+            "name": "default",
+            "variables": [{"name": "host", "value": host}, {"name": "port", "value": port},
+                          {"name": "username", "value": user}],
+            "secrets": [{"name": "password", "value": password}]}}})
+    group.raise_for_status()
+    stored = api.get(f"{url}/api/users/{user_id}/credentials", params=source, timeout=60).json()
+    user_credentials_id = next(c["id"] for c in stored if any(g["id"] == group.json()["id"] for g in c["groups"]))
+    api.put(f"{url}/api/users/{user_id}/credentials", timeout=60, json={**source, "service_credentials": [
+        {"user_credentials_id": user_credentials_id, "current_group_id": group.json()["id"]}]}).raise_for_status()
+PY
+}
+
 # start_galaxy WORK PORT: start galaxy-web in the background (its venv active, as upload jobs
 # need) and wait until the API answers. Sets GX_PID.
 start_galaxy() {

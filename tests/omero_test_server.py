@@ -348,7 +348,8 @@ class OmeroTestServer:
 def seed_nuclei(store: Store, test_data) -> None:
     """Image 1: the DSB2018 nuclei image (pixel size 0.65 um, dataset 7) with its 125
     human-annotated nuclei as mask ROIs and a tag. Image 2: the same pixels, nothing on them
-    (for the tests that push)."""
+    (for the tests that push). Dataset 8: images 3 and 4, the quadrants nuclei_q3 and nuclei_q4
+    without ROIs (for the workflow that fetches, predicts and pushes)."""
     import tifffile
     from skimage.measure import regionprops
 
@@ -357,6 +358,8 @@ def seed_nuclei(store: Store, test_data) -> None:
     pixels = tifffile.imread(f"{test_data}/nuclei.tif")
     image_id = store.add_image(pixels, "nuclei.tif", 0.65, dataset_id=7, image_id=1)
     store.add_image(pixels, "nuclei (copy).tif", 0.65, image_id=2)
+    for image_id, quadrant in ((3, "nuclei_q3.tif"), (4, "nuclei_q4.tif")):
+        store.add_image(tifffile.imread(f"{test_data}/{quadrant}"), quadrant, 0.65, dataset_id=8, image_id=image_id)
     for region in regionprops(tifffile.imread(f"{test_data}/nuclei_groundtruth.tif")):
         roi = RoiI(rlong(store.new_id()), True)
         roi.setImage(ImageI(image_id, False))
@@ -384,5 +387,5 @@ if __name__ == "__main__":  # the server of the Galaxy tool tests (scripts/test)
     with OmeroTestServer(users={user: password}, port=options.port) as server:
         seed_nuclei(server.store, options.test_data)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        print(f"OMERO test server on tcp://127.0.0.1:{server.port}: images 1 and 2", flush=True)
+        print(f"OMERO test server on tcp://127.0.0.1:{server.port}: images 1 to 4", flush=True)
         signal.sigwait({signal.SIGTERM, signal.SIGINT})

@@ -117,8 +117,10 @@ def test_round_trip_segment_push_fetch_gives_the_same_objects(server, nuclei_on_
     objects = read_labels(tmp_path / "objects.tif").data
     server.store.rois[image_id] = []  # only the pushed ROIs from here on
     (tmp_path / "report.html").write_text("<html>evaluation</html>")
-    assert main(["omero_push", "--credentials", str(credentials), "--image-id", str(image_id),
-                 "--labels", str(tmp_path / "objects.tif"), "--attach", str(tmp_path / "report.html"),
+    # the image id read from the name omero_fetch gave (as a workflow mapping over a dataset does)
+    assert main(["omero_push", "--credentials", str(credentials), "--image-id-from-name",
+                 "--labels", str(tmp_path / "objects.tif"), "--labels-name", f"{image_id}_nuclei",
+                 "--attach", str(tmp_path / "report.html"),
                  "--key-value", "tool=dlhisto_segment_classic", "--key-value", "sigma=3",
                  "--table", str(tmp_path / "pushed.tsv")]) == 0
     pushed = list(csv.DictReader((tmp_path / "pushed.tsv").open(), delimiter="\t"))
@@ -168,7 +170,7 @@ def test_every_call_dlhisto_makes_is_served(server, nuclei_on_server, tmp_path):
         assert session.image(image_id).name.val == "nuclei.tif"
 
 
-def test_failures_are_one_clear_line(server, nuclei_on_server, tmp_path, capsys):
+def test_failures_are_one_clear_line(server, nuclei_on_server, tmp_path, capsys, test_data):
     image_id = nuclei_on_server[0]
     cases = [
         (credentials_file(tmp_path, server, password="not-the-password"), str(image_id),
@@ -189,6 +191,11 @@ def test_failures_are_one_clear_line(server, nuclei_on_server, tmp_path, capsys)
                  "--key-value", "a=b"]) == 2
     assert "no image with id 999" in capsys.readouterr().err
     assert not server.store.annotations  # nothing written for an unknown image
+    assert main(["omero_push", "--credentials", str(credentials_file(tmp_path, server)), "--image-id-from-name",
+                 "--labels", str(test_data / "nuclei_labels.tif"), "--labels-name", "nuclei_labels"]) == 2
+    assert capsys.readouterr().err == ("dlhisto omero_push: error: 'nuclei_labels' does not start with an OMERO image "
+                                       "id and '_' (as the images of omero_fetch are named); give the image id instead\n")
+    assert not server.store.annotations
 
 
 def test_credentials_file_is_checked_and_never_printed(tmp_path):
