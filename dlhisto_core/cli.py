@@ -16,6 +16,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import InputError
@@ -26,6 +27,11 @@ from .metrics import IOU_THRESHOLDS
 from .preprocess import RIDGE_FILTERS, STAINS, PreprocessOptions, preprocess
 from .segment_classic import THRESHOLD_METHODS, ClassicOptions, objects_from_mask, segment_classic
 from .tables import read_tile_classes
+
+if TYPE_CHECKING:  # the heavy modules load only in the steps that need them
+    import numpy as np
+
+    from . import dl_data, dl_train
 
 
 class _Parser(argparse.ArgumentParser):
