@@ -1,20 +1,29 @@
-"""Run the bundled classic segmentation in a running Galaxy through its API (BioBlend).
+"""The main job: the U-Net workflow on bundled annotated images, in a running Galaxy (BioBlend).
 
-Creates (or reuses) a local user, uploads test-data/nuclei.tif into a new history, runs
-dlhisto_segment_classic with its defaults, downloads the outputs and prints where they are.
+Creates (or reuses) a local user, imports every workflow of workflows/ into the user's
+workflow list, uploads the four annotated quadrants of test-data/nuclei.tif into a new history,
+runs `nuclei_unet` (train a U-Net on quadrants 1-3, predict and evaluate quadrant 4), downloads
+the scores and the evaluation report, publishes the history and takes screenshots of it and of
+the report with headless Chromium.
 
 Usage: python run_in_galaxy.py GALAXY_URL ADMIN_KEY OUTPUT_DIR
 """
 
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import yaml
 from bioblend.galaxy import GalaxyInstance
 
 USER_EMAIL = "demo@dlhisto.local"
 USER_NAME = "demo"
 USER_PASSWORD = "dlhisto-demo"
 REPO = Path(__file__).resolve().parent.parent
+WORKFLOW = "nuclei_unet"
+TRAINING, HELD_OUT = ("q1", "q2", "q3"), ("q4",)
 
 
 def user_api_key(admin: GalaxyInstance) -> str:
@@ -23,34 +32,92 @@ def user_api_key(admin: GalaxyInstance) -> str:
     return admin.users.get_or_create_user_apikey(user["id"])
 
 
+def import_workflows(gi: GalaxyInstance) -> dict[str, str]:
+    """Every workflow of workflows/ in the user's list, replacing an earlier import of the same
+    name (so that the list shows this checkout's versions); their ids by file stem."""
+    present = gi.workflows.get_workflows()
+    ids = {}
+    for path in sorted((REPO / "workflows").glob("*.yml")):
+        if path.stem.endswith("-tests"):
+            continue
+        workflow = yaml.safe_load(path.read_text())
+        for earlier in present:
+            if earlier["name"] == workflow["label"]:
+                gi.workflows.delete_workflow(earlier["id"])
+        ids[path.stem] = gi.workflows.import_workflow_dict(workflow)["id"]
+    return ids
+
+
+def upload_list(gi: GalaxyInstance, history_id: str, name: str, files: dict[str, Path]) -> str:
+    """Upload files as a list collection (element identifier -> file); its id."""
+    elements = []
+    for identifier, path in files.items():
+        dataset = gi.tools.upload_file(str(path), history_id, file_type="tiff", file_name=path.name)["outputs"][0]
+        elements.append({"name": identifier, "src": "hda", "id": dataset["id"]})
+    for element in elements:
+        gi.datasets.wait_for_dataset(element["id"], maxwait=600)
+    collection = gi.histories.create_dataset_collection(
+        history_id, {"collection_type": "list", "name": name, "element_identifiers": elements})
+    return collection["id"]
+
+
+def screenshot(url: str, picture: Path, size: str) -> None:
+    """A picture of a page as headless Chromium renders it (after its scripts have run)."""
+    chromium = shutil.which("chromium")
+    if not chromium:
+        print(f"no chromium: no screenshot of {url}", file=sys.stderr)
+        return
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update", "--hide-scrollbars",
+                        f"--user-data-dir={profile}", f"--window-size={size}", "--virtual-time-budget=20000",
+                        f"--screenshot={picture}", url], capture_output=True, timeout=180, check=True)
+
+
 def main() -> int:
     url, admin_key, out_dir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     gi = GalaxyInstance(url, key=user_api_key(GalaxyInstance(url, key=admin_key)))
-    history = gi.histories.create_history("dlhisto demo: classic segmentation of nuclei")
-    upload = gi.tools.upload_file(str(REPO / "test-data" / "nuclei.tif"), history["id"],
-                                  file_type="tiff", file_name="nuclei.tif")
-    image = upload["outputs"][0]
-    gi.datasets.wait_for_dataset(image["id"], maxwait=600)
-    run = gi.tools.run_tool(history["id"], "dlhisto_segment_classic",
-                            {"input": {"src": "hda", "id": image["id"]}})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"labels": "nuclei_labels.ome.tif", "measurements": "nuclei_measurements.tsv",
-             "summary": "nuclei_count.tsv"}
-    for output in run["outputs"]:
-        dataset = gi.datasets.wait_for_dataset(output["id"], maxwait=600, check=False)
-        if dataset["state"] != "ok":
-            print(f"the Galaxy job failed: {dataset.get('misc_info', '').strip()}", file=sys.stderr)
+    workflows = import_workflows(gi)
+    print(f"workflows imported for {USER_EMAIL}: {', '.join(workflows)}")
+    history = gi.histories.create_history("dlhisto demo: U-Net nuclei segmentation (workflow nuclei_unet)")
+    data = REPO / "test-data"
+    inputs = {
+        "training_images": {q: data / f"nuclei_{q}.tif" for q in TRAINING},
+        "training_labels": {q: data / f"nuclei_{q}_groundtruth.tif" for q in TRAINING},
+        "images": {q: data / f"nuclei_{q}.tif" for q in HELD_OUT},
+        "ground_truth": {q: data / f"nuclei_{q}_groundtruth.tif" for q in HELD_OUT},
+    }
+    collections = {name: upload_list(gi, history["id"], name, files) for name, files in inputs.items()}
+    print(f"running workflow {WORKFLOW}: U-Net trained on {', '.join(TRAINING)}, evaluated on {', '.join(HELD_OUT)} "
+          "(a few minutes on a laptop's CPU)", flush=True)
+    invocation = gi.workflows.invoke_workflow(
+        workflows[WORKFLOW], history_id=history["id"], inputs_by="name",
+        inputs={name: {"src": "hdca", "id": collection_id} for name, collection_id in collections.items()})
+    gi.invocations.wait_for_invocation(invocation["id"], maxwait=3600)
+    for job in gi.jobs.get_jobs(invocation_id=invocation["id"]):
+        job = gi.jobs.wait_for_job(job["id"], maxwait=3600, check=False)
+        if job["state"] != "ok":
+            print(f"the Galaxy job {job['tool_id']} ended '{job['state']}': "
+                  f"{gi.jobs.show_job(job['id'], full_details=True).get('stderr', '').strip()}", file=sys.stderr)
             return 1
-        gi.datasets.download_dataset(output["id"], file_path=str(out_dir / files[output["output_name"]]),
-                                     use_default_filename=False)
-    summary = (out_dir / files["summary"]).read_text()
-    print("\nClassic segmentation of test-data/nuclei.tif, run by Galaxy:\n")
-    print(summary)
-    print(f"Outputs downloaded to {out_dir}/:")
-    for name in files.values():
-        print(f"  {name}")
-    print(f"\nGalaxy: {url}  (log in as {USER_EMAIL} / {USER_PASSWORD}; "
-          f"history '{history['name']}')")
+    outputs = gi.invocations.show_invocation(invocation["id"])["outputs"]
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    files = {"scores": out_dir / "nuclei_q4_scores.tsv", "report": out_dir / "nuclei_q4_report.html"}
+    for name, path in files.items():  # the dataset itself (Galaxy zips an HTML dataset given to_ext)
+        content = gi.make_get_request(f"{url}/api/datasets/{outputs[name]['id']}/display")
+        content.raise_for_status()
+        path.write_bytes(content.content)
+    print("\nEvaluation of the held-out quadrant q4 against its 29 human-annotated nuclei:\n")
+    print("".join(line for line in files["scores"].open() if line.startswith(("image", "all"))))
+    gi.histories.update_history(history["id"], published=True)
+    history_url = f"{url}/published/history?id={history['id']}"
+    screenshot(history_url, out_dir / "history.png", "1400,1000")
+    screenshot(files["report"].resolve().as_uri(), out_dir / "report.png", "1200,2000")
+    print(f"Outputs in {out_dir}/: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
+    print(f"\nGalaxy: {url}  (log in as {USER_EMAIL} / {USER_PASSWORD})\n"
+          f"  history '{history['name']}' (published: {history_url})\n"
+          f"  workflows: {url}/workflows/list")
     return 0
 
 
