@@ -254,7 +254,7 @@ def run_predict(args: argparse.Namespace) -> None:
     summary = dl_predict.predict_slide(model, spec, args.input, options, args.probabilities, args.classes,
                                        args.objects, args.image_name)
     print(f"{summary.windows} windows, {summary.skipped} skipped as background"
-          + ("" if summary.objects is None else f", {summary.objects} objects"), flush=True)
+          + ("" if summary.objects is None else f", {summary.objects} objects") + f" ({summary.device})", flush=True)
     if args.summary:
         class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
         total = max(1, sum(summary.class_pixels))

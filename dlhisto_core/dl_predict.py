@@ -86,6 +86,7 @@ class PredictSummary:
     objects: int | None = None
     pixel_size: tuple[float, float] | None = None
     shape: tuple[int, int] = (0, 0)
+    device: str = "cpu"
 
 
 @dataclass
@@ -240,7 +241,7 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
     if objects_path and spec.task != "instance":
         raise InputError(f"objects come from instance models; this model does {spec.task} segmentation")
     predictor = SlidePredictor(model, spec, options)
-    summary = PredictSummary(class_pixels=np.zeros(spec.n_classes, np.int64))
+    summary = PredictSummary(class_pixels=np.zeros(spec.n_classes, np.int64), device=str(predictor.device))
     size = options.tile_size
     with TiledImageReader(image_path, name=name) as reader, \
             tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)

@@ -125,6 +125,7 @@ def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options:
     val_set = PatchDataset(patches, val_idx)
     classification = train_set.targets.ndim == 1
     model.to(device)
+    log(f"training on {device}: {len(train_idx)} patches, {len(val_idx)} for validation")
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=options.learning_rate, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss() if classification else make_loss(options.loss)

@@ -47,7 +47,7 @@ def map_in_order(function: Callable[[T], R], items: Iterable[T], workers: int | 
     For per-tile work that releases the GIL (SciPy filters, scikit-learn forests): the cores
     share the tiles while memory stays bounded by the few tiles in flight.
     """
-    workers = workers or os.cpu_count() or 1
+    workers = workers or len(os.sched_getaffinity(0))  # the cores this job may use (Slurm, taskset)
     if workers == 1:
         yield from map(function, items)
         return
