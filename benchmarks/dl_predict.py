@@ -138,7 +138,7 @@ def time_bare(model, batches: list[int], window: int, nuclei: np.ndarray) -> flo
     return time.perf_counter() - start
 
 
-def throughput(args, nuclei: np.ndarray, work: Path) -> None:
+def throughput(args, nuclei: np.ndarray, work: Path) -> dict:
     model, spec = make_model(args.encoder)
     slide = work / "mosaic.tif"
     write_mosaic_slide(slide, args.size, nuclei)
@@ -161,16 +161,19 @@ def throughput(args, nuclei: np.ndarray, work: Path) -> None:
     print(f"{'dlhisto predict_slide (class map written)':<48} {dlhisto_s:>8.2f} {megapixels / dlhisto_s:>8.3f}")
     print(f"{'bare forward pass, same windows and batches':<48} {bare_s:>8.2f} {megapixels / bare_s:>8.3f}")
     print(f"ratio dlhisto/bare (Mpx/s): {bare_s / dlhisto_s:.2f}", flush=True)
+    return {"megapixels": megapixels, "dlhisto_s": dlhisto_s, "bare_s": bare_s}
 
 
-def memory(args, nuclei: np.ndarray, work: Path) -> None:
+def memory(args, nuclei: np.ndarray, work: Path) -> dict:
     background = args.background
     print(f"(b) peak memory: predict_slide with skip_background, class map + objects written; {args.discs} discs "
           f"of tissue (~{args.tissue_fraction:.0%} of the area) on a constant background of {background}; "
           f"a fresh process per slide")
     print(f"{'slide':>13} {'tissue':>7} {'windows':>8} {'skipped':>8} {'objects':>8} {'s':>8} {'peak RSS MB':>12}")
+    peaks = {}
     for floor, label in (("model", "model only"), ("forward", "+1 batch")):
         base = run_child(args, None, work, floor)
+        peaks[floor] = base["peak_rss_mb"]
         print(f"{label:>13} {'':>7} {'':>8} {'':>8} {'':>8} {base['seconds']:>8.1f} "
               f"{base['peak_rss_mb']:>12.0f}", flush=True)
     for size in args.memory_sizes:
@@ -180,7 +183,9 @@ def memory(args, nuclei: np.ndarray, work: Path) -> None:
         result = run_child(args, slide, work)
         print(f"{f'{size}x{size}':>13} {fraction:>7.1%} {result['windows']:>8} {result['skipped']:>8} "
               f"{result['objects']:>8} {result['seconds']:>8.1f} {result['peak_rss_mb']:>12.0f}", flush=True)
+        peaks[str(size)] = result["peak_rss_mb"]
         slide.unlink()
+    return peaks
 
 
 def run_child(args, slide: Path | None, work: Path, floor: str = "model") -> dict:
@@ -236,6 +241,7 @@ def main() -> None:
     parser.add_argument("--background", type=int, default=5, help="(b) value of the empty background")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--json", help="also write the figures to this JSON file (benchmarks/run)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: one memory measurement
     parser.add_argument("--floor", choices=["model", "forward"], default="model", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -250,10 +256,13 @@ def main() -> None:
           f"instance task (3 classes), 1 channel")
     with tempfile.TemporaryDirectory(prefix="dl-predict-bench-") as tmp:
         work = Path(tmp)
+        figures = {}
         if not args.skip_throughput:
-            throughput(args, nuclei, work)
+            figures["throughput"] = throughput(args, nuclei, work)
         if not args.skip_memory:
-            memory(args, nuclei, work)
+            figures["peak_rss_mb"] = memory(args, nuclei, work)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ Usage: .venv/bin/python benchmarks/dl_training.py [--encoder mobilenet_v2] [--ep
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import tempfile
@@ -130,6 +131,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs, after one warm-up epoch")
     parser.add_argument("--rounds", type=int, default=3, help="repeat every measurement; the median is printed")
     parser.add_argument("--skip-full", action="store_true", help="skip the whole dl_train.train measurement")
+    parser.add_argument("--json", help="also write the samples/s to this JSON file (benchmarks/run)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count())
 
@@ -173,6 +175,8 @@ def main() -> None:
         print(f"ratio dlhisto/bare (samples/s): augmentation on {rates['aug'] / rates['bare']:.2f}, "
               f"off {rates['noaug'] / rates['bare']:.2f}"
               + (f", whole train() {rates['full'] / rates['bare']:.2f}" if "full" in rates else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rates))
 
 if __name__ == "__main__":
     main()

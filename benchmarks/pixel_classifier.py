@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--tiled-only", action="store_true", help="skip the whole-image measurements")
+    parser.add_argument("--json", help="also write the figures to this JSON file (benchmarks/run)")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # internal: one measurement
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -84,6 +85,7 @@ def main() -> None:
               f"Python {platform.python_version()}; image {args.size}x{args.size} ({megapixels:.1f} Mpx), "
               f"{len(classifier.settings.names(1))} features, tiles of {args.tile_size} px")
         print(f"{'measurement':<44} {'s':>8} {'s/Mpx':>8} {'peak RSS MB':>12}")
+        figures = {"megapixels": megapixels}
         for mode, label in MODES.items():
             if args.tiled_only and mode.endswith("_whole"):
                 continue
@@ -92,6 +94,9 @@ def main() -> None:
             result = json.loads(out.stdout)
             print(f"{label:<44} {result['seconds']:>8.1f} {result['seconds'] / megapixels:>8.2f} "
                   f"{result['peak_rss_mb']:>12.0f}")
+            figures[mode] = result
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures))
 
 
 if __name__ == "__main__":

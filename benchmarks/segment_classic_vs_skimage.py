@@ -9,6 +9,7 @@ Usage: .venv/bin/python benchmarks/segment_classic_vs_skimage.py [--repeats N]
 """
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -59,7 +60,9 @@ def median_seconds(function, image, repeats: int) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", help="also write the figures to this JSON file (benchmarks/run)")
     args = parser.parse_args()
+    figures = {}
     nuclei = read_image(NUCLEI).data
     images = {"nuclei 512x512": nuclei, "mosaic 2048x2048": np.tile(nuclei, (4, 4))}
     print(f"machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}")
@@ -68,6 +71,9 @@ def main() -> None:
         ours, n_ours = median_seconds(dlhisto, image, args.repeats)
         theirs, n_theirs = median_seconds(plain_skimage, image, args.repeats)
         print(f"{name:<18} {ours:>10.3f} {theirs:>10.3f} {ours / theirs:>6.2f} {n_ours:>14}/{n_theirs}")
+        figures[name] = {"dlhisto_s": ours, "skimage_s": theirs, "objects": [n_ours, n_theirs]}
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures))
 
 
 if __name__ == "__main__":

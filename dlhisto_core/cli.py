@@ -251,20 +251,24 @@ def run_predict(args: argparse.Namespace) -> None:
     options = dl_predict.PredictOptions(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                                         device=args.device, skip_background=args.skip_background,
                                         min_tissue=args.min_tissue, min_area=args.min_area)
-    summary = dl_predict.predict_slide(model, spec, args.input, options, args.probabilities, args.classes,
-                                       args.objects, args.image_name)
+    with contextlib.ExitStack() as outputs:  # all outputs appear together, or none (a killed job leaves none)
+        paths = {name: outputs.enter_context(atomic_output(path)) if path else None for name, path in
+                 (("probabilities", args.probabilities), ("classes", args.classes), ("objects", args.objects),
+                  ("summary", args.summary))}
+        summary = dl_predict.predict_slide(model, spec, args.input, options, paths["probabilities"],
+                                           paths["classes"], paths["objects"], args.image_name)
+        if paths["summary"]:
+            class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
+            total = max(1, sum(summary.class_pixels))
+            row = {"image": args.image_name or Path(args.input).name, "width": summary.shape[1],
+                   "height": summary.shape[0], "windows": summary.windows, "skipped_windows": summary.skipped}
+            for name, count in zip(class_names, summary.class_pixels):
+                row[f"{name}_fraction"] = count / total
+            if summary.objects is not None:
+                row["objects"] = summary.objects
+            write_table(paths["summary"], [row], list(row))
     print(f"{summary.windows} windows, {summary.skipped} skipped as background"
           + ("" if summary.objects is None else f", {summary.objects} objects") + f" ({summary.device})", flush=True)
-    if args.summary:
-        class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
-        total = max(1, sum(summary.class_pixels))
-        row = {"image": args.image_name or Path(args.input).name, "width": summary.shape[1],
-               "height": summary.shape[0], "windows": summary.windows, "skipped_windows": summary.skipped}
-        for name, count in zip(class_names, summary.class_pixels):
-            row[f"{name}_fraction"] = count / total
-        if summary.objects is not None:
-            row["objects"] = summary.objects
-        write_table(args.summary, [row], list(row))
 
 
 def run_classify(args: argparse.Namespace) -> None:

@@ -1,0 +1,80 @@
+"""The table of benchmarks/run: the figures its scripts wrote (JSON), the goals of issue 9 marked
+met or not, printed and written to a Markdown file with the machine they were measured on.
+
+Usage: python summarize.py FIGURES_DIR RESULTS_MD
+"""
+
+import json
+import os
+import platform
+import sys
+from datetime import date
+from pathlib import Path
+
+import torch
+
+FLAT = 1.2  # peak memory counts as flat when the largest slide needs at most 20 % more than the smallest
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or platform.machine())
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{model}, {len(os.sched_getaffinity(0))} cores, {memory_gb:.0f} GB, {gpu}; "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def rows(figures: Path) -> list[tuple[str, str, str, str]]:
+    """(measurement, figure, goal, verdict) rows."""
+    load = lambda name: json.loads((figures / f"{name}.json").read_text())  # noqa: E731
+    classic, pixel, training, predict, galaxy = (load(n) for n in
+                                                 ("classic", "pixel_classifier", "training", "predict", "galaxy"))
+    out = []
+    for image, t in classic.items():
+        out.append((f"classic segmentation, {image}: dlhisto / scikit-image time",
+                    f"{t['dlhisto_s']:.3f} s / {t['skimage_s']:.3f} s = {t['dlhisto_s'] / t['skimage_s']:.2f}", "", ""))
+    tiled = pixel["predict_tiled"]
+    out.append((f"pixel classifier, {pixel['megapixels']:.1f} Mpx, tiled (features + forest + write)",
+                f"{pixel['megapixels'] / tiled['seconds']:.2f} Mpx/s, peak {tiled['peak_rss_mb']:.0f} MB", "", ""))
+    ratio = training["aug"] / training["bare"]
+    out.append(("U-Net training: dlhisto loop / bare PyTorch loop (samples/s)",
+                f"{training['aug']:.1f} / {training['bare']:.1f} = {ratio:.2f}", ">= 0.95",
+                "met" if ratio >= 0.95 else "not met"))
+    if "full" in training:
+        out.append(("U-Net training incl. validation + checkpoint / bare loop",
+                    f"{training['full']:.1f} / {training['bare']:.1f} = {training['full'] / training['bare']:.2f}",
+                    "", ""))
+    t = predict["throughput"]
+    ours, bare = t["megapixels"] / t["dlhisto_s"], t["megapixels"] / t["bare_s"]
+    out.append((f"whole-slide prediction, {t['megapixels']:.1f} Mpx: dlhisto / bare forward (Mpx/s)",
+                f"{ours:.3f} / {bare:.3f} = {ours / bare:.2f}", ">= 0.9", "met" if ours / bare >= 0.9 else "not met"))
+    peaks = {int(k): v for k, v in predict["peak_rss_mb"].items() if k.isdigit()}
+    sizes = sorted(peaks)
+    growth = peaks[sizes[-1]] / peaks[sizes[0]]
+    out.append(("prediction peak RSS at " + " / ".join(f"{s // 1000}k" for s in sizes) + " px slides",
+                " / ".join(f"{peaks[s]:.0f}" for s in sizes) + f" MB (x{growth:.2f})", f"flat (<= x{FLAT})",
+                "met" if growth <= FLAT else "not met"))
+    out.append(("Galaxy tool overhead (dlhisto_segment_classic: job - core time)",
+                f"{galaxy['galaxy_job_s']:.1f} s - {galaxy['core_s']:.1f} s = {galaxy['overhead_s']:.1f} s", "", ""))
+    return out
+
+
+def main() -> None:
+    figures, results = Path(sys.argv[1]), Path(sys.argv[2])
+    table = rows(figures)
+    header = ("measurement", "figure", "goal", "")
+    widths = [max(len(r[i]) for r in table + [header]) for i in range(4)]
+    for row in [header] + table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    lines = [f"# Benchmark results\n\n`benchmarks/run`, {date.today().isoformat()}, on {machine()}.\n",
+             "Every figure below comes from that one run (the scripts and what they measure: "
+             "`benchmarks/README.md`).\n",
+             "| measurement | figure | goal | |", "|---|---|---|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in table]
+    results.write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {results}")
+
+
+if __name__ == "__main__":
+    main()
