@@ -113,6 +113,8 @@ def sample_patches(pairs: Sequence[tuple], path: str | os.PathLike, task: str, p
                 images_ds[i * patches_per_image + j] = normalized[:, y:y + patch_size, x:x + patch_size]
                 targets_ds[i * patches_per_image + j] = target[y:y + patch_size, x:x + patch_size]
             n_classes = max(n_classes or 0, int(target.max()) + 1)
+        if n_classes == 1:
+            raise InputError("the label images hold only background (0): there is nothing to learn")
         if task == "instance":
             n_classes = 3
         h5.attrs.update(task=task, n_classes=n_classes, patch_size=patch_size, seed=seed,

@@ -12,6 +12,7 @@ half-written file where Galaxy (or a user) would pick it up.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import re
@@ -46,6 +47,8 @@ _UNIT_TO_UM = {"nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0,
 
 CHANNEL_AXES = "CSIQ"
 """tifffile axis codes treated as channels when they are the only non-spatial axis."""
+
+logging.getLogger("tifffile").addHandler(logging.NullHandler())  # damage is reported by the InputError, in one line
 
 
 @dataclass
@@ -88,7 +91,8 @@ def read_image(path: str | os.PathLike, name: str | None = None) -> Image:
     try:
         if kind == "tiff":
             with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
+                series = _first_series(tif, name)
+                _check_fits_in_memory(series, name)
                 data = series.asarray()
                 axes = series.axes
                 pixel_size = _tiff_pixel_size(tif)
@@ -126,13 +130,38 @@ def read_labels(path: str | os.PathLike, name: str | None = None) -> Image:
 
 def check_image(data: np.ndarray, name: str = "image") -> None:
     """Refuse images that no step can work on: too small, wrong dtype, NaN or infinite values."""
-    height, width = data.shape[:2]
+    _check_size_and_type(data.shape, data.dtype, name)
+    _check_finite(data, name)
+
+
+def _check_size_and_type(shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
+    height, width = shape[:2]
     if height < MIN_SIDE or width < MIN_SIDE:
         raise InputError(f"'{name}' is {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed")
-    if data.dtype.type not in SUPPORTED_DTYPES:
-        raise InputError(f"'{name}' has pixel type {data.dtype}, which is not supported")
+    if dtype.type not in SUPPORTED_DTYPES:
+        raise InputError(f"'{name}' has pixel type {dtype}, which is not supported")
+
+
+def _check_finite(data: np.ndarray, name: str) -> None:
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
         raise InputError(f"'{name}' contains NaN or infinite pixel values")
+
+
+def _first_series(tif: tifffile.TiffFile, name: str) -> tifffile.TiffPageSeries:
+    if not tif.series:
+        raise InputError(f"cannot read '{name}' as TIFF: it holds no readable image (damaged file?)")
+    return tif.series[0]
+
+
+def _check_fits_in_memory(series: tifffile.TiffPageSeries, name: str) -> None:
+    """Refuse, before decoding, an image whose pixels alone would not fit in this computer's memory
+    (a damaged or forged header can declare any size)."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if series.nbytes > memory:
+        sizes = dict(zip(series.axes, series.shape))
+        raise InputError(f"'{name}' is {sizes.get('X', '?')}x{sizes.get('Y', '?')} pixels ({series.nbytes / 2**30:.0f} GiB), "
+                         f"too large to load whole on this computer ({memory / 2**30:.0f} GiB of memory): crop it, "
+                         "or use a step that reads it tile by tile (predict, pixel_classifier_predict)")
 
 
 def single_channel(data: np.ndarray, channel: int | None = None) -> np.ndarray:
@@ -347,7 +376,7 @@ class TiledImageReader:
             return
         try:
             self._tif = tifffile.TiffFile(path)
-            series = self._tif.series[0]
+            series = _first_series(self._tif, self.name)
             self.n_levels = len(series.levels)
             if not 0 <= level < self.n_levels:
                 raise InputError(f"'{self.name}' has {self.n_levels} resolution levels; level {level} does not exist")
@@ -370,6 +399,7 @@ class TiledImageReader:
         self.shape = (height, width) if self._channel_axis is None else \
             (height, width, array.shape[self._channel_axis])
         self.dtype = np.dtype(array.dtype)
+        _check_size_and_type(self.shape, self.dtype, self.name)
 
     def read_region(self, y: int, x: int, height: int, width: int) -> np.ndarray:
         """Return pixels [y:y+height, x:x+width] (clipped to the image) as (h, w) or (h, w, C)."""
@@ -377,7 +407,14 @@ class TiledImageReader:
         xs = slice(max(x, 0), min(x + width, self.shape[1]))
         if self._tif is None:
             return self._array[ys, xs]
-        return _select_yxc(self._array, self._axes, self._channel_axis, ys, xs)
+        try:
+            region = _select_yxc(self._array, self._axes, self._channel_axis, ys, xs)
+        except MemoryError:
+            raise
+        except Exception as exc:  # a decoder failure: the file is damaged (truncated, corrupt tiles)
+            raise InputError(f"cannot read '{self.name}' as TIFF: {_one_line(exc)}") from exc
+        _check_finite(region, self.name)
+        return region
 
     def close(self) -> None:
         if self._tif is not None:

@@ -67,11 +67,11 @@ def annotated_pixels(image_path, labels_path, settings: FeatureSettings, tile_si
             raise InputError(f"the annotation '{labels.name}' must hold whole numbers (0 = not annotated)")
         for tile in tile_grid(*image.shape[:2], tile_size):
             tile_labels = labels.read_region(tile.y, tile.x, tile.height, tile.width)
+            if tile_labels.min() < 0:
+                raise InputError(f"the annotation '{labels.name}' holds negative values")
             annotated = tile_labels > 0
             if not annotated.any():
                 continue
-            if tile_labels.min() < 0:
-                raise InputError(f"the annotation '{labels.name}' holds negative values")
             features.append(features_of_tile(image, tile, settings)[annotated])
             classes.append(tile_labels[annotated].astype(np.int64))
         n_channels = 1 if len(image.shape) == 2 else image.shape[2]
