@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
+from .auto_annotate import REFERENCE_CHANNELS
 from .errors import InputError
 from .features import FEATURES, FeatureSettings
 from .image_io import TiledImageReader, atomic_output, read_image, single_channel, write_image, write_labels
 from .measure import measure_objects, measurement_columns, summarize, write_table
 from .metrics import IOU_THRESHOLDS
 from .preprocess import RIDGE_FILTERS, STAINS, PreprocessOptions, preprocess
+from .register import METHODS as REGISTRATION_METHODS
 from .segment_classic import THRESHOLD_METHODS, ClassicOptions, objects_from_mask, segment_classic
 from .tables import read_tile_classes
 
@@ -73,6 +75,34 @@ def write_objects(args: argparse.Namespace, labels_path, labels, intensity, pixe
     write_labels(labels_path, labels, pixel_size)
     write_table(args.measurements, rows, measurement_columns(pixel_size))
     write_table(args.summary, [summary], list(summary))
+
+
+def run_auto_annotate(args: argparse.Namespace) -> None:
+    from .auto_annotate import AutoAnnotateOptions, auto_annotate
+
+    reference = read_image(args.reference, args.reference_name)
+    marker = read_image(args.marker, args.marker_name)
+    options = AutoAnnotateOptions(
+        reference_channel=args.reference_channel,
+        marker_channel=None if args.marker_channel is None else args.marker_channel - 1,
+        method=args.method, output=args.output,
+        segmentation=ClassicOptions(sigma=args.sigma, threshold=args.threshold, min_area=args.min_area))
+    labels, found, warped_marker = auto_annotate(reference, marker, options)
+    row = {"reference": args.reference_name or Path(args.reference).name,
+           "marker": args.marker_name or Path(args.marker).name, "method": found.method,
+           "rotation_deg": found.rotation_deg, "translation_x": found.translation[0],
+           "translation_y": found.translation[1], "residual_px": found.residual_px, "matches": found.matches,
+           "objects" if args.output == "instances" else "marked_fraction":
+               int(labels.max()) if args.output == "instances" else float((labels > 0).mean())}
+    with contextlib.ExitStack() as outputs:  # all outputs appear together, or none
+        write_labels(outputs.enter_context(atomic_output(args.labels)), labels, reference.pixel_size)
+        write_table(outputs.enter_context(atomic_output(args.report)), [row], list(row))
+        if args.warped_marker:
+            write_image(outputs.enter_context(atomic_output(args.warped_marker)), warped_marker,
+                        reference.pixel_size)
+    print(f"marker registered onto the reference ({found.method}): rotation {found.rotation_deg:.2f} deg, "
+          f"translation ({found.translation[0]:.1f}, {found.translation[1]:.1f}) px, residual "
+          f"{found.residual_px:.2f} px over {found.matches} matched keypoints", flush=True)
 
 
 def run_pixel_classifier_train(args: argparse.Namespace) -> None:
@@ -633,6 +663,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="smallest distance between watershed seeds in pixels (default 5)")
     seg.add_argument("--exclude-border", action="store_true", help="drop objects touching the border")
     seg.set_defaults(func=run_segment_classic)
+
+    aa = steps.add_parser("auto_annotate", help="training labels from a second image of the same section: register "
+                                                "the marker onto the reference, segment it, labels in the reference frame")
+    aa.add_argument("reference", help="the image the labels are for (e.g. the H&E scan)")
+    aa.add_argument("marker", help="the same section imaged with a marker (e.g. a fluorescent nuclear stain)")
+    aa.add_argument("--labels", required=True, help="output label image, in the reference's frame (OME-TIFF)")
+    aa.add_argument("--report", required=True, help="output table: the transform, its residual, the objects")
+    aa.add_argument("--warped-marker", help="output: the marker in the reference's frame, to check the overlay")
+    aa.add_argument("--reference-name", help="name of the reference in messages and tables")
+    aa.add_argument("--marker-name", help="name of the marker image in messages and tables")
+    aa.add_argument("--reference-channel", choices=REFERENCE_CHANNELS, default="hematoxylin",
+                    help="how the reference shows the marked structures: hematoxylin (RGB brightfield, default), "
+                         "dark or bright structures of a grey image")
+    aa.add_argument("--marker-channel", type=int, metavar="N", help="channel of the marker image, from 1")
+    aa.add_argument("--method", choices=REGISTRATION_METHODS, default="rigid",
+                    help="phase: shift only (phase correlation); rigid, similarity, affine: keypoints + RANSAC")
+    aa.add_argument("--output", choices=["instances", "classes"], default="instances",
+                    help="instances: one id per object; classes: 1 where the marker is on")
+    aa.add_argument("--sigma", type=float, default=2.0, help="smoothing of the marker before its threshold")
+    aa.add_argument("--threshold", choices=THRESHOLD_METHODS, default="otsu")
+    aa.add_argument("--min-area", type=int, default=30, help="smallest marker object kept (pixels)")
+    aa.set_defaults(func=run_auto_annotate)
 
     train = steps.add_parser("pixel_classifier_train",
                              help="train a random forest pixel classifier from sparse annotations")

@@ -1,0 +1,58 @@
+"""Training labels from a second image of the same section: the marker image (e.g. a
+fluorescent nuclear stain) is registered onto the reference image (e.g. the H&E scan),
+segmented, and its labels are returned in the reference image's frame, ready for ``train``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from skimage.segmentation import relabel_sequential
+
+from .errors import InputError
+from .image_io import Image, single_channel
+from .preprocess import deconvolve_stains, rescale_to_pixel_size
+from .register import Registration, register
+from .segment_classic import ClassicOptions, segment_classic
+
+REFERENCE_CHANNELS = ("hematoxylin", "dark", "bright")
+"""How the reference shows the structures the marker labels: the hematoxylin of an RGB
+brightfield image, dark structures of a grey image (inverted), or bright ones."""
+
+
+@dataclass
+class AutoAnnotateOptions:
+    reference_channel: str = "hematoxylin"
+    marker_channel: int | None = None  # 0-based; None: the only channel
+    method: str = "rigid"
+    output: str = "instances"  # or "classes": 1 where the marker is on
+    segmentation: ClassicOptions = field(default_factory=lambda: ClassicOptions(sigma=2.0, threshold="otsu"))
+
+
+def reference_plane(image: np.ndarray, channel: str) -> np.ndarray:
+    """The reference as one plane in which the marked structures are bright."""
+    if channel == "hematoxylin":
+        return deconvolve_stains(image, "hematoxylin")
+    if channel not in REFERENCE_CHANNELS:
+        raise InputError(f"unknown reference channel '{channel}'; choose one of {', '.join(REFERENCE_CHANNELS)}")
+    plane = single_channel(image).astype(np.float32)
+    return plane.max() - plane if channel == "dark" else plane
+
+
+def auto_annotate(reference: Image, marker: Image, options: AutoAnnotateOptions
+                  ) -> tuple[np.ndarray, Registration, np.ndarray]:
+    """(labels in the reference frame, the registration, the marker plane in the reference frame)."""
+    if options.output not in ("instances", "classes"):
+        raise InputError(f"unknown output '{options.output}'; choose instances or classes")
+    marker_data = single_channel(marker.data, options.marker_channel)
+    if reference.pixel_size and marker.pixel_size and \
+            not np.allclose(reference.pixel_size, marker.pixel_size, rtol=0.01):
+        marker_data, _ = rescale_to_pixel_size(marker_data, marker.pixel_size, reference.pixel_size[0])
+    reference_data = reference_plane(reference.data, options.reference_channel)
+    found = register(reference_data, marker_data, options.method)
+    objects = segment_classic(marker_data, options.segmentation).labels
+    labels = found.warp(objects if options.output == "instances" else (objects > 0).astype(np.uint8),
+                        reference_data.shape, labels=True)
+    if options.output == "instances":  # objects pushed out of the frame leave gaps in the numbering
+        labels = relabel_sequential(labels)[0]
+    return labels, found, found.warp(marker_data.astype(np.float32), reference_data.shape)
