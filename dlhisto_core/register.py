@@ -14,6 +14,7 @@ between matched keypoints of the reference and those of the marker mapped by the
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,9 +67,11 @@ def register(reference: np.ndarray, marker: np.ndarray, method: str = "rigid",
         if len(ref_points) < 3:
             raise InputError(f"only {len(ref_points)} keypoints match between the images: they may not show "
                              "the same section, or the marker must be inverted or another channel chosen")
-        model, inliers = measure.ransac((ref_points, marker_points), _MODELS[method], min_samples=3,
-                                        residual_threshold=_INLIER_PX, max_trials=2000, rng=seed)
-        if model is None or inliers.sum() < 3:
+        with warnings.catch_warnings():  # "no inliers" is reported below, in one line
+            warnings.simplefilter("ignore")
+            model, inliers = measure.ransac((ref_points, marker_points), _MODELS[method], min_samples=3,
+                                            residual_threshold=_INLIER_PX, max_trials=2000, rng=seed)
+        if model is None or inliers is None or inliers.sum() < 3:
             raise InputError("no transform of the kind asked for fits the matched keypoints: "
                              "the images may not show the same section")
         matrix = model.params
