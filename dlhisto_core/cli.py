@@ -323,6 +323,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
     if len(args.truth) != len(args.prediction):
         raise InputError(f"{len(args.prediction)} predictions but {len(args.truth)} ground truths: give one per prediction")
     prediction_names = _names(args.prediction_name, args.prediction)
+    if args.mode == "restoration":
+        rows = evaluate.restoration_rows(list(zip(args.truth, args.prediction, _names(args.truth_name, args.truth),
+                                                  prediction_names)))
+        write_table(args.table, rows, list(rows[0]))
+        print(f"{len(rows) - 1} image(s): PSNR {rows[-1]['psnr']:.2f} dB, SSIM {rows[-1]['ssim']:.3f}, "
+              f"NRMSE {rows[-1]['nrmse']:.4f}", flush=True)
+        return
     loaded = evaluate.load_pairs(list(zip(args.truth, args.prediction, _names(args.truth_name, args.truth),
                                           prediction_names)))
     backgrounds = None
@@ -792,9 +799,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--truth", action="append", required=True, help="its ground truth, in the same order (classification: one table of true classes)")
     ev.add_argument("--prediction-name", action="append", help="display name of each prediction, in order")
     ev.add_argument("--truth-name", action="append", help="display name of each ground truth, in order")
-    ev.add_argument("--mode", choices=["instance", "semantic", "classification"], default="instance",
+    ev.add_argument("--mode", choices=["instance", "semantic", "classification", "restoration"], default="instance",
                     help="instance: objects matched at IoU thresholds; semantic: classes pixel by pixel; "
-                    "classification: classify tables (--prediction) against one table of true classes (--truth)")
+                    "classification: classify tables (--prediction) against one table of true classes (--truth); "
+                    "restoration: predicted images against target images (PSNR, SSIM, NRMSE, MAE)")
     ev.add_argument("--image", action="append", help="the image of each prediction, to draw the errors on (report)")
     ev.add_argument("--image-name", action="append", help="display name of each image, in order")
     ev.add_argument("--thresholds", default=",".join(f"{t:g}" for t in IOU_THRESHOLDS),

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import metrics
 from .errors import InputError
-from .image_io import read_labels
+from .image_io import read_image, read_labels
 from .tables import read_table, read_tile_classes
 
 ALL_IMAGES = "all"
@@ -113,6 +113,33 @@ def class_list(class_names: Sequence[str] | None, n_classes: int) -> list[str]:
     """The given names, then the numbers of the classes left unnamed."""
     names = list(class_names or [])
     return names + [str(k) for k in range(len(names), n_classes)]
+
+
+def restoration_rows(pairs: Sequence[tuple]) -> list[dict]:
+    """Image quality of predicted images against their targets ((truth, prediction, truth name,
+    prediction name) paths): PSNR (dB) and NRMSE over the target's range of values, SSIM, and the
+    mean absolute error, per image and averaged over the images ('all')."""
+    from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
+
+    rows = []
+    for truth_path, prediction_path, truth_name, prediction_name in pairs:
+        truth = read_image(truth_path, truth_name).data.astype(np.float64)
+        prediction = read_image(prediction_path, prediction_name).data.astype(np.float64)
+        if truth.shape != prediction.shape:
+            raise InputError(f"prediction '{prediction_name}' {prediction.shape} and target '{truth_name}' "
+                             f"{truth.shape} differ in size or channels")
+        value_range = float(truth.max() - truth.min())
+        if value_range == 0:
+            raise InputError(f"the target '{truth_name}' is uniform: PSNR and SSIM need a range of values")
+        rows.append({"image": prediction_name,
+                     "psnr": float(peak_signal_noise_ratio(truth, prediction, data_range=value_range)),
+                     "ssim": float(structural_similarity(truth, prediction, data_range=value_range,
+                                                         channel_axis=2 if truth.ndim == 3 else None)),
+                     "nrmse": float(normalized_root_mse(truth, prediction, normalization="min-max")),
+                     "mae": float(np.mean(np.abs(truth - prediction)))})
+    rows.append({"image": ALL_IMAGES, **{key: float(np.mean([r[key] for r in rows]))
+                                         for key in ("psnr", "ssim", "nrmse", "mae")}})
+    return rows
 
 
 def load_pairs(pairs: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray, str]]:

@@ -91,3 +91,4 @@ def test_command_writes_labels_and_report_with_the_residual(test_data, tmp_path)
     assert abs(float(report["rotation_deg"]) - 7) < 0.05 and float(report["residual_px"]) < 1.5
     labels = read_labels(tmp_path / "labels.tif").data
     assert labels.shape == nuclei.shape and int(report["objects"]) == labels.max() > 50
+
