@@ -358,8 +358,8 @@ def seed_nuclei(store: Store, test_data) -> None:
     pixels = tifffile.imread(f"{test_data}/nuclei.tif")
     image_id = store.add_image(pixels, "nuclei.tif", 0.65, dataset_id=7, image_id=1)
     store.add_image(pixels, "nuclei (copy).tif", 0.65, image_id=2)
-    for image_id, quadrant in ((3, "nuclei_q3.tif"), (4, "nuclei_q4.tif")):
-        store.add_image(tifffile.imread(f"{test_data}/{quadrant}"), quadrant, 0.65, dataset_id=8, image_id=image_id)
+    for quadrant_id, quadrant in ((3, "nuclei_q3.tif"), (4, "nuclei_q4.tif")):
+        store.add_image(tifffile.imread(f"{test_data}/{quadrant}"), quadrant, 0.65, dataset_id=8, image_id=quadrant_id)
     for region in regionprops(tifffile.imread(f"{test_data}/nuclei_groundtruth.tif")):
         roi = RoiI(rlong(store.new_id()), True)
         roi.setImage(ImageI(image_id, False))

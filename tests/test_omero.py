@@ -246,3 +246,15 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_the_galaxy_tests_server_holds_what_the_tool_tests_expect(server, test_data):
+    """seed_nuclei, as scripts/test starts the server for the tool and workflow tests."""
+    from omero_test_server import seed_nuclei
+
+    seed_nuclei(server.store, test_data)
+    assert len(server.store.rois[1]) == 125 and server.store.rois[2] == server.store.rois[3] == server.store.rois[4] == []
+    assert [link.getParent().getId().getValue() for link in server.store.links] == [1]  # the tag
+    datasets = {link.getChild().getId().getValue(): link.getParent().getId().getValue()
+                for link in server.store.dataset_links}
+    assert datasets == {1: 7, 3: 8, 4: 8}
