@@ -91,9 +91,11 @@ def run_auto_annotate(args: argparse.Namespace) -> None:
     row = {"reference": args.reference_name or Path(args.reference).name,
            "marker": args.marker_name or Path(args.marker).name, "method": found.method,
            "rotation_deg": found.rotation_deg, "translation_x": found.translation[0],
-           "translation_y": found.translation[1], "residual_px": found.residual_px, "matches": found.matches,
-           "objects" if args.output == "instances" else "marked_fraction":
-               int(labels.max()) if args.output == "instances" else float((labels > 0).mean())}
+           "translation_y": found.translation[1], "residual_px": found.residual_px, "matches": found.matches}
+    if args.output == "instances":
+        row["objects"] = int(labels.max())
+    else:
+        row["marked_fraction"] = float((labels > 0).mean())
     with contextlib.ExitStack() as outputs:  # all outputs appear together, or none
         write_labels(outputs.enter_context(atomic_output(args.labels)), labels, reference.pixel_size)
         write_table(outputs.enter_context(atomic_output(args.report)), [row], list(row))
