@@ -10,7 +10,7 @@ with ``dl_train.split_indices`` as ``dl_train.train`` does; only the training pa
   ``dl_train.train`` does by default) and off.
 - bare PyTorch: the same network built with the same seed, the same training patches already in
   memory as one tensor, the same batch size, AdamW (same learning rate and weight decay), the same
-  loss ``dl_train.make_loss("ce_dice")``, a random permutation per epoch; no augmentation, no
+  loss ``dl_train.make_loss("ce_dice", task)``, a random permutation per epoch; no augmentation, no
   validation, no checkpoint.
 - for information: the whole ``dl_train.train`` (validation and checkpoint included), counting
   only the training samples, and the data loading alone (the DataLoader of ``_train_epoch``
@@ -50,7 +50,7 @@ def dlhisto_epochs(spec, patches, train_idx, options, epochs: int, augment: bool
     dataset = dl_data.PatchDataset(patches.path, train_idx, augment=augment, seed=options.seed)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=options.learning_rate, weight_decay=1e-4)
-    loss_fn = dl_train.make_loss(options.loss)
+    loss_fn = dl_train.make_loss(options.loss, spec.task)
     dl_train._train_epoch(model, dataset, optimizer, loss_fn, options, 1, device)  # warm-up
     per_epoch = (len(dataset) // options.batch_size) * options.batch_size if len(dataset) > options.batch_size \
         else len(dataset)
@@ -70,7 +70,7 @@ def bare_epochs(spec, patches, train_idx, options, epochs: int) -> tuple[int, fl
         targets = torch.from_numpy(h5["targets"][...][train_idx]).long()
     images, targets = images.to(device), targets.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=1e-4)
-    loss_fn = dl_train.make_loss(options.loss)
+    loss_fn = dl_train.make_loss(options.loss, spec.task)
     batch = options.batch_size
     n_batches = len(images) // batch if len(images) > batch else 1
 

@@ -219,10 +219,12 @@ def _training_data(args: argparse.Namespace, work: Path) -> _TrainingData:
     """Check the training arguments and sample the patches (train and transfer)."""
     from . import dl_data, dl_train
 
+    loss = args.loss or ("l1" if args.task == "regression" else "ce_dice")
     options = dl_train.TrainOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                    loss=args.loss, validation_fraction=args.validation_fraction,
+                                    loss=loss, validation_fraction=args.validation_fraction,
                                     patience=args.patience, seed=args.seed, device=args.device)
     options.check()
+    dl_train.make_loss(options.loss, args.task)  # refuses another task's loss before the patches are cut
     image_names = _names(args.image_name, args.image)
     if args.task == "classification":
         if not args.tile_classes:
@@ -240,15 +242,24 @@ def _training_data(args: argparse.Namespace, work: Path) -> _TrainingData:
         patches = dl_data.sample_tiles(pairs, work / "patches.h5", args.patch_size, args.patches_per_image, args.seed)
         patches.n_classes = len(class_names)
         return _TrainingData(pairs, patches, class_names, options)
-    if not args.labels or len(args.image) != len(args.labels):
-        raise InputError(f"{len(args.image)} images but {len(args.labels or [])} label images: give one per image")
-    pairs = list(zip(args.image, args.labels, image_names, _names(args.labels_name, args.labels)))
+    if args.task == "regression":
+        if not args.target or len(args.image) != len(args.target):
+            raise InputError(f"{len(args.image)} images but {len(args.target or [])} target images: give one per image")
+        pairs = list(zip(args.image, args.target, image_names, _names(args.target_name, args.target)))
+    else:
+        if not args.labels or len(args.image) != len(args.labels):
+            raise InputError(f"{len(args.image)} images but {len(args.labels or [])} label images: give one per image")
+        pairs = list(zip(args.image, args.labels, image_names, _names(args.labels_name, args.labels)))
     patches = dl_data.sample_patches(pairs, work / "patches.h5", args.task, args.patch_size,
-                                     args.patches_per_image, args.seed)
-    class_names = _split(args.class_names) or (["background", "interior", "boundary"] if args.task == "instance"
-                                               else [f"class {k}" for k in range(patches.n_classes)])
+                                     args.patches_per_image, args.seed, args.target_normalization)
+    if args.task == "regression":  # the names of the output channels
+        class_names = _split(args.class_names) or [f"channel {k + 1}" for k in range(patches.n_classes)]
+    else:
+        class_names = _split(args.class_names) or (["background", "interior", "boundary"] if args.task == "instance"
+                                                   else [f"class {k}" for k in range(patches.n_classes)])
     if len(class_names) != patches.n_classes:
-        raise InputError(f"{len(class_names)} class names for {patches.n_classes} classes (0..{patches.n_classes - 1})")
+        what = "output channels" if args.task == "regression" else f"classes (0..{patches.n_classes - 1})"
+        raise InputError(f"{len(class_names)} class names for {patches.n_classes} {what}")
     return _TrainingData(pairs, patches, class_names, options)
 
 
@@ -257,18 +268,20 @@ def _export(args, data: _TrainingData, model, spec, state, origin: str) -> None:
     from . import dl_train, model_package
 
     first = read_image(data.pairs[0][0], data.pairs[0][2]).data
-    network = f"tile classifier ({spec.encoder})" if spec.task == "classification" else \
-        f"{args.task} segmentation {spec.architecture} ({spec.encoder})"
-    metric = "accuracy" if spec.task == "classification" else "Dice"
+    network = {"classification": f"tile classifier ({spec.encoder})",
+               "regression": f"image-to-image (regression) {spec.architecture} ({spec.encoder})"}.get(
+        spec.task, f"{args.task} segmentation {spec.architecture} ({spec.encoder})")
+    metric = {"accuracy": "accuracy", "psnr": "PSNR (dB)"}.get(state.metric, "Dice")
+    training = {"epochs_run": state.epoch, "best_epoch": state.best_epoch, f"best_val_{state.metric}": state.best_score,
+                "loss": "ce" if spec.task == "classification" else data.options.loss,
+                "patch_size": args.patch_size, "seed": args.seed, "origin": origin}
     info = model_package.PackageInfo(
         name=args.model_name, description=f"{network} {origin} with dlhisto on {len(data.pairs)} image(s); "
         f"best validation {metric} {state.best_score:.3f} at epoch {state.best_epoch}.",
         class_names=data.class_names, channel_names=[f"channel {c + 1}" for c in range(spec.in_channels)],
-        authors=[args.author], training={"epochs_run": state.epoch, "best_epoch": state.best_epoch,
-                                         f"best_val_{state.metric}": state.best_score,
-                                         "loss": "ce" if spec.task == "classification" else data.options.loss,
-                                         "patch_size": args.patch_size, "seed": args.seed, "origin": origin})
-    model_package.export_package(model, spec, info, _test_patch(first), args.model)
+        authors=[args.author], training=training)
+    model_package.export_package(model, spec, info, _test_patch(first), args.model,
+                                 data.patches.target_normalization)
     dl_train.write_history(state, args.history, args.curve, title=f"{args.model_name}: {args.task}")
 
 
@@ -283,6 +296,13 @@ def run_predict(args: argparse.Namespace) -> None:
     options = dl_predict.PredictOptions(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
                                         device=args.device, skip_background=args.skip_background,
                                         min_tissue=args.min_tissue, min_area=args.min_area)
+    model_name = args.model_name or Path(args.model).name
+    if spec.task == "regression":
+        _predict_image(args, model, spec, model_package.target_normalization(rdf, spec, model_name), options)
+        return
+    if args.predicted_image:
+        raise InputError(f"'{model_name}' predicts classes ({spec.task} segmentation), not images; "
+                         "ask for probabilities, classes or objects")
     with contextlib.ExitStack() as outputs:  # all outputs appear together, or none (a killed job leaves none)
         paths = {name: outputs.enter_context(atomic_output(path)) if path else None for name, path in
                  (("probabilities", args.probabilities), ("classes", args.classes), ("objects", args.objects),
@@ -301,6 +321,25 @@ def run_predict(args: argparse.Namespace) -> None:
             write_table(paths["summary"], [row], list(row))
     print(f"{summary.windows} windows, {summary.skipped} skipped as background"
           + ("" if summary.objects is None else f", {summary.objects} objects") + f" ({summary.device})", flush=True)
+
+
+def _predict_image(args: argparse.Namespace, model, spec, target_normalization: dict, options) -> None:
+    """predict with a regression model: the predicted image and its summary."""
+    from . import dl_predict
+
+    if args.probabilities or args.classes or args.objects or not args.predicted_image:
+        raise InputError(f"'{args.model_name or Path(args.model).name}' predicts images (regression): "
+                         "ask for --predicted-image, not probabilities, classes or objects")
+    with contextlib.ExitStack() as outputs:  # all outputs appear together, or none
+        summary = dl_predict.predict_image(model, spec, args.input, options,
+                                           outputs.enter_context(atomic_output(args.predicted_image)),
+                                           target_normalization, args.image_name)
+        if args.summary:
+            row = {"image": args.image_name or Path(args.input).name, "width": summary.shape[1],
+                   "height": summary.shape[0], "windows": summary.windows}
+            row.update({f"mean_channel_{k + 1}": mean for k, mean in enumerate(summary.channel_means)})
+            write_table(outputs.enter_context(atomic_output(args.summary)), [row], list(row))
+    print(f"{summary.windows} windows, image of {spec.n_classes} channel(s) predicted ({summary.device})", flush=True)
 
 
 def run_classify(args: argparse.Namespace) -> None:
@@ -326,9 +365,12 @@ def run_evaluate(args: argparse.Namespace) -> None:
         raise InputError(f"{len(args.prediction)} predictions but {len(args.truth)} ground truths: give one per prediction")
     prediction_names = _names(args.prediction_name, args.prediction)
     if args.mode == "restoration":
-        rows = evaluate.restoration_rows(list(zip(args.truth, args.prediction, _names(args.truth_name, args.truth),
-                                                  prediction_names)))
+        loaded = evaluate.load_restoration_pairs(list(zip(args.truth, args.prediction,
+                                                          _names(args.truth_name, args.truth), prediction_names)))
+        rows = evaluate.restoration_rows(loaded)
         write_table(args.table, rows, list(rows[0]))
+        if args.report:
+            report.restoration_report(args.report, rows, loaded)
         print(f"{len(rows) - 1} image(s): PSNR {rows[-1]['psnr']:.2f} dB, SSIM {rows[-1]['ssim']:.3f}, "
               f"NRMSE {rows[-1]['nrmse']:.4f}", flush=True)
         return
@@ -600,20 +642,28 @@ def add_training_arguments(step: argparse.ArgumentParser) -> None:
     step.add_argument("--image", action="append", required=True, help="training image (repeat for several)")
     step.add_argument("--labels", action="append",
                       help="its label image: classes (semantic) or one id per object (instance)")
+    step.add_argument("--target", action="append",
+                      help="regression: its target image, e.g. the clean image of a noisy one, or the other modality")
     step.add_argument("--image-name", action="append", help="display name of each image, in order")
     step.add_argument("--labels-name", action="append", help="display name of each label image, in order")
-    step.add_argument("--task", choices=["semantic", "instance", "classification"], default="instance",
+    step.add_argument("--target-name", action="append", help="display name of each target image, in order")
+    step.add_argument("--task", choices=["semantic", "instance", "classification", "regression"], default="instance",
                       help="semantic: classes 0..K-1; instance: objects -> background/interior/boundary; "
-                      "classification: one class per image (tile), from --tile-classes")
+                      "classification: one class per image (tile), from --tile-classes; regression: pixel values "
+                      "of --target images (restoration, translation between modalities)")
+    step.add_argument("--target-normalization", choices=["input", "dataset"], default="input",
+                      help="regression: scale each target with the percentiles of its input image (input: "
+                      "restoration, same units) or of all targets together (dataset: another modality); default input")
     step.add_argument("--tile-classes", help="classification: table of image name <TAB> class")
     step.add_argument("--tile-classes-name", help="display name of the table in messages")
-    step.add_argument("--class-names", help="comma-separated class names (0..K-1)")
+    step.add_argument("--class-names", help="comma-separated class names (0..K-1), or regression output channel names")
     step.add_argument("--patch-size", type=int, default=128, help="training patch size, multiple of 16 (default 128)")
     step.add_argument("--patches-per-image", type=int, default=64)
     step.add_argument("--epochs", type=int, default=30, help="epochs (transfer: of phase 1; default 30)")
     step.add_argument("--batch-size", type=int, default=8)
     step.add_argument("--learning-rate", type=float, default=1e-3)
-    step.add_argument("--loss", choices=["ce", "dice", "ce_dice"], default="ce_dice")
+    step.add_argument("--loss", choices=["ce", "dice", "ce_dice", "l1", "l2"],
+                      help="segmentation: ce, dice or ce_dice (default); regression: l1 (default) or l2")
     step.add_argument("--validation-fraction", type=float, default=0.2)
     step.add_argument("--patience", type=int, default=8, help="early stopping patience in epochs")
     step.add_argument("--seed", type=int, default=0)
@@ -622,7 +672,7 @@ def add_training_arguments(step: argparse.ArgumentParser) -> None:
     step.add_argument("--model-name", default="dlhisto U-Net", help="name of the model package")
     step.add_argument("--author", default="dlhisto user", help="author recorded in the model package")
     step.add_argument("--model", required=True, help="output bioimage.io model package (.zip)")
-    step.add_argument("--history", help="output: per-epoch losses and Dice (JSON)")
+    step.add_argument("--history", help="output: per-epoch losses and validation score (JSON)")
     step.add_argument("--curve", help="output: training curve (PNG)")
 
 
@@ -763,7 +813,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="phase 2 learning rate = this x --learning-rate (default 0.1)")
     tf.set_defaults(func=run_transfer)
 
-    pr = steps.add_parser("predict", help="apply a U-Net model package to a whole slide, tile by tile")
+    pr = steps.add_parser("predict", help="apply a U-Net model package (segmentation or regression) to a whole slide, "
+                          "tile by tile")
     pr.add_argument("input", help="image or whole slide (tiled/pyramidal TIFF, OME-TIFF, PNG, JPEG)")
     add_image_name(pr)
     pr.add_argument("--model", required=True, help="bioimage.io model package made by dlhisto train or transfer")
@@ -771,6 +822,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--probabilities", help="output: probability of each class (pyramidal OME-TIFF, float32)")
     pr.add_argument("--classes", help="output: class map 0..K-1 (pyramidal OME-TIFF)")
     pr.add_argument("--objects", help="output: label image of the objects (instance models)")
+    pr.add_argument("--predicted-image", help="output: the predicted image of a regression model (restoration, "
+                    "translation), float32 pyramidal OME-TIFF in the target's units")
     pr.add_argument("--summary", help="output table: windows, skipped windows, class fractions, object count")
     pr.add_argument("--tile-size", type=int, default=512, help="output tile size, multiple of 32 (default 512)")
     pr.add_argument("--overlap", type=int, default=64,

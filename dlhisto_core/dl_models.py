@@ -18,7 +18,7 @@ from .errors import InputError
 
 ARCHITECTURES = {"unet": smp.Unet, "unetplusplus": smp.UnetPlusPlus, "fpn": smp.FPN}
 ENCODERS = ("resnet18", "resnet34", "mobilenet_v2")
-TASKS = ("semantic", "instance", "classification")
+TASKS = ("semantic", "instance", "classification", "regression")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class ModelSpec:
 
     task: str
     n_classes: int
+    """Classes, or the output channels of a regression (image restoration or translation)."""
     in_channels: int
     architecture: str = "unet"
     encoder: str = "resnet18"
@@ -38,8 +39,8 @@ class ModelSpec:
             raise InputError(f"unknown architecture '{self.architecture}'; choose one of {', '.join(ARCHITECTURES)}")
         if self.encoder not in ENCODERS:
             raise InputError(f"unknown encoder '{self.encoder}'; choose one of {', '.join(ENCODERS)}")
-        if self.n_classes < 2 or self.in_channels < 1:
-            raise InputError(f"a model needs at least 2 classes and 1 input channel, "
+        if self.n_classes < (1 if self.task == "regression" else 2) or self.in_channels < 1:
+            raise InputError(f"a model needs at least 2 classes (or 1 output channel) and 1 input channel, "
                              f"got {self.n_classes} and {self.in_channels}")
 
     def to_dict(self) -> dict:

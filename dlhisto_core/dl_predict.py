@@ -16,6 +16,11 @@ per-channel percentiles of the normalisation the model was trained with, and, fo
 RGB, intensity otherwise). Windows with too little tissue are not sent through the network:
 they are background (class 0) with probability 1.
 
+Regression models (image restoration or translation) give pixel values instead of class
+probabilities; they are blended the same way and scaled back to the target's units: with the
+slide's own percentiles for targets normalised by their input, with the package's fixed values
+for targets normalised over the training set (``dl_data``).
+
 Instance models (background / interior / boundary) become label images without ever holding
 the slide: interiors are labelled per tile, labels that touch across tile borders are merged
 (connected components of the border-touching pairs), small objects are dropped, and objects
@@ -83,6 +88,8 @@ class PredictSummary:
     windows: int = 0
     skipped: int = 0
     class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    channel_means: np.ndarray | None = None
+    """Regression: the mean of each channel of the predicted image."""
     objects: int | None = None
     pixel_size: tuple[float, float] | None = None
     shape: tuple[int, int] = (0, 0)
@@ -137,19 +144,27 @@ def blend_weights(index: int, count: int, tile_size: int, overlap: int) -> np.nd
 class SlidePredictor:
     """Runs a network over a slide and yields blended probability tiles in TIFF order."""
 
-    def __init__(self, model: torch.nn.Module, spec: ModelSpec, options: PredictOptions):
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, options: PredictOptions,
+                 target_normalization: dict | None = None):
         options.check()
+        if (spec.task == "regression") != (target_normalization is not None):
+            raise ValueError("regression models, and only they, need a target normalisation")
+        if spec.task == "regression" and options.skip_background:
+            raise InputError("background skipping is for segmentation models; this model predicts pixel values")
         self.model, self.spec, self.options = model, spec, options
+        self.target_normalization = target_normalization
         self.device = pick_device(options.device)
         self.model.to(self.device).eval()
 
     def tiles(self, reader: TiledImageReader, summary: PredictSummary):
-        """Yield (Tile, probabilities (h, w, K) float32) for every output tile, row by row."""
+        """Yield (Tile, values (h, w, K) float32) for every output tile, row by row: class
+        probabilities, or for regression the pixel values in the target's units."""
         n_channels = 1 if len(reader.shape) == 2 else reader.shape[2]
         if n_channels != self.spec.in_channels:
             raise InputError(f"the model expects {self.spec.in_channels}-channel images; "
                              f"'{reader.name}' has {n_channels}")
         stats = slide_statistics(reader, self.options.skip_background)
+        gain, offset = self._output_scale(stats)
         size, overlap = self.options.tile_size, self.options.overlap
         height, width = reader.shape[:2]
         rows, cols = -(-height // size), -(-width // size)
@@ -173,11 +188,23 @@ class SlidePredictor:
                     right = weighted[:, :size, size:].copy()  # copies: views would keep whole windows
                     below[j] = weighted[:, size:, :].copy()
                 h, w = min(size, height - i * size), min(size, width - j * size)
-                yield Tile(i * size, j * size, h, w), np.moveaxis(tile[:, :h, :w], 0, -1)
+                values = np.moveaxis(tile[:, :h, :w], 0, -1)
+                yield Tile(i * size, j * size, h, w), values if gain is None else values * gain + offset
             above = below
 
+    def _output_scale(self, stats: SlideStatistics) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Regression: per-channel gain and offset from the network's output to the target's units
+        (the inverse of the target normalisation); (None, None) for class probabilities."""
+        normalization = self.target_normalization
+        if normalization is None:
+            return None, None
+        if normalization["mode"] == "input":
+            return np.maximum(stats.high - stats.low, 1e-12).astype(np.float32), stats.low.astype(np.float32)
+        low, high = (np.asarray(normalization[k], np.float32) for k in ("low", "high"))
+        return high - low, low
+
     def _window_probabilities(self, reader, stats: SlideStatistics, rows: int, cols: int, summary: PredictSummary):
-        """Class probabilities (K, W, W) of every window in row-major order.
+        """Class probabilities (or regression outputs) (K, W, W) of every window in row-major order.
 
         Windows with tissue go through the network in full batches, filled across rows, so that
         every forward pass has the same shape (steady speed and memory); background windows
@@ -205,8 +232,10 @@ class SlidePredictor:
         probabilities = iter([])
         if batch:
             with torch.inference_mode():
-                logits = self.model(torch.from_numpy(np.stack(batch)).to(self.device))
-                probabilities = iter(torch.softmax(logits, dim=1).cpu().numpy())
+                outputs = self.model(torch.from_numpy(np.stack(batch)).to(self.device))
+                if self.spec.task != "regression":
+                    outputs = torch.softmax(outputs, dim=1)
+                probabilities = iter(outputs.cpu().numpy())
         for window in pending:
             if window is None:
                 background = np.zeros((self.spec.n_classes, size, size), np.float32)
@@ -273,6 +302,28 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
         if objects_path:
             summary.objects = objects.finish(work / "classes.tif", work / "objects.tif", options.min_area)
             write_pyramid(objects_path, work / "objects.tif", size, reader.pixel_size, labels=True)
+    return summary
+
+
+def predict_image(model: torch.nn.Module, spec: ModelSpec, image_path, options: PredictOptions, output_path,
+                  target_normalization: dict, name: str | None = None) -> PredictSummary:
+    """Predict the image of pixel values of a regression model (restoration, translation) for a
+    slide and write it as a pyramidal float32 OME-TIFF with the slide's pixel size."""
+    predictor = SlidePredictor(model, spec, options, target_normalization)
+    summary = PredictSummary(device=str(predictor.device))
+    sums = np.zeros(spec.n_classes)
+    with TiledImageReader(image_path, name=name) as reader, \
+            tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)
+        height, width = reader.shape[:2]
+        summary.shape, summary.pixel_size = (height, width), reader.pixel_size
+        level0 = Path(work) / "predicted.tif"
+        shape = (height, width) if spec.n_classes == 1 else (height, width, spec.n_classes)
+        with TileSink(level0, shape, np.float32, options.tile_size) as sink:
+            for _, values in predictor.tiles(reader, summary):
+                sums += values.sum(axis=(0, 1), dtype=np.float64)
+                sink.put(values[..., 0] if spec.n_classes == 1 else values)
+        write_pyramid(output_path, level0, options.tile_size, reader.pixel_size)
+    summary.channel_means = sums / (height * width)
     return summary
 
 

@@ -28,7 +28,11 @@ from .dl_models import set_frozen_stages_to_eval
 from .errors import InputError
 from .image_io import atomic_output
 
-LOSSES = ("ce", "dice", "ce_dice")
+SEGMENTATION_LOSSES = ("ce", "dice", "ce_dice")
+REGRESSION_LOSSES = ("l1", "l2")
+LOSSES = SEGMENTATION_LOSSES + REGRESSION_LOSSES
+METRICS = {"classification": "accuracy", "regression": "psnr"}
+"""The validation score of each task that is not scored by the Dice of its classes."""
 
 
 @dataclass
@@ -39,7 +43,7 @@ class TrainOptions:
     loss: str = "ce_dice"
     validation_fraction: float = 0.2
     patience: int = 8
-    """Stop when the validation Dice has not improved for this many epochs."""
+    """Stop when the validation score (Dice, accuracy or PSNR) has not improved for this many epochs."""
     seed: int = 0
     augment: bool = True
     device: str = "auto"
@@ -62,8 +66,9 @@ class TrainState:
 
     epoch: int = 0
     """Epochs completed."""
-    best_score: float = -1.0
-    """Best validation score: mean Dice of the foreground classes, or accuracy for tile classes."""
+    best_score: float = -math.inf
+    """Best validation score: mean Dice of the foreground classes, accuracy for tile classes, or
+    PSNR (dB, over the normalised target range of 0 to 1) for regression."""
     best_epoch: int = 0
     metric: str = "dice"
     history: list[dict] = field(default_factory=list)
@@ -86,7 +91,16 @@ def split_indices(n: int, validation_fraction: float, seed: int) -> tuple[list[i
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
-def make_loss(name: str) -> Callable:
+def make_loss(name: str, task: str) -> Callable:
+    """The loss function for ``task``; tile classes always train with cross-entropy."""
+    if task == "classification":
+        return nn.CrossEntropyLoss()
+    if task == "regression":
+        if name not in REGRESSION_LOSSES:
+            raise InputError(f"regression trains with the loss {' or '.join(REGRESSION_LOSSES)}, not '{name}'")
+        return nn.L1Loss() if name == "l1" else nn.MSELoss()
+    if name not in SEGMENTATION_LOSSES:
+        raise InputError(f"segmentation trains with the loss {', '.join(SEGMENTATION_LOSSES)}, not '{name}'")
     ce = nn.CrossEntropyLoss()
     dice = smp.losses.DiceLoss(mode="multiclass", from_logits=True)
     if name == "ce":
@@ -123,13 +137,12 @@ def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options:
     train_idx, val_idx = split or split_indices(count_patches(patches), options.validation_fraction, options.seed)
     train_set = PatchDataset(patches, train_idx, augment=options.augment, seed=options.seed)
     val_set = PatchDataset(patches, val_idx)
-    classification = train_set.targets.ndim == 1
+    loss_fn = make_loss(options.loss, train_set.task)
     model.to(device)
     log(f"training on {device}: {len(train_idx)} patches, {len(val_idx)} for validation")
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=options.learning_rate, weight_decay=1e-4)
-    loss_fn = nn.CrossEntropyLoss() if classification else make_loss(options.loss)
-    state, best_weights = TrainState(metric="accuracy" if classification else "dice"), None
+    state, best_weights = TrainState(metric=METRICS.get(train_set.task, "dice")), None
     checkpoint = Path(checkpoint)
     if checkpoint.is_file():
         state, best_weights = _resume(checkpoint, model, optimizer, log)
@@ -139,6 +152,9 @@ def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options:
         started = time.perf_counter()
         train_loss = _train_epoch(model, train_set, optimizer, loss_fn, options, epoch, device)
         val_loss, score = _validate(model, val_set, loss_fn, n_classes, options.batch_size, device)
+        if not math.isfinite(score):
+            raise InputError(f"training diverged at epoch {epoch} (validation {state.metric} {score}); "
+                             "try a lower learning rate")
         record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, f"val_{state.metric}": score,
                   "seconds": time.perf_counter() - started}
         state.history.append(record)
@@ -177,23 +193,29 @@ def _train_epoch(model, dataset, optimizer, loss_fn, options, epoch, device) -> 
 
 @torch.no_grad()
 def _validate(model, dataset, loss_fn, n_classes, batch_size, device) -> tuple[float, float]:
-    """Validation loss and score: mean Dice over the foreground classes (segmentation) or accuracy."""
+    """Validation loss and score: mean Dice over the foreground classes (segmentation), accuracy
+    (tile classes) or PSNR over the normalised range 0..1 (regression)."""
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    total, count, correct = 0.0, 0, 0
+    total, count, correct, squared_error, values = 0.0, 0, 0, 0.0, 0
     inter, sizes = np.zeros(n_classes), np.zeros(n_classes)
     for images, targets in loader:
         images, targets = images.to(device), targets.to(device)
-        logits = model(images)
-        total += loss_fn(logits, targets).item() * len(images)
+        outputs = model(images)
+        total += loss_fn(outputs, targets).item() * len(images)
         count += len(images)
-        if targets.ndim == 1:
-            correct += (logits.argmax(dim=1) == targets).sum().item()
+        if dataset.task == "classification":
+            correct += (outputs.argmax(dim=1) == targets).sum().item()
+        elif dataset.task == "regression":
+            squared_error += torch.sum((outputs - targets) ** 2).item()
+            values += targets.numel()
         else:
-            i, s = dice_per_class(logits, targets, n_classes)
+            i, s = dice_per_class(outputs, targets, n_classes)
             inter, sizes = inter + i, sizes + s
-    if dataset.targets.ndim == 1:
+    if dataset.task == "classification":
         return total / count, correct / count
+    if dataset.task == "regression":
+        return total / count, float(10 * np.log10(1 / max(squared_error / values, 1e-12)))
     classes = range(1, n_classes) if n_classes > 1 else range(n_classes)
     per_class = [2 * inter[k] / sizes[k] for k in classes if sizes[k] > 0]
     return total / count, float(np.mean(per_class)) if per_class else 0.0
@@ -220,7 +242,7 @@ def _resume(path: Path, model, optimizer, log) -> tuple[TrainState, dict]:
 
 def write_history(state: TrainState, json_path: str | os.PathLike | None, png_path: str | os.PathLike | None,
                   title: str = "training") -> None:
-    """The per-epoch history as JSON and as a training-curve PNG (losses, validation Dice)."""
+    """The per-epoch history as JSON and as a training-curve PNG (losses, validation score)."""
     if json_path:
         with atomic_output(json_path) as tmp:
             tmp.write_text(json.dumps({"best_epoch": state.best_epoch, f"best_val_{state.metric}": state.best_score,
@@ -238,11 +260,12 @@ def write_history(state: TrainState, json_path: str | os.PathLike | None, png_pa
         loss_axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         loss_axis.set_ylabel("loss")
         score_axis = loss_axis.twinx()
-        metric = "Dice" if state.metric == "dice" else state.metric
+        metric = {"dice": "Dice", "psnr": "PSNR (dB)"}.get(state.metric, state.metric)
         score_axis.plot(epochs, [h[f"val_{state.metric}"] for h in state.history], label=f"validation {metric}",
                        color="tab:green")
         score_axis.set_ylabel(metric)
-        score_axis.set_ylim(0, 1)
+        if state.metric != "psnr":
+            score_axis.set_ylim(0, 1)
         unfrozen = [h["epoch"] for h in state.history if h.get("phase") == "fine-tune"]
         if unfrozen:
             score_axis.axvline(unfrozen[0] - 0.5, color="black", linestyle="--", label="encoder unfrozen")

@@ -115,23 +115,16 @@ def class_list(class_names: Sequence[str] | None, n_classes: int) -> list[str]:
     return names + [str(k) for k in range(len(names), n_classes)]
 
 
-def restoration_rows(pairs: Sequence[tuple]) -> list[dict]:
-    """Image quality of predicted images against their targets ((truth, prediction, truth name,
-    prediction name) paths): PSNR (dB) and NRMSE over the target's range of values, SSIM, and the
-    mean absolute error, per image and averaged over the images ('all')."""
+def restoration_rows(loaded: Sequence[tuple]) -> list[dict]:
+    """Image quality of predicted images against their targets ((target, prediction, prediction
+    name) arrays of :func:`load_restoration_pairs`): PSNR (dB) and NRMSE over the target's range
+    of values, SSIM, and the mean absolute error, per image and averaged over the images ('all')."""
     from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
     rows = []
-    for truth_path, prediction_path, truth_name, prediction_name in pairs:
-        truth = read_image(truth_path, truth_name).data.astype(np.float64)
-        prediction = read_image(prediction_path, prediction_name).data.astype(np.float64)
-        if truth.shape != prediction.shape:
-            raise InputError(f"prediction '{prediction_name}' {prediction.shape} and target '{truth_name}' "
-                             f"{truth.shape} differ in size or channels")
+    for truth, prediction, name in loaded:
         value_range = float(truth.max() - truth.min())
-        if value_range == 0:
-            raise InputError(f"the target '{truth_name}' is uniform: PSNR and SSIM need a range of values")
-        rows.append({"image": prediction_name,
+        rows.append({"image": name,
                      "psnr": float(peak_signal_noise_ratio(truth, prediction, data_range=value_range)),
                      "ssim": float(structural_similarity(truth, prediction, data_range=value_range,
                                                          channel_axis=2 if truth.ndim == 3 else None)),
@@ -140,6 +133,24 @@ def restoration_rows(pairs: Sequence[tuple]) -> list[dict]:
     rows.append({"image": ALL_IMAGES, **{key: float(np.mean([r[key] for r in rows]))
                                          for key in ("psnr", "ssim", "nrmse", "mae")}})
     return rows
+
+
+def load_restoration_pairs(pairs: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """(target, prediction, prediction name) float64 arrays of (target path, prediction path,
+    target name, prediction name) tuples, checked to match in size and channels."""
+    if not pairs:
+        raise InputError("nothing to evaluate: give at least one prediction and its target")
+    loaded = []
+    for truth_path, prediction_path, truth_name, prediction_name in pairs:
+        truth = read_image(truth_path, truth_name).data.astype(np.float64)
+        prediction = read_image(prediction_path, prediction_name).data.astype(np.float64)
+        if truth.shape != prediction.shape:
+            raise InputError(f"prediction '{prediction_name}' {prediction.shape} and target '{truth_name}' "
+                             f"{truth.shape} differ in size or channels")
+        if truth.max() == truth.min():
+            raise InputError(f"the target '{truth_name}' is uniform: PSNR and SSIM need a range of values")
+        loaded.append((truth, prediction, prediction_name))
+    return loaded
 
 
 def load_pairs(pairs: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray, str]]:

@@ -55,17 +55,29 @@ class PackageInfo:
 
 
 def export_package(model: torch.nn.Module, spec: ModelSpec, info: PackageInfo, test_input: np.ndarray,
-                   path: str | os.PathLike) -> None:
+                   path: str | os.PathLike, target_normalization: dict | None = None) -> None:
     """Write ``model`` as a validated bioimage.io package.
 
     ``test_input`` is a raw (C, Y, X) image patch (before normalisation) with Y and X multiples
-    of 32; its prediction becomes the package's expected test output.
+    of 32; its prediction becomes the package's expected test output. Regression models need
+    their ``target_normalization`` (see ``dl_data``): the ``dataset`` one becomes the output's
+    ``scale_linear`` postprocessing, the ``input`` one (scale back with the input's percentiles,
+    which no bioimage.io operation does) is left to dlhisto: the package's output is then in the
+    normalised units of the input.
     """
     if len(info.class_names) != spec.n_classes or len(info.channel_names) != spec.in_channels:
-        raise InputError("the package needs one name per class and per input channel")
+        raise InputError("the package needs one name per class (or output channel) and per input channel")
+    if (spec.task == "regression") != (target_normalization is not None):
+        raise ValueError("regression models, and only they, need a target normalisation")
     model = model.to("cpu").eval()
     raw = test_input[None].astype(np.float32)
-    expected = torch.softmax(model(torch.from_numpy(_scale_range(raw, spec))), dim=1).detach().numpy()
+    with torch.no_grad():
+        output = model(torch.from_numpy(_scale_range(raw, spec)))
+    if spec.task == "regression":
+        gain, offset = _output_scale(target_normalization, spec.n_classes)
+        expected = output.numpy() * gain[None, :, None, None] + offset[None, :, None, None]
+    else:
+        expected = torch.softmax(output, dim=1).numpy()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         torch.save(model.state_dict(), folder / WEIGHTS_FILE)
@@ -74,8 +86,9 @@ def export_package(model: torch.nn.Module, spec: ModelSpec, info: PackageInfo, t
             torch.jit.trace(model, torch.from_numpy(_scale_range(raw, spec))).save(str(folder / TORCHSCRIPT_FILE))
         np.save(folder / "test_input.npy", raw)
         np.save(folder / "test_output.npy", expected.astype(np.float32))
-        (folder / "README.md").write_text(_readme(spec, info))
-        (folder / "rdf.yaml").write_text(yaml.safe_dump(_rdf(spec, info, folder), sort_keys=False))
+        (folder / "README.md").write_text(_readme(spec, info, target_normalization))
+        (folder / "rdf.yaml").write_text(yaml.safe_dump(_rdf(spec, info, folder, target_normalization),
+                                                        sort_keys=False))
         _validate(folder / "rdf.yaml")
         with atomic_output(path) as tmp_zip, zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in sorted(folder.iterdir()):
@@ -137,16 +150,45 @@ def read_state_dict(source, name: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def target_normalization(rdf: dict, spec: ModelSpec, name: str) -> dict:
+    """The target normalisation of a regression package (``dl_data``), checked."""
+    normalization = rdf["config"]["dlhisto"].get("target_normalization")
+    mode = normalization.get("mode") if isinstance(normalization, dict) else None
+    if mode == "input":
+        return {"mode": mode}
+    if mode == "dataset":
+        try:
+            low, high = (np.asarray(normalization[k], np.float32) for k in ("low", "high"))
+        except (KeyError, TypeError, ValueError):
+            low = high = np.zeros(0)
+        if low.shape == high.shape == (spec.n_classes,) and np.isfinite(low).all() and np.isfinite(high).all():
+            return {"mode": mode, "low": low.tolist(), "high": high.tolist()}
+    raise InputError(f"regression model '{name}' records no valid target normalisation")
+
+
+def _output_scale(normalization: dict, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gain and offset per output channel that take a regression network's output to the
+    target's units, as far as the package alone knows them (1 and 0 for the ``input`` mode)."""
+    if normalization["mode"] == "dataset":
+        low, high = (np.asarray(normalization[k], np.float32) for k in ("low", "high"))
+        return high - low, low
+    return np.ones(n_channels, np.float32), np.zeros(n_channels, np.float32)
+
+
 def _architecture_source(spec: ModelSpec) -> dict:
     if spec.task == "classification":
         return dict(CLASSIFIER)
     return {"callable": SMP_CALLABLES[spec.architecture], "import_from": "segmentation_models_pytorch"}
 
 
-def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path) -> dict:
+def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path, target_normalization: dict | None) -> dict:
     torch_version = torch.__version__.split("+")[0]
     space = [{"type": "space", "id": axis, "size": {"min": 64, "step": 32}} for axis in ("y", "x")]
     classes = {"type": "channel", "channel_names": info.class_names}
+    cite = [{"text": "Ronneberger et al. U-Net (2015)", "doi": "10.1007/978-3-319-24574-4_28"},
+            {"text": "Iakubovskii, Segmentation Models Pytorch",
+             "url": "https://github.com/qubvel-org/segmentation_models.pytorch"}]
+    output = {"id": "probabilities", "postprocessing": [{"id": "softmax", "kwargs": {"axis": "channel"}}]}
     if spec.task == "classification":
         out_axes = [{"type": "batch"}, classes]
         kwargs = {"encoder": spec.encoder, "in_channels": spec.in_channels, "n_classes": spec.n_classes}
@@ -157,15 +199,24 @@ def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path) -> dict:
         kwargs = {"encoder_name": spec.encoder, "encoder_weights": None, "in_channels": spec.in_channels,
                   "classes": spec.n_classes}
         kind = f"{spec.task}-segmentation"
+    if spec.task == "regression":
+        kind = "image restoration"
+        cite.append({"text": "Weigert et al. Content-aware image restoration (2018)",
+                     "doi": "10.1038/s41592-018-0216-7"})
+        gain, offset = _output_scale(target_normalization, spec.n_classes)
+        output = {"id": "prediction", "postprocessing": [] if target_normalization["mode"] == "input" else [
+            {"id": "scale_linear", "kwargs": {"axis": "channel", "gain": gain.tolist(), "offset": offset.tolist()}}]}
     low, high = NORMALIZATION
+    dlhisto = {"version": __version__, "model": spec.to_dict(), "training": info.training}
+    if target_normalization is not None:
+        dlhisto["target_normalization"] = target_normalization
     return {
         "type": "model",
         "format_version": FORMAT_VERSION,
         "name": info.name,
         "description": info.description,
         "authors": [{"name": author} for author in info.authors],
-        "cite": [{"text": "Ronneberger et al. U-Net (2015)", "doi": "10.1007/978-3-319-24574-4_28"},
-                 {"text": "Iakubovskii, Segmentation Models Pytorch", "url": "https://github.com/qubvel-org/segmentation_models.pytorch"}],
+        "cite": cite,
         "license": info.license,
         "documentation": _file(folder, "README.md"),
         "tags": ["dlhisto", "histology", kind.replace(" ", "-"), spec.architecture, spec.encoder, "2d", "pytorch"],
@@ -178,11 +229,11 @@ def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path) -> dict:
                                                                "max_percentile": high, "eps": EPS}}],
         }],
         "outputs": [{
-            "id": "probabilities",
+            "id": output["id"],
             "axes": out_axes,
             "test_tensor": _file(folder, "test_output.npy"),
             "data": {"type": "float32"},
-            "postprocessing": [{"id": "softmax", "kwargs": {"axis": "channel"}}],
+            "postprocessing": output["postprocessing"],
         }],
         "weights": {
             "pytorch_state_dict": {
@@ -193,7 +244,7 @@ def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path) -> dict:
             "torchscript": {**_file(folder, TORCHSCRIPT_FILE), "pytorch_version": torch_version,
                             "parent": "pytorch_state_dict"},
         },
-        "config": {"dlhisto": {"version": __version__, "model": spec.to_dict(), "training": info.training}},
+        "config": {"dlhisto": dlhisto},
     }
 
 
@@ -225,17 +276,31 @@ def _validate(rdf_path: Path) -> None:
         raise RuntimeError(f"dlhisto wrote an invalid bioimage.io package: {'; '.join(errors)[:500]}")
 
 
-def _readme(spec: ModelSpec, info: PackageInfo) -> str:
+def _readme(spec: ModelSpec, info: PackageInfo, target_normalization: dict | None) -> str:
+    task = {"classification": "tile classification", "regression": "image restoration (regression)"}.get(
+        spec.task, f"{spec.task} segmentation")
+    outputs = "output channels" if spec.task == "regression" else "classes"
     lines = [f"# {info.name}", "", info.description, "",
-             f"- task: {spec.task if spec.task == 'classification' else spec.task + ' segmentation'}, classes: {', '.join(info.class_names)}",
+             f"- task: {task}, {outputs}: {', '.join(info.class_names)}",
              f"- network: {spec.architecture} with a {spec.encoder} encoder, {spec.in_channels} input channel(s)",
              f"- input normalisation: percentiles {NORMALIZATION[0]} and {NORMALIZATION[1]} of "
              f"{'all channels together' if spec.task == 'classification' else 'each channel'} to 0 and 1",
+             *_target_lines(target_normalization),
              f"- made with dlhisto {__version__}", ""]
     for key, value in info.training.items():
         if not isinstance(value, (list, dict)):
             lines.append(f"- training {key}: {value}")
     return "\n".join(lines) + "\n"
+
+
+def _target_lines(target_normalization: dict | None) -> list[str]:
+    if target_normalization is None:
+        return []
+    if target_normalization["mode"] == "input":
+        return ["- targets scaled with the percentiles of their input image: the output is in the normalised "
+                "units of the input (dlhisto predict scales it back with the input's percentiles)"]
+    return ["- targets scaled with the percentiles of all training targets: the output's scale_linear "
+            "postprocessing takes it back to the targets' units"]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -114,6 +114,35 @@ def classification_report(path: str | os.PathLike, rows: Sequence[dict], confusi
     _write(path, title, sections)
 
 
+def restoration_report(path: str | os.PathLike, rows: Sequence[dict], loaded: Sequence[tuple],
+                       title: str = "Restored images against their targets") -> None:
+    """Report of :func:`evaluate.restoration_rows`: the table, and for each image the target,
+    the prediction (both stretched alike, by the target's percentiles) and their absolute
+    difference (white: the target's range of values, or more)."""
+    overall = rows[-1]
+    sections = [
+        _paragraph(f"{len(loaded)} image(s); mean PSNR {format_value(overall['psnr'])} dB, SSIM "
+                   f"{format_value(overall['ssim'])}, NRMSE {format_value(overall['nrmse'])}."),
+        _table(rows, ("image", "psnr", "ssim", "nrmse", "mae"), "pooled"), "<h2>Images</h2>"]
+    for truth, predicted, name in loaded:
+        truth_plane, predicted_plane = (_shrink(a if a.ndim == 2 else a.mean(axis=-1)) for a in (truth, predicted))
+        low, high = np.percentile(truth_plane, (1, 99.8))
+        scale = max(high - low, 1e-12)
+        pictures = [_grey((truth_plane - low) / scale), _grey((predicted_plane - low) / scale),
+                    _grey(np.abs(predicted_plane - truth_plane) / scale)]
+        row = next(r for r in rows if r["image"] == name)
+        sections.append(_figure(" ".join(_png(p) for p in pictures), (
+            f"{html.escape(name)}: target, prediction, absolute difference; PSNR {format_value(row['psnr'])} dB, "
+            f"SSIM {format_value(row['ssim'])}")))
+    _write(path, title, sections)
+
+
+def _grey(values: np.ndarray) -> np.ndarray:
+    """Values in 0..1 (clipped) as an RGB picture."""
+    grey = (np.clip(values, 0, 1) * 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
 def _write(path, title: str, sections: Sequence[str]) -> None:
     page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n" + "\n".join(sections)
@@ -191,12 +220,10 @@ def _shrink(array: np.ndarray) -> np.ndarray:
 def _background(truth: np.ndarray, image: np.ndarray | None) -> np.ndarray:
     """The image in grey (1st-99.8th percentile stretch), or the true objects in grey without one."""
     if image is None:
-        grey = np.where(_shrink(truth) > 0, 90, 30).astype(np.uint8)
-    else:
-        plane = _shrink(image if image.ndim == 2 else image.mean(axis=-1)).astype(np.float32)
-        low, high = np.percentile(plane, (1, 99.8))
-        grey = (np.clip((plane - low) / max(high - low, 1e-12), 0, 1) * 255).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
+        return _grey(np.where(_shrink(truth) > 0, 90 / 255, 30 / 255))
+    plane = _shrink(image if image.ndim == 2 else image.mean(axis=-1)).astype(np.float32)
+    low, high = np.percentile(plane, (1, 99.8))
+    return _grey((plane - low) / max(high - low, 1e-12))
 
 
 def _instance_errors(truth, predicted, true_ids, pred_ids, image) -> np.ndarray:

@@ -18,3 +18,9 @@ def nuclei_model() -> Path:
     sys.path.insert(0, str(TEST_DATA.parent / "scripts"))
     from make_test_model import make_test_model
     return make_test_model()
+
+
+@pytest.fixture(scope="session")
+def restoration_model(nuclei_model) -> Path:
+    """The denoising U-Net package made with the other test models (scripts/make_test_model.py)."""
+    return TEST_DATA / "nuclei_denoiser.zip"
