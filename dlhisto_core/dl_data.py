@@ -67,6 +67,16 @@ def scale_channels(data: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.nd
     return np.ascontiguousarray(np.moveaxis(scaled, -1, 0))
 
 
+def target_scale(normalization: dict, input_low: np.ndarray, input_high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel gain and offset that take a regression network's output back to the target's
+    units: the inverse of the target normalisation, with the input's percentiles for ``input``."""
+    if normalization["mode"] == "dataset":
+        low, high = (np.asarray(normalization[k], np.float32) for k in ("low", "high"))
+    else:
+        low, high = np.asarray(input_low, np.float32), np.asarray(input_high, np.float32)
+    return np.maximum(high - low, 1e-12).astype(np.float32), low
+
+
 def make_target(labels: np.ndarray, task: str) -> np.ndarray:
     """The per-pixel class target (uint8) of a label image for ``task``."""
     if task == "semantic":

@@ -43,7 +43,7 @@ from scipy.sparse.csgraph import connected_components
 from skimage.filters import threshold_otsu
 from skimage.segmentation import expand_labels
 
-from .dl_data import channel_range, scale_channels
+from .dl_data import channel_range, scale_channels, target_scale
 from .dl_models import ModelSpec
 from .dl_train import pick_device
 from .errors import InputError
@@ -193,15 +193,10 @@ class SlidePredictor:
             above = below
 
     def _output_scale(self, stats: SlideStatistics) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Regression: per-channel gain and offset from the network's output to the target's units
-        (the inverse of the target normalisation); (None, None) for class probabilities."""
-        normalization = self.target_normalization
-        if normalization is None:
+        """Regression: per-channel gain and offset to the target's units; (None, None) for classes."""
+        if self.target_normalization is None:
             return None, None
-        if normalization["mode"] == "input":
-            return np.maximum(stats.high - stats.low, 1e-12).astype(np.float32), stats.low.astype(np.float32)
-        low, high = (np.asarray(normalization[k], np.float32) for k in ("low", "high"))
-        return high - low, low
+        return target_scale(self.target_normalization, stats.low, stats.high)
 
     def _window_probabilities(self, reader, stats: SlideStatistics, rows: int, cols: int, summary: PredictSummary):
         """Class probabilities (or regression outputs) (K, W, W) of every window in row-major order.

@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from . import __version__
-from .dl_data import NORMALIZATION
+from .dl_data import NORMALIZATION, target_scale
 from .dl_models import ModelSpec, build_model
 from .errors import InputError
 from .image_io import atomic_output
@@ -167,12 +167,9 @@ def target_normalization(rdf: dict, spec: ModelSpec, name: str) -> dict:
 
 
 def _output_scale(normalization: dict, n_channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gain and offset per output channel that take a regression network's output to the
-    target's units, as far as the package alone knows them (1 and 0 for the ``input`` mode)."""
-    if normalization["mode"] == "dataset":
-        low, high = (np.asarray(normalization[k], np.float32) for k in ("low", "high"))
-        return high - low, low
-    return np.ones(n_channels, np.float32), np.zeros(n_channels, np.float32)
+    """Gain and offset per output channel as far as the package alone knows them: the input's
+    percentiles are unknown to it, so the ``input`` mode stays in the input's normalised units."""
+    return target_scale(normalization, np.zeros(n_channels), np.ones(n_channels))
 
 
 def _architecture_source(spec: ModelSpec) -> dict:
