@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import InputError
-from .image_io import atomic_output, read_image, read_labels, write_image, write_labels
+from .image_io import read_image, read_labels, write_image, write_labels
+from .outputs import atomic_output
 
 LICENSES = {"CC0-1.0": "https://creativecommons.org/publicdomain/zero/1.0/",
             "CC-BY-4.0": "https://creativecommons.org/licenses/by/4.0/"}

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .dl_data import normalize_for_network
-from .dl_models import ModelSpec
+from .model_spec import ModelSpec
 from .dl_train import pick_device
 from .errors import InputError
 from .image_io import TiledImageReader

@@ -8,47 +8,14 @@ weights arrive as files and are loaded with :func:`load_matching_weights`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
 from .errors import InputError
+from .model_spec import ARCHITECTURE_NAMES, ModelSpec
 
-ARCHITECTURES = {"unet": smp.Unet, "unetplusplus": smp.UnetPlusPlus, "fpn": smp.FPN}
-ENCODERS = ("resnet18", "resnet34", "mobilenet_v2")
-TASKS = ("semantic", "instance", "classification", "regression")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild a network before loading its weights."""
-
-    task: str
-    n_classes: int
-    """Classes, or the output channels of a regression (image restoration or translation)."""
-    in_channels: int
-    architecture: str = "unet"
-    encoder: str = "resnet18"
-
-    def __post_init__(self):
-        if self.task not in TASKS:
-            raise InputError(f"unknown task '{self.task}'; choose one of {', '.join(TASKS)}")
-        if self.architecture not in ARCHITECTURES:
-            raise InputError(f"unknown architecture '{self.architecture}'; choose one of {', '.join(ARCHITECTURES)}")
-        if self.encoder not in ENCODERS:
-            raise InputError(f"unknown encoder '{self.encoder}'; choose one of {', '.join(ENCODERS)}")
-        if self.n_classes < (1 if self.task == "regression" else 2) or self.in_channels < 1:
-            raise InputError(f"a model needs at least 2 classes (or 1 output channel) and 1 input channel, "
-                             f"got {self.n_classes} and {self.in_channels}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ModelSpec":
-        return cls(**{k: data[k] for k in ("task", "n_classes", "in_channels", "architecture", "encoder")})
+ARCHITECTURES = dict(zip(ARCHITECTURE_NAMES, (smp.Unet, smp.UnetPlusPlus, smp.FPN)))
 
 
 class TileClassifier(nn.Module):

@@ -44,7 +44,7 @@ from skimage.filters import threshold_otsu
 from skimage.segmentation import expand_labels
 
 from .dl_data import channel_range, scale_channels, target_scale
-from .dl_models import ModelSpec
+from .model_spec import ModelSpec
 from .dl_train import pick_device
 from .errors import InputError
 from .image_io import TiledImageReader, TileSink, smallest_label_dtype, write_pyramid, write_tiled_image

@@ -26,7 +26,7 @@ from torch import nn
 from .dl_data import PatchDataset, count_patches
 from .dl_models import set_frozen_stages_to_eval
 from .errors import InputError
-from .image_io import atomic_output
+from .outputs import atomic_output
 
 SEGMENTATION_LOSSES = ("ce", "dice", "ce_dice")
 REGRESSION_LOSSES = ("l1", "l2")

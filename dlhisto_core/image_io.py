@@ -5,14 +5,19 @@ first bytes, never from its name. Every image comes back as a 2-D array ``(Y, X)
 channels-last array ``(Y, X, C)``; anything else (a z-stack, a time series) is refused with
 an :class:`InputError` naming the axes found.
 
-Outputs are written through :func:`atomic_output`, so a failed step never leaves a
+Files are hostile until checked: a TIFF is read from its own bytes only (an OME-TIFF whose
+OME-XML points at other files is refused, and tifffile is never let open another file), sizes
+are checked before decoding, bit depths are kept (16-bit PNG included) and the pixel size must
+be a positive, finite, plausible length.
+
+Outputs are written through :func:`outputs.atomic_output`, so a failed step never leaves a
 half-written file where Galaxy (or a user) would pick it up.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import os
 import queue
 import re
@@ -28,7 +33,8 @@ import tifffile
 from PIL import Image as PILImage
 from skimage import color
 
-from .errors import InputError
+from .errors import InputError, one_line
+from .outputs import atomic_output
 from .tiling import tile_grid
 
 MIN_SIDE = 2
@@ -90,22 +96,20 @@ def read_image(path: str | os.PathLike, name: str | None = None) -> Image:
     kind = sniff_format(path, name)
     try:
         if kind == "tiff":
-            with tifffile.TiffFile(path) as tif:
+            with open_tiff(path, name) as tif:
                 series = _first_series(tif, name)
                 _check_fits_in_memory(series, name)
                 data = series.asarray()
                 axes = series.axes
-                pixel_size = _tiff_pixel_size(tif)
+                pixel_size = _tiff_pixel_size(tif, name)
         else:
-            with PILImage.open(path) as pil:
-                pil = _pil_to_supported_mode(pil)
-                data = np.asarray(pil)
+            data = _read_png_or_jpeg(path, kind, name)
             axes = "YXS" if data.ndim == 3 else "YX"
             pixel_size = None
     except InputError:
         raise
     except Exception as exc:  # any decoder failure means the file is damaged or not an image
-        raise InputError(f"cannot read '{name}' as {kind.upper()}: {_one_line(exc)}") from exc
+        raise InputError(f"cannot read '{name}' as {kind.upper()}: {one_line(exc)}") from exc
     data = _to_yxc(data, axes, name)
     check_image(data, name)
     return Image(data, pixel_size)
@@ -153,15 +157,57 @@ def _first_series(tif: tifffile.TiffFile, name: str) -> tifffile.TiffPageSeries:
     return tif.series[0]
 
 
+def open_tiff(path: str | os.PathLike, name: str) -> tifffile.TiffFile:
+    """Open a TIFF so that only this file is ever read.
+
+    tifffile follows references to other files in three layouts: multi-file OME-TIFF (the
+    OME-XML names files by UUID and FileName), Micro-Manager MMStack and NDTiff series (sibling
+    files found by name). Those layouts are switched off, and an OME-XML that names another
+    file is refused, so that a crafted upload cannot make a job return another file's pixels.
+    """
+    tif = tifffile.TiffFile(path, _multifile=False, is_mmstack=False, is_ndtiff=False)
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            _check_ome_references(tif.ome_metadata, name, Path(path).name)
+    except BaseException:
+        tif.close()
+        raise
+    return tif
+
+
+def _check_ome_references(ome_xml: str, name: str, file_name: str) -> None:
+    """Refuse an OME-XML whose image planes lie in other files, or that defines XML entities."""
+    if "<!ENTITY" in ome_xml or "<!DOCTYPE" in ome_xml:
+        raise InputError(f"'{name}' has OME-XML with a document type or entities, which OME-TIFF does not use; refused")
+    root = _parse_ome(ome_xml, name)
+    if root is None:
+        return
+    if any(el.tag.endswith("}BinaryOnly") or el.tag == "BinaryOnly" for el in root):
+        raise InputError(f"'{name}' is one file of a multi-file OME-TIFF whose metadata lie in another file; "
+                         "dlhisto reads only the file it is given: convert the set into one OME-TIFF")
+    own = root.get("UUID")
+    for uuid in (el for el in root.iter() if el.tag.endswith("}UUID") or el.tag == "UUID"):
+        referenced = uuid.get("FileName", "")
+        if own is None and uuid.text and Path(referenced).name in (name, file_name):
+            own = uuid.text  # no UUID of its own: the file names itself
+        if uuid.text != own:
+            raise InputError(f"'{name}' is one file of a multi-file OME-TIFF: its OME-XML refers to "
+                             f"'{one_line(referenced or uuid.text or '')}'; dlhisto reads only the file it is "
+                             "given: convert the set into one OME-TIFF")
+
+
+def _parse_ome(ome_xml: str, name: str) -> ET.Element | None:
+    try:
+        return ET.fromstring(ome_xml)
+    except ET.ParseError:
+        return None  # tifffile then reads the pages as a plain TIFF
+
+
 def _check_fits_in_memory(series: tifffile.TiffPageSeries, name: str) -> None:
     """Refuse, before decoding, an image whose pixels alone would not fit in this computer's memory
     (a damaged or forged header can declare any size)."""
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if series.nbytes > memory:
-        sizes = dict(zip(series.axes, series.shape))
-        raise InputError(f"'{name}' is {sizes.get('X', '?')}x{sizes.get('Y', '?')} pixels ({series.nbytes / 2**30:.0f} GiB), "
-                         f"too large to load whole on this computer ({memory / 2**30:.0f} GiB of memory): crop it, "
-                         "or use a step that reads it tile by tile (predict, pixel_classifier_predict)")
+    sizes = dict(zip(series.axes, series.shape))
+    _check_decoded_size(series.nbytes, sizes.get("X", "?"), sizes.get("Y", "?"), name)
 
 
 def single_channel(data: np.ndarray, channel: int | None = None) -> np.ndarray:
@@ -187,27 +233,6 @@ def smallest_label_dtype(max_label: int) -> np.dtype:
     if max_label < 2**32:
         return np.dtype(np.uint32)
     raise InputError(f"{max_label} objects do not fit in a 32-bit label image")
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp made it private
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_image(path: str | os.PathLike, data: np.ndarray,
@@ -375,20 +400,20 @@ class TiledImageReader:
             self.n_levels = 1
             return
         try:
-            self._tif = tifffile.TiffFile(path)
+            self._tif = open_tiff(path, self.name)
             series = _first_series(self._tif, self.name)
             self.n_levels = len(series.levels)
             if not 0 <= level < self.n_levels:
                 raise InputError(f"'{self.name}' has {self.n_levels} resolution levels; level {level} does not exist")
             array = zarr.open(series.aszarr(level=level), mode="r")
             axes = series.levels[level].axes
-            self.pixel_size = _tiff_pixel_size(self._tif)
+            self.pixel_size = _tiff_pixel_size(self._tif, self.name)
         except InputError:
             self.close()
             raise
         except Exception as exc:
             self.close()
-            raise InputError(f"cannot read '{self.name}' as TIFF: {_one_line(exc)}") from exc
+            raise InputError(f"cannot read '{self.name}' as TIFF: {one_line(exc)}") from exc
         if self.pixel_size is not None and level > 0:
             scale = series.levels[0].shape[axes.index("Y")] / array.shape[axes.index("Y")]
             self.pixel_size = (self.pixel_size[0] * scale, self.pixel_size[1] * scale)
@@ -412,7 +437,7 @@ class TiledImageReader:
         except MemoryError:
             raise
         except Exception as exc:  # a decoder failure: the file is damaged (truncated, corrupt tiles)
-            raise InputError(f"cannot read '{self.name}' as TIFF: {_one_line(exc)}") from exc
+            raise InputError(f"cannot read '{self.name}' as TIFF: {one_line(exc)}") from exc
         _check_finite(region, self.name)
         return region
 
@@ -457,6 +482,43 @@ def _to_yxc(data: np.ndarray, axes: str, name: str) -> np.ndarray:
     return _select_yxc(data, axes, channel_axis, slice(None), slice(None))
 
 
+def _read_png_or_jpeg(path: str | os.PathLike, kind: str, name: str) -> np.ndarray:
+    """Pixels of a PNG or JPEG with their bit depth: Pillow reads 16-bit colour PNGs as 8-bit,
+    so those are decoded by imagecodecs (after a size check)."""
+    if kind == "png":
+        width, height, bit_depth, colour_type = _png_header(path, name)
+        if bit_depth == 16 and colour_type in PNG_COLOUR_TYPES_WITH_CHANNELS:
+            channels = PNG_COLOUR_TYPES_WITH_CHANNELS[colour_type]
+            _check_decoded_size(width * height * channels * 2, width, height, name)
+            import imagecodecs
+            data = imagecodecs.png_decode(Path(path).read_bytes())
+            return data[..., 0] if data.ndim == 3 and channels == 2 else data  # grey + alpha: the grey plane
+    with PILImage.open(path, formats=[kind.upper()]) as pil:
+        return np.asarray(_pil_to_supported_mode(pil))
+
+
+PNG_COLOUR_TYPES_WITH_CHANNELS = {2: 3, 4: 2, 6: 4}
+"""PNG colour types of several samples per pixel (RGB, grey + alpha, RGBA) and their counts."""
+
+
+def _png_header(path: str | os.PathLike, name: str) -> tuple[int, int, int, int]:
+    """Width, height, bit depth and colour type from a PNG's IHDR chunk."""
+    with open(path, "rb") as fh:
+        head = fh.read(29)
+    if len(head) < 29 or head[12:16] != b"IHDR":
+        raise InputError(f"cannot read '{name}' as PNG: its header is damaged")
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return width, height, head[24], head[25]
+
+
+def _check_decoded_size(nbytes: int, width, height, name: str) -> None:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if nbytes > memory:
+        raise InputError(f"'{name}' is {width}x{height} pixels ({nbytes / 2**30:.0f} GiB), too large to load whole "
+                         f"on this computer ({memory / 2**30:.0f} GiB of memory): crop it, or use a step that reads it "
+                         "tile by tile (predict, pixel_classifier_predict)")
+
+
 def _pil_to_supported_mode(pil: PILImage.Image) -> PILImage.Image:
     """Palette and odd modes become RGB(A) or grey; 16-bit PNGs keep their depth."""
     if pil.mode in ("P", "PA"):
@@ -468,17 +530,37 @@ def _pil_to_supported_mode(pil: PILImage.Image) -> PILImage.Image:
     return pil
 
 
-def _tiff_pixel_size(tif: tifffile.TiffFile) -> tuple[float, float] | None:
-    """Pixel size in µm from OME-XML, ImageJ metadata, Aperio MPP or the resolution tags."""
+def _tiff_pixel_size(tif: tifffile.TiffFile, name: str) -> tuple[float, float] | None:
+    """Pixel size in µm from OME-XML, ImageJ metadata, Aperio MPP or the resolution tags;
+    a recorded size that is not a plausible length is refused (:func:`check_pixel_size`)."""
+    size = _recorded_pixel_size(tif, name)
+    if size is not None:
+        check_pixel_size(size, f"'{name}' records a pixel size of")
+    return size
+
+
+PIXEL_SIZE_RANGE_UM = (1e-4, 1e4)
+"""Pixel sizes accepted, in µm: from 0.1 nm (electron microscopy) to 1 cm (a photograph)."""
+
+
+def check_pixel_size(size: tuple[float, float], what: str) -> None:
+    """Refuse a (y, x) pixel size that is not a finite length within :data:`PIXEL_SIZE_RANGE_UM`."""
+    low, high = PIXEL_SIZE_RANGE_UM
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and low <= v <= high for v in size):
+        shown = " x ".join(f"{v:g}" if isinstance(v, (int, float)) else repr(v) for v in size)
+        raise InputError(f"{what} {shown} µm; a pixel size must be between {low:g} and {high:g} µm")
+
+
+def _recorded_pixel_size(tif: tifffile.TiffFile, name: str) -> tuple[float, float] | None:
     if tif.is_ome and tif.ome_metadata:
-        size = _ome_pixel_size(tif.ome_metadata)
+        size = _ome_pixel_size(tif.ome_metadata, name)
         if size:
             return size
     page = tif.pages.first
     if tif.is_svs:
-        match = re.search(r"MPP\s*=\s*([0-9.]+)", page.description or "")
+        match = re.search(r"MPP\s*=\s*([^|\s]+)", page.description or "")
         if match:
-            mpp = float(match.group(1))
+            mpp = _number(match.group(1), name, "Aperio MPP")
             return (mpp, mpp)
     x_res, y_res = page.tags.get("XResolution"), page.tags.get("YResolution")
     if x_res is None or y_res is None:
@@ -499,16 +581,15 @@ def _tiff_pixel_size(tif: tifffile.TiffFile) -> tuple[float, float] | None:
     return None
 
 
-def _ome_pixel_size(ome_xml: str) -> tuple[float, float] | None:
-    try:
-        root = ET.fromstring(ome_xml)
-    except ET.ParseError:
+def _ome_pixel_size(ome_xml: str, name: str) -> tuple[float, float] | None:
+    root = _parse_ome(ome_xml, name)
+    if root is None:
         return None
     pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)
     if pixels is None or "PhysicalSizeX" not in pixels.attrib:
         return None
-    size_x = float(pixels.get("PhysicalSizeX"))
-    size_y = float(pixels.get("PhysicalSizeY", size_x))
+    size_x = _number(pixels.get("PhysicalSizeX"), name, "OME PhysicalSizeX")
+    size_y = _number(pixels.get("PhysicalSizeY", pixels.get("PhysicalSizeX")), name, "OME PhysicalSizeY")
     unit_x = _UNIT_TO_UM.get(pixels.get("PhysicalSizeXUnit", "µm"))
     unit_y = _UNIT_TO_UM.get(pixels.get("PhysicalSizeYUnit", "µm"))
     if unit_x is None or unit_y is None:
@@ -516,12 +597,15 @@ def _ome_pixel_size(ome_xml: str) -> tuple[float, float] | None:
     return (size_y * unit_y, size_x * unit_x)
 
 
+def _number(text: str | None, name: str, what: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise InputError(f"'{name}' records its {what} as '{one_line(str(text))[:40]}', which is not a number") from None
+
+
 def _rational(value) -> float:
     if isinstance(value, tuple):
         return value[0] / value[1] if value[1] else 0.0
     return float(value)
 
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) < 300 else text[:297] + "..."

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from skimage import measure
 
-from .image_io import atomic_output
+from .outputs import atomic_output
 
 REGIONPROPS_COLUMNS = {
     "label": "label", "area": "area", "centroid-0": "centroid_y", "centroid-1": "centroid_x",

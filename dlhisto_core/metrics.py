@@ -15,9 +15,14 @@ from typing import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from .errors import InputError
 
+MAX_GROUP_PAIRS = 4 * 10**7
+"""Largest group of objects linked by overlaps above a threshold that is matched exactly (a
+dense block of this many IoUs, 320 MB); above IoU 0.5 every group is a single pair."""
 IOU_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
@@ -52,26 +57,50 @@ def classification_scores(confusion: np.ndarray) -> dict:
             "f1": [s["dice"] for s in scores]}
 
 
-def iou_matrix(truth: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """IoU of every (true object, predicted object) pair, background (0) excluded; and the
-    numbers of true and predicted objects. Labels need not be consecutive."""
-    overlap, true_areas, pred_areas = _overlaps(truth, predicted)
-    union = true_areas[:, None] + pred_areas[None, :] - overlap
-    return np.divide(overlap, union, out=np.zeros(overlap.shape), where=union > 0), len(true_areas), len(pred_areas)
+@dataclass
+class Overlaps:
+    """The (true object, predicted object) pairs that share pixels, as sparse lists: a whole
+    slide holds a million nuclei, and a dense object-by-object matrix would not fit in memory.
+    Background (0) is no object; labels need not be consecutive."""
+
+    true_ids: np.ndarray
+    pred_ids: np.ndarray
+    true_areas: np.ndarray
+    pred_areas: np.ndarray
+    rows: np.ndarray
+    """Index (into ``true_ids``) of the true object of each overlapping pair."""
+    cols: np.ndarray
+    """Index (into ``pred_ids``) of its predicted object."""
+    shared: np.ndarray
+    """Pixels the pair shares."""
+
+    @property
+    def iou(self) -> np.ndarray:
+        """Intersection over union of each pair."""
+        return self.shared / (self.true_areas[self.rows] + self.pred_areas[self.cols] - self.shared)
 
 
-def _overlaps(truth: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixels shared by each (true, predicted) object pair, and the objects' areas."""
+def overlaps(truth: np.ndarray, predicted: np.ndarray) -> Overlaps:
+    """The overlapping object pairs of two label images; memory follows the pixels, not the
+    number of objects squared."""
     if truth.shape != predicted.shape:
         raise InputError(f"truth {truth.shape[1]}x{truth.shape[0]} and prediction "
                          f"{predicted.shape[1]}x{predicted.shape[0]} differ in size")
-    true_ids, true_index = np.unique(truth, return_inverse=True)
-    pred_ids, pred_index = np.unique(predicted, return_inverse=True)
-    overlap = np.bincount(true_index.ravel() * len(pred_ids) + pred_index.ravel(),
-                          minlength=len(true_ids) * len(pred_ids)).reshape(len(true_ids), len(pred_ids))
-    true_areas, pred_areas = overlap.sum(axis=1), overlap.sum(axis=0)
-    keep_true, keep_pred = true_ids != 0, pred_ids != 0
-    return overlap[keep_true][:, keep_pred], true_areas[keep_true], pred_areas[keep_pred]
+    true_ids, true_index, true_areas = _objects(truth)
+    pred_ids, pred_index, pred_areas = _objects(predicted)
+    both = (true_index >= 0) & (pred_index >= 0)
+    pairs, shared = np.unique(true_index[both] * np.int64(len(pred_ids)) + pred_index[both], return_counts=True)
+    rows, cols = np.divmod(pairs, max(len(pred_ids), 1))
+    return Overlaps(true_ids, pred_ids, true_areas, pred_areas, rows, cols, shared)
+
+
+def _objects(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Object ids (background excluded), each pixel's index into them (-1 for background), areas."""
+    ids, index, areas = np.unique(labels.ravel(), return_inverse=True, return_counts=True)
+    index = index.astype(np.int64)
+    if ids.size and ids[0] == 0:
+        return ids[1:], index - 1, areas[1:]
+    return ids, index, areas
 
 
 @dataclass
@@ -96,11 +125,12 @@ def match_instances(truth: np.ndarray, predicted: np.ndarray,
                     thresholds: Sequence[float] = IOU_THRESHOLDS) -> list[Matching]:
     """One-to-one matching of predicted to true objects at each IoU threshold, maximising the
     number of matches, then their IoU (StarDist's criterion)."""
-    scores, n_true, n_pred = iou_matrix(truth, predicted)
+    pairs = overlaps(truth, predicted)
+    iou = pairs.iou
+    n_true, n_pred = len(pairs.true_ids), len(pairs.pred_ids)
     results = []
     for threshold in thresholds:
-        rows, cols = _assign(scores, threshold)
-        matched = scores[rows, cols]
+        matched = iou[_assign(pairs, iou, threshold)]
         tp = len(matched)
         fp, fn = n_pred - tp, n_true - tp
         results.append(Matching(
@@ -114,20 +144,46 @@ def match_instances(truth: np.ndarray, predicted: np.ndarray,
 def matched_objects(truth: np.ndarray, predicted: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Label ids of the true and of the predicted objects matched at ``threshold`` (for
     pictures of the errors: the other objects are misses and false positives)."""
-    rows, cols = _assign(iou_matrix(truth, predicted)[0], threshold)
-    true_ids, pred_ids = np.unique(truth), np.unique(predicted)
-    return true_ids[true_ids != 0][rows], pred_ids[pred_ids != 0][cols]
+    pairs = overlaps(truth, predicted)
+    chosen = _assign(pairs, pairs.iou, threshold)
+    return pairs.true_ids[pairs.rows[chosen]], pairs.pred_ids[pairs.cols[chosen]]
 
 
-def _assign(scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and columns of the IoU matrix matched one-to-one with IoU >= threshold: as many
-    matches as possible, then the highest IoU."""
-    if not scores.size or not (scores >= threshold).any():
-        return np.zeros(0, int), np.zeros(0, int)
-    costs = -(scores >= threshold).astype(float) - scores / (2 * min(scores.shape))
-    rows, cols = linear_sum_assignment(costs)
-    keep = scores[rows, cols] >= threshold
-    return rows[keep], cols[keep]
+def _assign(pairs: Overlaps, iou: np.ndarray, threshold: float) -> np.ndarray:
+    """Indices of the pairs matched one-to-one with IoU >= threshold: as many matches as
+    possible, then the highest IoU.
+
+    The pairs above the threshold form a bipartite graph; each connected group of objects is
+    matched on its own (optimal assignment, as StarDist does on the whole matrix), so the work
+    follows the size of the groups, which is one pair for almost every object (above IoU 0.5 a
+    pair can share an object with no other pair).
+    """
+    candidates = np.flatnonzero(iou >= threshold)
+    if not candidates.size:
+        return candidates
+    rows, cols = pairs.rows[candidates], pairs.cols[candidates]
+    n_true = len(pairs.true_ids)
+    graph = coo_matrix((np.ones(len(candidates)), (rows, cols + n_true)),
+                       shape=(n_true + len(pairs.pred_ids),) * 2)
+    group = connected_components(graph, directed=False)[1][rows]
+    size = np.bincount(group)[group]
+    chosen = [candidates[size == 1]]
+    shared = np.flatnonzero(size > 1)
+    order = shared[np.argsort(group[shared], kind="stable")]
+    for members in np.split(order, np.flatnonzero(np.diff(group[order])) + 1) if order.size else []:
+        local_rows, r = np.unique(rows[members], return_inverse=True)
+        local_cols, c = np.unique(cols[members], return_inverse=True)
+        if len(local_rows) * len(local_cols) > MAX_GROUP_PAIRS:
+            raise InputError(f"{len(local_rows)} true and {len(local_cols)} predicted objects overlap in one chain "
+                             f"at IoU {threshold:g}, too many to match exactly; use IoU thresholds of 0.5 or more")
+        scores = np.zeros((len(local_rows), len(local_cols)))
+        scores[r, c] = iou[candidates[members]]
+        costs = -(scores >= threshold).astype(float) - scores / (2 * min(scores.shape))
+        best_r, best_c = linear_sum_assignment(costs)
+        keep = scores[best_r, best_c] >= threshold
+        lookup = {(a, b): k for a, b, k in zip(r, c, candidates[members])}
+        chosen.append(np.array([lookup[(a, b)] for a, b in zip(best_r[keep], best_c[keep])], dtype=np.int64))
+    return np.concatenate(chosen)
 
 
 def aggregated_jaccard_index(truth: np.ndarray, predicted: np.ndarray) -> float:
@@ -138,19 +194,21 @@ def aggregated_jaccard_index(truth: np.ndarray, predicted: np.ndarray) -> float:
 
 def aji_sums(truth: np.ndarray, predicted: np.ndarray) -> tuple[int, int]:
     """The summed intersection and union of the AJI, to pool several images."""
-    overlap, true_areas, pred_areas = _overlaps(truth, predicted)
-    union_of_pairs = true_areas[:, None] + pred_areas[None, :] - overlap
-    intersection = union = 0
-    used = np.zeros(len(pred_areas), bool)
-    for i in range(len(true_areas)):
-        j = int(np.argmax(overlap[i] / union_of_pairs[i])) if len(pred_areas) else -1
-        if j >= 0 and overlap[i, j] > 0:
-            intersection += int(overlap[i, j])
-            union += int(union_of_pairs[i, j])
-            used[j] = True
-        else:
-            union += int(true_areas[i])
-    return intersection, union + int(pred_areas[~used].sum())
+    pairs = overlaps(truth, predicted)
+    iou = pairs.iou
+    # for each true object, its pair of highest IoU (the first such predicted object on ties)
+    order = np.lexsort((pairs.cols, -iou, pairs.rows))
+    first = order[np.r_[True, np.diff(pairs.rows[order]) != 0]] if order.size else order
+    best_rows, best_cols, best_shared = pairs.rows[first], pairs.cols[first], pairs.shared[first]
+    union_of_best = pairs.true_areas[best_rows] + pairs.pred_areas[best_cols] - best_shared
+    unmatched_true = np.ones(len(pairs.true_ids), bool)
+    unmatched_true[best_rows] = False
+    unused_pred = np.ones(len(pairs.pred_ids), bool)
+    unused_pred[best_cols] = False
+    intersection = int(best_shared.sum())
+    union = int(union_of_best.sum()) + int(pairs.true_areas[unmatched_true].sum()) + int(
+        pairs.pred_areas[unused_pred].sum())
+    return intersection, union
 
 
 def pool_matchings(matchings: Sequence[Matching]) -> Matching:

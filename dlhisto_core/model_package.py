@@ -27,16 +27,21 @@ import numpy as np
 import torch
 import yaml
 
-from . import __version__
+from . import __version__, schemas, untrusted
 from .dl_data import NORMALIZATION, target_scale
-from .dl_models import ModelSpec, build_model
-from .errors import InputError
-from .image_io import atomic_output
+from .dl_models import build_model
+from .errors import InputError, one_line
+from .model_spec import ModelSpec
+from .outputs import atomic_output
 
 FORMAT_VERSION = "0.5.12"
 SMP_CALLABLES = {"unet": "Unet", "unetplusplus": "UnetPlusPlus", "fpn": "FPN"}
 CLASSIFIER = {"callable": "TileClassifier", "import_from": "dlhisto_core.dl_models"}
 WEIGHTS_FILE = "weights.pt"
+MAX_WEIGHTS_BYTES = 2**30
+"""Largest weights file accepted (dlhisto's networks: 10 to 100 MB)."""
+MAX_PACKAGE_BYTES = 4 * 2**30
+"""Largest total decompressed size of a package (weights twice, test tensors, documentation)."""
 TORCHSCRIPT_FILE = "model.torchscript"
 EPS = 1e-6
 
@@ -104,36 +109,64 @@ def is_package(path: str | os.PathLike) -> bool:
 
 
 def load_package(path: str | os.PathLike, name: str | None = None) -> tuple[torch.nn.Module, ModelSpec, dict]:
-    """Rebuild the network of a dlhisto bioimage.io package; returns (model, spec, rdf)."""
+    """Rebuild the network of a dlhisto bioimage.io package; returns (model, spec, rdf).
+
+    Nothing in the file is trusted: the zip's sizes are checked before anything is
+    decompressed, the rdf is parsed as plain YAML without aliases and checked against
+    :class:`schemas.PackageRdf`, and the weights must fit the network the rdf declares.
+    """
     name = name or Path(path).name
-    try:
-        with zipfile.ZipFile(path) as archive:
-            rdf = yaml.safe_load(archive.read("rdf.yaml"))
-            weights = archive.read(rdf["weights"]["pytorch_state_dict"]["source"])
-    except (zipfile.BadZipFile, KeyError, TypeError, yaml.YAMLError, OSError) as exc:
-        raise InputError(f"'{name}' is not a bioimage.io model package with PyTorch weights ({exc})") from exc
-    dlhisto = (rdf.get("config") or {}).get("dlhisto")
-    if not isinstance(dlhisto, dict) or "model" not in dlhisto:
-        raise InputError(f"'{name}' is a bioimage.io package but not one made by dlhisto; "
-                         "give its weights file to transfer learning instead")
-    spec = ModelSpec.from_dict(dlhisto["model"])
-    architecture = rdf["weights"]["pytorch_state_dict"].get("architecture", {})
-    if _architecture_source(spec) != {k: architecture.get(k) for k in ("callable", "import_from")}:
-        raise InputError(f"'{name}' names an architecture dlhisto does not build: {architecture.get('callable')!r}")
+    what = "a bioimage.io model package with PyTorch weights"
+    with untrusted.open_zip(path, name, what, MAX_PACKAGE_BYTES) as archive:
+        if "rdf.yaml" not in archive.namelist():
+            raise InputError(f"'{name}' is not {what} (it has no rdf.yaml)")
+        rdf = untrusted.load_yaml(untrusted.read_member(archive, "rdf.yaml", name, untrusted.MAX_TEXT_BYTES),
+                                  name, "rdf.yaml")
+        if not isinstance(rdf, dict):
+            raise InputError(f"'{name}' is not {what} (its rdf.yaml is not a mapping)")
+        config = rdf.get("config")
+        if not isinstance(config, dict) or not isinstance(config.get("dlhisto"), dict):
+            raise InputError(f"'{name}' is a bioimage.io package but not one made by dlhisto; "
+                             "give its weights file to transfer learning instead")
+        checked = schemas.check(schemas.PackageRdf, rdf, name, "rdf.yaml")
+        weights = untrusted.read_member(archive, checked.weights.pytorch_state_dict.source, name, MAX_WEIGHTS_BYTES)
+    spec = ModelSpec(**checked.config.dlhisto.model.model_dump())
+    architecture = checked.weights.pytorch_state_dict.architecture
+    if _architecture_source(spec) != {"callable": architecture.callable, "import_from": architecture.import_from}:
+        raise InputError(f"'{name}' names an architecture dlhisto does not build: {architecture.callable!r}")
     model = build_model(spec)
-    model.load_state_dict(read_state_dict(io.BytesIO(weights), name))
+    load_fitting_state_dict(model, read_state_dict(io.BytesIO(weights), name), name)
     return model.eval(), spec, rdf
+
+
+def load_fitting_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
+    """``model.load_state_dict(state)``, refused in one line when the tensors do not fit the network."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        example = (f"'{wrong[0]}' is {tuple(state[wrong[0]].shape)} in the file, {tuple(own[wrong[0]].shape)} in the "
+                   "network" if wrong else f"'{(missing or unexpected)[0]}' is "
+                   + ("missing" if missing else "not part of the network"))
+        raise InputError(f"the weights of '{name}' do not fit the network it declares: {len(wrong)} tensor(s) of "
+                         f"another shape, {len(missing)} missing, {len(unexpected)} unknown (e.g. {example})")
+    model.load_state_dict(state)
 
 
 def read_state_dict(source, name: str) -> dict[str, torch.Tensor]:
     """Tensors of a PyTorch state dict or safetensors file, without unpickling any object."""
-    data = source.read() if hasattr(source, "read") else Path(source).read_bytes()
+    if hasattr(source, "read"):
+        data = source.read()
+    else:
+        data = untrusted.read_small_file(source, name, "the weights file", MAX_WEIGHTS_BYTES)
+    untrusted.nested_zip_total(data, name, MAX_WEIGHTS_BYTES)  # torch.save files are zips
     if data[8:9] == b"{":  # safetensors: an 8-byte header length, then the JSON header
         from safetensors.torch import load as load_safetensors
         try:
             return load_safetensors(data)
         except Exception as exc:
-            raise InputError(f"'{name}' is not a readable safetensors file ({exc})") from exc
+            raise InputError(f"'{name}' is not a readable safetensors file ({one_line(exc, 200)})") from exc
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pickle-protocol notices of the safe unpickler
@@ -142,7 +175,7 @@ def read_state_dict(source, name: str) -> dict[str, torch.Tensor]:
         raise InputError(f"'{name}' holds Python objects besides tensors and is refused: only plain "
                          "state dicts (torch.save of tensors) or safetensors files are loaded") from exc
     except Exception as exc:
-        raise InputError(f"'{name}' is not a readable PyTorch weights file ({_first_line(exc)})") from exc
+        raise InputError(f"'{name}' is not a readable PyTorch weights file ({one_line(exc, 200)})") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # Lightning-style checkpoints
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -299,7 +332,3 @@ def _target_lines(target_normalization: dict | None) -> list[str]:
     return ["- targets scaled with the percentiles of all training targets: the output's scale_linear "
             "postprocessing takes it back to the targets' units"]
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

@@ -21,16 +21,19 @@ import numpy as np
 import skops.io
 from sklearn.ensemble import RandomForestClassifier
 
-from . import __version__
-from .errors import InputError
+from . import __version__, schemas, untrusted
+from .errors import InputError, one_line
 from .features import FeatureSettings, features_of_tile
-from .image_io import TiledImageReader, atomic_output, write_tiled_image
+from .image_io import TiledImageReader, write_tiled_image
+from .outputs import atomic_output
 from .tiling import Tile, map_in_order, tile_grid
 
 FORMAT = "dlhisto-pixel-classifier"
 FORMAT_VERSION = 1
 MAX_CLASSES = 255
 """The class map is stored as uint8."""
+MAX_CLASSIFIER_BYTES = 2**31
+"""Largest decompressed classifier accepted (a forest of 100 trees on a million pixels: ~100 MB)."""
 TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 """Beyond skops' own safe defaults, the only type a stored forest may contain."""
 
@@ -205,27 +208,45 @@ def save(classifier: PixelClassifier, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike, name: str | None = None) -> PixelClassifier:
-    """Open a classifier written by :func:`save`; anything else is refused without being executed."""
+    """Open a classifier written by :func:`save`; anything else is refused without being executed.
+
+    The zip's sizes (and those of the skops file inside it) are checked before anything is
+    decompressed, and classifier.json against :class:`schemas.ClassifierMetadata`.
+    """
     name = name or Path(path).name
+    what = "a dlhisto pixel classifier"
+    with untrusted.open_zip(path, name, what, MAX_CLASSIFIER_BYTES) as archive:
+        names = archive.namelist()
+        if "classifier.json" not in names or "forest.skops" not in names:
+            raise InputError(f"'{name}' is not {what} (it lacks classifier.json or forest.skops)")
+        metadata = untrusted.load_json(untrusted.read_member(archive, "classifier.json", name,
+                                                             untrusted.MAX_TEXT_BYTES), name, "classifier.json")
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+            found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+            raise InputError(f"'{name}' is not {what} (format {found!r})")
+        checked = schemas.check(schemas.ClassifierMetadata, metadata, name, "classifier.json")
+        forest_bytes = untrusted.read_member(archive, "forest.skops", name, MAX_CLASSIFIER_BYTES)
+    untrusted.nested_zip_total(forest_bytes, name, MAX_CLASSIFIER_BYTES)  # a skops file is a zip too
     try:
-        with zipfile.ZipFile(path) as archive:
-            metadata = json.loads(archive.read("classifier.json"))
-            forest_bytes = archive.read("forest.skops")
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as exc:
-        raise InputError(f"'{name}' is not a dlhisto pixel classifier ({exc})") from exc
-    if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
-        raise InputError(f"'{name}' is not a dlhisto pixel classifier (format {metadata.get('format')!r})")
-    try:
-        untrusted = set(skops.io.get_untrusted_types(data=forest_bytes)) - set(TRUSTED_TYPES)
+        untrusted_types = set(skops.io.get_untrusted_types(data=forest_bytes)) - set(TRUSTED_TYPES)
     except Exception as exc:  # skops could not even parse it
         raise InputError(f"'{name}' holds no readable forest ({type(exc).__name__})") from exc
-    if untrusted:
-        raise InputError(f"'{name}' contains types that are not allowed in a classifier: {', '.join(sorted(untrusted))}")
-    forest = skops.io.loads(forest_bytes, trusted=TRUSTED_TYPES)
+    if untrusted_types:
+        raise InputError(f"'{name}' contains types that are not allowed in a classifier: "
+                         f"{', '.join(sorted(untrusted_types))}")
+    try:
+        forest = skops.io.loads(forest_bytes, trusted=TRUSTED_TYPES)
+    except Exception as exc:
+        raise InputError(f"'{name}' holds no readable forest ({one_line(exc, 200)})") from exc
     if not isinstance(forest, RandomForestClassifier):
         raise InputError(f"'{name}' does not contain a random forest")
-    return PixelClassifier(forest, FeatureSettings.from_dict(metadata["features"]), list(metadata["class_names"]),
-                           int(metadata["n_channels"]), metadata.get("training", {}))
+    settings = FeatureSettings.from_dict(checked.features.model_dump())
+    n_features = len(settings.names(checked.n_channels))
+    known_classes = np.arange(1, len(checked.class_names) + 1)
+    if getattr(forest, "n_features_in_", None) != n_features or not np.isin(forest.classes_, known_classes).all():
+        raise InputError(f"'{name}': its forest does not fit classifier.json ({n_features} features, "
+                         f"classes 1 to {len(checked.class_names)})")
+    return PixelClassifier(forest, settings, list(checked.class_names), checked.n_channels, checked.training)
 
 
 def _size(shape) -> str:

@@ -23,7 +23,7 @@ from PIL import Image  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
 from . import __version__, metrics  # noqa: E402
-from .image_io import atomic_output  # noqa: E402
+from .outputs import atomic_output  # noqa: E402
 from .measure import format_value  # noqa: E402
 
 OVERLAY_MAX_SIDE = 1024

@@ -6,8 +6,8 @@ import tifffile
 from PIL import Image as PILImage
 
 from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import (TiledImageReader, atomic_output, read_image, read_labels,
-                                   write_image, write_labels)
+from dlhisto_core.image_io import TiledImageReader, read_image, read_labels, write_image, write_labels
+from dlhisto_core.outputs import atomic_output
 
 
 def test_reads_grey_tiff_and_rgb_png(test_data):

@@ -1,0 +1,51 @@
+"""What a dlhisto network is, without PyTorch: the names of its tasks, architectures and
+encoders, their limits, and :class:`ModelSpec`, which model packages record. Loading a
+package's metadata (and checking it) therefore needs no deep-learning library."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .errors import InputError
+
+ARCHITECTURE_NAMES = ("unet", "unetplusplus", "fpn")
+"""segmentation-models-pytorch networks dlhisto builds (``dl_models.ARCHITECTURES``)."""
+ENCODERS = ("resnet18", "resnet34", "mobilenet_v2")
+TASKS = ("semantic", "instance", "classification", "regression")
+MAX_CLASSES = 256
+"""Most classes (or regression output channels) a model may have: class maps are 8-bit."""
+MAX_IN_CHANNELS = 64
+"""Most input channels a model may take."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a network before loading its weights."""
+
+    task: str
+    n_classes: int
+    """Classes, or the output channels of a regression (image restoration or translation)."""
+    in_channels: int
+    architecture: str = "unet"
+    encoder: str = "resnet18"
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise InputError(f"unknown task '{self.task}'; choose one of {', '.join(TASKS)}")
+        if self.architecture not in ARCHITECTURE_NAMES:
+            raise InputError(f"unknown architecture '{self.architecture}'; choose one of {', '.join(ARCHITECTURE_NAMES)}")
+        if self.encoder not in ENCODERS:
+            raise InputError(f"unknown encoder '{self.encoder}'; choose one of {', '.join(ENCODERS)}")
+        if self.n_classes < (1 if self.task == "regression" else 2) or self.in_channels < 1:
+            raise InputError(f"a model needs at least 2 classes (or 1 output channel) and 1 input channel, "
+                             f"got {self.n_classes} and {self.in_channels}")
+        if self.n_classes > MAX_CLASSES or self.in_channels > MAX_IN_CHANNELS:
+            raise InputError(f"a model has at most {MAX_CLASSES} classes (or output channels) and "
+                             f"{MAX_IN_CHANNELS} input channels, got {self.n_classes} and {self.in_channels}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        return cls(**{k: data[k] for k in ("task", "n_classes", "in_channels", "architecture", "encoder")})
