@@ -8,7 +8,6 @@ is left behind. Unexpected errors (bugs) give one line too, and the traceback wi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -20,11 +19,12 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .auto_annotate import REFERENCE_CHANNELS
-from .errors import InputError
+from .errors import InputError, one_line
 from .features import FEATURES, FeatureSettings
-from .image_io import TiledImageReader, atomic_output, read_image, single_channel, write_image, write_labels
+from .image_io import TiledImageReader, read_image, single_channel, write_image, write_labels
 from .measure import measure_objects, measurement_columns, summarize, write_table
 from .metrics import IOU_THRESHOLDS
+from .outputs import Cancelled, cancel_on_signals, check_outputs, outputs_together
 from .preprocess import RIDGE_FILTERS, STAINS, PreprocessOptions, preprocess
 from .register import METHODS as REGISTRATION_METHODS
 from .segment_classic import THRESHOLD_METHODS, ClassicOptions, objects_from_mask, segment_classic
@@ -64,17 +64,18 @@ def run_segment_classic(args: argparse.Namespace) -> None:
         watershed=not args.no_watershed, min_distance=args.min_distance,
         exclude_border=args.exclude_border)
     result = segment_classic(plane, options)
-    write_objects(args, args.labels, result.labels, plane, image.pixel_size, threshold=result.threshold)
+    with outputs_together(args.labels, args.measurements, args.summary) as paths:
+        write_objects(args, *paths, result.labels, plane, image.pixel_size, threshold=result.threshold)
 
 
-def write_objects(args: argparse.Namespace, labels_path, labels, intensity, pixel_size, **summary_extra) -> None:
-    """Write a label image to ``labels_path``, and its measurement table and one-row summary
-    to --measurements and --summary."""
+def write_objects(args: argparse.Namespace, labels_path, measurements_path, summary_path, labels, intensity,
+                  pixel_size, **summary_extra) -> None:
+    """Write a label image, its measurement table and its one-row summary."""
     rows = measure_objects(labels, intensity, pixel_size)
     summary = summarize(rows, args.image_name or Path(args.input).name, labels.size, **summary_extra)
     write_labels(labels_path, labels, pixel_size)
-    write_table(args.measurements, rows, measurement_columns(pixel_size))
-    write_table(args.summary, [summary], list(summary))
+    write_table(measurements_path, rows, measurement_columns(pixel_size))
+    write_table(summary_path, [summary], list(summary))
 
 
 def run_auto_annotate(args: argparse.Namespace) -> None:
@@ -96,12 +97,11 @@ def run_auto_annotate(args: argparse.Namespace) -> None:
         row["objects"] = int(labels.max())
     else:
         row["marked_fraction"] = float((labels > 0).mean())
-    with contextlib.ExitStack() as outputs:  # all outputs appear together, or none
-        write_labels(outputs.enter_context(atomic_output(args.labels)), labels, reference.pixel_size)
-        write_table(outputs.enter_context(atomic_output(args.report)), [row], list(row))
-        if args.warped_marker:
-            write_image(outputs.enter_context(atomic_output(args.warped_marker)), warped_marker,
-                        reference.pixel_size)
+    with outputs_together(args.labels, args.report, args.warped_marker) as (labels_path, report, warped):
+        write_labels(labels_path, labels, reference.pixel_size)
+        write_table(report, [row], list(row))
+        if warped:
+            write_image(warped, warped_marker, reference.pixel_size)
     print(f"marker registered onto the reference ({found.method}): rotation {found.rotation_deg:.2f} deg, "
           f"translation ({found.translation[0]:.1f}, {found.translation[1]:.1f}) px, residual "
           f"{found.residual_px:.2f} px over {found.matches} matched keypoints", flush=True)
@@ -129,9 +129,10 @@ def run_pixel_classifier_train(args: argparse.Namespace) -> None:
     if validation_pairs:
         columns += ["validation_pixels", "validation_accuracy"]
     rows = training["classes"] + [{"class": "all", **{c: training[c] for c in columns[1:]}}]
-    pixel_classifier.save(classifier, args.classifier)
-    if args.report:
-        write_table(args.report, rows, columns)
+    with outputs_together(args.classifier, args.report) as (classifier_path, report):
+        pixel_classifier.save(classifier, classifier_path)
+        if report:
+            write_table(report, rows, columns)
 
 
 def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
@@ -143,9 +144,8 @@ def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
                              f"class {args.objects_class} does not exist")
         if not (args.objects and args.measurements and args.summary):
             raise InputError("--objects-class needs --objects, --measurements and --summary")
-    with contextlib.ExitStack() as outputs:  # all outputs appear together, or none
-        probabilities = outputs.enter_context(atomic_output(args.probabilities))
-        classes = outputs.enter_context(atomic_output(args.classes))
+    objects = (args.objects, args.measurements, args.summary) if args.objects_class is not None else (None,) * 3
+    with outputs_together(args.probabilities, args.classes, *objects) as (probabilities, classes, *objects):
         pixel_size = pixel_classifier.predict_image(classifier, args.input, probabilities, classes,
                                                     args.tile_size, args.image_name)
         if args.objects_class is not None:
@@ -154,7 +154,7 @@ def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
                 probability = reader.read_region(0, 0, *class_map.shape)[..., args.objects_class - 1]
             labels = objects_from_mask(class_map == args.objects_class, args.min_area,
                                        args.min_distance if args.split_touching else None)
-            write_objects(args, args.objects, labels, probability, pixel_size,
+            write_objects(args, *objects, labels, probability, pixel_size,
                           object_class=classifier.class_names[args.objects_class - 1])
 
 
@@ -280,9 +280,9 @@ def _export(args, data: _TrainingData, model, spec, state, origin: str) -> None:
         f"best validation {metric} {state.best_score:.3f} at epoch {state.best_epoch}.",
         class_names=data.class_names, channel_names=[f"channel {c + 1}" for c in range(spec.in_channels)],
         authors=[args.author], training=training)
-    model_package.export_package(model, spec, info, _test_patch(first), args.model,
-                                 data.patches.target_normalization)
-    dl_train.write_history(state, args.history, args.curve, title=f"{args.model_name}: {args.task}")
+    with outputs_together(args.model, args.history, args.curve) as (package, history, curve):
+        model_package.export_package(model, spec, info, _test_patch(first), package, data.patches.target_normalization)
+        dl_train.write_history(state, history, curve, title=f"{args.model_name}: {args.task}")
 
 
 def _log(line: str) -> None:
@@ -303,13 +303,11 @@ def run_predict(args: argparse.Namespace) -> None:
     if args.predicted_image:
         raise InputError(f"'{model_name}' predicts classes ({spec.task} segmentation), not images; "
                          "ask for probabilities, classes or objects")
-    with contextlib.ExitStack() as outputs:  # all outputs appear together, or none (a killed job leaves none)
-        paths = {name: outputs.enter_context(atomic_output(path)) if path else None for name, path in
-                 (("probabilities", args.probabilities), ("classes", args.classes), ("objects", args.objects),
-                  ("summary", args.summary))}
-        summary = dl_predict.predict_slide(model, spec, args.input, options, paths["probabilities"],
-                                           paths["classes"], paths["objects"], args.image_name)
-        if paths["summary"]:
+    with outputs_together(args.probabilities, args.classes, args.objects, args.summary) as paths:
+        probabilities, classes, objects, summary_path = paths
+        summary = dl_predict.predict_slide(model, spec, args.input, options, probabilities, classes, objects,
+                                           args.image_name)
+        if summary_path:
             class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
             total = max(1, sum(summary.class_pixels))
             row = {"image": args.image_name or Path(args.input).name, "width": summary.shape[1],
@@ -318,7 +316,7 @@ def run_predict(args: argparse.Namespace) -> None:
                 row[f"{name}_fraction"] = count / total
             if summary.objects is not None:
                 row["objects"] = summary.objects
-            write_table(paths["summary"], [row], list(row))
+            write_table(summary_path, [row], list(row))
     print(f"{summary.windows} windows, {summary.skipped} skipped as background"
           + ("" if summary.objects is None else f", {summary.objects} objects") + f" ({summary.device})", flush=True)
 
@@ -330,15 +328,14 @@ def _predict_image(args: argparse.Namespace, model, spec, target_normalization: 
     if args.probabilities or args.classes or args.objects or not args.predicted_image:
         raise InputError(f"'{args.model_name or Path(args.model).name}' predicts images (regression): "
                          "ask for --predicted-image, not probabilities, classes or objects")
-    with contextlib.ExitStack() as outputs:  # all outputs appear together, or none
-        summary = dl_predict.predict_image(model, spec, args.input, options,
-                                           outputs.enter_context(atomic_output(args.predicted_image)),
-                                           target_normalization, args.image_name)
-        if args.summary:
+    with outputs_together(args.predicted_image, args.summary) as (predicted_image, summary_path):
+        summary = dl_predict.predict_image(model, spec, args.input, options, predicted_image, target_normalization,
+                                           args.image_name)
+        if summary_path:
             row = {"image": args.image_name or Path(args.input).name, "width": summary.shape[1],
                    "height": summary.shape[0], "windows": summary.windows}
             row.update({f"mean_channel_{k + 1}": mean for k, mean in enumerate(summary.channel_means)})
-            write_table(outputs.enter_context(atomic_output(args.summary)), [row], list(row))
+            write_table(summary_path, [row], list(row))
     print(f"{summary.windows} windows, image of {spec.n_classes} channel(s) predicted ({summary.device})", flush=True)
 
 
@@ -356,10 +353,15 @@ def run_classify(args: argparse.Namespace) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    with outputs_together(args.table, args.confusion, args.report) as paths:  # all three or none
+        _evaluate(args, *paths)
+
+
+def _evaluate(args: argparse.Namespace, table, confusion_path, report_path) -> None:
     from . import evaluate, report
 
     if args.mode == "classification":
-        _evaluate_tile_classes(args)
+        _evaluate_tile_classes(args, table, confusion_path, report_path)
         return
     if len(args.truth) != len(args.prediction):
         raise InputError(f"{len(args.prediction)} predictions but {len(args.truth)} ground truths: give one per prediction")
@@ -368,9 +370,9 @@ def run_evaluate(args: argparse.Namespace) -> None:
         loaded = evaluate.load_restoration_pairs(list(zip(args.truth, args.prediction,
                                                           _names(args.truth_name, args.truth), prediction_names)))
         rows = evaluate.restoration_rows(loaded)
-        write_table(args.table, rows, list(rows[0]))
-        if args.report:
-            report.restoration_report(args.report, rows, loaded)
+        write_table(table, rows, list(rows[0]))
+        if report_path:
+            report.restoration_report(report_path, rows, loaded)
         print(f"{len(rows) - 1} image(s): PSNR {rows[-1]['psnr']:.2f} dB, SSIM {rows[-1]['ssim']:.3f}, "
               f"NRMSE {rows[-1]['nrmse']:.4f}", flush=True)
         return
@@ -388,22 +390,22 @@ def run_evaluate(args: argparse.Namespace) -> None:
         if not thresholds or not all(0 < t <= 1 for t in thresholds):
             raise InputError(f"IoU thresholds must be between 0 and 1, got '{args.thresholds}'")
         rows = evaluate.instance_rows(loaded, thresholds)
-        write_table(args.table, rows, list(rows[0]))
-        if args.report:
-            report.instance_report(args.report, rows, loaded, backgrounds)
+        write_table(table, rows, list(rows[0]))
+        if report_path:
+            report.instance_report(report_path, rows, loaded, backgrounds)
         pooled = next(r for r in rows if r["image"] == evaluate.ALL_IMAGES)  # at the first threshold
         print(f"{len(loaded)} image(s), IoU {pooled['threshold']:g}: {pooled['tp']} matched, {pooled['fp']} false "
               f"positives, {pooled['fn']} missed; F1 {pooled['f1']:.3f}, AJI {pooled['aji']:.3f}", flush=True)
     else:
         rows, confusion = evaluate.class_rows(loaded, _split(args.class_names) or None)
         names = evaluate.class_list(_split(args.class_names), len(confusion))
-        write_table(args.table, rows, list(rows[0]))
-        _write_confusion(args.confusion, confusion, names)
-        if args.report:
-            report.class_report(args.report, rows, confusion, names, loaded, backgrounds)
+        write_table(table, rows, list(rows[0]))
+        _write_confusion(confusion_path, confusion, names)
+        if report_path:
+            report.class_report(report_path, rows, confusion, names, loaded, backgrounds)
 
 
-def _evaluate_tile_classes(args: argparse.Namespace) -> None:
+def _evaluate_tile_classes(args: argparse.Namespace, table, confusion_path, report_path) -> None:
     from . import evaluate, report
 
     if len(args.truth) != 1:
@@ -412,11 +414,11 @@ def _evaluate_tile_classes(args: argparse.Namespace) -> None:
     rows, confusion, names = evaluate.evaluate_tile_classes(
         list(zip(args.prediction, _names(args.prediction_name, args.prediction))), (args.truth[0], truth_name),
         _split(args.class_names) or None)
-    write_table(args.table, rows, ["class", "tiles", "predicted", "precision", "recall", "f1", "accuracy",
-                                   "balanced_accuracy"])
-    _write_confusion(args.confusion, confusion, names)
-    if args.report:
-        report.classification_report(args.report, rows, confusion, names)
+    write_table(table, rows, ["class", "tiles", "predicted", "precision", "recall", "f1", "accuracy",
+                              "balanced_accuracy"])
+    _write_confusion(confusion_path, confusion, names)
+    if report_path:
+        report.classification_report(report_path, rows, confusion, names)
     overall = rows[-1]
     print(f"{overall['tiles']} images or tiles: accuracy {overall['accuracy']:.3f}, balanced accuracy "
           f"{overall['balanced_accuracy']:.3f}", flush=True)
@@ -498,14 +500,16 @@ def run_omero_fetch(args: argparse.Namespace) -> None:
                                     for row in session.annotations(image_id)]
                 print(f"image {image_id} '{fetched.name}': {fetched.pixels.shape[1]}x{fetched.pixels.shape[0]}, "
                       f"{len(rois)} ROIs", flush=True)
-            for folder in ("images", "labels"):
-                (out / folder).mkdir(exist_ok=True)
-                for path in sorted((work / folder).iterdir()):
-                    os.replace(path, out / folder / path.name)
-    if args.rois:
-        write_table(args.rois, roi_rows, ["image_id", "image", "label", "roi_id", "name", "shapes", "text"])
-    if args.annotations:
-        write_table(args.annotations, annotation_rows, ["image_id", "image", "kind", "namespace", "key", "value"])
+            with outputs_together(args.rois, args.annotations) as (rois, annotations):  # with the images, or none
+                if rois:
+                    write_table(rois, roi_rows, ["image_id", "image", "label", "roi_id", "name", "shapes", "text"])
+                if annotations:
+                    write_table(annotations, annotation_rows, ["image_id", "image", "kind", "namespace", "key",
+                                                               "value"])
+                for folder in ("images", "labels"):
+                    (out / folder).mkdir(exist_ok=True)
+                    for path in sorted((work / folder).iterdir()):
+                        os.replace(path, out / folder / path.name)
 
 
 def run_omero_push(args: argparse.Namespace) -> None:
@@ -549,10 +553,10 @@ def run_deposit(args: argparse.Namespace) -> None:
         model=(args.model, args.model_name or Path(args.model).name) if args.model else None)
     form = deposit.read_metadata(args.metadata, with_labels=bool(files.labels), with_model=bool(files.model))
     pixel_size = (args.pixel_size, args.pixel_size) if args.pixel_size else None
-    bundle = deposit.build(form, files, args.bundle, args.validator_python, pixel_size)
-    report = {"bundle": Path(args.bundle).name, "files": bundle.files, **bundle.validation}
-    with atomic_output(args.report) as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    with outputs_together(args.bundle, args.report) as (bundle_path, report_path):
+        bundle = deposit.build(form, files, bundle_path, args.validator_python, pixel_size)
+        report = {"bundle": Path(args.bundle).name, "files": bundle.files, **bundle.validation}
+        report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     warnings = sum(len(v) for k, v in bundle.validation.get("issues", {}).items() if k == "WARNING")
     print(f"bundle of {len(bundle.files)} files accepted by bia-ro-crate-validator {bundle.validation['validator']}"
           f" ({warnings} warnings)", flush=True)
@@ -632,6 +636,13 @@ def _split(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
+def add_output(step: argparse.ArgumentParser, flag: str, **options) -> None:
+    """An output file of the step: :func:`main` checks, before any work, that no two outputs
+    share a path and that none would overwrite an input."""
+    action = step.add_argument(flag, **options)
+    step.set_defaults(outputs={**(step.get_default("outputs") or {}), action.dest: flag})
+
+
 def add_image_name(step: argparse.ArgumentParser) -> None:
     step.add_argument("--image-name", metavar="NAME",
                       help="name of the input in messages and tables (default: its file name)")
@@ -671,9 +682,9 @@ def add_training_arguments(step: argparse.ArgumentParser) -> None:
     step.add_argument("--checkpoint", help="checkpoint file: written every epoch, resumed from if present")
     step.add_argument("--model-name", default="dlhisto U-Net", help="name of the model package")
     step.add_argument("--author", default="dlhisto user", help="author recorded in the model package")
-    step.add_argument("--model", required=True, help="output bioimage.io model package (.zip)")
-    step.add_argument("--history", help="output: per-epoch losses and validation score (JSON)")
-    step.add_argument("--curve", help="output: training curve (PNG)")
+    add_output(step, "--model", required=True, help="output bioimage.io model package (.zip)")
+    add_output(step, "--history", help="output: per-epoch losses and validation score (JSON)")
+    add_output(step, "--curve", help="output: training curve (PNG)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -683,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pre = steps.add_parser("preprocess", help="deconvolve stains, rescale, enhance ridges, smooth, normalise")
     pre.add_argument("input", help="TIFF, OME-TIFF, PNG or JPEG image")
-    pre.add_argument("output", help="float32 OME-TIFF")
+    add_output(pre, "output", help="output image: float32 OME-TIFF")
     add_image_name(pre)
     pre.add_argument("--channel", type=int, metavar="N", help="keep only channel N (counted from 1)")
     pre.add_argument("--deconvolve", choices=["hed", *STAINS],
@@ -703,9 +714,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg = steps.add_parser("segment_classic",
                            help="smooth, threshold, remove small objects, watershed, measure")
     seg.add_argument("input", help="TIFF, OME-TIFF, PNG or JPEG image")
-    seg.add_argument("--labels", required=True, help="output label image (OME-TIFF)")
-    seg.add_argument("--measurements", required=True, help="output table, one row per object")
-    seg.add_argument("--summary", required=True, help="output table: object count and areas")
+    add_output(seg, "--labels", required=True, help="output label image (OME-TIFF)")
+    add_output(seg, "--measurements", required=True, help="output table, one row per object")
+    add_output(seg, "--summary", required=True, help="output table: object count and areas")
     add_image_name(seg)
     seg.add_argument("--channel", type=int, metavar="N",
                      help="channel to segment, from 1 (default: the only one, or RGB luminance)")
@@ -727,9 +738,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "the marker onto the reference, segment it, labels in the reference frame")
     aa.add_argument("reference", help="the image the labels are for (e.g. the H&E scan)")
     aa.add_argument("marker", help="the same section imaged with a marker (e.g. a fluorescent nuclear stain)")
-    aa.add_argument("--labels", required=True, help="output label image, in the reference's frame (OME-TIFF)")
-    aa.add_argument("--report", required=True, help="output table: the transform, its residual, the objects")
-    aa.add_argument("--warped-marker", help="output: the marker in the reference's frame, to check the overlay")
+    add_output(aa, "--labels", required=True, help="output label image, in the reference's frame (OME-TIFF)")
+    add_output(aa, "--report", required=True, help="output table: the transform, its residual, the objects")
+    add_output(aa, "--warped-marker", help="output: the marker in the reference's frame, to check the overlay")
     aa.add_argument("--reference-name", help="name of the reference in messages and tables")
     aa.add_argument("--marker-name", help="name of the marker image in messages and tables")
     aa.add_argument("--reference-channel", choices=REFERENCE_CHANNELS, default="hematoxylin",
@@ -758,8 +769,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-image-name", action="append", help="display name of each validation image")
     train.add_argument("--validation-annotation-name", action="append",
                        help="display name of each validation annotation")
-    train.add_argument("--classifier", required=True, help="output classifier (.zip)")
-    train.add_argument("--report", help="output table: annotated pixels per class, out-of-bag accuracy")
+    add_output(train, "--classifier", required=True, help="output classifier (.zip)")
+    add_output(train, "--report", help="output table: annotated pixels per class, out-of-bag accuracy")
     train.add_argument("--class-names", help="comma-separated names of classes 1..K")
     train.add_argument("--features", default=",".join(FEATURES),
                        help=f"comma-separated filters (default: all of {', '.join(FEATURES)})")
@@ -776,14 +787,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_name(predict)
     predict.add_argument("--classifier", required=True, help="classifier from pixel_classifier_train")
     predict.add_argument("--classifier-name", help="display name of the classifier in messages")
-    predict.add_argument("--probabilities", required=True, help="output: probability of each class (OME-TIFF)")
-    predict.add_argument("--classes", required=True, help="output: class of each pixel, 1..K (OME-TIFF)")
+    add_output(predict, "--probabilities", required=True, help="output: probability of each class (OME-TIFF)")
+    add_output(predict, "--classes", required=True, help="output: class of each pixel, 1..K (OME-TIFF)")
     predict.add_argument("--tile-size", type=int, default=512, help="tile size in pixels (default 512)")
     predict.add_argument("--objects-class", type=int, metavar="K",
                          help="also label the objects of class K and measure them")
-    predict.add_argument("--objects", help="output label image of the objects")
-    predict.add_argument("--measurements", help="output table, one row per object")
-    predict.add_argument("--summary", help="output table: object count and areas")
+    add_output(predict, "--objects", help="output label image of the objects")
+    add_output(predict, "--measurements", help="output table, one row per object")
+    add_output(predict, "--summary", help="output table: object count and areas")
     predict.add_argument("--min-area", type=int, default=0, help="drop smaller objects (pixels)")
     predict.add_argument("--split-touching", action="store_true", help="split touching objects by watershed")
     predict.add_argument("--min-distance", type=int, default=5,
@@ -819,12 +830,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_name(pr)
     pr.add_argument("--model", required=True, help="bioimage.io model package made by dlhisto train or transfer")
     pr.add_argument("--model-name", help="display name of the model in messages")
-    pr.add_argument("--probabilities", help="output: probability of each class (pyramidal OME-TIFF, float32)")
-    pr.add_argument("--classes", help="output: class map 0..K-1 (pyramidal OME-TIFF)")
-    pr.add_argument("--objects", help="output: label image of the objects (instance models)")
-    pr.add_argument("--predicted-image", help="output: the predicted image of a regression model (restoration, "
+    add_output(pr, "--probabilities", help="output: probability of each class (pyramidal OME-TIFF, float32)")
+    add_output(pr, "--classes", help="output: class map 0..K-1 (pyramidal OME-TIFF)")
+    add_output(pr, "--objects", help="output: label image of the objects (instance models)")
+    add_output(pr, "--predicted-image", help="output: the predicted image of a regression model (restoration, "
                     "translation), float32 pyramidal OME-TIFF in the target's units")
-    pr.add_argument("--summary", help="output table: windows, skipped windows, class fractions, object count")
+    add_output(pr, "--summary", help="output table: windows, skipped windows, class fractions, object count")
     pr.add_argument("--tile-size", type=int, default=512, help="output tile size, multiple of 32 (default 512)")
     pr.add_argument("--overlap", type=int, default=64,
                     help="overlap of neighbouring windows, blended smoothly; multiple of 32 (default 64)")
@@ -842,7 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--image-name", action="append", help="display name of each image, in order")
     cl.add_argument("--model", required=True, help="tile classifier package from dlhisto train --task classification")
     cl.add_argument("--model-name", help="display name of the model in messages")
-    cl.add_argument("--table", required=True, help="output table: one row per image or tile, class and probabilities")
+    add_output(cl, "--table", required=True, help="output table: one row per image or tile, class and probabilities")
     cl.add_argument("--tile-size", type=int,
                     help="cut each image into tiles of this size (multiple of 32) and classify every tile")
     cl.add_argument("--batch-size", type=int, default=16)
@@ -864,9 +875,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="instance: comma-separated IoU thresholds (default 0.5 to 0.95 by 0.05)")
     ev.add_argument("--class-names", help="semantic: names of classes 0..K-1; classification: the classes in "
                     "the confusion matrix's order (default: sorted); comma-separated")
-    ev.add_argument("--table", required=True, help="output table: per image and pooled ('all') scores")
-    ev.add_argument("--confusion", help="semantic, classification: output confusion matrix (pooled)")
-    ev.add_argument("--report", help="output: HTML report with tables, plots and pictures of the errors")
+    add_output(ev, "--table", required=True, help="output table: per image and pooled ('all') scores")
+    add_output(ev, "--confusion", help="output confusion matrix (pooled; semantic, classification)")
+    add_output(ev, "--report", help="output: HTML report with tables, plots and pictures of the errors")
     ev.set_defaults(func=run_evaluate)
 
     cv = steps.add_parser("crossval", help="k-fold cross-validation of a segmentation method, with a held-out test set")
@@ -882,7 +893,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
     cv.add_argument("--seed", type=int, default=0, help="seed of the fold assignment and of training")
     cv.add_argument("--iou-threshold", type=float, default=0.5, help="instance: IoU for a match (default 0.5)")
-    cv.add_argument("--table", required=True, help="output table: scores per fold and role, mean and sd")
+    add_output(cv, "--table", required=True, help="output table: scores per fold and role, mean and sd")
     objects = cv.add_argument_group("objects and the classic pipeline")
     objects.add_argument("--sigmas", default="1,2,3,4", help="classic: candidate smoothing sigmas (default 1,2,3,4)")
     objects.add_argument("--threshold", choices=THRESHOLD_METHODS[:-1], default="kmeans", help="classic: threshold")
@@ -911,8 +922,8 @@ def build_parser() -> argparse.ArgumentParser:
     of.add_argument("--image-id", type=int, action="append", help="OMERO image id (repeatable)")
     of.add_argument("--dataset-id", type=int, action="append", help="OMERO dataset id: all its images (repeatable)")
     of.add_argument("--output-dir", required=True, help="folder for images/ and labels/ (same file names)")
-    of.add_argument("--rois", help="output table: the ROIs and the label each became")
-    of.add_argument("--annotations", help="output table: tags and key-value pairs of the images")
+    add_output(of, "--rois", help="output table: the ROIs and the label each became")
+    add_output(of, "--annotations", help="output table: tags and key-value pairs of the images")
     of.set_defaults(func=run_omero_fetch)
 
     op = steps.add_parser("omero_push", help="push a label image (as ROIs), files and key-value pairs to an OMERO image")
@@ -931,7 +942,7 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--attach-name", action="append", help="its name in OMERO, in order")
     op.add_argument("--key-value", action="append", metavar="KEY=VALUE",
                     help="recorded in a key-value map on the image (repeatable); dlhisto.version is always added")
-    op.add_argument("--table", help="output table: what was created in OMERO (kind, id)")
+    add_output(op, "--table", help="output table: what was created in OMERO (kind, id)")
     op.set_defaults(func=run_omero_push)
 
     dp = steps.add_parser("deposit", help="a BioImage Archive submission: RO-Crate (REMBI), file list, checksums, "
@@ -948,8 +959,8 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--pixel-size", type=float, help="pixel size in micrometres, for images that lack one")
     dp.add_argument("--validator-python", help="Python of the environment with bia-ro-crate-validator "
                     "(default: $DLHISTO_BIA_VALIDATOR_PYTHON)")
-    dp.add_argument("--bundle", required=True, help="output: the submission (zip)")
-    dp.add_argument("--report", required=True, help="output: the validator's verdict and the file list (JSON)")
+    add_output(dp, "--bundle", required=True, help="output: the submission (zip)")
+    add_output(dp, "--report", required=True, help="output: the validator's verdict and the file list (JSON)")
     dp.set_defaults(func=run_deposit)
 
     du = steps.add_parser("deposit_upload", help="upload a deposit bundle to the BioImage Archive's FTP area "
@@ -967,23 +978,41 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prog = f"dlhisto {args.step}"
     try:
-        args.func(args)
+        with cancel_on_signals():
+            check_outputs(*_outputs_and_inputs(args))
+            args.func(args)
+    except Cancelled as exc:
+        return _fail(prog, f"cancelled by {exc}; no output was written", 128 + exc.signum)
     except InputError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(prog, str(exc), 2)
     except MemoryError:
-        print(f"{prog}: error: out of memory; try a smaller image or tile size", file=sys.stderr)
-        return 3
+        return _fail(prog, "out of memory; try a smaller image or tile size", 3)
     except OSError as exc:
-        print(f"{prog}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-        return 3
+        return _fail(prog, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 3)
     except Exception as exc:  # a bug: still one readable line for the Galaxy user
         if os.environ.get("DLHISTO_DEBUG"):
             traceback.print_exc()
-        print(f"{prog}: internal error: {type(exc).__name__}: {exc} "
-              "(please report it; DLHISTO_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 4
+        return _fail(prog, f"internal error: {type(exc).__name__}: {exc} "
+                     "(please report it; DLHISTO_DEBUG=1 shows the traceback)", 4, label="")
     return 0
+
+
+def _fail(prog: str, message: str, status: int, label: str = "error: ") -> int:
+    """Print the one line Galaxy shows the user, and return the exit status."""
+    print(f"{prog}: {label}{one_line(message, 1000)}", file=sys.stderr, flush=True)
+    return status
+
+
+def _outputs_and_inputs(args: argparse.Namespace) -> tuple[dict, list]:
+    """The step's output paths, and every other argument naming an existing file (its inputs)."""
+    flags = getattr(args, "outputs", None) or {}
+    outputs = {flag: getattr(args, dest) for dest, flag in flags.items()}
+    inputs = []
+    for dest, value in vars(args).items():
+        if dest not in flags and dest != "checkpoint":
+            inputs += [item for item in (value if isinstance(value, list) else [value])
+                       if isinstance(item, str) and os.path.isfile(item)]
+    return outputs, inputs
 
 
 if __name__ == "__main__":

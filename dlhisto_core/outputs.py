@@ -86,10 +86,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         yield temp
 
 
-def check_outputs(outputs: dict[str, str | os.PathLike | None],
-                  inputs: dict[str, str | os.PathLike | None]) -> None:
+def check_outputs(outputs: dict[str, str | os.PathLike | None], inputs: list[str | os.PathLike]) -> None:
     """Refuse, before any work, two outputs at one path, an output over an input, and an
-    output that is a folder: ``outputs`` and ``inputs`` map option names to paths."""
+    output that is a folder; ``outputs`` maps option names to paths (None: not asked for)."""
     seen: dict[str, str] = {}
     for option, path in outputs.items():
         if path is None:
@@ -100,9 +99,9 @@ def check_outputs(outputs: dict[str, str | os.PathLike | None],
         if key in seen:
             raise InputError(f"{seen[key]} and {option} name the same file '{path}': give each output its own path")
         seen[key] = option
-    for option, path in inputs.items():
-        if path is not None and os.path.realpath(path) in seen:
-            raise InputError(f"the output {seen[os.path.realpath(path)]} would overwrite the input {option} '{path}'")
+    for path in inputs:
+        if os.path.realpath(path) in seen:
+            raise InputError(f"the output {seen[os.path.realpath(path)]} would overwrite the input '{path}'")
 
 
 @contextlib.contextmanager
