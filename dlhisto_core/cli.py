@@ -21,9 +21,10 @@ from . import __version__
 from .auto_annotate import REFERENCE_CHANNELS
 from .errors import InputError, one_line
 from .features import FEATURES, FeatureSettings
-from .image_io import TiledImageReader, read_image, single_channel, write_image, write_labels
+from .image_io import TiledImageReader, check_pixel_size, read_image, single_channel, write_image, write_labels
 from .measure import measure_objects, measurement_columns, summarize, write_table
 from .metrics import IOU_THRESHOLDS
+from .options import MAX_EPOCHS, check_number
 from .outputs import Cancelled, cancel_on_signals, check_outputs, outputs_together
 from .preprocess import RIDGE_FILTERS, STAINS, PreprocessOptions, preprocess
 from .register import METHODS as REGISTRATION_METHODS
@@ -174,6 +175,8 @@ def run_train(args: argparse.Namespace) -> None:
 def run_transfer(args: argparse.Namespace) -> None:
     from . import dl_models, dl_train, model_package
 
+    check_number(args.finetune_epochs, "finetune epochs", 0, MAX_EPOCHS)
+    check_number(args.finetune_lr_factor, "finetune learning-rate factor", 1e-6, 10)
     with tempfile.TemporaryDirectory(prefix="dlhisto-transfer-") as work:
         data = _training_data(args, Path(work))
         name = args.pretrained_name or Path(args.pretrained).name
@@ -552,7 +555,9 @@ def run_deposit(args: argparse.Namespace) -> None:
         tables=list(zip(args.table or [], _names(args.table_name, args.table or []))),
         model=(args.model, args.model_name or Path(args.model).name) if args.model else None)
     form = deposit.read_metadata(args.metadata, with_labels=bool(files.labels), with_model=bool(files.model))
-    pixel_size = (args.pixel_size, args.pixel_size) if args.pixel_size else None
+    pixel_size = (args.pixel_size, args.pixel_size) if args.pixel_size is not None else None
+    if pixel_size is not None:
+        check_pixel_size(pixel_size, "--pixel-size is")
     with outputs_together(args.bundle, args.report) as (bundle_path, report_path):
         bundle = deposit.build(form, files, bundle_path, args.validator_python, pixel_size)
         report = {"bundle": Path(args.bundle).name, "files": bundle.files, **bundle.validation}

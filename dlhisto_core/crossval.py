@@ -30,6 +30,9 @@ from . import evaluate
 from .errors import InputError
 from .features import FeatureSettings
 from .image_io import read_image, read_labels, single_channel, write_labels
+from .options import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_SEED, MAX_TREES, bounded,
+                      check_bounds)
+from .preprocess import MAX_SIGMA
 from .segment_classic import ClassicOptions, objects_from_mask, segment_classic
 
 METHODS = ("classic", "pixel_classifier", "unet")
@@ -51,26 +54,27 @@ class CrossValOptions:
     task: str = "instance"
     """instance: labels are objects (one id each), scored by matching at ``iou_threshold``;
     semantic: labels are classes 0..K-1, scored pixel by pixel (background 0 left out of the means)."""
-    folds: int = 3
-    seed: int = 0
-    iou_threshold: float = 0.5
+    folds: int = bounded(3, 2, 100)
+    seed: int = bounded(0, 0, MAX_SEED)
+    iou_threshold: float = bounded(0.5, 0, 1)
     classic: ClassicOptions = field(default_factory=ClassicOptions)
     """classic: the pipeline's settings (sigma aside); every method: min_area and the watershed
     settings that turn a foreground into objects (U-Net: min_area applies to object interiors)."""
-    sigmas: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)
+    sigmas: tuple[float, ...] = bounded((1.0, 2.0, 3.0, 4.0), 0, MAX_SIGMA)
     """classic: candidate smoothing sigmas, chosen on the training folds."""
     features: FeatureSettings = field(default_factory=FeatureSettings)
-    pixels_per_class: int = 2000
-    trees: int = 100
-    epochs: int = 20
-    patch_size: int = 128
-    patches_per_image: int = 32
-    batch_size: int = 8
-    learning_rate: float = 1e-3
+    pixels_per_class: int = bounded(2000, 1, 10**7)
+    trees: int = bounded(100, 1, MAX_TREES)
+    epochs: int = bounded(20, 1, MAX_EPOCHS)
+    patch_size: int = bounded(128, 16, MAX_PATCH_SIZE)
+    patches_per_image: int = bounded(32, 1, MAX_PATCHES_PER_IMAGE)
+    batch_size: int = bounded(8, 1, MAX_BATCH_SIZE)
+    learning_rate: float = bounded(1e-3, 1e-9, 10)
     encoder: str = "mobilenet_v2"
     device: str = "auto"
 
     def check(self, n_pool: int) -> None:
+        check_bounds(self)
         if self.method not in METHODS:
             raise InputError(f"unknown method '{self.method}'; choose one of {', '.join(METHODS)}")
         if self.task not in TASKS:

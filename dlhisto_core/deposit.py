@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from . import untrusted
 from .errors import InputError
 from .image_io import read_image, read_labels, write_image, write_labels
 from .outputs import atomic_output
@@ -90,10 +91,8 @@ class Bundle:
 
 def read_metadata(path: str | os.PathLike, with_labels: bool, with_model: bool) -> dict:
     """The metadata form (JSON), checked: the first missing mandatory field is named."""
-    try:
-        form = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read the metadata form: {type(exc).__name__}: {exc}") from None
+    form = untrusted.load_json(untrusted.read_small_file(path, "metadata form", "the metadata form"),
+                               "metadata form", "the form")
     if not isinstance(form, dict):
         raise InputError("the metadata form must be a JSON object")
     required = ["title", "description", "license", "authors", "organism.scientific_name", "biosample",

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from .dl_data import normalize_for_network
-from .model_spec import ModelSpec
 from .dl_train import pick_device
 from .errors import InputError
 from .image_io import TiledImageReader
-from .tiling import Tile, tile_grid
+from .model_spec import ModelSpec
+from .options import MAX_BATCH_SIZE, check_number
+from .tiling import MAX_TILE_SIZE, Tile, tile_grid
 
 
 def classify(model: torch.nn.Module, spec: ModelSpec, class_names: Sequence[str], images: Sequence[tuple[str, str]],
@@ -26,7 +27,9 @@ def classify(model: torch.nn.Module, spec: ModelSpec, class_names: Sequence[str]
     probability of each class."""
     if spec.task != "classification":
         raise InputError(f"this model does {spec.task} segmentation; use Predict with a U-Net for it")
-    if tile_size is not None and (tile_size < 64 or tile_size % 32):
+    check_number(tile_size, "tile size", 64, MAX_TILE_SIZE)
+    check_number(batch_size, "batch size", 1, MAX_BATCH_SIZE)
+    if tile_size is not None and tile_size % 32:
         raise InputError(f"the tile size must be a multiple of 32, at least 64, got {tile_size}")
     torch_device = pick_device(device)
     model = model.to(torch_device).eval()

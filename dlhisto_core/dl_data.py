@@ -34,6 +34,7 @@ from skimage import segmentation
 
 from .errors import InputError
 from .image_io import read_image, read_labels
+from .options import MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_SEED, check_number
 
 TASKS = ("semantic", "instance", "regression")
 TARGET_NORMALIZATIONS = ("input", "dataset")
@@ -104,12 +105,20 @@ class PatchSet:
     """Regression: {"mode": one of TARGET_NORMALIZATIONS[, "low": [...], "high": [...] per channel]}."""
 
 
+def check_sampling(patch_size: int, patches_per_image: int, seed: int) -> None:
+    """Refuse patch sizes, counts and seeds outside what training can work with."""
+    check_number(patch_size, "patch size", 16, MAX_PATCH_SIZE)
+    check_number(patches_per_image, "patches per image", 1, MAX_PATCHES_PER_IMAGE)
+    check_number(seed, "seed", 0, MAX_SEED)
+
+
 def sample_patches(pairs: Sequence[tuple], path: str | os.PathLike, task: str, patch_size: int = 128,
                    patches_per_image: int = 64, seed: int = 0, target_normalization: str = "input") -> PatchSet:
     """Cut random patches from (image, labels[, names]) pairs into an HDF5 file: ``images``
     (N, C, P, P) float32 and ``targets``, (N, P, P) uint8 classes for segmentation (half of the
     patches centred on foreground) or (N, C', P, P) float32 pixel values for regression, where
     the second image of each pair is the target image (scaled by ``target_normalization``)."""
+    check_sampling(patch_size, patches_per_image, seed)
     if patch_size < 16 or patch_size % 16:
         raise InputError(f"the patch size must be a multiple of 16, at least 16, got {patch_size}")
     if task not in TASKS:
@@ -212,6 +221,7 @@ def sample_tiles(images: Sequence[tuple], path: str | os.PathLike, patch_size: i
     into an HDF5 file: ``images`` (N, C, P, P) float32 and ``targets`` (N,) uint8. Each image is
     normalised on its own over all channels together, as ``dl_classify`` does; images smaller
     than a patch are mirrored."""
+    check_sampling(patch_size, patches_per_image, seed)
     if patch_size < 32 or patch_size % 32:
         raise InputError(f"the patch size must be a multiple of 32, at least 32, got {patch_size}")
     rng = np.random.default_rng(seed)

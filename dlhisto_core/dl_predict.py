@@ -44,11 +44,13 @@ from skimage.filters import threshold_otsu
 from skimage.segmentation import expand_labels
 
 from .dl_data import channel_range, scale_channels, target_scale
-from .model_spec import ModelSpec
 from .dl_train import pick_device
 from .errors import InputError
 from .image_io import TiledImageReader, TileSink, smallest_label_dtype, write_pyramid, write_tiled_image
-from .tiling import Tile, tile_grid
+from .model_spec import ModelSpec
+from .options import MAX_BATCH_SIZE, bounded, check_bounds
+from .segment_classic import MAX_AREA
+from .tiling import MAX_TILE_SIZE, Tile, tile_grid
 
 SAMPLE_PIXELS = 4_000_000
 """Pixels sampled (on a regular grid) for the normalisation percentiles and the tissue threshold."""
@@ -58,19 +60,20 @@ BOUNDARY_GROWTH = 2
 
 @dataclass
 class PredictOptions:
-    tile_size: int = 512
+    tile_size: int = bounded(512, 64, MAX_TILE_SIZE)
     """Output tile size; a multiple of 32."""
-    overlap: int = 64
+    overlap: int = bounded(64, 0, MAX_TILE_SIZE)
     """Pixels by which neighbouring windows overlap and are blended; a multiple of 32, at most tile_size."""
-    batch_size: int = 4
+    batch_size: int = bounded(4, 1, MAX_BATCH_SIZE)
     device: str = "auto"
     skip_background: bool = False
-    min_tissue: float = 0.01
+    min_tissue: float = bounded(0.01, 0, 1)
     """With skip_background: windows with a smaller fraction of tissue pixels are skipped."""
-    min_area: int = 0
+    min_area: int = bounded(0, 0, MAX_AREA)
     """Instance output: objects with a smaller interior (pixels) are dropped."""
 
     def check(self) -> None:
+        check_bounds(self)
         if self.tile_size < 64 or self.tile_size % 32:
             raise InputError(f"the tile size must be a multiple of 32, at least 64, got {self.tile_size}")
         if self.overlap < 0 or self.overlap % 32 or self.overlap > self.tile_size:

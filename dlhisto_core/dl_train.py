@@ -10,6 +10,7 @@ continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from torch import nn
 from .dl_data import PatchDataset, count_patches
 from .dl_models import set_frozen_stages_to_eval
 from .errors import InputError
+from .options import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED, bounded, check_bounds
 from .outputs import atomic_output
 
 SEGMENTATION_LOSSES = ("ce", "dice", "ce_dice")
@@ -35,21 +37,24 @@ METRICS = {"classification": "accuracy", "regression": "psnr"}
 """The validation score of each task that is not scored by the Dice of its classes."""
 
 
+
+
 @dataclass
 class TrainOptions:
-    epochs: int = 30
-    batch_size: int = 8
-    learning_rate: float = 1e-3
+    epochs: int = bounded(30, 1, MAX_EPOCHS)
+    batch_size: int = bounded(8, 1, MAX_BATCH_SIZE)
+    learning_rate: float = bounded(1e-3, 1e-9, 10)
     loss: str = "ce_dice"
-    validation_fraction: float = 0.2
-    patience: int = 8
+    validation_fraction: float = bounded(0.2, 0, 1)
+    patience: int = bounded(8, 1, MAX_EPOCHS)
     """Stop when the validation score (Dice, accuracy or PSNR) has not improved for this many epochs."""
-    seed: int = 0
+    seed: int = bounded(0, 0, MAX_SEED)
     augment: bool = True
     device: str = "auto"
     """'auto' (CUDA when present), 'cpu' or 'cuda'."""
 
     def check(self) -> None:
+        check_bounds(self)
         if self.loss not in LOSSES:
             raise InputError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -135,6 +140,9 @@ def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options:
     options.check()
     device = pick_device(options.device)
     train_idx, val_idx = split or split_indices(count_patches(patches), options.validation_fraction, options.seed)
+    if len(train_idx) < 2:  # batch normalisation cannot train on one patch
+        raise InputError(f"{len(train_idx)} patch(es) left for training after the validation split; "
+                         "give more images or patches per image")
     train_set = PatchDataset(patches, train_idx, augment=options.augment, seed=options.seed)
     val_set = PatchDataset(patches, val_idx)
     loss_fn = make_loss(options.loss, train_set.task)
@@ -223,8 +231,21 @@ def _validate(model, dataset, loss_fn, n_classes, batch_size, device) -> tuple[f
 
 def _save_checkpoint(path: Path, model, optimizer, state: TrainState, best_weights) -> None:
     with atomic_output(path) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        save_torch({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "best_model": best_weights, "state": json.dumps(asdict(state))}, tmp)
+
+
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` through memory, so that a full disk is an ``OSError`` naming the file
+    (torch's own writer reports it as an obscure ``RuntimeError``). A ``torch.jit`` module is
+    saved as TorchScript."""
+    buffer = io.BytesIO()
+    if isinstance(obj, torch.jit.ScriptModule):
+        torch.jit.save(obj, buffer)
+    else:
+        torch.save(obj, buffer)
+    with open(path, "wb") as fh:
+        fh.write(buffer.getbuffer())
 
 
 def _resume(path: Path, model, optimizer, log) -> tuple[TrainState, dict]:
@@ -273,7 +294,7 @@ def write_history(state: TrainState, json_path: str | os.PathLike | None, png_pa
             score_axis.axvline(state.best_epoch, color="grey", linestyle=":", label=f"best (epoch {state.best_epoch})")
         handles = loss_axis.get_legend_handles_labels()[0] + score_axis.get_legend_handles_labels()[0]
         loss_axis.legend(handles, [h.get_label() for h in handles], loc="center right", fontsize=8)
-        loss_axis.set_title(title)
+        loss_axis.set_title(title, parse_math=False)  # the model's name is text, never TeX
         figure.tight_layout()
         with atomic_output(png_path) as tmp:
             figure.savefig(tmp, format="png")

@@ -29,6 +29,9 @@ FEATURES = ("gaussian", "log", "dog", "gradient", "structure_tensor", "hessian")
 CHANNELS_PER_FEATURE = {"gaussian": 1, "log": 1, "dog": 1, "gradient": 1, "structure_tensor": 2, "hessian": 2}
 DOG_RATIO = 1.6
 STRUCTURE_TENSOR_OUTER = 2.0
+MAX_SCALE = 64.0
+"""Largest Gaussian scale of the filters, in pixels."""
+MAX_SCALES = 16
 TRUNCATE = 4.0
 """Gaussian kernels are cut at TRUNCATE sigma (scipy's default)."""
 
@@ -52,8 +55,11 @@ class FeatureSettings:
             raise InputError("choose at least one feature")
         if self.features and not self.scales:
             raise InputError("choose at least one scale")
-        if any(not math.isfinite(s) or s <= 0 for s in self.scales):
-            raise InputError(f"scales must be positive, got {', '.join(map(str, self.scales))}")
+        if any(not math.isfinite(s) or not 0 < s <= MAX_SCALE for s in self.scales):
+            raise InputError(f"scales must be positive and at most {MAX_SCALE:g} pixels, got "
+                             f"{', '.join(map(str, self.scales))}")
+        if len(self.scales) > MAX_SCALES:
+            raise InputError(f"at most {MAX_SCALES} scales, got {len(self.scales)}")
 
     @property
     def halo(self) -> int:

@@ -23,6 +23,7 @@ import queue
 import re
 import tempfile
 import threading
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -493,8 +494,12 @@ def _read_png_or_jpeg(path: str | os.PathLike, kind: str, name: str) -> np.ndarr
             import imagecodecs
             data = imagecodecs.png_decode(Path(path).read_bytes())
             return data[..., 0] if data.ndim == 3 and channels == 2 else data  # grey + alpha: the grey plane
-    with PILImage.open(path, formats=[kind.upper()]) as pil:
-        return np.asarray(_pil_to_supported_mode(pil))
+    with warnings.catch_warnings():  # Pillow's bomb warning: refused below, in one line, if it does not fit
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        with PILImage.open(path, formats=[kind.upper()]) as pil:
+            width, height = pil.size
+            _check_decoded_size(width * height * max(1, len(pil.getbands())) * 4, width, height, name)
+            return np.asarray(_pil_to_supported_mode(pil))
 
 
 PNG_COLOUR_TYPES_WITH_CHANNELS = {2: 3, 4: 2, 6: 4}

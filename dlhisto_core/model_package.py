@@ -30,6 +30,7 @@ import yaml
 from . import __version__, schemas, untrusted
 from .dl_data import NORMALIZATION, target_scale
 from .dl_models import build_model
+from .dl_train import save_torch
 from .errors import InputError, one_line
 from .model_spec import ModelSpec
 from .outputs import atomic_output
@@ -85,10 +86,10 @@ def export_package(model: torch.nn.Module, spec: ModelSpec, info: PackageInfo, t
         expected = torch.softmax(output, dim=1).numpy()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+        save_torch(model.state_dict(), folder / WEIGHTS_FILE)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # trace's deprecation notice: TorchScript is what bioimage.io runs
-            torch.jit.trace(model, torch.from_numpy(_scale_range(raw, spec))).save(str(folder / TORCHSCRIPT_FILE))
+            save_torch(torch.jit.trace(model, torch.from_numpy(_scale_range(raw, spec))), folder / TORCHSCRIPT_FILE)
         np.save(folder / "test_input.npy", raw)
         np.save(folder / "test_output.npy", expected.astype(np.float32))
         (folder / "README.md").write_text(_readme(spec, info, target_normalization))

@@ -25,7 +25,9 @@ from typing import Iterator, Sequence
 import numpy as np
 from skimage import draw, measure
 
+from . import untrusted
 from .errors import InputError
+from .image_io import check_pixel_size
 
 NAMESPACE = "dlhisto"
 """Namespace of the key-value maps and files dlhisto attaches."""
@@ -64,27 +66,37 @@ def read_credentials(path: str | os.PathLike | None = None) -> Credentials:
         values = {field: os.environ[name] for field, name in ENVIRONMENT.items() if os.environ.get(name)}
         source = "the environment (" + ", ".join(ENVIRONMENT.values()) + ")"
     else:
-        try:
-            values = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"cannot read the OMERO credentials file: {type(exc).__name__}") from None
         source = "the OMERO credentials file"
+        try:  # never quote the file: it holds a password
+            values = json.loads(untrusted.read_small_file(path, "credentials", source).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise InputError(f"cannot read {source}: {type(exc).__name__}") from None
         if not isinstance(values, dict):
             raise InputError(f"{source} must hold a JSON object")
         unknown = sorted(set(values) - set(ENVIRONMENT))
         if unknown:
-            raise InputError(f"unknown field(s) in {source}: {', '.join(unknown)}")
-    if not str(values.get("host") or "").strip():
+            raise InputError(f"unknown field(s) in {source}: {', '.join(unknown)[:200]}")
+    for field in ("host", "user", "password", "session_key"):
+        value = values.get(field)
+        if value is not None and (not isinstance(value, str) or len(value) > 1000 or "\n" in value):
+            raise InputError(f"the OMERO {field.replace('_', ' ')} in {source} must be text of one line")
+    if not (values.get("host") or "").strip():
         raise InputError(f"no OMERO host in {source}")
     if not values.get("session_key") and not (values.get("user") and values.get("password")):
         raise InputError(f"the OMERO credentials in {source} need a user name and password, or a session key")
-    try:
-        port = int(values.get("port") or 4064)
-        group = int(values["group"]) if values.get("group") not in (None, "") else None
-    except (TypeError, ValueError):
-        raise InputError("the OMERO port and group must be whole numbers") from None
-    return Credentials(str(values["host"]).strip(), port, values.get("user") or None, values.get("password") or None,
+    port = _whole_number(values.get("port") or 4064, "port", source, 1, 65535)
+    group = None if values.get("group") in (None, "") else _whole_number(values["group"], "group", source, -1, 2**63 - 1)
+    return Credentials(values["host"].strip(), port, values.get("user") or None, values.get("password") or None,
                        values.get("session_key") or None, group)
+
+
+def _whole_number(value, what: str, source: str, low: int, high: int) -> int:
+    """An integer given as a number or as digits (environment variables are text), in [low, high]."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(f"the OMERO {what} in {source} must be a whole number from {low} to {high}")
+    return value
 
 
 @dataclass
@@ -164,6 +176,8 @@ class Session:
             store.close()
         size_x, size_y = pixels.physicalSizeX, pixels.physicalSizeY
         pixel_size = (_micrometres(size_y), _micrometres(size_x)) if size_x is not None and size_y is not None else None
+        if pixel_size is not None:
+            check_pixel_size(pixel_size, f"OMERO image {image_id} has a pixel size of")
         return FetchedImage(image_id, image.name.val if image.name else f"image {image_id}",
                             data[..., 0] if channels == 1 else data, pixel_size)
 

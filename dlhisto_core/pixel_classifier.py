@@ -25,8 +25,9 @@ from . import __version__, schemas, untrusted
 from .errors import InputError, one_line
 from .features import FeatureSettings, features_of_tile
 from .image_io import TiledImageReader, write_tiled_image
+from .options import MAX_SEED, MAX_TREES, check_number
 from .outputs import atomic_output
-from .tiling import Tile, map_in_order, tile_grid
+from .tiling import Tile, check_tile_size, map_in_order, tile_grid
 
 FORMAT = "dlhisto-pixel-classifier"
 FORMAT_VERSION = 1
@@ -93,8 +94,8 @@ def train(pairs: Sequence[tuple], settings: FeatureSettings, class_names: Sequen
     """
     if not pairs:
         raise InputError("give at least one image with its annotation")
-    if n_trees < 1:
-        raise InputError(f"the number of trees must be at least 1, got {n_trees}")
+    check_number(n_trees, "number of trees", 1, MAX_TREES)
+    check_number(seed, "seed", 0, MAX_SEED)
     x, y, n_channels = _annotated_pixels_of(pairs, settings, tile_size)
     present = np.unique(y)
     if len(present) < 2:
@@ -183,6 +184,7 @@ def predict_image(classifier: PixelClassifier, image_path, probabilities_path, c
                   tile_size: int = 512, name: str | None = None) -> tuple[float, float] | None:
     """Write per-class probabilities (float32, YXS) and the class map (uint8, 1..K) as tiled
     OME-TIFFs, one tile at a time. Returns the image's pixel size."""
+    check_tile_size(tile_size)
     with TiledImageReader(image_path, name=name) as reader:
         pixel_size = reader.pixel_size
         shape = reader.shape[:2] + (classifier.n_classes,)

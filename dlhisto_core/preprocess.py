@@ -9,6 +9,7 @@ intensities last.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,8 +17,14 @@ from skimage import color, filters, transform
 from scipy import ndimage as ndi
 
 from .errors import InputError
-from .image_io import Image, single_channel
+from .image_io import PIXEL_SIZE_RANGE_UM, Image, single_channel
+from .options import bounded, check_bounds, check_number
 
+MAX_SIGMA = 100.0
+"""Largest Gaussian sigma (and ridge scale) in pixels; a nucleus is 5 to 50 pixels across."""
+MAX_CHANNEL = 1023
+MAX_RESCALED_VALUES = 2 * 10**9
+"""Most values (pixels x channels) a rescaled image may have."""
 STAINS = {"hematoxylin": 0, "eosin": 1, "dab": 2}
 RIDGE_FILTERS = {"sato": filters.sato, "frangi": filters.frangi, "meijering": filters.meijering}
 """Hessian-based ridge (tube, fibre, vessel) filters of scikit-image."""
@@ -28,24 +35,27 @@ RIDGE_FILTERS = {"sato": filters.sato, "frangi": filters.frangi, "meijering": fi
 class PreprocessOptions:
     """What to do to an image; the defaults do nothing."""
 
-    channel: int | None = None
+    channel: int | None = bounded(None, 0, MAX_CHANNEL)
     """Keep only this channel (0-based) before anything else."""
     deconvolve: str | None = None
     """'hematoxylin', 'eosin', 'dab' (one stain) or 'hed' (all three) from an RGB image."""
-    target_pixel_size: float | None = None
+    target_pixel_size: float | None = bounded(None, *PIXEL_SIZE_RANGE_UM)
     """Resample to this pixel size in µm."""
-    input_pixel_size: float | None = None
+    input_pixel_size: float | None = bounded(None, *PIXEL_SIZE_RANGE_UM)
     """Pixel size in µm to assume when the file records none (or to override it)."""
     ridge: str | None = None
     """'sato', 'frangi' or 'meijering': replace each channel by its ridge response."""
-    ridge_sigmas: tuple[float, ...] = (1.0, 2.0, 3.0)
+    ridge_sigmas: tuple[float, ...] = bounded((1.0, 2.0, 3.0), 0.1, MAX_SIGMA)
     """Scales (pixels) of the ridge filter: about the half-widths of the ridges."""
     dark_ridges: bool = False
     """Ridges darker than their surroundings (vessels in brightfield) instead of brighter."""
-    sigma: float = 0.0
+    sigma: float = bounded(0.0, 0, MAX_SIGMA)
     """Gaussian smoothing sigma in pixels (after rescaling); 0 = no smoothing."""
-    normalize: tuple[float, float] | None = None
+    normalize: tuple[float, float] | None = bounded(None, 0, 100)
     """(low, high) percentiles mapped to 0 and 1, per channel."""
+
+    def __post_init__(self):
+        check_bounds(self)
 
 
 def preprocess(image: Image, options: PreprocessOptions) -> Image:
@@ -53,7 +63,6 @@ def preprocess(image: Image, options: PreprocessOptions) -> Image:
     normalisation, in that order."""
     data, pixel_size = image.data, image.pixel_size
     if options.input_pixel_size is not None:
-        _check_positive("input pixel size", options.input_pixel_size)
         pixel_size = (options.input_pixel_size, options.input_pixel_size)
     if options.channel is not None:
         if options.deconvolve:
@@ -76,8 +85,7 @@ def preprocess(image: Image, options: PreprocessOptions) -> Image:
 
 def gaussian_smooth(data: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian filter of each channel, as float32 (``sigma`` in pixels, 0 = unchanged)."""
-    if not np.isfinite(sigma) or sigma < 0:
-        raise InputError(f"sigma must be zero or positive, got {sigma}")
+    check_number(sigma, "sigma", 0, MAX_SIGMA)
     data = data.astype(np.float32, copy=False)
     if sigma == 0:
         return data
@@ -130,9 +138,12 @@ def deconvolve_stains(rgb: np.ndarray, stain: str) -> np.ndarray:
 def rescale_to_pixel_size(data: np.ndarray, pixel_size: tuple[float, float], target: float
                           ) -> tuple[np.ndarray, tuple[float, float]]:
     """Resample (bilinear, anti-aliased when shrinking) so that pixels measure ``target`` µm."""
-    _check_positive("target pixel size", target)
+    check_number(target, "target pixel size", *PIXEL_SIZE_RANGE_UM)
     factors = (pixel_size[0] / target, pixel_size[1] / target)
     shape = tuple(max(1, round(n * f)) for n, f in zip(data.shape[:2], factors)) + data.shape[2:]
+    if math.prod(shape) > MAX_RESCALED_VALUES:
+        raise InputError(f"resampling to {target:g} µm would make the image {shape[1]}x{shape[0]} pixels; "
+                         f"at most {MAX_RESCALED_VALUES // 10**6} million values are made at once")
     resized = transform.resize(data.astype(np.float32, copy=False), shape, order=1,
                                anti_aliasing=min(factors) < 1, preserve_range=True)
     actual = (pixel_size[0] * data.shape[0] / shape[0], pixel_size[1] * data.shape[1] / shape[1])
@@ -144,7 +155,3 @@ def _rgb_as_unit_float(rgb: np.ndarray) -> np.ndarray:
         return np.clip(rgb, 0, 1)
     return rgb.astype(np.float32) / np.iinfo(rgb.dtype).max
 
-
-def _check_positive(what: str, value: float) -> None:
-    if not np.isfinite(value) or value <= 0:
-        raise InputError(f"{what} must be positive, got {value}")

@@ -192,8 +192,9 @@ def _confusion_plot(confusion: np.ndarray, class_names: Sequence[str], unit: str
     for (i, j), count in np.ndenumerate(confusion):
         share = count / row_sums[i, 0] if row_sums[i, 0] else 0
         ax.text(j, i, str(int(count)), ha="center", va="center", color="white" if share > 0.5 else "black", gid=f"count-{i}-{j}")
-    ax.set(xticks=range(n), yticks=range(n), xticklabels=class_names, yticklabels=class_names,
-           xlabel=f"predicted class ({unit})", ylabel="true class")
+    ax.set(xticks=range(n), yticks=range(n), xlabel=f"predicted class ({unit})", ylabel="true class")
+    ax.set_xticklabels(class_names, parse_math=False)  # names are text, never TeX ('$' in a name)
+    ax.set_yticklabels(class_names, parse_math=False)
     return _svg(fig)
 
 

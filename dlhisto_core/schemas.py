@@ -13,14 +13,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from .errors import InputError, one_line
-from .features import FEATURES
+from .features import FEATURES, MAX_SCALE, MAX_SCALES
 from .model_spec import ARCHITECTURE_NAMES, ENCODERS, MAX_CLASSES, MAX_IN_CHANNELS, TASKS
 
 MAX_NAME_LENGTH = 200
 """Longest class or channel name accepted."""
-MAX_SCALES = 16
-MAX_SCALE = 64.0
-"""Largest Gaussian scale (pixels) of a pixel classifier's filters."""
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]

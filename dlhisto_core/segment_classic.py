@@ -19,29 +19,37 @@ from scipy import ndimage as ndi
 from skimage import feature, filters, measure, segmentation
 
 from .errors import InputError
-from .preprocess import gaussian_smooth
+from .options import bounded, check_bounds, check_number
+from .preprocess import MAX_SIGMA, gaussian_smooth
 
 THRESHOLD_METHODS = ("kmeans", "otsu", "li", "triangle", "manual")
+MAX_AREA = 10**9
+"""Largest object area in pixels."""
+MAX_DISTANCE = 10**4
+"""Largest distance between watershed seeds in pixels."""
 
 
 @dataclass
 class ClassicOptions:
     """Parameters of the classic pipeline, with the defaults of the course material."""
 
-    sigma: float = 3.0
+    sigma: float = bounded(3.0, 0, MAX_SIGMA)
     threshold: str = "kmeans"
-    manual_threshold: float | None = None
+    manual_threshold: float | None = bounded(None, -1e30, 1e30)
     """Threshold on the smoothed image, used when ``threshold == 'manual'``."""
     dark_objects: bool = False
     """Objects darker than the background (brightfield) instead of brighter (fluorescence)."""
-    min_area: int = 60
+    min_area: int = bounded(60, 0, MAX_AREA)
     """Objects smaller than this many pixels are removed."""
     fill_holes: bool = False
     watershed: bool = True
-    min_distance: int = 5
+    min_distance: int = bounded(5, 1, MAX_DISTANCE)
     """Smallest distance in pixels between two watershed seeds (object centres)."""
     exclude_border: bool = False
     """Drop objects touching the image border (for unbiased counts)."""
+
+    def __post_init__(self):
+        check_bounds(self)
 
 
 @dataclass
@@ -126,8 +134,8 @@ def objects_from_mask(mask: np.ndarray, min_area: int, min_distance: int | None 
                       exclude_border: bool = False) -> np.ndarray:
     """Label the objects of a foreground mask: connected components, or split by watershed
     when ``min_distance`` is given; objects below ``min_area`` pixels are dropped."""
-    if min_area < 0:
-        raise InputError(f"the minimum object area must be zero or positive, got {min_area}")
+    check_number(min_area, "min area", 0, MAX_AREA)
+    check_number(min_distance, "min distance", 1, MAX_DISTANCE)
     components = _drop_smaller_than(measure.label(mask), min_area)
     labels = split_touching(components, min_distance) if min_distance is not None else components
     if exclude_border:

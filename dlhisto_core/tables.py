@@ -35,8 +35,11 @@ def read_tile_classes(path: str | os.PathLike, name: str | None = None) -> dict[
 
 def read_table(path: str | os.PathLike, name: str, required: Sequence[str]) -> list[dict]:
     """Rows of a table with a header line holding at least the ``required`` columns."""
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+    except csv.Error as exc:
+        raise InputError(f"'{name}' is not a readable table ({exc})") from None
     missing = [c for c in required if not rows or c not in rows[0]]
     if missing:
         raise InputError(f"'{name}' needs a header line with the column(s) {', '.join(missing)}" if rows

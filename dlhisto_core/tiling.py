@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from .errors import InputError
+from .options import check_number
 
+MAX_TILE_SIZE = 8192
+"""Largest tile or window side in pixels (a window of 8192 px is 256 MB of float32 per channel)."""
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -37,7 +40,8 @@ def tile_grid(height: int, width: int, tile_size: int) -> Iterator[Tile]:
 
 def check_tile_size(tile_size: int) -> None:
     """TIFF tiles must be multiples of 16 pixels; below 64 the halo would dominate the work."""
-    if tile_size < 64 or tile_size % 16:
+    check_number(tile_size, "tile size", 64, MAX_TILE_SIZE)
+    if tile_size % 16:
         raise InputError(f"tile size must be a multiple of 16 and at least 64, got {tile_size}")
 
 
