@@ -64,6 +64,8 @@ def crop(tmp_path_factory, test_data):
     folder = tmp_path_factory.mktemp("crop")
     tifffile.imwrite(folder / "crop.tif", tifffile.imread(test_data / "nuclei.tif")[:96, :96])
     tifffile.imwrite(folder / "crop_labels.tif", tifffile.imread(test_data / "nuclei_groundtruth.tif")[:96, :96])
+    tifffile.imwrite(folder / "crop_classes.tif",
+                     (tifffile.imread(test_data / "nuclei_groundtruth.tif")[:96, :96] > 0).astype(np.uint8))
     # the scribbles mark both classes in this corner
     tifffile.imwrite(folder / "corner.tif", tifffile.imread(test_data / "nuclei.tif")[:128, 32:160])
     tifffile.imwrite(folder / "corner_scribbles.tif", tifffile.imread(test_data / "nuclei_scribbles.tif")[:128, 32:160])
@@ -275,8 +277,8 @@ def test_a_16_bit_rgb_png_keeps_its_depth(tmp_path):
 
 
 def test_a_class_name_that_is_tex_or_html_does_not_break_the_report(crop, out, capsys):
-    result = in_process(capsys, "evaluate", "--mode", "semantic", "--truth", crop / "crop_labels.tif", "--prediction",
-                     crop / "crop_labels.tif", "--class-names", "$\\frac{<b>,<script>x</script>",
+    result = in_process(capsys, "evaluate", "--mode", "semantic", "--truth", crop / "crop_classes.tif", "--prediction",
+                        crop / "crop_classes.tif", "--class-names", "$\\frac{<b>,<script>x</script>",
                      "--table", out / "t.tsv", "--report", out / "r.html")
     assert result.returncode == 0, result.stderr
     page = (out / "r.html").read_text()
