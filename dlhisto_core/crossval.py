@@ -74,7 +74,6 @@ class CrossValOptions:
     device: str = "auto"
 
     def check(self, n_pool: int) -> None:
-        check_bounds(self)
         if self.method not in METHODS:
             raise InputError(f"unknown method '{self.method}'; choose one of {', '.join(METHODS)}")
         if self.task not in TASKS:
@@ -89,6 +88,7 @@ class CrossValOptions:
             raise InputError("give at least one candidate sigma")
         if self.pixels_per_class < 1:
             raise InputError(f"pixels per class must be at least 1, got {self.pixels_per_class}")
+        check_bounds(self)
 
 
 Segmenter = Callable[[AnnotatedImage], np.ndarray]

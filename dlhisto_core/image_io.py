@@ -180,7 +180,7 @@ def _check_ome_references(ome_xml: str, name: str, file_name: str) -> None:
     """Refuse an OME-XML whose image planes lie in other files, or that defines XML entities."""
     if "<!ENTITY" in ome_xml or "<!DOCTYPE" in ome_xml:
         raise InputError(f"'{name}' has OME-XML with a document type or entities, which OME-TIFF does not use; refused")
-    root = _parse_ome(ome_xml, name)
+    root = _parse_ome(ome_xml)
     if root is None:
         return
     if any(el.tag.endswith("}BinaryOnly") or el.tag == "BinaryOnly" for el in root):
@@ -197,7 +197,7 @@ def _check_ome_references(ome_xml: str, name: str, file_name: str) -> None:
                              "given: convert the set into one OME-TIFF")
 
 
-def _parse_ome(ome_xml: str, name: str) -> ET.Element | None:
+def _parse_ome(ome_xml: str) -> ET.Element | None:
     try:
         return ET.fromstring(ome_xml)
     except ET.ParseError:
@@ -587,7 +587,7 @@ def _recorded_pixel_size(tif: tifffile.TiffFile, name: str) -> tuple[float, floa
 
 
 def _ome_pixel_size(ome_xml: str, name: str) -> tuple[float, float] | None:
-    root = _parse_ome(ome_xml, name)
+    root = _parse_ome(ome_xml)
     if root is None:
         return None
     pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels") or el.tag == "Pixels"), None)

@@ -161,7 +161,7 @@ def read_state_dict(source, name: str) -> dict[str, torch.Tensor]:
         data = source.read()
     else:
         data = untrusted.read_small_file(source, name, "the weights file", MAX_WEIGHTS_BYTES)
-    untrusted.nested_zip_total(data, name, MAX_WEIGHTS_BYTES)  # torch.save files are zips
+    untrusted.check_zip_in_memory(data, name, MAX_WEIGHTS_BYTES)  # torch.save files are zips
     if data[8:9] == b"{":  # safetensors: an 8-byte header length, then the JSON header
         from safetensors.torch import load as load_safetensors
         try:

@@ -228,7 +228,7 @@ def load(path: str | os.PathLike, name: str | None = None) -> PixelClassifier:
             raise InputError(f"'{name}' is not {what} (format {found!r})")
         checked = schemas.check(schemas.ClassifierMetadata, metadata, name, "classifier.json")
         forest_bytes = untrusted.read_member(archive, "forest.skops", name, MAX_CLASSIFIER_BYTES)
-    untrusted.nested_zip_total(forest_bytes, name, MAX_CLASSIFIER_BYTES)  # a skops file is a zip too
+    untrusted.check_zip_in_memory(forest_bytes, name, MAX_CLASSIFIER_BYTES)  # a skops file is a zip too
     try:
         untrusted_types = set(skops.io.get_untrusted_types(data=forest_bytes)) - set(TRUSTED_TYPES)
     except Exception as exc:  # skops could not even parse it

@@ -67,7 +67,7 @@ def read_member(archive: zipfile.ZipFile, member: str, name: str, limit: int) ->
     return data
 
 
-def nested_zip_total(data: bytes, name: str, max_total: int) -> None:
+def check_zip_in_memory(data: bytes, name: str, max_total: int) -> None:
     """Apply :func:`check_zip` to a zip held in memory (a zip inside a zip, e.g. a skops file)."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as inner:
