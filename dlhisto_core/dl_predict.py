@@ -74,16 +74,10 @@ class PredictOptions:
 
     def check(self) -> None:
         check_bounds(self)
-        if self.tile_size < 64 or self.tile_size % 32:
+        if self.tile_size % 32:  # the ranges are the fields' bounds
             raise InputError(f"the tile size must be a multiple of 32, at least 64, got {self.tile_size}")
-        if self.overlap < 0 or self.overlap % 32 or self.overlap > self.tile_size:
+        if self.overlap % 32 or self.overlap > self.tile_size:
             raise InputError(f"the overlap must be a multiple of 32 between 0 and the tile size, got {self.overlap}")
-        if self.batch_size < 1:
-            raise InputError(f"the batch size must be at least 1, got {self.batch_size}")
-        if not 0 <= self.min_tissue <= 1:
-            raise InputError(f"the minimum tissue fraction must be between 0 and 1, got {self.min_tissue}")
-        if self.min_area < 0:
-            raise InputError(f"the minimum object area cannot be negative, got {self.min_area}")
 
 
 @dataclass

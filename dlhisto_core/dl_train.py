@@ -57,12 +57,8 @@ class TrainOptions:
         check_bounds(self)
         if self.loss not in LOSSES:
             raise InputError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
-            raise InputError("epochs, batch size and patience must be at least 1")
-        if not 0 < self.validation_fraction < 1:
+        if not 0 < self.validation_fraction < 1:  # bounds are inclusive; both ends leave a split empty
             raise InputError(f"the validation fraction must be between 0 and 1, got {self.validation_fraction}")
-        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise InputError(f"the learning rate must be positive, got {self.learning_rate}")
 
 
 @dataclass
