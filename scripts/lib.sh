@@ -145,7 +145,15 @@ galaxy:
   id_secret: dlhisto-local-id-secret-$(echo "$work" | sha256sum | cut -c1-16)
   database_auto_migrate: true
   watch_tools: 'false'
-  enable_celery_tasks: false
+  # Metadata and uploads run in a Celery worker (start_galaxy) whose process pool has Galaxy's
+  # datatypes and metadata code imported once: without it every job's script imports them again
+  # (about 10 s of CPU per job on 2 cores; benchmarks/galaxy_overhead.py). The broker and the
+  # results are SQLite databases in data_dir, so no message queue server is needed.
+  enable_celery_tasks: true
+  metadata_strategy: directory_celery
+  amqp_internal_connection: sqlalchemy+sqlite:///$work/data/control.sqlite?isolation_level=IMMEDIATE
+  celery_conf:
+    result_backend: db+sqlite:///$work/data/results.sqlite
   galaxy_infrastructure_url: http://127.0.0.1:$port
   allow_user_creation: true
   cleanup_job: onsuccess
@@ -213,8 +221,9 @@ for tool_id in tool_ids:
 PY
 }
 
-# start_galaxy WORK PORT: start galaxy-web in the background (its venv active, as upload jobs
-# need) and wait until the API answers. Sets GX_PID.
+# start_galaxy WORK PORT: start galaxy-web and its Celery worker in the background (Galaxy's
+# venv active, as upload jobs need) and wait until the API answers. Sets GX_PID; stop_galaxy
+# WORK stops both.
 start_galaxy() {
     local work=$1 port=$2
     if curl -sf "http://127.0.0.1:$port/api/version" >/dev/null 2>&1; then
@@ -224,8 +233,17 @@ start_galaxy() {
     (
         # shellcheck disable=SC1091
         . "$GX_VENV/bin/activate"
-        export TMPDIR="$work/tmp"
+        export TMPDIR="$work/tmp" GALAXY_CONFIG_FILE="$work/config/galaxy.yml"
         trap '' HUP   # keep serving when the terminal that started it closes
+        exec celery --app galaxy.celery worker --concurrency 2 --pool threads --loglevel INFO \
+            --queues celery,galaxy.internal,galaxy.external
+    ) > "$work/celery.log" 2>&1 &
+    echo $! > "$work/celery.pid"
+    (
+        # shellcheck disable=SC1091
+        . "$GX_VENV/bin/activate"
+        export TMPDIR="$work/tmp"
+        trap '' HUP
         exec galaxy-web -c "$work/config/galaxy.yml" -b "127.0.0.1:$port"
     ) > "$work/galaxy.log" 2>&1 &
     GX_PID=$!
@@ -241,4 +259,16 @@ start_galaxy() {
     done
     echo "Galaxy did not answer within 10 minutes; see $work/galaxy.log" >&2
     return 1
+}
+
+# stop_galaxy WORK: stop the Galaxy and the Celery worker that start_galaxy WORK started.
+stop_galaxy() {
+    local work=$1 pid
+    for pid in $(cat "$work/galaxy.pid" "$work/celery.pid" 2>/dev/null); do
+        kill "$pid" 2>/dev/null
+    done
+    for pid in $(cat "$work/galaxy.pid" "$work/celery.pid" 2>/dev/null); do
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.5; done
+    done
+    rm -f "$work/galaxy.pid" "$work/celery.pid"
 }
