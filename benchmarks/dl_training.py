@@ -45,7 +45,7 @@ TEST_DATA = Path(__file__).resolve().parent.parent / "test-data"
 def dlhisto_epochs(spec, patches, train_idx, options, epochs: int, augment: bool) -> tuple[int, float]:
     """Samples and seconds of ``epochs`` epochs of dl_train._train_epoch after one warm-up epoch."""
     model = dl_models.build_model(spec, seed=options.seed)
-    device = dl_train.pick_device(options.device)
+    device = dl_models.pick_device(options.device)
     model.to(device)
     dataset = dl_data.PatchDataset(patches.path, train_idx, augment=augment, seed=options.seed)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
@@ -63,7 +63,7 @@ def dlhisto_epochs(spec, patches, train_idx, options, epochs: int, augment: bool
 def bare_epochs(spec, patches, train_idx, options, epochs: int) -> tuple[int, float]:
     """The textbook loop over tensors in memory."""
     model = dl_models.build_model(spec, seed=options.seed)
-    device = dl_train.pick_device(options.device)
+    device = dl_models.pick_device(options.device)
     model.to(device)
     with h5py.File(patches.path, "r") as h5:
         images = torch.from_numpy(h5["images"][...][train_idx])

@@ -3,7 +3,8 @@ bundled nuclei image through the API to its outputs being ready (Galaxy's job cr
 times), minus the time of the same command run directly.
 
 Galaxy's part is the job's preparation (command line, working directory), the job script,
-collecting the outputs and setting their metadata (a separate Python process per job). The
+collecting the outputs and setting their metadata (in the Celery worker that scripts/lib.sh
+starts beside Galaxy; without one, a separate Python process per job). The
 jobs run one after another on an otherwise idle Galaxy; the median of --repeats is printed.
 
 Usage (with BioBlend, e.g. planemo's venv): python galaxy_overhead.py GALAXY_URL USER_API_KEY

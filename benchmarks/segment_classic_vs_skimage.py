@@ -20,7 +20,7 @@ from skimage import feature, filters, measure, morphology, segmentation
 
 from dlhisto_core.image_io import read_image
 from dlhisto_core.measure import measure_objects
-from dlhisto_core.segment_classic import ClassicOptions, segment_classic
+from dlhisto_core.classic import ClassicOptions, segment_classic
 
 NUCLEI = Path(__file__).resolve().parent.parent / "test-data" / "nuclei.tif"
 

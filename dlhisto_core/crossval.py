@@ -30,13 +30,14 @@ from . import evaluate
 from .errors import InputError
 from .features import FeatureSettings
 from .image_io import read_image, read_labels, single_channel, write_labels
-from .options import (MAX_BATCH_SIZE, MAX_EPOCHS, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_SEED, MAX_TREES, bounded,
-                      check_bounds)
-from .preprocess import MAX_SIGMA
-from .segment_classic import ClassicOptions, objects_from_mask, segment_classic
+from .model_spec import ENCODERS
+from .options import (DEVICES, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_SEED, MAX_TREES,
+                      bounded, check_bounds, check_choices, choice)
+from .preprocessing import MAX_SIGMA
+from .classic import ClassicOptions, objects_from_mask, segment_classic
 
 METHODS = ("classic", "pixel_classifier", "unet")
-TASKS = ("instance", "semantic")
+CROSSVAL_TASKS = ("instance", "semantic")
 SUMMARY_ROLES = ("validation", "test")
 INSTANCE_SCORES = ("f1", "precision", "recall", "average_precision", "panoptic_quality", "aji")
 SEMANTIC_SCORES = ("pixel_accuracy", "mean_iou", "mean_dice")
@@ -50,11 +51,11 @@ class AnnotatedImage(NamedTuple):
 
 @dataclass
 class CrossValOptions:
-    method: str = "classic"
-    task: str = "instance"
+    method: str = choice("classic", ("classic", "pixel_classifier", "unet"))
+    task: str = choice("instance", CROSSVAL_TASKS)
     """instance: labels are objects (one id each), scored by matching at ``iou_threshold``;
     semantic: labels are classes 0..K-1, scored pixel by pixel (background 0 left out of the means)."""
-    folds: int = bounded(3, 2, 100)
+    folds: int = bounded(5, 2, 100)
     seed: int = bounded(0, 0, MAX_SEED)
     iou_threshold: float = bounded(0.5, 0, 1)
     classic: ClassicOptions = field(default_factory=ClassicOptions)
@@ -70,14 +71,12 @@ class CrossValOptions:
     patches_per_image: int = bounded(32, 1, MAX_PATCHES_PER_IMAGE)
     batch_size: int = bounded(8, 1, MAX_BATCH_SIZE)
     learning_rate: float = bounded(1e-3, 1e-9, 10)
-    encoder: str = "mobilenet_v2"
-    device: str = "auto"
+    encoder: str = choice("mobilenet_v2", ENCODERS)
+    device: str = choice("auto", DEVICES)
 
     def check(self, n_pool: int) -> None:
         if self.method not in METHODS:
             raise InputError(f"unknown method '{self.method}'; choose one of {', '.join(METHODS)}")
-        if self.task not in TASKS:
-            raise InputError(f"unknown task '{self.task}'; choose one of {', '.join(TASKS)}")
         if self.folds < 2:
             raise InputError(f"cross-validation needs at least 2 folds, got {self.folds}")
         if n_pool < self.folds:
@@ -89,6 +88,7 @@ class CrossValOptions:
         if self.pixels_per_class < 1:
             raise InputError(f"pixels per class must be at least 1, got {self.pixels_per_class}")
         check_bounds(self)
+        check_choices(self)
 
 
 Segmenter = Callable[[AnnotatedImage], np.ndarray]
@@ -122,10 +122,10 @@ def cross_validate(pool: Sequence[AnnotatedImage], test: Sequence[AnnotatedImage
                     rows.append({"fold": k, "role": role, "images": ",".join(i.name for i in items),
                                  "trained_on": len(training), **settings, **scores})
                     log(f"  {role}: " + ", ".join(f"{key} {scores[key]:.3f}" for key in _score_keys(options)[:3]))
-    return rows + summarize(rows, _score_keys(options))
+    return rows + mean_and_sd(rows, _score_keys(options))
 
 
-def summarize(rows: Sequence[dict], keys: Sequence[str]) -> list[dict]:
+def mean_and_sd(rows: Sequence[dict], keys: Sequence[str]) -> list[dict]:
     """Mean and sample standard deviation (ddof 1) of each score over the folds, per role."""
     summary = []
     for role in SUMMARY_ROLES:
@@ -215,7 +215,7 @@ def train_pixel_classifier(training, validation, options: CrossValOptions, n_cla
 
     def segment(item: AnnotatedImage) -> np.ndarray:
         probabilities, classes = work / "probabilities.tif", work / "classes.tif"
-        pixel_classifier.predict_image(classifier, item.image, probabilities, classes, name=item.name)
+        pixel_classifier.classify_pixels(classifier, item.image, probabilities, classes, name=item.name)
         predicted = read_labels(classes).data.astype(np.int64) - 1
         if options.task == "instance":
             classic = options.classic
@@ -227,20 +227,21 @@ def train_pixel_classifier(training, validation, options: CrossValOptions, n_cla
 
 def train_unet(training, validation, options: CrossValOptions, n_classes: int, work: Path):
     """U-Net trained on the training folds, validated (early stopping, best epoch) on the fold."""
-    from . import dl_data, dl_models, dl_predict, dl_train
+    from . import dl_predict
+    from .training import DataOptions, TrainOptions, train
 
-    pairs = [(item.image, item.labels, item.name, f"labels of {item.name}") for item in [*training, *validation]]
-    patches = dl_data.sample_patches(pairs, work / "patches.h5", options.task, options.patch_size,
-                                     options.patches_per_image, options.seed)
-    n_training = len(training) * options.patches_per_image
-    split = (list(range(n_training)), list(range(n_training, patches.n_patches)))
-    spec = dl_models.ModelSpec(options.task, patches.n_classes, patches.n_channels, "unet", options.encoder)
-    model = dl_models.build_model(spec, seed=options.seed)
-    train_options = dl_train.TrainOptions(epochs=options.epochs, batch_size=options.batch_size,
-                                          learning_rate=options.learning_rate, seed=options.seed,
-                                          device=options.device, patience=options.epochs)
-    state = dl_train.train(model, patches.path, spec.n_classes, train_options, work / "checkpoint.pt",
-                           log=lambda line: None, split=split)
+    def pairs(items):
+        return [(item.image, item.name) for item in items], [(item.labels, f"labels of {item.name}") for item in items]
+
+    images, labels = pairs(training)
+    trained = train(images, labels, validation=pairs(validation),
+                    data=DataOptions(task=options.task, patch_size=options.patch_size,
+                                     patches_per_image=options.patches_per_image),
+                    options=TrainOptions(epochs=options.epochs, batch_size=options.batch_size,
+                                         learning_rate=options.learning_rate, seed=options.seed,
+                                         device=options.device, patience=options.epochs),
+                    architecture="unet", encoder=options.encoder, log=None)
+    model, spec, state = trained.model, trained.spec, trained.state
     predict_options = dl_predict.PredictOptions(tile_size=256, overlap=64, batch_size=options.batch_size,
                                                 device=options.device, min_area=options.classic.min_area)
 

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from .dl_data import normalize_for_network
-from .dl_train import pick_device
+from .dl_models import pick_device
 from .errors import InputError
-from .image_io import TiledImageReader
+from .image_io import image_reader
 from .model_spec import ModelSpec
 from .options import MAX_BATCH_SIZE, check_number
 from .tiling import MAX_TILE_SIZE, Tile, tile_grid
@@ -34,7 +34,7 @@ def classify(model: torch.nn.Module, spec: ModelSpec, class_names: Sequence[str]
     torch_device = pick_device(device)
     model = model.to(torch_device).eval()
     for path, name in images:
-        with TiledImageReader(path, name=name) as reader:
+        with image_reader(path, name=name) as reader:
             n_channels = 1 if len(reader.shape) == 2 else reader.shape[2]
             if n_channels != spec.in_channels:
                 raise InputError(f"the model expects {spec.in_channels}-channel images; '{name}' has {n_channels}")

@@ -32,16 +32,17 @@ import torch
 from scipy import ndimage as ndi
 from skimage import segmentation
 
+from .dl_options import TARGET_NORMALIZATIONS
 from .errors import InputError
 from .image_io import read_image, read_labels
 from .options import MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_SEED, check_number
 
-TASKS = ("semantic", "instance", "regression")
-TARGET_NORMALIZATIONS = ("input", "dataset")
+PATCH_TASKS = ("semantic", "instance", "regression")
 NORMALIZATION = (1.0, 99.8)
 """Percentiles of each channel mapped to 0 and 1 before the network sees an image."""
 SAMPLE_PIXELS = 4_000_000
-"""Pixels of each target sampled (on a regular grid) for the dataset target normalisation."""
+"""Pixels sampled (on a regular grid) for percentiles: of each target for the dataset target
+normalisation, of a slide for its normalisation and tissue threshold (``dl_predict``)."""
 
 
 def normalize_for_network(data: np.ndarray, joint: bool = False) -> np.ndarray:
@@ -88,7 +89,7 @@ def make_target(labels: np.ndarray, task: str) -> np.ndarray:
         target = (labels > 0).astype(np.uint8)
         target[segmentation.find_boundaries(labels, mode="inner")] = 2
         return target
-    raise InputError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
+    raise InputError(f"unknown task '{task}'; choose one of {', '.join(PATCH_TASKS)}")
 
 
 @dataclass
@@ -121,8 +122,8 @@ def sample_patches(pairs: Sequence[tuple], path: str | os.PathLike, task: str, p
     check_sampling(patch_size, patches_per_image, seed)
     if patch_size < 16 or patch_size % 16:
         raise InputError(f"the patch size must be a multiple of 16, at least 16, got {patch_size}")
-    if task not in TASKS:
-        raise InputError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
+    if task not in PATCH_TASKS:
+        raise InputError(f"unknown task '{task}'; choose one of {', '.join(PATCH_TASKS)}")
     regression = task == "regression"
     if regression and target_normalization not in TARGET_NORMALIZATIONS:
         raise InputError(f"unknown target normalisation '{target_normalization}'; "

@@ -122,3 +122,12 @@ def _fit_input_channels(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor
         return weight.sum(dim=1, keepdim=True)
     repeats = -(-want // have)
     return weight.repeat(1, repeats, 1, 1)[:, :want] * (have / want)
+
+
+def pick_device(choice: str = "auto") -> torch.device:
+    """The torch device of a step's ``device`` option: 'auto' (CUDA when present), 'cpu' or 'cuda'."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA was asked for but no GPU is available")
+    return torch.device(choice)

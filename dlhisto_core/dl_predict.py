@@ -43,41 +43,16 @@ from scipy.sparse.csgraph import connected_components
 from skimage.filters import threshold_otsu
 from skimage.segmentation import expand_labels
 
-from .dl_data import channel_range, scale_channels, target_scale
-from .dl_train import pick_device
+from .dl_options import PredictOptions
+from .dl_data import SAMPLE_PIXELS, channel_range, scale_channels, target_scale
+from .dl_models import pick_device
 from .errors import InputError
-from .image_io import TiledImageReader, TileSink, smallest_label_dtype, write_pyramid, write_tiled_image
+from .image_io import TiledImageReader, TileSink, image_reader, smallest_label_dtype, write_pyramid, write_tiled_image
 from .model_spec import ModelSpec
-from .options import MAX_BATCH_SIZE, bounded, check_bounds
-from .segment_classic import MAX_AREA
-from .tiling import MAX_TILE_SIZE, Tile, tile_grid
+from .tiling import Tile, tile_grid
 
-SAMPLE_PIXELS = 4_000_000
-"""Pixels sampled (on a regular grid) for the normalisation percentiles and the tissue threshold."""
 BOUNDARY_GROWTH = 2
 """Pixels by which instance interiors grow into the predicted boundary class."""
-
-
-@dataclass
-class PredictOptions:
-    tile_size: int = bounded(512, 64, MAX_TILE_SIZE)
-    """Output tile size; a multiple of 32."""
-    overlap: int = bounded(64, 0, MAX_TILE_SIZE)
-    """Pixels by which neighbouring windows overlap and are blended; a multiple of 32, at most tile_size."""
-    batch_size: int = bounded(4, 1, MAX_BATCH_SIZE)
-    device: str = "auto"
-    skip_background: bool = False
-    min_tissue: float = bounded(0.01, 0, 1)
-    """With skip_background: windows with a smaller fraction of tissue pixels are skipped."""
-    min_area: int = bounded(0, 0, MAX_AREA)
-    """Instance output: objects with a smaller interior (pixels) are dropped."""
-
-    def check(self) -> None:
-        check_bounds(self)
-        if self.tile_size % 32:  # the ranges are the fields' bounds
-            raise InputError(f"the tile size must be a multiple of 32, at least 64, got {self.tile_size}")
-        if self.overlap % 32 or self.overlap > self.tile_size:
-            raise InputError(f"the overlap must be a multiple of 32 between 0 and the tile size, got {self.overlap}")
 
 
 @dataclass
@@ -256,7 +231,8 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
                   name: str | None = None) -> PredictSummary:
     """Predict a slide and write the requested outputs as pyramidal OME-TIFFs:
     probabilities (float32, one channel per class), the class map (uint8, 0..K-1) and, for
-    instance models, the objects (label image)."""
+    instance models, the objects (label image). ``image_path`` is a file, a reader
+    (``image_io.TiledImageReader``) or an array (see ``image_io.image_reader``)."""
     if not (probabilities_path or classes_path or objects_path):
         raise InputError("ask for at least one output: probabilities, classes or objects")
     if objects_path and spec.task != "instance":
@@ -264,7 +240,7 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
     predictor = SlidePredictor(model, spec, options)
     summary = PredictSummary(class_pixels=np.zeros(spec.n_classes, np.int64), device=str(predictor.device))
     size = options.tile_size
-    with TiledImageReader(image_path, name=name) as reader, \
+    with image_reader(image_path, name=name) as reader, \
             tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)
         work = Path(work)
         height, width = reader.shape[:2]
@@ -300,11 +276,12 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
 def predict_image(model: torch.nn.Module, spec: ModelSpec, image_path, options: PredictOptions, output_path,
                   target_normalization: dict, name: str | None = None) -> PredictSummary:
     """Predict the image of pixel values of a regression model (restoration, translation) for a
-    slide and write it as a pyramidal float32 OME-TIFF with the slide's pixel size."""
+    slide (a file, a reader or an array) and write it as a pyramidal float32 OME-TIFF with the
+    slide's pixel size."""
     predictor = SlidePredictor(model, spec, options, target_normalization)
     summary = PredictSummary(device=str(predictor.device))
     sums = np.zeros(spec.n_classes)
-    with TiledImageReader(image_path, name=name) as reader, \
+    with image_reader(image_path, name=name) as reader, \
             tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)
         height, width = reader.shape[:2]
         summary.shape, summary.pixel_size = (height, width), reader.pixel_size

@@ -25,40 +25,15 @@ import torch
 from torch import nn
 
 from .dl_data import PatchDataset, count_patches
-from .dl_models import set_frozen_stages_to_eval
+from .dl_models import pick_device, set_frozen_stages_to_eval
 from .errors import InputError
-from .options import MAX_BATCH_SIZE, MAX_EPOCHS, MAX_SEED, bounded, check_bounds
+from .dl_options import REGRESSION_LOSSES, SEGMENTATION_LOSSES, TrainOptions, default_loss
 from .outputs import atomic_output
 
-SEGMENTATION_LOSSES = ("ce", "dice", "ce_dice")
-REGRESSION_LOSSES = ("l1", "l2")
-LOSSES = SEGMENTATION_LOSSES + REGRESSION_LOSSES
 METRICS = {"classification": "accuracy", "regression": "psnr"}
 """The validation score of each task that is not scored by the Dice of its classes."""
 
 
-
-
-@dataclass
-class TrainOptions:
-    epochs: int = bounded(30, 1, MAX_EPOCHS)
-    batch_size: int = bounded(8, 1, MAX_BATCH_SIZE)
-    learning_rate: float = bounded(1e-3, 1e-9, 10)
-    loss: str = "ce_dice"
-    validation_fraction: float = bounded(0.2, 0, 1)
-    patience: int = bounded(8, 1, MAX_EPOCHS)
-    """Stop when the validation score (Dice, accuracy or PSNR) has not improved for this many epochs."""
-    seed: int = bounded(0, 0, MAX_SEED)
-    augment: bool = True
-    device: str = "auto"
-    """'auto' (CUDA when present), 'cpu' or 'cuda'."""
-
-    def check(self) -> None:
-        check_bounds(self)
-        if self.loss not in LOSSES:
-            raise InputError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
-        if not 0 < self.validation_fraction < 1:  # bounds are inclusive; both ends leave a split empty
-            raise InputError(f"the validation fraction must be between 0 and 1, got {self.validation_fraction}")
 
 
 @dataclass
@@ -71,16 +46,11 @@ class TrainState:
     """Best validation score: mean Dice of the foreground classes, accuracy for tile classes, or
     PSNR (dB, over the normalised target range of 0 to 1) for regression."""
     best_epoch: int = 0
+    best_loss: float = math.inf
+    """Validation loss of the best epoch: of two epochs with the same score (tile accuracy often
+    reaches 1 early), the one with the lower loss is the better model."""
     metric: str = "dice"
     history: list[dict] = field(default_factory=list)
-
-
-def pick_device(choice: str = "auto") -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise InputError("CUDA was asked for but no GPU is available")
-    return torch.device(choice)
 
 
 def split_indices(n: int, validation_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -92,10 +62,12 @@ def split_indices(n: int, validation_fraction: float, seed: int) -> tuple[list[i
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
-def make_loss(name: str, task: str) -> Callable:
-    """The loss function for ``task``; tile classes always train with cross-entropy."""
+def make_loss(name: str | None, task: str) -> Callable:
+    """The loss function ``name`` (None: :func:`default_loss`) for ``task``; tile classes always
+    train with cross-entropy."""
     if task == "classification":
         return nn.CrossEntropyLoss()
+    name = name or default_loss(task)
     if task == "regression":
         if name not in REGRESSION_LOSSES:
             raise InputError(f"regression trains with the loss {' or '.join(REGRESSION_LOSSES)}, not '{name}'")
@@ -163,8 +135,8 @@ def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options:
                   "seconds": time.perf_counter() - started}
         state.history.append(record)
         state.epoch = epoch
-        if score > state.best_score:
-            state.best_score, state.best_epoch = score, epoch
+        if score > state.best_score or (score == state.best_score and val_loss < state.best_loss):
+            state.best_score, state.best_epoch, state.best_loss = score, epoch, val_loss
             best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         stalled = epoch - state.best_epoch
         _save_checkpoint(checkpoint, model, optimizer, state, best_weights)
@@ -304,4 +276,5 @@ def join_phases(first: TrainState, second: TrainState) -> TrainState:
     best = second if second.best_score >= first.best_score else first
     offset = first.epoch if best is second else 0
     return TrainState(epoch=first.epoch + second.epoch, best_score=best.best_score,
-                      best_epoch=best.best_epoch + offset, metric=first.metric, history=history)
+                      best_epoch=best.best_epoch + offset, best_loss=best.best_loss, metric=first.metric,
+                      history=history)

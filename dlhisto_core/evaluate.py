@@ -9,6 +9,7 @@ weighs more than a small one, as in the DSB2018 and StarDist evaluations.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -22,8 +23,29 @@ ALL_IMAGES = "all"
 
 
 def evaluate_instances(pairs: Sequence[tuple], thresholds: Sequence[float] = metrics.IOU_THRESHOLDS) -> list[dict]:
-    """Rows (image, threshold, counts and scores, aji) for each (truth, prediction, truth name,
-    prediction name) pair, then the pooled rows of image 'all'."""
+    """Objects matched between ground truth and prediction (``dlhisto evaluate --mode instance``).
+
+    Parameters
+    ----------
+    pairs : list of (truth, prediction[, truth name, prediction name])
+        Label image paths, one id per object.
+    thresholds : list of float
+        IoU above which a predicted object matches a true one.
+
+    Returns
+    -------
+    list of dict
+        A row per image and threshold (tp, fp, fn, precision, recall, f1, panoptic quality...,
+        aji), then the pooled rows of image 'all'.
+
+    Examples
+    --------
+    >>> from dlhisto_core import evaluate_instances
+    >>> rows = evaluate_instances([("test-data/nuclei_groundtruth.tif", "test-data/nuclei_labels.tif")], [0.5])
+    >>> pooled = rows[-1]
+    >>> pooled["image"], pooled["tp"], round(pooled["f1"], 3)
+    ('all', 74, 0.624)
+    """
     return instance_rows(load_pairs(pairs), thresholds)
 
 
@@ -141,7 +163,7 @@ def load_restoration_pairs(pairs: Sequence[tuple]) -> list[tuple[np.ndarray, np.
     if not pairs:
         raise InputError("nothing to evaluate: give at least one prediction and its target")
     loaded = []
-    for truth_path, prediction_path, truth_name, prediction_name in pairs:
+    for truth_path, prediction_path, truth_name, prediction_name in map(_named_pair, pairs):
         truth = read_image(truth_path, truth_name).data.astype(np.float64)
         prediction = read_image(prediction_path, prediction_name).data.astype(np.float64)
         if truth.shape != prediction.shape:
@@ -154,8 +176,8 @@ def load_restoration_pairs(pairs: Sequence[tuple]) -> list[tuple[np.ndarray, np.
 
 
 def load_pairs(pairs: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray, str]]:
-    """(truth, prediction, prediction name) arrays of (truth path, prediction path, truth name,
-    prediction name) tuples, checked to be of the same size."""
+    """(truth, prediction, prediction name) arrays of (truth path, prediction path[, truth name,
+    prediction name]) tuples, checked to be of the same size."""
     return list(_load_pairs(pairs))
 
 
@@ -176,13 +198,18 @@ def _describe(key) -> str:
 def _load_pairs(pairs: Sequence[tuple]):
     if not pairs:
         raise InputError("nothing to evaluate: give at least one prediction and its ground truth")
-    for truth_path, predicted_path, truth_name, predicted_name in pairs:
+    for truth_path, predicted_path, truth_name, predicted_name in map(_named_pair, pairs):
         truth = read_labels(truth_path, truth_name).data
         predicted = read_labels(predicted_path, predicted_name).data
         if truth.shape != predicted.shape:
             raise InputError(f"prediction '{predicted_name}' ({predicted.shape[1]}x{predicted.shape[0]}) and ground "
                              f"truth '{truth_name}' ({truth.shape[1]}x{truth.shape[0]}) differ in size")
         yield truth.astype(np.int64), predicted.astype(np.int64), predicted_name
+
+
+def _named_pair(pair: tuple) -> tuple:
+    """(truth, prediction, truth name, prediction name); names default to the file names."""
+    return tuple(pair) if len(pair) == 4 else (*pair, Path(pair[0]).name, Path(pair[1]).name)
 
 
 def _fraction(numerator: int, denominator: int) -> float:

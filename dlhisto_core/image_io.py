@@ -16,6 +16,7 @@ half-written file where Galaxy (or a user) would pick it up.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -452,6 +453,52 @@ class TiledImageReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ArrayReader:
+    """The reader protocol of :class:`TiledImageReader` (``shape``, ``dtype``, ``pixel_size``,
+    ``name``, ``read_region``) over an image already in memory, so that the slide steps take
+    arrays as well as files."""
+
+    n_levels = 1
+
+    def __init__(self, data: np.ndarray, pixel_size: tuple[float, float] | None = None, name: str = "array"):
+        data = np.asarray(data)
+        if data.ndim not in (2, 3):
+            raise InputError(f"'{name}' must be a (Y, X) or (Y, X, C) array, got shape {data.shape}")
+        check_image(data, name)
+        if pixel_size is not None:
+            check_pixel_size(pixel_size, f"'{name}' has")
+        self._array, self.pixel_size, self.name = data, pixel_size, name
+        self.shape, self.dtype = data.shape, data.dtype
+
+    def read_region(self, y: int, x: int, height: int, width: int) -> np.ndarray:
+        """Return pixels [y:y+height, x:x+width] (clipped to the image) as (h, w) or (h, w, C)."""
+        return self._array[max(y, 0):min(y + height, self.shape[0]), max(x, 0):min(x + width, self.shape[1])]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self) -> "ArrayReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def image_reader(source, name: str | None = None):
+    """A reader of ``source`` for the duration of a ``with`` block: a path (or file) is opened
+    with :class:`TiledImageReader` and closed after; an array or :class:`Image` is wrapped in an
+    :class:`ArrayReader`; a reader (anything with ``read_region``) is used as it is and left open."""
+    if hasattr(source, "read_region"):
+        yield source
+    elif isinstance(source, (np.ndarray, Image)):
+        data, pixel_size = (source.data, source.pixel_size) if isinstance(source, Image) else (source, None)
+        yield ArrayReader(data, pixel_size, name or "array")
+    else:
+        with TiledImageReader(source, name=name) as reader:
+            yield reader
 
 
 def _channel_axis(axes: str, shape: tuple[int, ...], name: str) -> int | None:

@@ -6,14 +6,11 @@ pixel size is known, ``area_um2`` and ``equivalent_diameter_um`` give them in mi
 
 from __future__ import annotations
 
-import csv
-import os
 from typing import Sequence
 
 import numpy as np
 from skimage import measure
 
-from .outputs import atomic_output
 
 REGIONPROPS_COLUMNS = {
     "label": "label", "area": "area", "centroid-0": "centroid_y", "centroid-1": "centroid_x",
@@ -52,7 +49,7 @@ def measure_objects(labels: np.ndarray, intensity: np.ndarray,
     return rows
 
 
-def summarize(rows: Sequence[dict], image_name: str, n_pixels: int, **extra) -> dict:
+def summarize_objects(rows: Sequence[dict], image_name: str, n_pixels: int, **extra) -> dict:
     """Whole-image summary: object count, mean and median area, covered fraction."""
     areas = np.array([r["area"] for r in rows], dtype=float)
     summary = {
@@ -64,20 +61,3 @@ def summarize(rows: Sequence[dict], image_name: str, n_pixels: int, **extra) -> 
     }
     summary.update(extra)
     return summary
-
-
-def write_table(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str]) -> None:
-    """Write rows as TSV with a header line; floats with 6 significant digits."""
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([format_value(row.get(c, "")) for c in columns])
-
-
-def format_value(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.6g}"
-    return str(value)

@@ -24,7 +24,7 @@ from sklearn.ensemble import RandomForestClassifier
 from . import __version__, schemas, untrusted
 from .errors import InputError, one_line
 from .features import FeatureSettings, features_of_tile
-from .image_io import TiledImageReader, write_tiled_image
+from .image_io import TiledImageReader, image_reader, write_tiled_image
 from .options import MAX_SEED, MAX_TREES, check_number
 from .outputs import atomic_output
 from .tiling import Tile, check_tile_size, map_in_order, tile_grid
@@ -180,12 +180,13 @@ def predict_tiles(classifier: PixelClassifier, reader: TiledImageReader, tile_si
     yield from zip(tiles, map_in_order(lambda tile: predict_tile(classifier, reader, tile), tiles))
 
 
-def predict_image(classifier: PixelClassifier, image_path, probabilities_path, classes_path,
+def classify_pixels(classifier: PixelClassifier, image_path, probabilities_path, classes_path,
                   tile_size: int = 512, name: str | None = None) -> tuple[float, float] | None:
-    """Write per-class probabilities (float32, YXS) and the class map (uint8, 1..K) as tiled
-    OME-TIFFs, one tile at a time. Returns the image's pixel size."""
+    """Write per-class probabilities (float32, YXS) and the class map (uint8, 1..K) of an image
+    (a file, a reader or an array) as tiled OME-TIFFs, one tile at a time. Returns the image's
+    pixel size."""
     check_tile_size(tile_size)
-    with TiledImageReader(image_path, name=name) as reader:
+    with image_reader(image_path, name=name) as reader:
         pixel_size = reader.pixel_size
         shape = reader.shape[:2] + (classifier.n_classes,)
         tiles = (probabilities for _, probabilities in predict_tiles(classifier, reader, tile_size))

@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 
 from .errors import InputError
 from .image_io import PIXEL_SIZE_RANGE_UM, Image, single_channel
-from .options import bounded, check_bounds, check_number
+from .options import bounded, check_bounds, check_choices, check_number, choice
 
 MAX_SIGMA = 100.0
 """Largest Gaussian sigma (and ridge scale) in pixels; a nucleus is 5 to 50 pixels across."""
@@ -37,13 +37,13 @@ class PreprocessOptions:
 
     channel: int | None = bounded(None, 0, MAX_CHANNEL)
     """Keep only this channel (0-based) before anything else."""
-    deconvolve: str | None = None
+    deconvolve: str | None = choice(None, ("hed", *STAINS))
     """'hematoxylin', 'eosin', 'dab' (one stain) or 'hed' (all three) from an RGB image."""
     target_pixel_size: float | None = bounded(None, *PIXEL_SIZE_RANGE_UM)
     """Resample to this pixel size in µm."""
     input_pixel_size: float | None = bounded(None, *PIXEL_SIZE_RANGE_UM)
     """Pixel size in µm to assume when the file records none (or to override it)."""
-    ridge: str | None = None
+    ridge: str | None = choice(None, tuple(RIDGE_FILTERS))
     """'sato', 'frangi' or 'meijering': replace each channel by its ridge response."""
     ridge_sigmas: tuple[float, ...] = bounded((1.0, 2.0, 3.0), 0.1, MAX_SIGMA)
     """Scales (pixels) of the ridge filter: about the half-widths of the ridges."""
@@ -56,11 +56,32 @@ class PreprocessOptions:
 
     def __post_init__(self):
         check_bounds(self)
+        check_choices(self)
 
 
 def preprocess(image: Image, options: PreprocessOptions) -> Image:
     """Apply channel selection or deconvolution, rescale, ridge enhancement, smoothing and
-    normalisation, in that order."""
+    normalisation, in that order (``dlhisto preprocess``).
+
+    Parameters
+    ----------
+    image : Image
+        From :func:`dlhisto_core.image_io.read_image`, or ``Image(array, pixel_size)``.
+    options : PreprocessOptions
+
+    Returns
+    -------
+    Image
+        float32 data and the pixel size after rescaling.
+
+    Examples
+    --------
+    >>> from dlhisto_core import PreprocessOptions, preprocess, read_image
+    >>> he = read_image("test-data/he.jpg")
+    >>> hematoxylin = preprocess(he, PreprocessOptions(deconvolve="hematoxylin", normalize=(1, 99)))
+    >>> he.data.shape[:2] == hematoxylin.data.shape[:2], hematoxylin.data.dtype.name
+    (True, 'float32')
+    """
     data, pixel_size = image.data, image.pixel_size
     if options.input_pixel_size is not None:
         pixel_size = (options.input_pixel_size, options.input_pixel_size)

@@ -24,7 +24,7 @@ from skimage.segmentation import find_boundaries  # noqa: E402
 
 from . import __version__, metrics  # noqa: E402
 from .outputs import atomic_output  # noqa: E402
-from .measure import format_value  # noqa: E402
+from .tables import format_value  # noqa: E402
 
 OVERLAY_MAX_SIDE = 1024
 """Pictures of the errors are shrunk (every n-th pixel) to at most this many pixels a side."""

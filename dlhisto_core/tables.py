@@ -1,4 +1,5 @@
-"""Tab-separated tables read by the steps: classes of images or tiles, classify results."""
+"""Tab-separated tables: written by every step (measurements, scores), read by some (classes of
+images or tiles, classify results)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from .errors import InputError
+from .outputs import atomic_output
 
 
 def read_tile_classes(path: str | os.PathLike, name: str | None = None) -> dict[str, str]:
@@ -45,3 +49,21 @@ def read_table(path: str | os.PathLike, name: str, required: Sequence[str]) -> l
         raise InputError(f"'{name}' needs a header line with the column(s) {', '.join(missing)}" if rows
                          else f"'{name}' is empty: expected a table with a header line")
     return rows
+
+
+def write_table(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str]) -> None:
+    """Write rows as TSV with a header line; floats with 6 significant digits."""
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([format_value(row.get(c, "")) for c in columns])
+
+
+def format_value(value) -> str:
+    """A table cell: floats with 6 significant digits, None empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.6g}"
+    return str(value)

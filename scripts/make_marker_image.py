@@ -12,7 +12,7 @@ import numpy as np
 import tifffile
 from skimage import transform
 
-from dlhisto_core.auto_annotate import reference_plane
+from dlhisto_core.annotation import reference_plane
 from dlhisto_core.image_io import read_image
 
 TEST_DATA = Path(__file__).resolve().parent.parent / "test-data"

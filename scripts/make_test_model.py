@@ -1,7 +1,8 @@
 """Train the small models that the predict/transfer/classify tests and tool tests use.
 
 The model packages (50 and 18 MB) are not kept in git: they are made here, deterministically
-(fixed seed, CPU), from bundled annotated images, and made again when the training code changes.
+(fixed seed, CPU) through the Python API (`dlhisto_core.training.train`), from bundled annotated
+images, and made again when the training code changes.
 Outputs (git-ignored):
 
 - test-data/nuclei_unet.zip: instance U-Net (mobilenet_v2) trained on nuclei.tif;
@@ -21,38 +22,49 @@ that a new checkout on the same machine (CI) does not train them again.
 import hashlib
 import os
 import shutil
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = ROOT / "test-data" / "nuclei_unet.zip"
-ENCODER = ROOT / "test-data" / "nuclei_unet_encoder.safetensors"
-ARGS = ["train", "--image", str(ROOT / "test-data" / "nuclei.tif"),
-        "--labels", str(ROOT / "test-data" / "nuclei_groundtruth.tif"),
-        "--image-name", "nuclei.tif", "--labels-name", "nuclei_groundtruth.tif",
-        "--encoder", "mobilenet_v2", "--epochs", "12", "--patches-per-image", "64", "--patch-size", "128",
-        "--seed", "0", "--device", "cpu", "--model-name", "dlhisto test nuclei U-Net", "--author", "dlhisto tests"]
-TILES = sorted((ROOT / "test-data").glob("tile_*.png"))
-CLASSIFIER = ROOT / "test-data" / "stain_classifier.zip"
-CLASSIFIER_ARGS = ["train", "--task", "classification", *[a for t in TILES for a in ("--image", str(t))],
-                   "--tile-classes", str(ROOT / "test-data" / "tile_classes.tsv"), "--encoder", "mobilenet_v2",
-                   "--patch-size", "64", "--patches-per-image", "32", "--epochs", "15", "--seed", "0",
-                   "--device", "cpu", "--model-name", "dlhisto test stain classifier", "--author", "dlhisto tests"]
-DENOISER = ROOT / "test-data" / "nuclei_denoiser.zip"
-DENOISER_ARGS = ["train", "--task", "regression",
-                 *[a for q in (1, 2, 3) for a in ("--image", str(ROOT / "test-data" / f"nuclei_q{q}_noisy.tif"),
-                                                  "--target", str(ROOT / "test-data" / f"nuclei_q{q}.tif"))],
-                 "--encoder", "mobilenet_v2", "--patch-size", "128", "--patches-per-image", "32", "--epochs", "10",
-                 "--learning-rate", "3e-3", "--loss", "l1", "--seed", "0", "--device", "cpu", "--model-name", "dlhisto test nuclei denoiser",
-                 "--author", "dlhisto tests"]
-SOURCES = ["dl_data.py", "dl_models.py", "dl_train.py", "model_package.py"]
+DATA = ROOT / "test-data"
+MODEL = DATA / "nuclei_unet.zip"
+ENCODER = DATA / "nuclei_unet_encoder.safetensors"
+CLASSIFIER = DATA / "stain_classifier.zip"
+DENOISER = DATA / "nuclei_denoiser.zip"
+AUTHOR = "dlhisto tests"
+RECIPES = {  # model: (name, keyword arguments of dlhisto_core.training.train)
+    MODEL: ("dlhisto test nuclei U-Net", dict(
+        images=["nuclei.tif"], labels=["nuclei_groundtruth.tif"], encoder="mobilenet_v2",
+        data=dict(patch_size=128, patches_per_image=64), options=dict(epochs=12))),
+    CLASSIFIER: ("dlhisto test stain classifier", dict(
+        images=sorted(p.name for p in DATA.glob("tile_*.png")), tile_classes="tile_classes.tsv",
+        encoder="mobilenet_v2", data=dict(task="classification", patch_size=64, patches_per_image=32),
+        options=dict(epochs=15))),
+    DENOISER: ("dlhisto test nuclei denoiser", dict(
+        images=[f"nuclei_q{q}_noisy.tif" for q in (1, 2, 3)], targets=[f"nuclei_q{q}.tif" for q in (1, 2, 3)],
+        encoder="mobilenet_v2", data=dict(task="regression", patch_size=128, patches_per_image=32),
+        options=dict(epochs=10, learning_rate=3e-3, loss="l1"))),
+}
+SOURCES = ["dl_data.py", "dl_models.py", "dl_train.py", "model_package.py", "training.py"]
 
 
 def fingerprint() -> str:
-    digest = hashlib.sha256(" ".join(ARGS + CLASSIFIER_ARGS + DENOISER_ARGS).replace(str(ROOT), "").encode())
+    digest = hashlib.sha256(repr(sorted((p.name, r) for p, r in RECIPES.items())).encode())
     for name in SOURCES:
         digest.update((ROOT / "dlhisto_core" / name).read_bytes())
     return digest.hexdigest()
+
+
+def train(name: str, recipe: dict, path: Path) -> None:
+    """Train one test model (seed 0, CPU) through the Python API, as ``dlhisto train`` would."""
+    from dlhisto_core import training
+
+    def in_data(value):
+        return [(str(DATA / v), v) for v in value] if isinstance(value, list) else (str(DATA / value), value)
+
+    inputs = {key: in_data(recipe[key]) for key in ("images", "labels", "targets", "tile_classes") if key in recipe}
+    trained = training.train(**inputs, encoder=recipe["encoder"], data=training.DataOptions(**recipe["data"]),
+                             options=training.TrainOptions(seed=0, device="cpu", **recipe["options"]))
+    trained.save(path, name=name, author=AUTHOR)
 
 
 def cache_folder() -> Path:
@@ -73,10 +85,8 @@ def make_test_model() -> Path:
             shutil.copyfile(cached / path.name, path)
         stamp.write_text(fingerprint())
         return MODEL
-    from dlhisto_core.cli import main
-    for args, model in ((ARGS, MODEL), (CLASSIFIER_ARGS, CLASSIFIER), (DENOISER_ARGS, DENOISER)):
-        if main([*args, "--model", str(model)]) != 0:
-            sys.exit(f"could not train the test model {model.name}")
+    for path, (name, recipe) in RECIPES.items():
+        train(name, recipe, path)
     from safetensors.torch import save_file
     from dlhisto_core.model_package import load_package
     model = load_package(MODEL)[0]

@@ -10,7 +10,7 @@ from dlhisto_core.cli import main
 from dlhisto_core.errors import InputError
 from dlhisto_core.evaluate import evaluate_instances
 from dlhisto_core.image_io import read_image, read_labels, single_channel, write_labels
-from dlhisto_core.segment_classic import ClassicOptions, segment_classic
+from dlhisto_core.classic import ClassicOptions, segment_classic
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_folds_partition_the_images_evenly_and_reproducibly():
 
 def test_summary_is_the_mean_and_sample_sd_over_folds():
     rows = [{"fold": k, "role": "validation", "f1": f} for k, f in enumerate([0.5, 0.7, 0.9], 1)]
-    mean, sd = crossval.summarize(rows, ["f1"])
+    mean, sd = crossval.mean_and_sd(rows, ["f1"])
     assert (mean["fold"], mean["f1"]) == ("mean", pytest.approx(0.7))
     assert (sd["fold"], sd["f1"]) == ("sd", pytest.approx(0.2))
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from dlhisto_core.measure import measure_objects, measurement_columns, summarize, write_table
+from dlhisto_core.measure import measure_objects, measurement_columns, summarize_objects
+from dlhisto_core.tables import write_table
 
 
 def test_measurements_of_a_rectangle():
@@ -22,7 +23,7 @@ def test_summary_and_table_file(tmp_path):
     labels = np.zeros((10, 10), np.uint16)
     labels[0:2, 0:2], labels[5:9, 5:9] = 1, 2
     rows = measure_objects(labels, labels.astype(float))
-    summary = summarize(rows, "img.tif", labels.size, threshold=0.5)
+    summary = summarize_objects(rows, "img.tif", labels.size, threshold=0.5)
     assert summary == {"image": "img.tif", "n_objects": 2, "mean_area": 10.0, "median_area": 10.0,
                        "area_fraction": 0.2, "threshold": 0.5}
     write_table(tmp_path / "t.tsv", rows, measurement_columns(None))

@@ -33,7 +33,7 @@ def test_scribbles_classify_the_held_out_annotated_pixels(trained, test_data, tm
     nucleus = training["classes"][0]
     assert nucleus["class"] == "nucleus" and nucleus["validation_accuracy"] > 0.9  # measured 0.9155
     # the same figure, recomputed independently from the written class map
-    pixel_classifier.predict_image(trained, test_data / "nuclei.tif", tmp_path / "p.tif", tmp_path / "c.tif", 256)
+    pixel_classifier.classify_pixels(trained, test_data / "nuclei.tif", tmp_path / "p.tif", tmp_path / "c.tif", 256)
     classes = tifffile.imread(tmp_path / "c.tif")
     heldout = read_labels(test_data / "nuclei_heldout.tif").data
     annotated = heldout > 0
@@ -41,8 +41,8 @@ def test_scribbles_classify_the_held_out_annotated_pixels(trained, test_data, tm
 
 
 def test_prediction_does_not_depend_on_the_tile_size(trained, test_data, tmp_path):
-    pixel_classifier.predict_image(trained, test_data / "nuclei.tif", tmp_path / "p1.tif", tmp_path / "c1.tif", 128)
-    pixel_classifier.predict_image(trained, test_data / "nuclei.tif", tmp_path / "p2.tif", tmp_path / "c2.tif", 512)
+    pixel_classifier.classify_pixels(trained, test_data / "nuclei.tif", tmp_path / "p1.tif", tmp_path / "c1.tif", 128)
+    pixel_classifier.classify_pixels(trained, test_data / "nuclei.tif", tmp_path / "p2.tif", tmp_path / "c2.tif", 512)
     p1, p2 = tifffile.imread(tmp_path / "p1.tif"), tifffile.imread(tmp_path / "p2.tif")
     assert p1.shape == (512, 512, 2)
     np.testing.assert_allclose(p1.sum(axis=-1), 1, atol=1e-5)

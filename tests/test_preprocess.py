@@ -4,7 +4,7 @@ from skimage import color, draw
 
 from dlhisto_core.errors import InputError
 from dlhisto_core.image_io import Image, read_image
-from dlhisto_core.preprocess import (PreprocessOptions, deconvolve_stains, enhance_ridges, gaussian_smooth,
+from dlhisto_core.preprocessing import (PreprocessOptions, deconvolve_stains, enhance_ridges, gaussian_smooth,
                                      normalize_percentiles, preprocess, rescale_to_pixel_size)
 
 

@@ -1,0 +1,268 @@
+"""Training and transfer learning as functions: what ``dlhisto train`` and ``dlhisto transfer``
+(and the Galaxy tools of the same names) do, for a Python user.
+
+:func:`train` cuts patches from annotated images and trains a network from scratch;
+:func:`transfer` starts from a model package or a weights file and fine-tunes in two phases
+(:func:`fine_tune`); both return a :class:`TrainedModel`, whose :meth:`TrainedModel.save` writes
+the bioimage.io package, the history and the training curve.
+
+Examples
+--------
+>>> from dlhisto_core import training
+>>> trained = training.train([("test-data/nuclei.tif", "nuclei.tif")],
+...                          labels=[("test-data/nuclei_groundtruth.tif", "nuclei_groundtruth.tif")],
+...                          data=training.DataOptions(patch_size=64, patches_per_image=8),
+...                          options=training.TrainOptions(epochs=1, batch_size=4, device="cpu"),
+...                          encoder="mobilenet_v2", log=None)
+>>> trained.spec.task, trained.class_names
+('instance', ['background', 'interior', 'boundary'])
+>>> trained.state.epoch
+1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import dl_data, dl_models, dl_train, model_package
+from .dl_options import DataOptions, TrainOptions, TransferOptions
+from .dl_train import TrainState
+from .errors import InputError
+from .image_io import read_image
+from .inputs import Named, named
+from .model_spec import ModelSpec
+from .outputs import outputs_together
+from .tables import read_tile_classes
+
+__all__ = ["DataOptions", "TransferOptions", "TrainOptions", "TrainedModel", "train", "transfer", "fine_tune"]
+
+@dataclass
+class TrainedModel:
+    """A trained network with what its package records."""
+
+    model: torch.nn.Module
+    spec: ModelSpec
+    state: TrainState
+    """Epochs run, best epoch and score, per-epoch history."""
+    class_names: list[str]
+    images: list[Named]
+    data: DataOptions
+    options: TrainOptions
+    target_normalization: dict | None = None
+    origin: str = "trained from scratch"
+
+    def save(self, package: str | os.PathLike, history: str | os.PathLike | None = None,
+             curve: str | os.PathLike | None = None, name: str = "dlhisto U-Net", author: str = "dlhisto user") -> None:
+        """Write the bioimage.io model package and, if given, the history (JSON) and the training
+        curve (PNG): all of them, or none if anything fails."""
+        state, spec = self.state, self.spec
+        network = {"classification": f"tile classifier ({spec.encoder})",
+                   "regression": f"image-to-image (regression) {spec.architecture} ({spec.encoder})"}.get(
+            spec.task, f"{spec.task} segmentation {spec.architecture} ({spec.encoder})")
+        metric = {"accuracy": "accuracy", "psnr": "PSNR (dB)"}.get(state.metric, "Dice")
+        training = {"epochs_run": state.epoch, "best_epoch": state.best_epoch,
+                    f"best_val_{state.metric}": state.best_score,
+                    "loss": "ce" if spec.task == "classification" else self.options.loss or dl_train.default_loss(spec.task),
+                    "patch_size": self.data.patch_size, "seed": self.options.seed, "origin": self.origin}
+        info = model_package.PackageInfo(
+            name=name, description=f"{network} {self.origin} with dlhisto on {len(self.images)} image(s); "
+            f"best validation {metric} {state.best_score:.3f} at epoch {state.best_epoch}.",
+            class_names=self.class_names, channel_names=[f"channel {c + 1}" for c in range(spec.in_channels)],
+            authors=[author], training=training)
+        first = read_image(*self.images[0]).data
+        with outputs_together(package, history, curve) as (package_part, history_part, curve_part):
+            model_package.export_package(self.model, spec, info, test_patch(first), package_part,
+                                         self.target_normalization)
+            dl_train.write_history(state, history_part, curve_part, title=f"{name}: {spec.task}")
+
+
+def train(images: Sequence[Named | str], labels: Sequence[Named | str] | None = None, *,
+          targets: Sequence[Named | str] | None = None, tile_classes: Named | str | None = None,
+          class_names: Sequence[str] | None = None, validation: tuple[Sequence, Sequence] | None = None,
+          data: DataOptions | None = None, options: TrainOptions | None = None,
+          architecture: str = ModelSpec.architecture,
+          encoder: str = ModelSpec.encoder, checkpoint: str | os.PathLike | None = None,
+          log: Callable[[str], None] | None = print) -> TrainedModel:
+    """Train a network from scratch on annotated images.
+
+    Parameters
+    ----------
+    images : list of paths or (path, name) pairs
+        Training images (TIFF, OME-TIFF, PNG, JPEG).
+    labels : list, optional
+        Semantic and instance tasks: one label image per image, in the same order.
+    targets : list, optional
+        Regression: one target image per image (e.g. the clean image of a noisy one).
+    tile_classes : path or (path, name), optional
+        Classification: a table of image name and class.
+    class_names : list of str, optional
+        Names of the classes 0..K-1 (or of a regression's output channels).
+    validation : (images, labels or targets), optional
+        Images whose patches validate (early stopping, best epoch) instead of a random
+        ``options.validation_fraction`` of all patches; never trained on.
+    data, options : DataOptions, TrainOptions, optional
+        Task and patches; optimisation. Defaults when not given.
+    architecture, encoder : str
+        The network (``unet``, ``unetplusplus``, ``fpn``) and its encoder.
+    checkpoint : path, optional
+        Written after every epoch; a run finding one resumes from it.
+    log : callable, optional
+        Receives one line per epoch; None for silence.
+
+    Returns
+    -------
+    TrainedModel
+        The best network (by validation score) and what its package records.
+    """
+    data = data or DataOptions()
+    options = _options(options, data)
+    images = named(images)
+    split = None
+    if validation:
+        if data.task == "classification":
+            raise InputError("validation images are for segmentation and regression; tile classifiers "
+                             "validate on a fraction of the patches")
+        n_training = len(images) * data.patches_per_image
+        images, second = images + named(validation[0]), [*(labels or targets or []), *validation[1]]
+        labels, targets = (None, second) if data.task == "regression" else (second, None)
+    with tempfile.TemporaryDirectory(prefix="dlhisto-train-") as work:
+        patches, names = _patches(images, labels, targets, tile_classes, class_names, data, options, Path(work))
+        if validation:
+            split = (list(range(n_training)), list(range(n_training, patches.n_patches)))
+        spec = ModelSpec(data.task, patches.n_classes, patches.n_channels, architecture, encoder)
+        model = dl_models.build_model(spec, seed=options.seed)
+        state = dl_train.train(model, patches.path, spec.n_classes, options,
+                               checkpoint or Path(work) / "checkpoint.pt", log=log or _quiet, split=split)
+    return TrainedModel(model, spec, state, names, images, data, options, patches.target_normalization)
+
+
+def transfer(pretrained: Named | str, images: Sequence[Named | str], labels: Sequence[Named | str] | None = None,
+             *, targets: Sequence[Named | str] | None = None, tile_classes: Named | str | None = None,
+             class_names: Sequence[str] | None = None, data: DataOptions | None = None,
+             options: TrainOptions | None = None, phases: TransferOptions | None = None,
+             architecture: str = ModelSpec.architecture, encoder: str = ModelSpec.encoder,
+             checkpoint: str | os.PathLike | None = None, log: Callable[[str], None] | None = print) -> TrainedModel:
+    """Fine-tune a pretrained network on annotated images (:func:`fine_tune`).
+
+    ``pretrained`` is a dlhisto model package (which brings its architecture and encoder) or a
+    PyTorch state dict / safetensors file (e.g. ImageNet encoder weights) for the network named by
+    ``architecture`` and ``encoder``; its weights are read without unpickling code, and those that
+    do not fit the new network (another number of classes, say) are left as initialised. The
+    other parameters are those of :func:`train`; ``options.epochs`` is the length of phase 1.
+    """
+    data, phases = data or DataOptions(), phases or TransferOptions()
+    options = _options(options, data)
+    pretrained_path, name = named([pretrained])[0]
+    images = named(images)
+    log = log or _quiet
+    with tempfile.TemporaryDirectory(prefix="dlhisto-transfer-") as work:
+        patches, names = _patches(images, labels, targets, tile_classes, class_names, data, options, Path(work))
+        if model_package.is_package(pretrained_path):
+            source, source_spec, _ = model_package.load_package(pretrained_path, name)
+            weights, architecture, encoder = source.state_dict(), source_spec.architecture, source_spec.encoder
+        else:
+            weights = model_package.read_state_dict(pretrained_path, name)
+        spec = ModelSpec(data.task, patches.n_classes, patches.n_channels, architecture, encoder)
+        model = dl_models.build_model(spec, seed=options.seed)
+        counts = dl_models.load_matching_weights(model, weights, name)
+        log(f"pretrained weights from '{name}': {counts['loaded']} tensors loaded, {counts['ignored']} did not fit, "
+            f"{counts['missing']} of the model left as initialised")
+        state = fine_tune(model, patches.path, spec.n_classes, options, phases,
+                          checkpoint or Path(work) / "checkpoint.pt", log)
+    return TrainedModel(model, spec, state, names, images, data, options, patches.target_normalization,
+                        origin=f"fine-tuned from '{name}'")
+
+
+def fine_tune(model: torch.nn.Module, patches: str | os.PathLike, n_classes: int, options: TrainOptions,
+              phases: TransferOptions, checkpoint: str | os.PathLike, log: Callable[[str], None] = print,
+              split: tuple[Sequence[int], Sequence[int]] | None = None) -> TrainState:
+    """Two-phase transfer learning: ``phases.freeze_stages`` encoder stages frozen for
+    ``options.epochs`` epochs, then every layer trainable at the learning rate x
+    ``phases.finetune_lr_factor`` for ``phases.finetune_epochs``. If phase 2 ends below the best
+    score of phase 1, the model keeps the weights of phase 1. Phase 1 checkpoints beside
+    ``checkpoint`` (``.frozen``); both resume."""
+    checkpoint = Path(checkpoint)
+    frozen = dl_models.freeze_encoder_stages(model, phases.freeze_stages)
+    log(f"phase 1: {phases.freeze_stages} encoder stage(s) frozen ({frozen} parameters), {options.epochs} epochs")
+    first = dl_train.train(model, patches, n_classes, options, checkpoint.with_name(checkpoint.name + ".frozen"),
+                           log=log, split=split)
+    if not phases.finetune_epochs:
+        return first
+    dl_models.freeze_encoder_stages(model, 0)
+    best_frozen = {k: v.clone() for k, v in model.state_dict().items()}
+    finetune = dataclasses.replace(options, epochs=phases.finetune_epochs,
+                                   learning_rate=options.learning_rate * phases.finetune_lr_factor)
+    log(f"phase 2: all layers trainable, learning rate {finetune.learning_rate:g}, {phases.finetune_epochs} epochs")
+    second = dl_train.train(model, patches, n_classes, finetune, checkpoint, log=log, split=split)
+    if second.best_score < first.best_score:
+        model.load_state_dict(best_frozen)
+    return dl_train.join_phases(first, second)
+
+
+def test_patch(image: np.ndarray) -> np.ndarray:
+    """A centred (C, Y, X) crop whose sides are multiples of 32, at least 64 (reflect-padded)."""
+    data = image[..., None] if image.ndim == 2 else image
+    sides = [min(256, max(64, n // 32 * 32)) for n in data.shape[:2]]
+    pads = [(0, max(0, s - n)) for s, n in zip(sides, data.shape[:2])] + [(0, 0)]
+    data = np.pad(data, pads, mode="reflect")
+    y0, x0 = (data.shape[0] - sides[0]) // 2, (data.shape[1] - sides[1]) // 2
+    return np.moveaxis(data[y0:y0 + sides[0], x0:x0 + sides[1]], -1, 0).astype(np.float32)
+
+
+def _options(options: TrainOptions | None, data: DataOptions) -> TrainOptions:
+    """The training options, checked against the task before any patch is cut."""
+    options = options or TrainOptions()
+    options.check()
+    dl_train.make_loss(options.loss, data.task)  # refuses another task's loss
+    return options
+
+
+def _patches(images: list[Named], labels, targets, tile_classes, class_names, data: DataOptions,
+             options: TrainOptions, work: Path) -> tuple[dl_data.PatchSet, list[str]]:
+    """Check the training inputs and cut the patches; returns them and the class names."""
+    class_names = list(class_names or [])
+    if data.task == "classification":
+        if not tile_classes:
+            raise InputError("tile classification needs a table of image name and class (tile classes)")
+        table = read_tile_classes(*named([tile_classes])[0])
+        missing = [name for _, name in images if name not in table]
+        if missing:
+            raise InputError(f"no class for image '{missing[0]}' in the table"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        class_names = class_names or sorted(set(table[name] for _, name in images))
+        unknown = sorted(set(table[name] for _, name in images) - set(class_names))
+        if unknown:
+            raise InputError(f"class '{unknown[0]}' of the table is not among the class names {', '.join(class_names)}")
+        pairs = [(path, class_names.index(table[name]), name) for path, name in images]
+        patches = dl_data.sample_tiles(pairs, work / "patches.h5", data.patch_size, data.patches_per_image,
+                                       options.seed)
+        patches.n_classes = len(class_names)
+        return patches, class_names
+    second, what = (targets, "target images") if data.task == "regression" else (labels, "label images")
+    if not second or len(images) != len(second):
+        raise InputError(f"{len(images)} images but {len(second or [])} {what}: give one per image")
+    pairs = [(image, other, image_name, other_name) for (image, image_name), (other, other_name)
+             in zip(images, named(second))]
+    patches = dl_data.sample_patches(pairs, work / "patches.h5", data.task, data.patch_size, data.patches_per_image,
+                                     options.seed, data.target_normalization)
+    if data.task == "regression":  # the names of the output channels
+        class_names = class_names or [f"channel {k + 1}" for k in range(patches.n_classes)]
+    else:
+        class_names = class_names or (["background", "interior", "boundary"] if data.task == "instance"
+                                      else [f"class {k}" for k in range(patches.n_classes)])
+    if len(class_names) != patches.n_classes:
+        what = "output channels" if data.task == "regression" else f"classes (0..{patches.n_classes - 1})"
+        raise InputError(f"{len(class_names)} class names for {patches.n_classes} {what}")
+    return patches, class_names
+
+
+def _quiet(line: str) -> None:
+    """A log that drops its lines."""
