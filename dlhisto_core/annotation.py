@@ -53,7 +53,26 @@ def reference_plane(image: np.ndarray, channel: str) -> np.ndarray:
 
 def auto_annotate(reference: Image, marker: Image, options: AutoAnnotateOptions
                   ) -> tuple[np.ndarray, Registration, np.ndarray]:
-    """(labels in the reference frame, the registration, the marker plane in the reference frame)."""
+    """Training labels from a marker image of the same section (``dlhisto auto_annotate``): the
+    marker is registered onto the reference, segmented, and its labels put in the reference's frame.
+
+    Returns
+    -------
+    labels : ndarray
+        In the reference's frame: one id per object, or 1 where the marker is on.
+    registration : Registration
+        The transform found (method, rotation, translation, residual in pixels, matches).
+    warped_marker : ndarray
+        The marker plane in the reference's frame, to check the overlay.
+
+    Examples
+    --------
+    >>> from dlhisto_core import AutoAnnotateOptions, auto_annotate, read_image
+    >>> he, marker = read_image("test-data/he.jpg"), read_image("test-data/he_marker_moved.tif")
+    >>> labels, found, _ = auto_annotate(he, marker, AutoAnnotateOptions(method="rigid"))
+    >>> labels.shape == he.data.shape[:2], round(found.rotation_deg), found.residual_px < 1.5
+    (True, -5, True)
+    """
     if options.output not in ("instances", "classes"):
         raise InputError(f"unknown output '{options.output}'; choose instances or classes")
     marker_data = single_channel(marker.data, options.marker_channel)

@@ -103,10 +103,23 @@ def make_folds(n_images: int, folds: int, seed: int) -> list[list[int]]:
 
 
 def cross_validate(pool: Sequence[AnnotatedImage], test: Sequence[AnnotatedImage], options: CrossValOptions,
-                   log: Callable[[str], None] = print) -> list[dict]:
-    """Rows (fold, role, images, trained on, chosen settings, scores) for every fold and role,
-    then the mean and standard deviation of each score over the folds, per role."""
+                   log: Callable[[str], None] | None = print) -> list[dict]:
+    """k-fold cross-validation with a held-out test set (``dlhisto crossval``): rows (fold, role,
+    images, trained on, chosen settings, scores) for every fold and role, then the mean and
+    standard deviation of each score over the folds, per role.
+
+    Examples
+    --------
+    >>> from dlhisto_core import AnnotatedImage, CrossValOptions, cross_validate
+    >>> pool = [AnnotatedImage(f"test-data/nuclei_q{q}.tif", f"test-data/nuclei_q{q}_groundtruth.tif", f"q{q}")
+    ...         for q in (1, 2, 3)]
+    >>> rows = cross_validate(pool, [], CrossValOptions(folds=3, sigmas=(2.0, 3.0)), log=None)
+    >>> mean = next(r for r in rows if r["fold"] == "mean")
+    >>> mean["role"], 0.5 < mean["f1"] < 1
+    ('validation', True)
+    """
     options.check(len(pool))
+    log = log or (lambda line: None)
     n_classes = _n_classes([*pool, *test], options.task)
     rows = []
     for k, validation_indices in enumerate(make_folds(len(pool), options.folds, options.seed), 1):

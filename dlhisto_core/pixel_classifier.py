@@ -87,10 +87,20 @@ def annotated_pixels(image_path, labels_path, settings: FeatureSettings, tile_si
 def train(pairs: Sequence[tuple], settings: FeatureSettings, class_names: Sequence[str] | None = None,
           n_trees: int = 100, seed: int = 0, tile_size: int = 512,
           validation_pairs: Sequence[tuple] = ()) -> PixelClassifier:
-    """Train a random forest on the annotated pixels of (image, annotation[, names]) pairs.
+    """Train a random forest on the annotated pixels of (image, annotation[, names]) pairs
+    (``dlhisto pixel_classifier_train``; :func:`save` writes it, :func:`classify_pixels` applies it).
 
     The accuracy is estimated out of bag (each pixel judged by the trees that did not train on
     it) and, when ``validation_pairs`` are given, on their annotated pixels, never used to train.
+
+    Examples
+    --------
+    >>> from dlhisto_core import pixel_classifier
+    >>> from dlhisto_core.features import FeatureSettings
+    >>> forest = pixel_classifier.train([("test-data/nuclei.tif", "test-data/nuclei_scribbles.tif")],
+    ...                                 FeatureSettings(), ["nucleus", "background"], n_trees=20)
+    >>> forest.class_names, forest.training["out_of_bag_accuracy"] > 0.9
+    (['nucleus', 'background'], True)
     """
     if not pairs:
         raise InputError("give at least one image with its annotation")
