@@ -41,8 +41,8 @@ def pair_by_name(names: Sequence[str], others: Sequence[str], what: str, other_w
         twice = [name for name, count in Counter(items).items() if count > 1]
         if twice:
             raise InputError(f"two {kind}s are named '{twice[0]}': names must pair the inputs one to one")
-    index = {name: k for k, name in enumerate(others)}
-    unmatched = [name for name in others if name not in set(names)]
+    index, known = {name: k for k, name in enumerate(others)}, set(names)
+    unmatched = [name for name in others if name not in known]
     if unmatched:
         raise InputError(f"{other_what} '{unmatched[0]}' has no {what} of the same name"
                          + (f" (and {len(unmatched) - 1} more)" if len(unmatched) > 1 else ""))
