@@ -23,8 +23,10 @@ import numpy as np
 import tifffile
 
 from dlhisto_core import pixel_classifier
+from dlhisto_core.classic import objects_from_mask
 from dlhisto_core.features import FeatureSettings, compute_features, features_of_tile
 from dlhisto_core.image_io import TiledImageReader, read_image
+from dlhisto_core.measure import measure_objects
 from dlhisto_core.tiling import map_in_order, tile_grid
 
 TEST_DATA = Path(__file__).resolve().parent.parent / "test-data"
@@ -33,7 +35,10 @@ MODES = {
     "features_whole": "features, whole image at once",
     "predict_tiled": "features + forest + write, tiled (all cores)",
     "predict_whole": "features + forest, whole image at once",
+    "objects_tiled": "objects of class 1 + measurements, by strips",
+    "objects_whole": "objects of class 1 + measurements, whole map",
 }
+"""In this order: the objects are those of the class map that predict_tiled writes."""
 
 
 def run_mode(mode: str, image_path: Path, classifier_path: Path, tile_size: int, out_dir: Path) -> dict:
@@ -53,6 +58,13 @@ def run_mode(mode: str, image_path: Path, classifier_path: Path, tile_size: int,
         features = compute_features(read_image(image_path).data, settings)
         probabilities = classifier.forest.predict_proba(features.reshape(-1, features.shape[-1]))
         probabilities.argmax(axis=1)
+    elif mode == "objects_tiled":
+        pixel_classifier.objects_of_class(classifier, out_dir / "c.tif", out_dir / "p.tif", 1, out_dir / "o.tif",
+                                          out_dir / "m.tsv", out_dir / "s.tsv", 60, 5, tile_size=tile_size)
+    elif mode == "objects_whole":
+        class_map = read_image(out_dir / "c.tif").data
+        probability = read_image(out_dir / "p.tif").data[..., 0]
+        measure_objects(objects_from_mask(class_map == 1, 60, 5), probability)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
@@ -61,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--tile-size", type=int, default=512)
-    parser.add_argument("--tiled-only", action="store_true", help="skip the whole-image measurements")
+    parser.add_argument("--tiled-only", action="store_true", help="skip the whole-image feature stacks")
     parser.add_argument("--json", help="also write the figures to this JSON file (benchmarks/run)")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # internal: one measurement
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -87,7 +99,7 @@ def main() -> None:
         print(f"{'measurement':<44} {'s':>8} {'s/Mpx':>8} {'peak RSS MB':>12}")
         figures = {"megapixels": megapixels}
         for mode, label in MODES.items():
-            if args.tiled_only and mode.endswith("_whole"):
+            if args.tiled_only and mode in ("features_whole", "predict_whole"):
                 continue
             out = subprocess.run([sys.executable, __file__, "--mode", mode, "--work", str(work),
                                   "--tile-size", str(args.tile_size)], capture_output=True, text=True, check=True)

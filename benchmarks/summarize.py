@@ -37,6 +37,10 @@ def rows(figures: Path) -> list[tuple[str, str, str, str]]:
     tiled = pixel["predict_tiled"]
     out.append((f"pixel classifier, {pixel['megapixels']:.1f} Mpx, tiled (features + forest + write)",
                 f"{pixel['megapixels'] / tiled['seconds']:.2f} Mpx/s, peak {tiled['peak_rss_mb']:.0f} MB", "", ""))
+    strips, whole = pixel["objects_tiled"], pixel["objects_whole"]
+    out.append(("pixel classifier objects + measurements: by strips / whole map (peak RSS)",
+                f"{strips['peak_rss_mb']:.0f} MB / {whole['peak_rss_mb']:.0f} MB, "
+                f"{strips['seconds']:.1f} s / {whole['seconds']:.1f} s", "", ""))
     ratio = training["aug"] / training["bare"]
     out.append(("U-Net training: dlhisto loop / bare PyTorch loop (samples/s)",
                 f"{training['aug']:.1f} / {training['bare']:.1f} = {ratio:.2f}", ">= 0.95",

@@ -12,14 +12,15 @@ segment_classic        :func:`segment_classic` with :class:`ClassicOptions`
 auto_annotate          :func:`auto_annotate` with :class:`AutoAnnotateOptions`
 pixel_classifier_*     :mod:`dlhisto_core.pixel_classifier` (``train``, ``classify_pixels``, ``save``, ``load``)
 train, transfer        :func:`train`, :func:`transfer` (:mod:`dlhisto_core.training`)
-predict                :func:`load_package`, then :func:`predict_slide` (segmentation) or
-                       :func:`predict_image` (regression) with :class:`PredictOptions`
-classify               :func:`classify`
-evaluate               :func:`evaluate_instances`, :func:`evaluate_classes`,
-                       :func:`evaluate_tile_classes`
+predict                :func:`predict` with :class:`PredictOptions` (a package file); with a
+                       loaded model (:func:`load_package`): :func:`predict_slide`
+                       (segmentation) or :func:`predict_image` (regression)
+classify               :func:`classify` with :class:`ClassifyOptions`
+evaluate               :func:`evaluate` (all modes, the tool's outputs); :func:`evaluate_instances`,
+                       :func:`evaluate_classes`, :func:`evaluate_tile_classes` (the rows)
 crossval               :func:`cross_validate` with :class:`CrossValOptions`
-omero_fetch, _push     :func:`dlhisto_core.omero.connect`
-deposit                :func:`dlhisto_core.deposit.build`
+omero_fetch, _push     :mod:`dlhisto_core.omero`: ``connect``, then ``fetch`` or ``push``
+deposit                :func:`dlhisto_core.deposit.deposit`
 =====================  ==========================================================================
 
 Images are read with :func:`read_image` / :func:`read_labels` (or tile by tile with
@@ -37,11 +38,11 @@ _EXPORTS = {
     "annotation": ["auto_annotate", "AutoAnnotateOptions"],
     "measure": ["measure_objects"],
     "training": ["train", "transfer", "fine_tune", "TrainedModel"],
-    "dl_options": ["TrainOptions", "DataOptions", "TransferOptions", "PredictOptions"],
+    "dl_options": ["TrainOptions", "DataOptions", "TransferOptions", "PredictOptions", "ClassifyOptions"],
     "model_package": ["load_package"],
-    "dl_predict": ["predict_slide", "predict_image"],
+    "dl_predict": ["predict", "predict_slide", "predict_image"],
     "dl_classify": ["classify"],
-    "evaluate": ["evaluate_instances", "evaluate_classes", "evaluate_tile_classes"],
+    "evaluation": ["evaluate", "Evaluation", "evaluate_instances", "evaluate_classes", "evaluate_tile_classes"],
     "crossval": ["cross_validate", "CrossValOptions", "AnnotatedImage"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

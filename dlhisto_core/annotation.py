@@ -87,3 +87,21 @@ def auto_annotate(reference: Image, marker: Image, options: AutoAnnotateOptions
     if options.output == "instances":  # objects pushed out of the frame leave gaps in the numbering
         labels = relabel_sequential(labels)[0]
     return labels, found, found.warp(marker_data.astype(np.float32), reference_data.shape)
+
+
+def report_row(found: Registration, labels: np.ndarray, output: str, reference_name: str, marker_name: str) -> dict:
+    """The row of the report table of ``auto_annotate``: the transform, its residual, and the
+    object count (instances) or the marked fraction (classes)."""
+    row = {"reference": reference_name, "marker": marker_name, "method": found.method,
+           "rotation_deg": found.rotation_deg, "translation_x": found.translation[0],
+           "translation_y": found.translation[1], "residual_px": found.residual_px, "matches": found.matches}
+    if output == "instances":
+        return {**row, "objects": int(labels.max())}
+    return {**row, "marked_fraction": float((labels > 0).mean())}
+
+
+def describe(found: Registration) -> str:
+    """One line: how the marker was registered."""
+    return (f"marker registered onto the reference ({found.method}): rotation {found.rotation_deg:.2f} deg, "
+            f"translation ({found.translation[0]:.1f}, {found.translation[1]:.1f}) px, residual "
+            f"{found.residual_px:.2f} px over {found.matches} matched keypoints")

@@ -3,7 +3,7 @@
 Three roles, never mixed: the annotated images of the pool are cut into k folds; for each fold
 the method is *trained* on the other folds, judged on the fold itself (*validation*), and on
 the *test* images, which no fold ever trains or tunes on. Each role's score is pooled over its
-images (as in :mod:`evaluate`); the table ends with the mean and standard deviation over the
+images (as in :mod:`evaluation`); the table ends with the mean and standard deviation over the
 folds, the figures to report ("F1 0.81 +- 0.03 over 5 folds").
 
 What "training" means per method:
@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from . import evaluate
+from . import evaluation
 from .errors import InputError
 from .features import FeatureSettings
 from .image_io import read_image, read_labels, single_channel, write_labels
@@ -119,6 +119,9 @@ def cross_validate(pool: Sequence[AnnotatedImage], test: Sequence[AnnotatedImage
     ('validation', True)
     """
     options.check(len(pool))
+    overlap = sorted({i.name for i in pool} & {i.name for i in test})
+    if overlap:
+        raise InputError(f"image '{overlap[0]}' is both in the cross-validation pool and in the test set")
     log = log or (lambda line: None)
     n_classes = _n_classes([*pool, *test], options.task)
     rows = []
@@ -138,6 +141,17 @@ def cross_validate(pool: Sequence[AnnotatedImage], test: Sequence[AnnotatedImage
     return rows + mean_and_sd(rows, _score_keys(options))
 
 
+def describe(rows: Sequence[dict], options: CrossValOptions) -> list[str]:
+    """A line per role of :func:`cross_validate`'s rows: the mean and sd of the main score."""
+    key = INSTANCE_SCORES[0] if options.task == "instance" else "mean_iou"
+    lines = []
+    for row in rows:
+        if row["fold"] == "mean":
+            sd = next(r for r in rows if r["fold"] == "sd" and r["role"] == row["role"])[key]
+            lines.append(f"{row['role']}: {key} {row[key]:.3f} +- {sd:.3f} over {options.folds} folds")
+    return lines
+
+
 def mean_and_sd(rows: Sequence[dict], keys: Sequence[str]) -> list[dict]:
     """Mean and sample standard deviation (ddof 1) of each score over the folds, per role."""
     summary = []
@@ -155,11 +169,11 @@ def score(segmenter: Segmenter, items: Sequence[AnnotatedImage], options: CrossV
     """The role's score, pooled over its images."""
     loaded = [(read_labels(item.labels, item.name).data.astype(np.int64), segmenter(item), item.name) for item in items]
     if options.task == "instance":
-        pooled = evaluate.instance_rows(loaded, [options.iou_threshold])[-1]
+        pooled = evaluation.instance_rows(loaded, [options.iou_threshold])[-1]
         return {"tp": pooled["tp"], "fp": pooled["fp"], "fn": pooled["fn"],
                 **{key: pooled[key] for key in INSTANCE_SCORES}}
-    rows, confusion = evaluate.class_rows(loaded, [str(k) for k in range(n_classes)])
-    foreground = [r for r in rows if r["image"] == evaluate.ALL_IMAGES][1:]
+    rows, confusion = evaluation.class_rows(loaded, [str(k) for k in range(n_classes)])
+    foreground = [r for r in rows if r["image"] == evaluation.ALL_IMAGES][1:]
     return {"pixel_accuracy": float(np.trace(confusion) / confusion.sum()),
             "mean_iou": float(np.mean([r["iou"] or 0.0 for r in foreground])),
             "mean_dice": float(np.mean([r["dice"] or 0.0 for r in foreground]))}
@@ -224,7 +238,8 @@ def train_pixel_classifier(training, validation, options: CrossValOptions, n_cla
         path = work / f"annotation_{i}.tif"
         write_labels(path, annotation)
         pairs.append((item.image, path, item.name, f"labels of {item.name}"))
-    classifier = pixel_classifier.train(pairs, options.features, n_trees=options.trees, seed=options.seed)
+    classifier = pixel_classifier.train(pairs, options.features,
+                                        forest=pixel_classifier.ForestOptions(options.trees, options.seed))
 
     def segment(item: AnnotatedImage) -> np.ndarray:
         probabilities, classes = work / "probabilities.tif", work / "classes.tif"

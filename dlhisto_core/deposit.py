@@ -27,8 +27,8 @@ from typing import Sequence
 
 from . import untrusted
 from .errors import InputError
-from .image_io import read_image, read_labels, write_image, write_labels
-from .outputs import atomic_output
+from .image_io import check_pixel_size, read_image, read_labels, write_image, write_labels
+from .outputs import atomic_output, outputs_together
 
 LICENSES = {"CC0-1.0": "https://creativecommons.org/publicdomain/zero/1.0/",
             "CC-BY-4.0": "https://creativecommons.org/licenses/by/4.0/"}
@@ -87,6 +87,52 @@ class DepositFiles:
 class Bundle:
     files: list[dict] = field(default_factory=list)
     validation: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """One line: the file count and the validator's verdict."""
+        warnings = sum(len(v) for k, v in self.validation.get("issues", {}).items() if k == "WARNING")
+        return (f"bundle of {len(self.files)} files accepted by bia-ro-crate-validator "
+                f"{self.validation['validator']} ({warnings} warnings)")
+
+
+def deposit(metadata: str | os.PathLike, files: DepositFiles, bundle_zip: str | os.PathLike,
+            report: str | os.PathLike, validator_python: str | None = None,
+            pixel_size: float | None = None) -> Bundle:
+    """A BioImage Archive submission, as ``dlhisto deposit`` (the Galaxy tool) makes it.
+
+    Parameters
+    ----------
+    metadata : path
+        The metadata form (JSON): study, authors, REMBI fields (:func:`read_metadata`).
+    files : DepositFiles
+        Images, their label images, tables and a model, as (path, name) pairs.
+    bundle_zip, report : path
+        The submission (zip) and the validator's verdict with the file list (JSON); both are
+        written only when the archive's validator accepts the crate.
+    validator_python : str, optional
+        Python of the environment with bia-ro-crate-validator (default:
+        ``$DLHISTO_BIA_VALIDATOR_PYTHON``).
+    pixel_size : float, optional
+        Pixel size in µm, for images that record none.
+
+    Examples
+    --------
+    >>> from dlhisto_core import deposit
+    >>> files = deposit.DepositFiles(images=[("test-data/nuclei.tif", "nuclei.tif")])
+    >>> bundle = deposit.deposit("test-data/deposit_metadata.json", files, getfixture("tmp_path") / "bundle.zip",
+    ...                          getfixture("tmp_path") / "report.json", pixel_size=0.65)
+    >>> bundle.validation["valid"], [f["file_path"] for f in bundle.files]
+    (True, ['images/nuclei.ome.tif'])
+    """
+    form = read_metadata(metadata, with_labels=bool(files.labels), with_model=bool(files.model))
+    if pixel_size is not None:
+        check_pixel_size((pixel_size, pixel_size), "the pixel size is")
+    with outputs_together(bundle_zip, report) as (bundle_path, report_path):
+        bundle = build(form, files, bundle_path, validator_python,
+                       None if pixel_size is None else (pixel_size, pixel_size))
+        verdict = {"bundle": Path(bundle_zip).name, "files": bundle.files, **bundle.validation}
+        Path(report_path).write_text(json.dumps(verdict, indent=2) + "\n", encoding="utf-8")
+    return bundle
 
 
 def read_metadata(path: str | os.PathLike, with_labels: bool, with_model: bool) -> dict:

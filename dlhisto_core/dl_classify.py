@@ -15,23 +15,61 @@ import torch
 from .dl_data import normalize_for_network
 from .dl_models import pick_device
 from .errors import InputError
+from .dl_options import ClassifyOptions
 from .image_io import image_reader
+from .inputs import named
 from .model_spec import ModelSpec
-from .options import MAX_BATCH_SIZE, check_number
-from .tiling import MAX_TILE_SIZE, Tile, tile_grid
+from .tables import write_table
+from .tiling import Tile, tile_grid
 
 
-def classify(model: torch.nn.Module, spec: ModelSpec, class_names: Sequence[str], images: Sequence[tuple[str, str]],
-             tile_size: int | None = None, batch_size: int = 16, device: str = "auto") -> Iterator[dict]:
-    """One row per image (or per tile of ``tile_size`` pixels): position, size, class and the
-    probability of each class."""
+def classify(package, images: Sequence, options: ClassifyOptions | None = None, table=None) -> list[dict]:
+    """Classify images, or the tiles of slides, with a tile classifier package, as ``dlhisto
+    classify`` (the Galaxy tool) does.
+
+    Parameters
+    ----------
+    package : path or (path, name)
+        A package made by ``train`` with the task 'classification'.
+    images : list of path or (path, name)
+    options : ClassifyOptions, optional
+        ``tile_size`` None classifies each image as a whole.
+    table : path, optional
+        Where to write the rows (TSV).
+
+    Returns
+    -------
+    list of dict
+        One row per image or tile: image, x, y, width, height, class and ``p_<class>``, the
+        probability of each class.
+
+    Examples
+    --------
+    >>> from dlhisto_core import classify
+    >>> rows = classify("test-data/stain_classifier.zip", ["test-data/he.jpg", "test-data/ihc.png"])
+    >>> [(row["image"], row["class"]) for row in rows]
+    [('he.jpg', 'H&E'), ('ihc.png', 'IHC')]
+    """
+    from .model_package import load_package
+
+    path, model_name = named([package])[0]
+    model, spec, rdf = load_package(path, model_name)
+    class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
+    rows = list(classify_tiles(model, spec, class_names, named(images), options))
+    if table:
+        write_table(table, rows, ["image", "x", "y", "width", "height", "class", *[f"p_{c}" for c in class_names]])
+    return rows
+
+
+def classify_tiles(model: torch.nn.Module, spec: ModelSpec, class_names: Sequence[str], images: Sequence[tuple[str, str]],
+                   options: ClassifyOptions | None = None) -> Iterator[dict]:
+    """One row per image (or per tile of ``options.tile_size`` pixels) of (path, name) pairs,
+    arrays or readers with a loaded model: position, size, class and the probability of each class."""
+    options = options or ClassifyOptions()
     if spec.task != "classification":
         raise InputError(f"this model does {spec.task} segmentation; use Predict with a U-Net for it")
-    check_number(tile_size, "tile size", 64, MAX_TILE_SIZE)
-    check_number(batch_size, "batch size", 1, MAX_BATCH_SIZE)
-    if tile_size is not None and tile_size % 32:
-        raise InputError(f"the tile size must be a multiple of 32, at least 64, got {tile_size}")
-    torch_device = pick_device(device)
+    tile_size = options.tile_size
+    torch_device = pick_device(options.device)
     model = model.to(torch_device).eval()
     for path, name in images:
         with image_reader(path, name=name) as reader:
@@ -40,14 +78,21 @@ def classify(model: torch.nn.Module, spec: ModelSpec, class_names: Sequence[str]
                 raise InputError(f"the model expects {spec.in_channels}-channel images; '{name}' has {n_channels}")
             tiles = list(tile_grid(*reader.shape[:2], tile_size)) if tile_size else \
                 [Tile(0, 0, *reader.shape[:2])]
-            for start in range(0, len(tiles), batch_size):
-                batch = tiles[start:start + batch_size]
+            for start in range(0, len(tiles), options.batch_size):
+                batch = tiles[start:start + options.batch_size]
                 inputs = [_network_input(reader.read_region(t.y, t.x, t.height, t.width), tile_size) for t in batch]
                 for tile, probabilities in zip(batch, _probabilities(model, inputs, torch_device)):
                     row = {"image": name, "x": tile.x, "y": tile.y, "width": tile.width, "height": tile.height,
                            "class": class_names[int(probabilities.argmax())]}
                     row.update({f"p_{c}": float(p) for c, p in zip(class_names, probabilities)})
                     yield row
+
+
+def describe(rows: Sequence[dict], by_tile: bool) -> str:
+    """One line: how many images or tiles of the rows of :func:`classify` went to each class."""
+    class_names = [key[2:] for key in rows[0] if key.startswith("p_")] if rows else []
+    counts = {c: sum(r["class"] == c for r in rows) for c in class_names}
+    return f"{len(rows)} {'tiles' if by_tile else 'images'}: " + ", ".join(f"{n} {c}" for c, n in counts.items())
 
 
 def _network_input(region: np.ndarray, tile_size: int | None) -> np.ndarray:

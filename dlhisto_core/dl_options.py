@@ -1,4 +1,4 @@
-"""Options of the deep-learning steps (train, transfer, predict), without PyTorch: each
+"""Options of the deep-learning steps (train, transfer, predict, classify), without PyTorch: each
 parameter's default, bounds and choices, declared once, read by the Python API, the command line
 (``options.add_option``) and the check of the Galaxy tools' parameters."""
 
@@ -106,3 +106,20 @@ class PredictOptions:
             raise InputError(f"the tile size must be a multiple of 32, at least 64, got {self.tile_size}")
         if self.overlap % 32 or self.overlap > self.tile_size:
             raise InputError(f"the overlap must be a multiple of 32 between 0 and the tile size, got {self.overlap}")
+
+
+@dataclass
+class ClassifyOptions:
+    """Tile classification (``dlhisto classify``)."""
+
+    tile_size: int | None = bounded(None, 64, MAX_TILE_SIZE)
+    """Cut each image into tiles of this size (a multiple of 32) and classify every tile; None:
+    one class per image."""
+    batch_size: int = bounded(16, 1, MAX_BATCH_SIZE)
+    device: str = choice("auto", DEVICES)
+
+    def __post_init__(self):
+        check_bounds(self)
+        check_choices(self)
+        if self.tile_size is not None and self.tile_size % 32:
+            raise InputError(f"the tile size must be a multiple of 32, at least 64, got {self.tile_size}")

@@ -47,6 +47,9 @@ from .dl_options import PredictOptions
 from .dl_data import SAMPLE_PIXELS, channel_range, scale_channels, target_scale
 from .dl_models import pick_device
 from .errors import InputError
+from .inputs import named
+from .outputs import outputs_together
+from .tables import write_row
 from .image_io import TiledImageReader, TileSink, image_reader, smallest_label_dtype, write_pyramid, write_tiled_image
 from .model_spec import ModelSpec
 from .tiling import Tile, tile_grid
@@ -57,15 +60,36 @@ BOUNDARY_GROWTH = 2
 
 @dataclass
 class PredictSummary:
+    """What a prediction did: the figures of the summary table of ``dlhisto predict``."""
+
     windows: int = 0
     skipped: int = 0
     class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    class_names: list[str] = field(default_factory=list)
     channel_means: np.ndarray | None = None
     """Regression: the mean of each channel of the predicted image."""
     objects: int | None = None
     pixel_size: tuple[float, float] | None = None
     shape: tuple[int, int] = (0, 0)
     device: str = "cpu"
+
+    def row(self, image_name: str) -> dict:
+        """The row of the summary table: size, windows, then the fraction of each class (and the
+        object count) or, for regression, the mean of each channel."""
+        row = {"image": image_name, "width": self.shape[1], "height": self.shape[0], "windows": self.windows}
+        if self.channel_means is not None:
+            return {**row, **{f"mean_channel_{k + 1}": mean for k, mean in enumerate(self.channel_means)}}
+        row["skipped_windows"] = self.skipped
+        total = max(1, int(self.class_pixels.sum()))
+        row.update({f"{name}_fraction": count / total for name, count in zip(self.class_names, self.class_pixels)})
+        return row if self.objects is None else {**row, "objects": self.objects}
+
+    def describe(self) -> str:
+        """One line for the log."""
+        if self.channel_means is not None:
+            return f"{self.windows} windows, image of {len(self.channel_means)} channel(s) predicted ({self.device})"
+        return (f"{self.windows} windows, {self.skipped} skipped as background"
+                + ("" if self.objects is None else f", {self.objects} objects") + f" ({self.device})")
 
 
 @dataclass
@@ -224,6 +248,72 @@ def _read_window(reader: TiledImageReader, y: int, x: int, size: int) -> np.ndar
         mode = "reflect" if min(region.shape[:2]) > 1 else "edge"
         region = np.pad(region, ((0, pad_y), (0, pad_x), (0, 0)), mode=mode)
     return region
+
+
+def predict(package, image, options: PredictOptions | None = None, *, probabilities=None, classes=None,
+            objects=None, predicted_image=None, summary=None) -> PredictSummary:
+    """Predict an image or a whole slide with a dlhisto model package, as ``dlhisto predict``
+    (the Galaxy tool) does, and write the requested outputs together (all or none).
+
+    Parameters
+    ----------
+    package : path or (path, name)
+        A bioimage.io package made by ``train`` or ``transfer``.
+    image : path, (path, name), reader or array
+        The image (see :func:`image_io.image_reader`).
+    options : PredictOptions, optional
+    probabilities, classes, objects : path, optional
+        Segmentation models: per-class probabilities, the class map 0..K-1 and (instance models)
+        the label image, as pyramidal OME-TIFFs.
+    predicted_image : path, optional
+        Regression models: the predicted image, in the target's units.
+    summary : path, optional
+        A one-row table: size, windows, class fractions and object count, or channel means.
+
+    Returns
+    -------
+    PredictSummary
+
+    Examples
+    --------
+    >>> from dlhisto_core import predict
+    >>> summary = predict("test-data/nuclei_unet.zip", "test-data/nuclei.tif",
+    ...                   objects=getfixture("tmp_path") / "objects.tif")
+    >>> summary.shape, summary.objects > 80
+    ((512, 512), True)
+    """
+    from . import model_package
+
+    options = options or PredictOptions()
+    path, model_name = named([package])[0]
+    image_name = None
+    if isinstance(image, tuple):
+        image, image_name = image
+    model, spec, rdf = model_package.load_package(path, model_name)
+    if spec.task == "regression":
+        if probabilities or classes or objects or not predicted_image:
+            raise InputError(f"'{model_name}' predicts images (regression): ask for --predicted-image, "
+                             "not probabilities, classes or objects")
+        with outputs_together(predicted_image, summary) as (predicted_path, summary_path):
+            result = predict_image(model, spec, image, options, predicted_path,
+                                   model_package.target_normalization(rdf, spec, model_name), image_name)
+            if summary_path:
+                write_row(summary_path, result.row(_image_name(image, image_name)))
+        return result
+    if predicted_image:
+        raise InputError(f"'{model_name}' predicts classes ({spec.task} segmentation), not images; "
+                         "ask for probabilities, classes or objects")
+    with outputs_together(probabilities, classes, objects, summary) as (*paths, summary_path):
+        result = predict_slide(model, spec, image, options, *paths, image_name)
+        result.class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
+        if summary_path:
+            write_row(summary_path, result.row(_image_name(image, image_name)))
+    return result
+
+
+def _image_name(image, name: str | None) -> str:
+    """The name of the image in the summary table: the given one, or the file's."""
+    return name or (Path(image).name if isinstance(image, (str, Path)) else getattr(image, "name", None) or "image")
 
 
 def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: PredictOptions,

@@ -6,10 +6,14 @@ pixel size is known, ``area_um2`` and ``equivalent_diameter_um`` give them in mi
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
 from skimage import measure
+
+from .image_io import write_labels
+from .tables import write_row, write_table
 
 
 REGIONPROPS_COLUMNS = {
@@ -60,4 +64,24 @@ def summarize_objects(rows: Sequence[dict], image_name: str, n_pixels: int, **ex
         "area_fraction": float(areas.sum() / n_pixels),
     }
     summary.update(extra)
+    return summary
+
+
+def write_objects(labels_path: str | os.PathLike, measurements_path: str | os.PathLike,
+                  summary_path: str | os.PathLike, labels: np.ndarray, intensity: np.ndarray,
+                  pixel_size: tuple[float, float] | None, image_name: str, **summary_extra) -> dict:
+    """Write a label image, its measurement table and its one-row summary (the three object
+    outputs of segment_classic); return the summary."""
+    write_labels(labels_path, labels, pixel_size)
+    return write_object_tables(measurements_path, summary_path, measure_objects(labels, intensity, pixel_size),
+                               pixel_size, image_name, labels.size, **summary_extra)
+
+
+def write_object_tables(measurements_path: str | os.PathLike, summary_path: str | os.PathLike, rows: Sequence[dict],
+                        pixel_size: tuple[float, float] | None, image_name: str, n_pixels: int,
+                        **summary_extra) -> dict:
+    """Write the measurement table of objects and its one-row summary; return the summary."""
+    summary = summarize_objects(rows, image_name, n_pixels, **summary_extra)
+    write_table(measurements_path, rows, measurement_columns(pixel_size))
+    write_row(summary_path, summary)
     return summary

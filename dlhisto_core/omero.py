@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -322,6 +323,129 @@ def connect(credentials: Credentials, timeout_s: int = 15) -> Iterator[Session]:
         raise InputError(f"lost the connection to OMERO at {credentials.where}: {type(exc).__name__}") from None
     finally:
         client.closeSession()
+
+
+# -- the two steps ---------------------------------------------------------------------------
+ROI_COLUMNS = ["image_id", "image", "label", "roi_id", "name", "shapes", "text"]
+ANNOTATION_COLUMNS = ["image_id", "image", "kind", "namespace", "key", "value"]
+PUSHED_COLUMNS = ["image_id", "kind", "id", "name"]
+
+
+def fetch(session: Session, image_ids: Sequence[int] = (), dataset_ids: Sequence[int] = (),
+          output_dir: str | os.PathLike = ".", rois_table=None, annotations_table=None, log=print) -> list[int]:
+    """Fetch images and their ROIs as label images, as ``dlhisto omero_fetch`` does.
+
+    Writes ``images/<id>_<name>.ome.tif`` and ``labels/<id>_<name>.ome.tif`` under
+    ``output_dir`` (all images, or none if any fails), and optionally the tables of the ROIs
+    (which label each became) and of the images' tags and key-value pairs. Returns the image ids.
+
+    Examples
+    --------
+    >>> from dlhisto_core import omero
+    >>> with omero.connect(omero.read_credentials()) as session:  # doctest: +SKIP
+    ...     omero.fetch(session, dataset_ids=[51], output_dir="fetched")
+    [1201, 1202]
+    """
+    from .image_io import write_image, write_labels
+    from .outputs import outputs_together
+    from .tables import write_table
+
+    out = Path(output_dir)
+    image_ids = list(image_ids)
+    for dataset_id in dataset_ids:
+        image_ids += session.dataset_image_ids(dataset_id)
+    image_ids = list(dict.fromkeys(image_ids))
+    if not image_ids:
+        raise InputError("give at least one image id or dataset id")
+    out.mkdir(parents=True, exist_ok=True)
+    roi_rows, annotation_rows = [], []
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=out) as work:
+        work = Path(work)
+        for folder in ("images", "labels"):
+            (work / folder).mkdir()
+        for image_id in image_ids:
+            fetched = session.fetch_image(image_id)
+            file_name = f"{image_id}_{_safe_name(fetched.name)}.ome.tif"
+            write_image(work / "images" / file_name, fetched.pixels, fetched.pixel_size)
+            labels, rois = rois_to_labels(session.rois(image_id), fetched.pixels.shape[:2])
+            write_labels(work / "labels" / file_name, labels, fetched.pixel_size)
+            roi_rows += [{"image_id": image_id, "image": fetched.name, "label": k, "roi_id": roi.id,
+                          "name": roi.name, "shapes": ",".join(roi.shapes), "text": roi.text}
+                         for k, roi in enumerate(rois, 1)]
+            annotation_rows += [{"image_id": image_id, "image": fetched.name, **row}
+                                for row in session.annotations(image_id)]
+            if log:
+                log(f"image {image_id} '{fetched.name}': {fetched.pixels.shape[1]}x{fetched.pixels.shape[0]}, "
+                    f"{len(rois)} ROIs")
+        with outputs_together(rois_table, annotations_table) as (rois_path, annotations_path):  # with the images
+            if rois_path:
+                write_table(rois_path, roi_rows, ROI_COLUMNS)
+            if annotations_path:
+                write_table(annotations_path, annotation_rows, ANNOTATION_COLUMNS)
+            for folder in ("images", "labels"):
+                (out / folder).mkdir(exist_ok=True)
+                for path in sorted((work / folder).iterdir()):
+                    os.replace(path, out / folder / path.name)
+    return image_ids
+
+
+def push(session: Session, image_id: int, labels: np.ndarray | None = None, shape: str = "mask",
+         roi_name: str = "dlhisto", attachments: Sequence[tuple[str, str]] = (),
+         key_values: Sequence[tuple[str, str]] = ()) -> list[dict]:
+    """Push results to an OMERO image, as ``dlhisto omero_push`` does: each object of
+    ``labels`` as one ROI, the (path, name) ``attachments`` as files, and ``key_values``
+    (with dlhisto's version and the ROI count) as one key-value map. Returns a row per object
+    created (image_id, kind, id, name).
+
+    Examples
+    --------
+    >>> from dlhisto_core import omero, read_labels
+    >>> labels = read_labels("test-data/nuclei_labels.tif").data
+    >>> with omero.connect(omero.read_credentials()) as session:  # doctest: +SKIP
+    ...     rows = omero.push(session, 1201, labels, shape="polygon")
+    """
+    from . import __version__
+
+    pairs = [("dlhisto.version", __version__), *key_values]
+    session.image(image_id)  # an unknown image fails before anything is written
+    rows = []
+    if labels is not None:
+        roi_ids = session.push_labels(image_id, labels, shape, roi_name)
+        rows += [{"image_id": image_id, "kind": "roi", "id": i} for i in roi_ids]
+        pairs.append(("dlhisto.rois", str(len(roi_ids))))
+    for path, name in attachments:
+        rows.append({"image_id": image_id, "kind": "file", "name": name,
+                     "id": session.attach_file(image_id, path, name, _mimetype(name))})
+    rows.append({"image_id": image_id, "kind": "map", "id": session.add_key_values(image_id, pairs)})
+    return rows
+
+
+def image_id_from_name(name: str) -> int:
+    """The OMERO image id that starts a name given by :func:`fetch` ('1201_slide_3' -> 1201)."""
+    digits = name.split("_", 1)[0]
+    if not digits.isdigit() or not digits.strip("0"):
+        raise InputError(f"'{name}' does not start with an OMERO image id and '_' "
+                         "(as the images of omero_fetch are named); give the image id instead")
+    return int(digits)
+
+
+def key_value(text: str) -> tuple[str, str]:
+    """('key', 'value') of 'key=value'."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise InputError(f"key-value pairs are written key=value, got '{text}'")
+    return key.strip(), value.strip()
+
+
+def _safe_name(name: str) -> str:
+    """A file-name-safe form of an OMERO image name, without its extension."""
+    stem = Path(name).name.split(".")[0]
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:80] or "image"
+
+
+def _mimetype(name: str) -> str:
+    import mimetypes
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 # -- shapes <-> label images -----------------------------------------------------------------

@@ -15,19 +15,20 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
-import skops.io
-from sklearn.ensemble import RandomForestClassifier
 
-from . import __version__, schemas, untrusted
+from . import __version__, untrusted
 from .errors import InputError, one_line
 from .features import FeatureSettings, features_of_tile
 from .image_io import TiledImageReader, image_reader, write_tiled_image
-from .options import MAX_SEED, MAX_TREES, check_number
+from .options import MAX_SEED, MAX_TREES, bounded, check_bounds
 from .outputs import atomic_output
-from .tiling import Tile, check_tile_size, map_in_order, tile_grid
+from .tiling import MAX_TILE_SIZE, Tile, check_tile_size, map_in_order, tile_grid
+
+if TYPE_CHECKING:  # scikit-learn, skops and pydantic load when a classifier is trained, saved or loaded
+    from sklearn.ensemble import RandomForestClassifier
 
 FORMAT = "dlhisto-pixel-classifier"
 FORMAT_VERSION = 1
@@ -37,6 +38,30 @@ MAX_CLASSIFIER_BYTES = 2**31
 """Largest decompressed classifier accepted (a forest of 100 trees on a million pixels: ~100 MB)."""
 TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
 """Beyond skops' own safe defaults, the only type a stored forest may contain."""
+
+
+@dataclass
+class ForestOptions:
+    """The random forest of ``pixel_classifier_train``."""
+
+    trees: int = bounded(100, 1, MAX_TREES)
+    seed: int = bounded(0, 0, MAX_SEED)
+    """The same seed and annotations give the same classifier."""
+
+    def __post_init__(self):
+        check_bounds(self)
+
+
+@dataclass
+class ClassifyPixelsOptions:
+    """``pixel_classifier_predict``: the image is classified tile by tile."""
+
+    tile_size: int = bounded(512, 64, MAX_TILE_SIZE)
+    """Tile size in pixels, a multiple of 16."""
+
+    def __post_init__(self):
+        check_bounds(self)
+        check_tile_size(self.tile_size)
 
 
 @dataclass
@@ -52,8 +77,14 @@ class PixelClassifier:
     def n_classes(self) -> int:
         return len(self.class_names)
 
+    def check_class(self, k: int) -> None:
+        """Refuse a class number that is not one of 1..K."""
+        if not 1 <= k <= self.n_classes:
+            raise InputError(f"the classifier knows classes 1 to {self.n_classes}; class {k} does not exist")
 
-def annotated_pixels(image_path, labels_path, settings: FeatureSettings, tile_size: int = 512,
+
+def annotated_pixels(image_path, labels_path, settings: FeatureSettings,
+                     tile_size: int = ClassifyPixelsOptions.tile_size,
                      name: str | None = None, labels_name: str | None = None
                      ) -> tuple[np.ndarray, np.ndarray, int]:
     """Features and classes of the annotated pixels of one image, and its channel count.
@@ -84,9 +115,9 @@ def annotated_pixels(image_path, labels_path, settings: FeatureSettings, tile_si
     return np.concatenate(features), np.concatenate(classes), n_channels
 
 
-def train(pairs: Sequence[tuple], settings: FeatureSettings, class_names: Sequence[str] | None = None,
-          n_trees: int = 100, seed: int = 0, tile_size: int = 512,
-          validation_pairs: Sequence[tuple] = ()) -> PixelClassifier:
+def train(pairs: Sequence[tuple], settings: FeatureSettings | None = None, class_names: Sequence[str] | None = None,
+          forest: ForestOptions | None = None, validation_pairs: Sequence[tuple] = (),
+          tile_size: int = ClassifyPixelsOptions.tile_size) -> PixelClassifier:
     """Train a random forest on the annotated pixels of (image, annotation[, names]) pairs
     (``dlhisto pixel_classifier_train``; :func:`save` writes it, :func:`classify_pixels` applies it).
 
@@ -97,15 +128,18 @@ def train(pairs: Sequence[tuple], settings: FeatureSettings, class_names: Sequen
     --------
     >>> from dlhisto_core import pixel_classifier
     >>> from dlhisto_core.features import FeatureSettings
+    >>> from dlhisto_core.pixel_classifier import ForestOptions
     >>> forest = pixel_classifier.train([("test-data/nuclei.tif", "test-data/nuclei_scribbles.tif")],
-    ...                                 FeatureSettings(), ["nucleus", "background"], n_trees=20)
+    ...                                 FeatureSettings(), ["nucleus", "background"], ForestOptions(trees=20))
     >>> forest.class_names, forest.training["out_of_bag_accuracy"] > 0.9
     (['nucleus', 'background'], True)
     """
+    from sklearn.ensemble import RandomForestClassifier
+
     if not pairs:
         raise InputError("give at least one image with its annotation")
-    check_number(n_trees, "number of trees", 1, MAX_TREES)
-    check_number(seed, "seed", 0, MAX_SEED)
+    settings, forest_options = settings or FeatureSettings(), forest or ForestOptions()
+    n_trees, seed = forest_options.trees, forest_options.seed
     x, y, n_channels = _annotated_pixels_of(pairs, settings, tile_size)
     present = np.unique(y)
     if len(present) < 2:
@@ -179,7 +213,8 @@ def predict_tile(classifier: PixelClassifier, reader: TiledImageReader, tile: Ti
     return probabilities.reshape(tile.height, tile.width, classifier.n_classes)
 
 
-def predict_tiles(classifier: PixelClassifier, reader: TiledImageReader, tile_size: int = 512
+def predict_tiles(classifier: PixelClassifier, reader: TiledImageReader,
+                  tile_size: int = ClassifyPixelsOptions.tile_size
                   ) -> Iterator[tuple[Tile, np.ndarray]]:
     """Probabilities tile by tile, in TIFF tile order; memory follows the tile, not the image."""
     n_channels = 1 if len(reader.shape) == 2 else reader.shape[2]
@@ -191,7 +226,7 @@ def predict_tiles(classifier: PixelClassifier, reader: TiledImageReader, tile_si
 
 
 def classify_pixels(classifier: PixelClassifier, image_path, probabilities_path, classes_path,
-                  tile_size: int = 512, name: str | None = None) -> tuple[float, float] | None:
+                    tile_size: int = ClassifyPixelsOptions.tile_size, name: str | None = None) -> tuple[float, float] | None:
     """Write per-class probabilities (float32, YXS) and the class map (uint8, 1..K) of an image
     (a file, a reader or an array) as tiled OME-TIFFs, one tile at a time. Returns the image's
     pixel size."""
@@ -208,7 +243,41 @@ def classify_pixels(classifier: PixelClassifier, image_path, probabilities_path,
     return pixel_size
 
 
+def objects_of_class(classifier: PixelClassifier, classes_path, probabilities_path, object_class: int,
+                     labels_path, measurements_path, summary_path, min_area: int, min_distance: int | None = None,
+                     image_name: str = "image", tile_size: int = ClassifyPixelsOptions.tile_size) -> dict:
+    """Label the objects of class ``object_class`` (1..K) of a class map written by
+    :func:`classify_pixels` (touching ones split by watershed when ``min_distance`` is given),
+    measure them (intensity: the class's probability) and write the label image, the table of
+    measurements and the one-row summary, which is returned. Memory follows the image's width and
+    the tallest object, not its area (:mod:`tiled_objects`)."""
+    from .measure import write_object_tables
+    from .tiled_objects import objects_by_strips
+
+    classifier.check_class(object_class)
+    with TiledImageReader(classes_path) as classes, TiledImageReader(probabilities_path) as probabilities:
+        height, width = classes.shape[:2]
+        rows = objects_by_strips(
+            lambda top, count: classes.read_region(top, 0, count, width) == object_class,
+            lambda top, count: probabilities.read_region(top, 0, count, width)[..., object_class - 1],
+            (height, width), tile_size, labels_path, min_area, min_distance, classes.pixel_size)
+        return write_object_tables(measurements_path, summary_path, rows, classes.pixel_size, image_name,
+                                   height * width, object_class=classifier.class_names[object_class - 1])
+
+
+def training_table(classifier: PixelClassifier) -> tuple[list[dict], list[str]]:
+    """The rows and columns of the training report: annotated pixels and accuracy per class,
+    then 'all'."""
+    training = classifier.training
+    columns = ["class", "annotated_pixels", "out_of_bag_accuracy"]
+    if "validation_accuracy" in training:
+        columns += ["validation_pixels", "validation_accuracy"]
+    return training["classes"] + [{"class": "all", **{c: training[c] for c in columns[1:]}}], columns
+
+
 def save(classifier: PixelClassifier, path: str | os.PathLike) -> None:
+    import skops.io
+
     metadata = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "dlhisto_version": __version__,
         "features": classifier.settings.to_dict(), "class_names": classifier.class_names,
@@ -226,6 +295,11 @@ def load(path: str | os.PathLike, name: str | None = None) -> PixelClassifier:
     The zip's sizes (and those of the skops file inside it) are checked before anything is
     decompressed, and classifier.json against :class:`schemas.ClassifierMetadata`.
     """
+    import skops.io
+    from sklearn.ensemble import RandomForestClassifier
+
+    from . import schemas
+
     name = name or Path(path).name
     what = "a dlhisto pixel classifier"
     with untrusted.open_zip(path, name, what, MAX_CLASSIFIER_BYTES) as archive:

@@ -45,7 +45,7 @@ figcaption { font-size: 0.9em; max-width: 40em; }
 
 def instance_report(path: str | os.PathLike, rows: Sequence[dict], loaded: Sequence[tuple],
                     backgrounds: dict | None = None, title: str = "Object segmentation against ground truth") -> None:
-    """Report of :func:`evaluate.instance_rows`: pooled and per-image tables, precision /
+    """Report of :func:`evaluation.instance_rows`: pooled and per-image tables, precision /
     recall / F1 against the IoU threshold, and each image with its matches, false positives
     and missed objects outlined at the first threshold."""
     pooled = [r for r in rows if r["image"] == "all"]
@@ -76,7 +76,7 @@ def instance_report(path: str | os.PathLike, rows: Sequence[dict], loaded: Seque
 def class_report(path: str | os.PathLike, rows: Sequence[dict], confusion: np.ndarray, class_names: Sequence[str],
                  loaded: Sequence[tuple], backgrounds: dict | None = None,
                  title: str = "Pixel classes against ground truth") -> None:
-    """Report of :func:`evaluate.class_rows`: per-class table, confusion matrix, and each image
+    """Report of :func:`evaluation.class_rows`: per-class table, confusion matrix, and each image
     with its wrongly classified pixels in red."""
     pooled = [r for r in rows if r["image"] == "all"]
     accuracy = np.trace(confusion) / confusion.sum()
@@ -101,7 +101,7 @@ def class_report(path: str | os.PathLike, rows: Sequence[dict], confusion: np.nd
 
 def classification_report(path: str | os.PathLike, rows: Sequence[dict], confusion: np.ndarray,
                           class_names: Sequence[str], title: str = "Image classes against ground truth") -> None:
-    """Report of :func:`evaluate.evaluate_tile_classes`: per-class table and confusion matrix."""
+    """Report of :func:`evaluation.evaluate_tile_classes`: per-class table and confusion matrix."""
     overall = next(r for r in rows if r["class"] == "all")
     sections = [
         _paragraph(f"{int(confusion.sum())} images or tiles; accuracy {format_value(overall['accuracy'])}, "
@@ -116,7 +116,7 @@ def classification_report(path: str | os.PathLike, rows: Sequence[dict], confusi
 
 def restoration_report(path: str | os.PathLike, rows: Sequence[dict], loaded: Sequence[tuple],
                        title: str = "Restored images against their targets") -> None:
-    """Report of :func:`evaluate.restoration_rows`: the table, and for each image the target,
+    """Report of :func:`evaluation.restoration_rows`: the table, and for each image the target,
     the prediction (both stretched alike, by the target's percentiles) and their absolute
     difference (white: the target's range of values, or more)."""
     overall = rows[-1]

@@ -60,6 +60,11 @@ def write_table(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence
             writer.writerow([format_value(row.get(c, "")) for c in columns])
 
 
+def write_row(path: str | os.PathLike, row: dict) -> None:
+    """A one-row table (a summary), its columns in the row's order."""
+    write_table(path, [row], list(row))
+
+
 def format_value(value) -> str:
     """A table cell: floats with 6 significant digits, None empty."""
     if value is None:

@@ -3,7 +3,8 @@
 import pytest
 
 from dlhisto_core.cli import main
-from dlhisto_core.dl_classify import classify
+from dlhisto_core.dl_classify import classify_tiles
+from dlhisto_core.dl_options import ClassifyOptions
 from dlhisto_core.dl_data import PatchDataset, sample_tiles
 from dlhisto_core.tables import read_tile_classes
 from dlhisto_core.errors import InputError
@@ -41,12 +42,13 @@ def test_the_stain_classifier_recognises_tiles_it_never_saw(stain_classifier, te
     model, spec, rdf = load_package(stain_classifier)
     names = rdf["outputs"][0]["axes"][1]["channel_names"]
     assert spec.task == "classification" and names == ["H&E", "IHC"]
-    rows = list(classify(model, spec, names, [(test_data / "he_right.png", "he"), (test_data / "ihc_right.png", "ihc")],
-                         tile_size=64, device="cpu"))
+    rows = list(classify_tiles(model, spec, names, [(test_data / "he_right.png", "he"),
+                                                    (test_data / "ihc_right.png", "ihc")],
+                               ClassifyOptions(tile_size=64, device="cpu")))
     assert len(rows) == 15 + 8
     correct = sum(row["class"] == {"he": "H&E", "ihc": "IHC"}[row["image"]] for row in rows)
     assert correct >= 21  # 22 of 23 when made: the exception is a 52-pixel-wide edge tile
-    whole = list(classify(model, spec, names, [(test_data / "he.jpg", "he.jpg"), (test_data / "ihc.png", "ihc.png")]))
+    whole = list(classify_tiles(model, spec, names, [(test_data / "he.jpg", "he.jpg"), (test_data / "ihc.png", "ihc.png")]))
     assert [(r["image"], r["width"], r["class"]) for r in whole] == [("he.jpg", 500, "H&E"), ("ihc.png", 256, "IHC")]
     assert abs(whole[0]["p_H&E"] + whole[0]["p_IHC"] - 1) < 1e-6
 

@@ -8,7 +8,7 @@ import pytest
 from dlhisto_core import crossval
 from dlhisto_core.cli import main
 from dlhisto_core.errors import InputError
-from dlhisto_core.evaluate import evaluate_instances
+from dlhisto_core.evaluation import evaluate_instances
 from dlhisto_core.image_io import read_image, read_labels, single_channel, write_labels
 from dlhisto_core.classic import ClassicOptions, segment_classic
 

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from dlhisto_core.cli import main
-from dlhisto_core.evaluate import evaluate_classes, evaluate_instances
+from dlhisto_core.evaluation import evaluate_classes, evaluate_instances
 from dlhisto_core.errors import InputError
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from dlhisto_core import cli
+from dlhisto_core import cli, cli_parser
 
 BAD_FLOATS = ["nan", "inf", "-1", "1e12"]
 BAD_INTS = ["-1", "0", "1000000000000"]
@@ -59,7 +59,7 @@ STEPS = {
 
 
 def numeric_options(step: str) -> list[tuple[str, type]]:
-    parser = cli.build_parser()
+    parser = cli_parser.build_parser()
     steps = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return [(a.option_strings[0], a.type) for a in steps.choices[step]._actions
             if a.type in (int, float) and a.option_strings]

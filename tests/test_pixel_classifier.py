@@ -52,8 +52,8 @@ def test_prediction_does_not_depend_on_the_tile_size(trained, test_data, tmp_pat
 def test_same_seed_same_classifier(test_data):
     pairs = [(test_data / "nuclei.tif", test_data / "nuclei_scribbles.tif")]
     settings = FeatureSettings(scales=(1.0, 3.0))
-    first = pixel_classifier.train(pairs, settings, n_trees=10, seed=3)
-    second = pixel_classifier.train(pairs, settings, n_trees=10, seed=3)
+    first = pixel_classifier.train(pairs, settings, forest=pixel_classifier.ForestOptions(trees=10, seed=3))
+    second = pixel_classifier.train(pairs, settings, forest=pixel_classifier.ForestOptions(trees=10, seed=3))
     x = np.random.default_rng(0).random((100, len(settings.names(1))), dtype=np.float32)
     np.testing.assert_array_equal(first.forest.predict_proba(x), second.forest.predict_proba(x))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dlhisto_core.cli import build_parser
+from dlhisto_core.cli_parser import build_parser
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 TOOL_XMLS = sorted(p for p in TOOLS.glob("*.xml") if p.name != "macros.xml")

@@ -9,6 +9,7 @@ weighs more than a small one, as in the DSB2018 and StarDist evaluations.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -17,9 +18,129 @@ import numpy as np
 from . import metrics
 from .errors import InputError
 from .image_io import read_image, read_labels
-from .tables import read_table, read_tile_classes
+from .inputs import named
+from .tables import read_table, read_tile_classes, write_table
 
 ALL_IMAGES = "all"
+MODES = ("instance", "semantic", "classification", "restoration")
+"""instance: objects matched at IoU thresholds; semantic: classes pixel by pixel; classification:
+``classify`` tables against a table of true classes; restoration: images against targets."""
+TILE_CLASS_COLUMNS = ["class", "tiles", "predicted", "precision", "recall", "f1", "accuracy", "balanced_accuracy"]
+
+
+@dataclass
+class Evaluation:
+    """The scores of :func:`evaluate`: ``rows`` as in the table output (per image, then the
+    pooled rows of image 'all'), the pooled confusion matrix and its class names (semantic,
+    classification); :meth:`write` writes the tool's outputs."""
+
+    mode: str
+    rows: list[dict]
+    confusion: np.ndarray | None = None
+    class_names: list[str] | None = None
+    loaded: list = field(default_factory=list, repr=False)
+    """The arrays compared (for the pictures of the report)."""
+    backgrounds: dict | None = field(default=None, repr=False)
+
+    def write(self, table, confusion=None, report_path=None) -> None:
+        """The table (TSV), the confusion matrix (TSV) and the HTML report; each path optional
+        but the table's."""
+        from . import report
+
+        columns = TILE_CLASS_COLUMNS if self.mode == "classification" else list(self.rows[0])
+        write_table(table, self.rows, columns)
+        if confusion and self.confusion is not None:
+            write_table(confusion, [{"true class": n, **dict(zip(self.class_names, map(int, row)))}
+                                    for n, row in zip(self.class_names, self.confusion)],
+                        ["true class", *self.class_names])
+        if not report_path:
+            return
+        if self.mode == "instance":
+            report.instance_report(report_path, self.rows, self.loaded, self.backgrounds)
+        elif self.mode == "semantic":
+            report.class_report(report_path, self.rows, self.confusion, self.class_names, self.loaded,
+                                self.backgrounds)
+        elif self.mode == "classification":
+            report.classification_report(report_path, self.rows, self.confusion, self.class_names)
+        else:
+            report.restoration_report(report_path, self.rows, self.loaded)
+
+    def describe(self) -> str:
+        """One line: the pooled scores."""
+        pooled = next(r for r in self.rows if r.get("image", r.get("class")) == ALL_IMAGES)  # the first threshold
+        if self.mode == "instance":
+            return (f"{len(self.loaded)} image(s), IoU {pooled['threshold']:g}: {pooled['tp']} matched, "
+                    f"{pooled['fp']} false positives, {pooled['fn']} missed; F1 {pooled['f1']:.3f}, "
+                    f"AJI {pooled['aji']:.3f}")
+        if self.mode == "restoration":
+            return (f"{len(self.rows) - 1} image(s): PSNR {pooled['psnr']:.2f} dB, SSIM {pooled['ssim']:.3f}, "
+                    f"NRMSE {pooled['nrmse']:.4f}")
+        if self.mode == "classification":
+            return (f"{pooled['tiles']} images or tiles: accuracy {pooled['accuracy']:.3f}, balanced accuracy "
+                    f"{pooled['balanced_accuracy']:.3f}")
+        mean_iou = np.mean([r["iou"] for r in self.rows if r["image"] == ALL_IMAGES and r["iou"] is not None])
+        return f"{len(self.loaded)} image(s), {len(self.class_names)} classes: mean IoU {mean_iou:.3f}"
+
+
+def evaluate(predictions: Sequence, truths: Sequence, mode: str = "instance",
+             thresholds: Sequence[float] = metrics.IOU_THRESHOLDS, class_names: Sequence[str] | None = None,
+             images: Sequence | None = None) -> Evaluation:
+    """Predictions against ground truth, as ``dlhisto evaluate`` (the Galaxy tool) does.
+
+    Parameters
+    ----------
+    predictions, truths : list of path or (path, name)
+        Label images (instance), class maps (semantic), predicted images (restoration), paired in
+        order; classification: ``classify`` tables and ONE table of true classes.
+    mode : {'instance', 'semantic', 'classification', 'restoration'}
+    thresholds : list of float
+        Instance: IoU above which a predicted object matches a true one.
+    class_names : list of str, optional
+        Semantic: names of classes 0..K-1; classification: the classes in the confusion
+        matrix's order (default: sorted).
+    images : list of path or (path, name), optional
+        The image of each prediction, to draw the errors on in the report.
+
+    Returns
+    -------
+    Evaluation
+
+    Examples
+    --------
+    >>> from dlhisto_core import evaluate
+    >>> scores = evaluate(["test-data/nuclei_labels.tif"], ["test-data/nuclei_groundtruth.tif"], thresholds=[0.5])
+    >>> print(scores.describe())
+    1 image(s), IoU 0.5: 74 matched, 38 false positives, 51 missed; F1 0.624, AJI 0.517
+    """
+    if mode not in MODES:
+        raise InputError(f"unknown mode '{mode}'; choose one of {', '.join(MODES)}")
+    predictions, truths = named(predictions), named(truths)
+    if mode == "classification":
+        if len(truths) != 1:
+            raise InputError(f"classification takes one table of true classes, got {len(truths)}")
+        rows, confusion, names = evaluate_tile_classes(predictions, truths[0], class_names)
+        return Evaluation(mode, rows, confusion, names)
+    if len(truths) != len(predictions):
+        raise InputError(f"{len(predictions)} predictions but {len(truths)} ground truths: give one per prediction")
+    pairs = [(t, p, t_name, p_name) for (t, t_name), (p, p_name) in zip(truths, predictions)]
+    if mode == "restoration":
+        loaded = load_restoration_pairs(pairs)
+        return Evaluation(mode, restoration_rows(loaded), loaded=loaded)
+    loaded = load_pairs(pairs)
+    backgrounds = None
+    if images:
+        images = named(images)
+        if len(images) != len(predictions):
+            raise InputError(f"{len(images)} images for {len(predictions)} predictions: give one per prediction")
+        backgrounds = {name: _background_image(path, image_name, truth.shape)
+                       for (path, image_name), (_, name), (truth, _, _) in zip(images, predictions, loaded)}
+    if mode == "instance":
+        thresholds = [float(t) for t in thresholds]
+        if not thresholds or not all(0 < t <= 1 for t in thresholds):
+            raise InputError(f"IoU thresholds must be between 0 and 1, got {', '.join(map(str, thresholds))}")
+        return Evaluation(mode, instance_rows(loaded, thresholds), loaded=loaded, backgrounds=backgrounds)
+    rows, confusion = class_rows(loaded, class_names)
+    return Evaluation(mode, rows, confusion, class_list(class_names, len(confusion)), loaded, backgrounds)
 
 
 def evaluate_instances(pairs: Sequence[tuple], thresholds: Sequence[float] = metrics.IOU_THRESHOLDS) -> list[dict]:
@@ -179,6 +300,15 @@ def load_pairs(pairs: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray, str
     """(truth, prediction, prediction name) arrays of (truth path, prediction path[, truth name,
     prediction name]) tuples, checked to be of the same size."""
     return list(_load_pairs(pairs))
+
+
+def _background_image(path, name: str, shape: tuple) -> np.ndarray:
+    """The image a prediction was made from, to draw the errors on."""
+    data = read_image(path, name).data
+    if data.shape[:2] != shape:
+        raise InputError(f"image '{name}' ({data.shape[1]}x{data.shape[0]}) differs in size from its prediction "
+                         f"({shape[1]}x{shape[0]})")
+    return data
 
 
 def _tile_key(row: dict, by_tile: bool):
