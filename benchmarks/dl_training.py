@@ -99,7 +99,7 @@ def full_train(spec, patches, options, epochs: int, work: Path) -> tuple[int, fl
     model = dl_models.build_model(spec, seed=options.seed)
     checkpoint = work / "checkpoint.pt"
     checkpoint.unlink(missing_ok=True)  # a left-over checkpoint would be resumed
-    state = dl_train.train(model, patches.path, patches.n_classes,
+    state = dl_train.train(model, patches.path, patches.out_channels,
                            dataclasses.replace(options, epochs=epochs + 1, patience=epochs + 2),
                            checkpoint, log=lambda _: None)
     train_idx, _ = dl_train.split_indices(patches.n_patches, options.validation_fraction, options.seed)
@@ -139,7 +139,7 @@ def main() -> None:
         work = Path(tmp)
         patches = dl_data.sample_patches([(TEST_DATA / "nuclei.tif", TEST_DATA / "nuclei_groundtruth.tif")],
                                          work / "patches.h5", "instance", args.patch_size, args.patches, seed=0)
-        spec = dl_models.ModelSpec("instance", patches.n_classes, patches.n_channels, args.architecture, args.encoder)
+        spec = dl_models.ModelSpec("instance", patches.out_channels, patches.n_channels, args.architecture, args.encoder)
         options = dl_train.TrainOptions(batch_size=args.batch_size, loss="ce_dice", seed=0, device="cpu")
         train_idx, _ = dl_train.split_indices(patches.n_patches, options.validation_fraction, options.seed)
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "

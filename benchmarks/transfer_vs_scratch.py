@@ -95,7 +95,7 @@ def two_phases(model, weights, source_name, patches, spec, options, frozen_epoch
     def log(line: str) -> None:
         if line.startswith("phase"):
             print(f"  {name}: {line}", flush=True)
-    return training.fine_tune(model, patches.path, spec.n_classes, dataclasses.replace(options, epochs=frozen_epochs),
+    return training.fine_tune(model, patches.path, spec.out_channels, dataclasses.replace(options, epochs=frozen_epochs),
                               phases, work / f"{name}.pt", log=log)
 
 

@@ -99,7 +99,7 @@ class PatchSet:
     path: Path
     n_patches: int
     n_channels: int
-    n_classes: int
+    out_channels: int
     """Classes of the target, or channels of a regression target."""
     patch_size: int
     target_normalization: dict | None = None
@@ -130,7 +130,7 @@ def sample_patches(pairs: Sequence[tuple], path: str | os.PathLike, task: str, p
                          f"choose one of {', '.join(TARGET_NORMALIZATIONS)}")
     rng = np.random.default_rng(seed)
     n_total = len(pairs) * patches_per_image
-    n_channels = n_classes = None
+    n_channels = out_channels = None
     dataset_range = _dataset_target_range(pairs) if regression and target_normalization == "dataset" else None
     with h5py.File(path, "w") as h5:
         for i, (image_path, labels_path, *names) in enumerate(pairs):
@@ -155,18 +155,18 @@ def sample_patches(pairs: Sequence[tuple], path: str | os.PathLike, task: str, p
             else:
                 target = make_target(labels, task)[None]
             if n_channels is None:
-                n_channels, n_classes = channels, (target.shape[0] if regression else 0)
+                n_channels, out_channels = channels, (target.shape[0] if regression else 0)
                 images_ds = h5.create_dataset("images", (n_total, channels, patch_size, patch_size), np.float32,
                                               chunks=(1, channels, patch_size, patch_size))
-                target_shape = (n_classes,) if regression else ()
+                target_shape = (out_channels,) if regression else ()
                 targets_ds = h5.create_dataset("targets", (n_total, *target_shape, patch_size, patch_size),
                                                target.dtype, chunks=(1, *target_shape, patch_size, patch_size))
             elif channels != n_channels:
                 raise InputError(f"all images need the same channels: '{image_name}' has {channels}, "
                                  f"the first image {n_channels}")
-            elif regression and target.shape[0] != n_classes:
+            elif regression and target.shape[0] != out_channels:
                 raise InputError(f"all targets need the same channels: '{labels_name}' has {target.shape[0]}, "
-                                 f"the first target {n_classes}")
+                                 f"the first target {out_channels}")
             normalized = _pad_to(scale_channels(image, low, high), patch_size)
             target = _pad_to(target, patch_size)
             foreground = np.zeros(target.shape[1:], bool) if regression else target[0] > 0
@@ -175,19 +175,19 @@ def sample_patches(pairs: Sequence[tuple], path: str | os.PathLike, task: str, p
                 patch = target[:, y:y + patch_size, x:x + patch_size]
                 targets_ds[i * patches_per_image + j] = patch if regression else patch[0]
             if not regression:
-                n_classes = max(n_classes, int(target.max()) + 1)
-        if n_classes == 1 and not regression:
+                out_channels = max(out_channels, int(target.max()) + 1)
+        if out_channels == 1 and not regression:
             raise InputError("the label images hold only background (0): there is nothing to learn")
         if task == "instance":
-            n_classes = 3
-        h5.attrs.update(task=task, n_classes=n_classes, patch_size=patch_size, seed=seed,
+            out_channels = 3
+        h5.attrs.update(task=task, out_channels=out_channels, patch_size=patch_size, seed=seed,
                         normalization=NORMALIZATION)
     normalization = None
     if regression:
         normalization = {"mode": target_normalization}
         if dataset_range is not None:
             normalization.update(low=dataset_range[0].tolist(), high=dataset_range[1].tolist())
-    return PatchSet(Path(path), n_total, n_channels, n_classes, patch_size, normalization)
+    return PatchSet(Path(path), n_total, n_channels, out_channels, patch_size, normalization)
 
 
 def _regression_target(target: np.ndarray, name: str, value_range: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -243,10 +243,10 @@ def sample_tiles(images: Sequence[tuple], path: str | os.PathLike, patch_size: i
                 x = int(rng.integers(0, normalized.shape[2] - patch_size + 1))
                 images_ds[i * patches_per_image + j] = normalized[:, y:y + patch_size, x:x + patch_size]
                 targets_ds[i * patches_per_image + j] = class_index
-        n_classes = int(max(c for _, c, _ in images)) + 1
-        h5.attrs.update(task="classification", n_classes=n_classes, patch_size=patch_size, seed=seed,
+        out_channels = int(max(c for _, c, _ in images)) + 1
+        h5.attrs.update(task="classification", out_channels=out_channels, patch_size=patch_size, seed=seed,
                         normalization=NORMALIZATION)
-    return PatchSet(Path(path), n_total, n_channels, n_classes, patch_size)
+    return PatchSet(Path(path), n_total, n_channels, out_channels, patch_size)
 
 
 def _pad_to(array: np.ndarray, size: int) -> np.ndarray:

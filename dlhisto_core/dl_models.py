@@ -37,9 +37,9 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
     if seed is not None:
         torch.manual_seed(seed)
     if spec.task == "classification":
-        return TileClassifier(spec.encoder, spec.in_channels, spec.n_classes)
+        return TileClassifier(spec.encoder, spec.in_channels, spec.out_channels)
     return ARCHITECTURES[spec.architecture](encoder_name=spec.encoder, encoder_weights=None,
-                                            in_channels=spec.in_channels, classes=spec.n_classes)
+                                            in_channels=spec.in_channels, classes=spec.out_channels)
 
 
 def encoder_stages(model: nn.Module) -> list[list[nn.Module]]:

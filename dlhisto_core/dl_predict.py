@@ -229,7 +229,7 @@ class SlidePredictor:
                 probabilities = iter(outputs.cpu().numpy())
         for window in pending:
             if window is None:
-                background = np.zeros((self.spec.n_classes, size, size), np.float32)
+                background = np.zeros((self.spec.out_channels, size, size), np.float32)
                 background[0] = 1
                 yield background
             else:
@@ -328,7 +328,7 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
     if objects_path and spec.task != "instance":
         raise InputError(f"objects come from instance models; this model does {spec.task} segmentation")
     predictor = SlidePredictor(model, spec, options)
-    summary = PredictSummary(class_pixels=np.zeros(spec.n_classes, np.int64), device=str(predictor.device))
+    summary = PredictSummary(class_pixels=np.zeros(spec.out_channels, np.int64), device=str(predictor.device))
     size = options.tile_size
     with image_reader(image_path, name=name) as reader, \
             tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)
@@ -341,12 +341,12 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
                 sinks["classes"] = stack.enter_context(TileSink(work / "classes.tif", (height, width), np.uint8, size))
             if probabilities_path:
                 sinks["probabilities"] = stack.enter_context(
-                    TileSink(work / "probabilities.tif", (height, width, spec.n_classes), np.float32, size))
+                    TileSink(work / "probabilities.tif", (height, width, spec.out_channels), np.float32, size))
             objects = stack.enter_context(_ObjectLabeller(work / "interiors.tif", (height, width), size)) \
                 if objects_path else None
             for tile, probabilities in predictor.tiles(reader, summary):
                 classes = probabilities.argmax(axis=-1).astype(np.uint8)
-                summary.class_pixels += np.bincount(classes.ravel(), minlength=spec.n_classes)
+                summary.class_pixels += np.bincount(classes.ravel(), minlength=spec.out_channels)
                 if "classes" in sinks:
                     sinks["classes"].put(classes)
                 if probabilities_path:
@@ -370,17 +370,17 @@ def predict_image(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
     slide's pixel size."""
     predictor = SlidePredictor(model, spec, options, target_normalization)
     summary = PredictSummary(device=str(predictor.device))
-    sums = np.zeros(spec.n_classes)
+    sums = np.zeros(spec.out_channels)
     with image_reader(image_path, name=name) as reader, \
             tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)
         height, width = reader.shape[:2]
         summary.shape, summary.pixel_size = (height, width), reader.pixel_size
         level0 = Path(work) / "predicted.tif"
-        shape = (height, width) if spec.n_classes == 1 else (height, width, spec.n_classes)
+        shape = (height, width) if spec.out_channels == 1 else (height, width, spec.out_channels)
         with TileSink(level0, shape, np.float32, options.tile_size) as sink:
             for _, values in predictor.tiles(reader, summary):
                 sums += values.sum(axis=(0, 1), dtype=np.float64)
-                sink.put(values[..., 0] if spec.n_classes == 1 else values)
+                sink.put(values[..., 0] if spec.out_channels == 1 else values)
         write_pyramid(output_path, level0, options.tile_size, reader.pixel_size)
     summary.channel_means = sums / (height * width)
     return summary

@@ -83,18 +83,18 @@ def make_loss(name: str | None, task: str) -> Callable:
     return lambda logits, target: ce(logits, target) + dice(logits, target)
 
 
-def dice_per_class(logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def dice_per_class(logits: torch.Tensor, target: torch.Tensor, out_channels: int) -> tuple[np.ndarray, np.ndarray]:
     """Intersections and (prediction + truth) sizes per class, to sum over a validation set."""
     predicted = logits.argmax(dim=1)
-    inter, total = np.zeros(n_classes), np.zeros(n_classes)
-    for k in range(n_classes):
+    inter, total = np.zeros(out_channels), np.zeros(out_channels)
+    for k in range(out_channels):
         p, t = predicted == k, target == k
         inter[k] += (p & t).sum().item()
         total[k] += p.sum().item() + t.sum().item()
     return inter, total
 
 
-def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options: TrainOptions,
+def train(model: nn.Module, patches: str | os.PathLike, out_channels: int, options: TrainOptions,
           checkpoint: str | os.PathLike, log: Callable[[str], None] = print,
           split: tuple[Sequence[int], Sequence[int]] | None = None) -> TrainState:
     """Train ``model`` on the patches, resuming from ``checkpoint`` if it holds a compatible run.
@@ -127,7 +127,7 @@ def train(model: nn.Module, patches: str | os.PathLike, n_classes: int, options:
         epoch = state.epoch + 1
         started = time.perf_counter()
         train_loss = _train_epoch(model, train_set, optimizer, loss_fn, options, epoch, device)
-        val_loss, score = _validate(model, val_set, loss_fn, n_classes, options.batch_size, device)
+        val_loss, score = _validate(model, val_set, loss_fn, out_channels, options.batch_size, device)
         if not math.isfinite(score):
             raise InputError(f"training diverged at epoch {epoch} (validation {state.metric} {score}); "
                              "try a lower learning rate")
@@ -168,13 +168,13 @@ def _train_epoch(model, dataset, optimizer, loss_fn, options, epoch, device) -> 
 
 
 @torch.no_grad()
-def _validate(model, dataset, loss_fn, n_classes, batch_size, device) -> tuple[float, float]:
+def _validate(model, dataset, loss_fn, out_channels, batch_size, device) -> tuple[float, float]:
     """Validation loss and score: mean Dice over the foreground classes (segmentation), accuracy
     (tile classes) or PSNR over the normalised range 0..1 (regression)."""
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     total, count, correct, squared_error, values = 0.0, 0, 0, 0.0, 0
-    inter, sizes = np.zeros(n_classes), np.zeros(n_classes)
+    inter, sizes = np.zeros(out_channels), np.zeros(out_channels)
     for images, targets in loader:
         images, targets = images.to(device), targets.to(device)
         outputs = model(images)
@@ -186,13 +186,13 @@ def _validate(model, dataset, loss_fn, n_classes, batch_size, device) -> tuple[f
             squared_error += torch.sum((outputs - targets) ** 2).item()
             values += targets.numel()
         else:
-            i, s = dice_per_class(outputs, targets, n_classes)
+            i, s = dice_per_class(outputs, targets, out_channels)
             inter, sizes = inter + i, sizes + s
     if dataset.task == "classification":
         return total / count, correct / count
     if dataset.task == "regression":
         return total / count, float(10 * np.log10(1 / max(squared_error / values, 1e-12)))
-    classes = range(1, n_classes) if n_classes > 1 else range(n_classes)
+    classes = range(1, out_channels) if out_channels > 1 else range(out_channels)
     per_class = [2 * inter[k] / sizes[k] for k in classes if sizes[k] > 0]
     return total / count, float(np.mean(per_class)) if per_class else 0.0
 

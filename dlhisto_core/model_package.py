@@ -71,7 +71,7 @@ def export_package(model: torch.nn.Module, spec: ModelSpec, info: PackageInfo, t
     which no bioimage.io operation does) is left to dlhisto: the package's output is then in the
     normalised units of the input.
     """
-    if len(info.class_names) != spec.n_classes or len(info.channel_names) != spec.in_channels:
+    if len(info.class_names) != spec.out_channels or len(info.channel_names) != spec.in_channels:
         raise InputError("the package needs one name per class (or output channel) and per input channel")
     if (spec.task == "regression") != (target_normalization is not None):
         raise ValueError("regression models, and only they, need a target normalisation")
@@ -80,7 +80,7 @@ def export_package(model: torch.nn.Module, spec: ModelSpec, info: PackageInfo, t
     with torch.no_grad():
         output = model(torch.from_numpy(_scale_range(raw, spec)))
     if spec.task == "regression":
-        gain, offset = _output_scale(target_normalization, spec.n_classes)
+        gain, offset = _output_scale(target_normalization, spec.out_channels)
         expected = output.numpy() * gain[None, :, None, None] + offset[None, :, None, None]
     else:
         expected = torch.softmax(output, dim=1).numpy()
@@ -131,7 +131,7 @@ def load_package(path: str | os.PathLike, name: str | None = None) -> tuple[torc
                              "give its weights file to transfer learning instead")
         checked = schemas.check(schemas.PackageRdf, rdf, name, "rdf.yaml")
         weights = untrusted.read_member(archive, checked.weights.pytorch_state_dict.source, name, MAX_WEIGHTS_BYTES)
-    spec = ModelSpec(**checked.config.dlhisto.model.model_dump())
+    spec = ModelSpec.from_dict(checked.config.dlhisto.model.model_dump())
     architecture = checked.weights.pytorch_state_dict.architecture
     if _architecture_source(spec) != {"callable": architecture.callable, "import_from": architecture.import_from}:
         raise InputError(f"'{name}' names an architecture dlhisto does not build: {architecture.callable!r}")
@@ -195,7 +195,7 @@ def target_normalization(rdf: dict, spec: ModelSpec, name: str) -> dict:
             low, high = (np.asarray(normalization[k], np.float32) for k in ("low", "high"))
         except (KeyError, TypeError, ValueError):
             low = high = np.zeros(0)
-        if low.shape == high.shape == (spec.n_classes,) and np.isfinite(low).all() and np.isfinite(high).all():
+        if low.shape == high.shape == (spec.out_channels,) and np.isfinite(low).all() and np.isfinite(high).all():
             return {"mode": mode, "low": low.tolist(), "high": high.tolist()}
     raise InputError(f"regression model '{name}' records no valid target normalisation")
 
@@ -222,19 +222,19 @@ def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path, target_normalization:
     output = {"id": "probabilities", "postprocessing": [{"id": "softmax", "kwargs": {"axis": "channel"}}]}
     if spec.task == "classification":
         out_axes = [{"type": "batch"}, classes]
-        kwargs = {"encoder": spec.encoder, "in_channels": spec.in_channels, "n_classes": spec.n_classes}
+        kwargs = {"encoder": spec.encoder, "in_channels": spec.in_channels, "n_classes": spec.out_channels}
         kind = "tile classification"
     else:
         out_axes = [{"type": "batch"}, classes, *[{"type": "space", "id": axis, "size": {
             "tensor_id": "raw", "axis_id": axis}} for axis in ("y", "x")]]
         kwargs = {"encoder_name": spec.encoder, "encoder_weights": None, "in_channels": spec.in_channels,
-                  "classes": spec.n_classes}
+                  "classes": spec.out_channels}
         kind = f"{spec.task}-segmentation"
     if spec.task == "regression":
         kind = "image restoration"
         cite.append({"text": "Weigert et al. Content-aware image restoration (2018)",
                      "doi": "10.1038/s41592-018-0216-7"})
-        gain, offset = _output_scale(target_normalization, spec.n_classes)
+        gain, offset = _output_scale(target_normalization, spec.out_channels)
         output = {"id": "prediction", "postprocessing": [] if target_normalization["mode"] == "input" else [
             {"id": "scale_linear", "kwargs": {"axis": "channel", "gain": gain.tolist(), "offset": offset.tolist()}}]}
     low, high = NORMALIZATION

@@ -23,8 +23,9 @@ class ModelSpec:
     """Everything needed to rebuild a network before loading its weights."""
 
     task: str
-    n_classes: int
-    """Classes, or the output channels of a regression (image restoration or translation)."""
+    out_channels: int
+    """The network's output channels: one per class, or the channels of a regression (image
+    restoration or translation). Packages record it as ``n_classes``."""
     in_channels: int
     architecture: str = "unet"
     encoder: str = "resnet18"
@@ -36,16 +37,18 @@ class ModelSpec:
             raise InputError(f"unknown architecture '{self.architecture}'; choose one of {', '.join(ARCHITECTURE_NAMES)}")
         if self.encoder not in ENCODERS:
             raise InputError(f"unknown encoder '{self.encoder}'; choose one of {', '.join(ENCODERS)}")
-        if self.n_classes < (1 if self.task == "regression" else 2) or self.in_channels < 1:
+        if self.out_channels < (1 if self.task == "regression" else 2) or self.in_channels < 1:
             raise InputError(f"a model needs at least 2 classes (or 1 output channel) and 1 input channel, "
-                             f"got {self.n_classes} and {self.in_channels}")
-        if self.n_classes > MAX_CLASSES or self.in_channels > MAX_IN_CHANNELS:
+                             f"got {self.out_channels} and {self.in_channels}")
+        if self.out_channels > MAX_CLASSES or self.in_channels > MAX_IN_CHANNELS:
             raise InputError(f"a model has at most {MAX_CLASSES} classes (or output channels) and "
-                             f"{MAX_IN_CHANNELS} input channels, got {self.n_classes} and {self.in_channels}")
+                             f"{MAX_IN_CHANNELS} input channels, got {self.out_channels} and {self.in_channels}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a package's ``config.dlhisto.model`` holds them."""
+        data = asdict(self)
+        return {"task": data.pop("task"), "n_classes": data.pop("out_channels"), **data}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
-        return cls(**{k: data[k] for k in ("task", "n_classes", "in_channels", "architecture", "encoder")})
+        return cls(data["task"], data["n_classes"], data["in_channels"], data["architecture"], data["encoder"])

@@ -137,9 +137,9 @@ def train(images: Sequence[Named | str], labels: Sequence[Named | str] | None = 
         patches, names = _patches(images, labels, targets, tile_classes, class_names, data, options, Path(work))
         if validation:
             split = (list(range(n_training)), list(range(n_training, patches.n_patches)))
-        spec = ModelSpec(data.task, patches.n_classes, patches.n_channels, architecture, encoder)
+        spec = ModelSpec(data.task, patches.out_channels, patches.n_channels, architecture, encoder)
         model = dl_models.build_model(spec, seed=options.seed)
-        state = dl_train.train(model, patches.path, spec.n_classes, options,
+        state = dl_train.train(model, patches.path, spec.out_channels, options,
                                checkpoint or Path(work) / "checkpoint.pt", log=log or _quiet, split=split)
     return TrainedModel(model, spec, state, names, images, data, options, patches.target_normalization)
 
@@ -170,18 +170,18 @@ def transfer(pretrained: Named | str, images: Sequence[Named | str], labels: Seq
             weights, architecture, encoder = source.state_dict(), source_spec.architecture, source_spec.encoder
         else:
             weights = model_package.read_state_dict(pretrained_path, name)
-        spec = ModelSpec(data.task, patches.n_classes, patches.n_channels, architecture, encoder)
+        spec = ModelSpec(data.task, patches.out_channels, patches.n_channels, architecture, encoder)
         model = dl_models.build_model(spec, seed=options.seed)
         counts = dl_models.load_matching_weights(model, weights, name)
         log(f"pretrained weights from '{name}': {counts['loaded']} tensors loaded, {counts['ignored']} did not fit, "
             f"{counts['missing']} of the model left as initialised")
-        state = fine_tune(model, patches.path, spec.n_classes, options, phases,
+        state = fine_tune(model, patches.path, spec.out_channels, options, phases,
                           checkpoint or Path(work) / "checkpoint.pt", log)
     return TrainedModel(model, spec, state, names, images, data, options, patches.target_normalization,
                         origin=f"fine-tuned from '{name}'")
 
 
-def fine_tune(model: torch.nn.Module, patches: str | os.PathLike, n_classes: int, options: TrainOptions,
+def fine_tune(model: torch.nn.Module, patches: str | os.PathLike, out_channels: int, options: TrainOptions,
               phases: TransferOptions, checkpoint: str | os.PathLike, log: Callable[[str], None] = print,
               split: tuple[Sequence[int], Sequence[int]] | None = None) -> TrainState:
     """Two-phase transfer learning: ``phases.freeze_stages`` encoder stages frozen for
@@ -192,7 +192,7 @@ def fine_tune(model: torch.nn.Module, patches: str | os.PathLike, n_classes: int
     checkpoint = Path(checkpoint)
     frozen = dl_models.freeze_encoder_stages(model, phases.freeze_stages)
     log(f"phase 1: {phases.freeze_stages} encoder stage(s) frozen ({frozen} parameters), {options.epochs} epochs")
-    first = dl_train.train(model, patches, n_classes, options, checkpoint.with_name(checkpoint.name + ".frozen"),
+    first = dl_train.train(model, patches, out_channels, options, checkpoint.with_name(checkpoint.name + ".frozen"),
                            log=log, split=split)
     if not phases.finetune_epochs:
         return first
@@ -201,7 +201,7 @@ def fine_tune(model: torch.nn.Module, patches: str | os.PathLike, n_classes: int
     finetune = dataclasses.replace(options, epochs=phases.finetune_epochs,
                                    learning_rate=options.learning_rate * phases.finetune_lr_factor)
     log(f"phase 2: all layers trainable, learning rate {finetune.learning_rate:g}, {phases.finetune_epochs} epochs")
-    second = dl_train.train(model, patches, n_classes, finetune, checkpoint, log=log, split=split)
+    second = dl_train.train(model, patches, out_channels, finetune, checkpoint, log=log, split=split)
     if second.best_score < first.best_score:
         model.load_state_dict(best_frozen)
     return dl_train.join_phases(first, second)
@@ -244,7 +244,7 @@ def _patches(images: list[Named], labels, targets, tile_classes, class_names, da
         pairs = [(path, class_names.index(table[name]), name) for path, name in images]
         patches = dl_data.sample_tiles(pairs, work / "patches.h5", data.patch_size, data.patches_per_image,
                                        options.seed)
-        patches.n_classes = len(class_names)
+        patches.out_channels = len(class_names)
         return patches, class_names
     second, what = (targets, "target images") if data.task == "regression" else (labels, "label images")
     if not second or len(images) != len(second):
@@ -254,13 +254,13 @@ def _patches(images: list[Named], labels, targets, tile_classes, class_names, da
     patches = dl_data.sample_patches(pairs, work / "patches.h5", data.task, data.patch_size, data.patches_per_image,
                                      options.seed, data.target_normalization)
     if data.task == "regression":  # the names of the output channels
-        class_names = class_names or [f"channel {k + 1}" for k in range(patches.n_classes)]
+        class_names = class_names or [f"channel {k + 1}" for k in range(patches.out_channels)]
     else:
         class_names = class_names or (["background", "interior", "boundary"] if data.task == "instance"
-                                      else [f"class {k}" for k in range(patches.n_classes)])
-    if len(class_names) != patches.n_classes:
-        what = "output channels" if data.task == "regression" else f"classes (0..{patches.n_classes - 1})"
-        raise InputError(f"{len(class_names)} class names for {patches.n_classes} {what}")
+                                      else [f"class {k}" for k in range(patches.out_channels)])
+    if len(class_names) != patches.out_channels:
+        what = "output channels" if data.task == "regression" else f"classes (0..{patches.out_channels - 1})"
+        raise InputError(f"{len(class_names)} class names for {patches.out_channels} {what}")
     return patches, class_names
 
 

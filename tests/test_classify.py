@@ -32,7 +32,7 @@ def test_tiles_become_patches_with_one_class_each(test_data, tmp_path):
     tiles = [(test_data / "tile_he_1.png", 0, "he"), (test_data / "tile_ihc_1.png", 1, "ihc")]
     patches = sample_tiles(tiles, tmp_path / "tiles.h5", patch_size=32, patches_per_image=3)
     dataset = PatchDataset(patches.path, range(6), augment=True)
-    assert (patches.n_channels, patches.n_classes) == (3, 2)
+    assert (patches.n_channels, patches.out_channels) == (3, 2)
     assert dataset.targets.tolist() == [0, 0, 0, 1, 1, 1]
     image, target = dataset[4]
     assert tuple(image.shape) == (3, 32, 32) and target.item() == 1

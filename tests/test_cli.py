@@ -131,7 +131,7 @@ def test_train_writes_a_loadable_package_history_and_curve(test_data, tmp_path):
     assert [e["epoch"] for e in history["epochs"]] == [1, 2] and 0 <= history["best_val_dice"] <= 1
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     _, spec, rdf = load_package(tmp_path / "model.zip")
-    assert spec.task == "instance" and spec.n_classes == 3 and spec.encoder == "mobilenet_v2"
+    assert spec.task == "instance" and spec.out_channels == 3 and spec.encoder == "mobilenet_v2"
     assert rdf["config"]["dlhisto"]["training"]["epochs_run"] == 2
 
 

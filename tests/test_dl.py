@@ -29,7 +29,7 @@ def test_patches_are_reproducible_and_favour_foreground(test_data, tmp_path):
     first = sample_patches(pairs, tmp_path / "a.h5", "instance", patch_size=64, patches_per_image=20, seed=1)
     sample_patches(pairs, tmp_path / "b.h5", "instance", patch_size=64, patches_per_image=20, seed=1)
     a, b = PatchDataset(tmp_path / "a.h5", range(20)), PatchDataset(tmp_path / "b.h5", range(20))
-    assert first.n_channels == 1 and first.n_classes == 3
+    assert first.n_channels == 1 and first.out_channels == 3
     np.testing.assert_array_equal(a.images, b.images)
     centred = a.targets[0::2, 32, 32]  # even patches are centred on a foreground pixel
     assert (centred > 0).all()

@@ -32,7 +32,7 @@ def test_input_normalisation_scales_the_target_with_its_inputs_percentiles(test_
         assert h5["targets"].shape == (1, 1, 256, 256) and h5["targets"].dtype == np.float32
         np.testing.assert_allclose(h5["targets"][0], scale_channels(read_image(clean).data, low, high), rtol=1e-6)
         np.testing.assert_allclose(h5["images"][0], scale_channels(read_image(noisy).data, low, high), rtol=1e-6)
-    assert patches.target_normalization == {"mode": "input"} and patches.n_classes == 1
+    assert patches.target_normalization == {"mode": "input"} and patches.out_channels == 1
 
 
 def test_dataset_normalisation_uses_the_percentiles_of_all_targets(test_data, tmp_path):
@@ -44,7 +44,7 @@ def test_dataset_normalisation_uses_the_percentiles_of_all_targets(test_data, tm
     low, high = np.percentile(target, (1, 99.8))
     assert patches.target_normalization["low"] == pytest.approx([low], rel=1e-5)
     assert patches.target_normalization["high"] == pytest.approx([high], rel=1e-5)
-    assert (patches.n_channels, patches.n_classes) == (3, 1)
+    assert (patches.n_channels, patches.out_channels) == (3, 1)
     with h5py.File(patches.path) as h5:
         np.testing.assert_allclose(h5["targets"][0, 0], (target - low) / (high - low), rtol=1e-4, atol=1e-6)
     with pytest.raises(InputError, match="needs the same channels .*use the dataset normalisation"):
