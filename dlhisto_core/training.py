@@ -157,6 +157,20 @@ def transfer(pretrained: Named | str, images: Sequence[Named | str], labels: Seq
     ``architecture`` and ``encoder``; its weights are read without unpickling code, and those that
     do not fit the new network (another number of classes, say) are left as initialised. The
     other parameters are those of :func:`train`; ``options.epochs`` is the length of phase 1.
+
+    Examples
+    --------
+    The test U-Net, fine-tuned on one quadrant of the nuclei image (the package brings its
+    encoder):
+
+    >>> from dlhisto_core import DataOptions, TrainOptions, TransferOptions, transfer
+    >>> trained = transfer("test-data/nuclei_unet.zip", ["test-data/nuclei_q1.tif"],
+    ...                    labels=["test-data/nuclei_q1_groundtruth.tif"],
+    ...                    data=DataOptions(patch_size=64, patches_per_image=8),
+    ...                    options=TrainOptions(epochs=1, batch_size=4, device="cpu"),
+    ...                    phases=TransferOptions(finetune_epochs=1), log=None)
+    >>> trained.spec.out_channels, trained.spec.encoder, trained.origin
+    (3, 'mobilenet_v2', "fine-tuned from 'nuclei_unet.zip'")
     """
     data, phases = data or DataOptions(), phases or TransferOptions()
     options = _options(options, data)
