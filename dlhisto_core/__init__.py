@@ -7,7 +7,8 @@ stays fast and the deep-learning steps import PyTorch only when used.
 =====================  ==========================================================================
 step                   Python
 =====================  ==========================================================================
-preprocess             :func:`preprocess` with :class:`PreprocessOptions`
+preprocess             :func:`preprocess` with :class:`PreprocessOptions`; stain normalisation:
+                       :mod:`dlhisto_core.stain` (``fit``, ``normalize_slide``, ``save``, ``load``)
 segment_classic        :func:`segment_classic` with :class:`ClassicOptions`
 auto_annotate          :func:`auto_annotate` with :class:`AutoAnnotateOptions`
 pixel_classifier_*     :mod:`dlhisto_core.pixel_classifier` (``train``, ``classify_pixels``, ``save``, ``load``)

@@ -15,6 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from . import stain
 from .annotation import AutoAnnotateOptions
 from .classic import ClassicOptions, segment_classic
 from .cli_parser import build_parser
@@ -26,17 +27,32 @@ from .inputs import pair_by_name
 from .measure import write_objects
 from .options import options_from
 from .outputs import Cancelled, cancel_on_signals, check_outputs, outputs_together
-from .preprocessing import PreprocessOptions, preprocess
+from .preprocessing import PreprocessOptions, check_stain_reference, preprocess
 from .tables import write_row, write_table
 
 
 def run_preprocess(args: argparse.Namespace) -> None:
-    image = read_image(args.input, args.image_name)
     options = options_from(args, PreprocessOptions, channel=_from_one(args.channel),
                            ridge_sigmas=tuple(_numbers(args.ridge_sigmas, "ridge sigmas")),
                            normalize=tuple(args.normalize) if args.normalize else None)
-    result = preprocess(image, options)
-    write_image(args.output, result.data, result.pixel_size)
+    reference = None
+    if options.stain_normalization:
+        if not args.stain_reference:
+            raise InputError("--stain-normalization needs --stain-reference: an image to fit it on, or a saved one")
+        name = _name(args.stain_reference, args.stain_reference_name)
+        reference = stain.load(args.stain_reference, name) if stain.is_reference_file(args.stain_reference) \
+            else stain.fit(args.stain_reference, options.stain_normalization, name)
+        check_stain_reference(reference, options.stain_normalization)
+    elif args.stain_reference or args.stain_reference_out:
+        raise InputError("a stain reference is used only with --stain-normalization")
+    with outputs_together(args.output, args.stain_reference_out) as (output, reference_out):
+        if options.stain_only and options.input_pixel_size is None:  # tile by tile: slides of any size
+            stain.normalize_slide(args.input, output, reference, name=args.image_name)
+        else:
+            result = preprocess(read_image(args.input, args.image_name), options, reference)
+            write_image(output, result.data, result.pixel_size)
+        if reference_out:
+            stain.save(reference, reference_out)
 
 
 def run_segment_classic(args: argparse.Namespace) -> None:

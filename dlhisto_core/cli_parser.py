@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(pre, defaults, "sigma", help="Gaussian smoothing sigma in pixels (default %(default)s)")
     pre.add_argument("--normalize", type=float, nargs=2, metavar=("LOW", "HIGH"),
                      help="map these percentiles of each channel to 0 and 1 (e.g. 1 99.8)")
+    add_option(pre, defaults, "stain_normalization", help="map the stains of an RGB brightfield image onto "
+               "--stain-reference first (alone: the output stays 8-bit RGB, written tile by tile)")
+    pre.add_argument("--stain-reference", metavar="FILE",
+                     help="image to fit the stain reference on, or a reference saved by --stain-reference-out")
+    pre.add_argument("--stain-reference-name", metavar="NAME", help="name of the reference in messages")
+    add_output(pre, "--stain-reference-out", metavar="FILE", help="output: the stain reference (JSON), to reuse")
 
     seg = steps.add_parser("segment_classic",
                            help="smooth, threshold, remove small objects, watershed, measure")

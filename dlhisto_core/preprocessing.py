@@ -1,5 +1,5 @@
-"""Preprocessing: colour deconvolution, rescaling, ridge enhancement, Gaussian smoothing,
-percentile normalisation.
+"""Preprocessing: stain normalisation, colour deconvolution, rescaling, ridge enhancement,
+Gaussian smoothing, percentile normalisation.
 
 Each function takes and returns channels-last arrays ((Y, X) or (Y, X, C)). :func:`preprocess`
 chains them in the one order that makes sense for histology: separate the stains first (on
@@ -9,6 +9,7 @@ intensities last.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from scipy import ndimage as ndi
 from .errors import InputError
 from .image_io import PIXEL_SIZE_RANGE_UM, Image, single_channel
 from .options import bounded, check_bounds, check_choices, check_number, choice
+from .stain import METHODS as STAIN_METHODS
+from .stain import StainNormalizer, StainReference
 
 MAX_SIGMA = 100.0
 """Largest Gaussian sigma (and ridge scale) in pixels; a nucleus is 5 to 50 pixels across."""
@@ -53,26 +56,38 @@ class PreprocessOptions:
     """Gaussian smoothing sigma in pixels (after rescaling); 0 = no smoothing."""
     normalize: tuple[float, float] | None = bounded(None, 0, 100)
     """(low, high) percentiles mapped to 0 and 1, per channel."""
+    stain_normalization: str | None = choice(None, STAIN_METHODS)
+    """'macenko' or 'reinhard': map the stains of an RGB brightfield image onto a reference
+    (:mod:`stain`), before anything else."""
 
     def __post_init__(self):
         check_bounds(self)
         check_choices(self)
 
+    @property
+    def stain_only(self) -> bool:
+        """Whether stain normalisation is all there is to do (then the output stays 8-bit RGB)."""
+        return self.stain_normalization is not None and dataclasses.replace(self, stain_normalization=None) \
+            == PreprocessOptions(input_pixel_size=self.input_pixel_size)
 
-def preprocess(image: Image, options: PreprocessOptions) -> Image:
-    """Apply channel selection or deconvolution, rescale, ridge enhancement, smoothing and
-    normalisation, in that order (``dlhisto preprocess``).
+
+def preprocess(image: Image, options: PreprocessOptions, stain_reference: StainReference | None = None) -> Image:
+    """Apply stain normalisation, channel selection or deconvolution, rescale, ridge
+    enhancement, smoothing and normalisation, in that order (``dlhisto preprocess``).
 
     Parameters
     ----------
     image : Image
         From :func:`dlhisto_core.image_io.read_image`, or ``Image(array, pixel_size)``.
     options : PreprocessOptions
+    stain_reference : StainReference, optional
+        What ``options.stain_normalization`` maps the stains onto (:func:`stain.fit`, :func:`stain.load`).
 
     Returns
     -------
     Image
-        float32 data and the pixel size after rescaling.
+        float32 data and the pixel size after rescaling; 8-bit RGB when stain normalisation is
+        all there is to do.
 
     Examples
     --------
@@ -85,6 +100,10 @@ def preprocess(image: Image, options: PreprocessOptions) -> Image:
     data, pixel_size = image.data, image.pixel_size
     if options.input_pixel_size is not None:
         pixel_size = (options.input_pixel_size, options.input_pixel_size)
+    if options.stain_normalization:
+        data = StainNormalizer(check_stain_reference(stain_reference, options.stain_normalization), data).normalize(data)
+        if options.stain_only:
+            return Image(data, pixel_size)
     if options.channel is not None:
         if options.deconvolve:
             raise InputError("choose either one channel or colour deconvolution, which needs all three")
@@ -102,6 +121,15 @@ def preprocess(image: Image, options: PreprocessOptions) -> Image:
     if options.normalize is not None:
         data = normalize_percentiles(data, *options.normalize)
     return Image(np.asarray(data, dtype=np.float32) if data.dtype != np.float32 else data, pixel_size)
+
+
+def check_stain_reference(reference: StainReference | None, method: str) -> StainReference:
+    """The reference of the chosen stain normalisation method, or a one-line error."""
+    if reference is None:
+        raise InputError(f"{method} stain normalisation needs a reference: an image to fit it on, or a saved one")
+    if reference.method != method:
+        raise InputError(f"the stain reference is for {reference.method} normalisation, not {method}")
+    return reference
 
 
 def gaussian_smooth(data: np.ndarray, sigma: float) -> np.ndarray:
