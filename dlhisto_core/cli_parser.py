@@ -263,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(pr, defaults, "min_tissue", help="with --skip-background: smallest tissue fraction of a window that "
                "is predicted (default %(default)s)")
     add_option(pr, defaults, "min_area", help="drop objects with a smaller interior (pixels, default %(default)s)")
+    add_option(pr, defaults, "pixel_size", metavar="UM", help="work at this pixel size in µm: read the slide's pyramid "
+               "level nearest to it (not coarser) and resample the rest; the outputs have this pixel size")
 
     cl = steps.add_parser("classify", help="classify images, or the tiles of a slide, with a tile classifier package")
     cl.add_argument("--image", action="append", required=True, help="image to classify (repeat for several)")
@@ -275,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                help="cut each image into tiles of this size (multiple of 32) and classify every tile")
     add_option(cl, defaults, "batch_size", help="default %(default)s")
     add_option(cl, defaults, "device", help="default %(default)s")
+    add_option(cl, defaults, "pixel_size", metavar="UM", help="classify at this pixel size in µm (pyramid level "
+               "nearest to it, resampled)")
 
     ev = steps.add_parser("evaluate", help="compare predictions with ground truth: instance matching or pixel classes")
     ev.add_argument("--prediction", action="append", required=True, help="label image, class map or classify table (repeatable)")

@@ -72,7 +72,7 @@ def classify_tiles(model: torch.nn.Module, spec: ModelSpec, class_names: Sequenc
     torch_device = pick_device(options.device)
     model = model.to(torch_device).eval()
     for path, name in images:
-        with image_reader(path, name=name) as reader:
+        with image_reader(path, name=name, pixel_size=options.pixel_size) as reader:
             n_channels = 1 if len(reader.shape) == 2 else reader.shape[2]
             if n_channels != spec.in_channels:
                 raise InputError(f"the model expects {spec.in_channels}-channel images; '{name}' has {n_channels}")

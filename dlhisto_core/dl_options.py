@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .classic import MAX_AREA
 from .errors import InputError
+from .image_io import PIXEL_SIZE_RANGE_UM
 from .model_spec import TASKS
 from .options import (DEVICES, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_SEED, bounded,
                       check_bounds, check_choices, choice)
@@ -98,6 +99,9 @@ class PredictOptions:
     """With skip_background: windows with a smaller fraction of tissue pixels are skipped."""
     min_area: int = bounded(0, 0, MAX_AREA)
     """Instance output: objects with a smaller interior (pixels) are dropped."""
+    pixel_size: float | None = bounded(None, *PIXEL_SIZE_RANGE_UM)
+    """Work at this pixel size (µm): read the slide's pyramid level nearest to it that is not
+    coarser and resample the rest; the outputs have this pixel size. None: the slide's own."""
 
     def check(self) -> None:
         check_bounds(self)
@@ -117,6 +121,8 @@ class ClassifyOptions:
     one class per image."""
     batch_size: int = bounded(16, 1, MAX_BATCH_SIZE)
     device: str = choice("auto", DEVICES)
+    pixel_size: float | None = bounded(None, *PIXEL_SIZE_RANGE_UM)
+    """Classify the images at this pixel size (µm), as :class:`PredictOptions` reads them."""
 
     def __post_init__(self):
         check_bounds(self)

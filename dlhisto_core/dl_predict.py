@@ -330,7 +330,7 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
     predictor = SlidePredictor(model, spec, options)
     summary = PredictSummary(class_pixels=np.zeros(spec.out_channels, np.int64), device=str(predictor.device))
     size = options.tile_size
-    with image_reader(image_path, name=name) as reader, \
+    with image_reader(image_path, name=name, pixel_size=options.pixel_size) as reader, \
             tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)
         work = Path(work)
         height, width = reader.shape[:2]
@@ -371,7 +371,7 @@ def predict_image(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
     predictor = SlidePredictor(model, spec, options, target_normalization)
     summary = PredictSummary(device=str(predictor.device))
     sums = np.zeros(spec.out_channels)
-    with image_reader(image_path, name=name) as reader, \
+    with image_reader(image_path, name=name, pixel_size=options.pixel_size) as reader, \
             tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)
         height, width = reader.shape[:2]
         summary.shape, summary.pixel_size = (height, width), reader.pixel_size

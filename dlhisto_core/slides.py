@@ -1,0 +1,247 @@
+"""Whole-slide scans at the right magnification: vendor formats through OpenSlide, pyramid
+levels, and reading at a working pixel size.
+
+Scanner files (Aperio SVS, Hamamatsu NDPI, Leica SCN, Ventana BIF, Philips TIFF, 3DHistech
+MRXS, DICOM-WSI) are read with OpenSlide (the ``openslide-bin`` wheel: no system library);
+other TIFFs, OME-TIFF pyramids included, with tifffile (:class:`image_io.TiledImageReader`).
+Both are readers of the same protocol (``shape``, ``dtype``, ``pixel_size``, ``name``,
+``read_region``), one pyramid level at a time.
+
+A step that works at a pixel size (say 0.5 µm on a 0.25 µm scan) reads the level nearest to it
+that is not coarser, and resamples the rest (:class:`ResampledReader`): a 0.5 µm model on a
+0.25 µm scan with a level at 1 µm reads level 0 resampled by 1/2, and at 1 µm reads level 1
+directly. Outputs then have that pixel size; multiplying their coordinates by
+``pixel_size / slide pixel size`` maps them back onto the slide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from .errors import InputError, one_line
+from .image_io import TiledImageReader, check_pixel_size
+
+SINGLE_FILE_FORMATS = {"aperio": "Aperio SVS", "hamamatsu": "Hamamatsu NDPI", "leica": "Leica SCN",
+                       "ventana": "Ventana BIF", "philips": "Philips TIFF"}
+"""OpenSlide formats read from the one file given. Formats made of several files (MRXS, VMS,
+DICOM folders, Trestle) are refused: their index names other files, which could be any file
+the job can read."""
+SAME_PIXEL_SIZE = 0.01
+"""Pixel sizes within 1 % of each other are the same: no resampling."""
+RESAMPLING_MARGIN = 2
+"""Source pixels read around a resampled region, so that neighbouring regions join without seams."""
+
+
+def slide_format(path: str | os.PathLike, name: str | None = None) -> str | None:
+    """OpenSlide's name of the scanner format of ``path`` ('aperio', 'hamamatsu', ...), or None
+    for files tifffile reads better (plain and OME-TIFF, PNG, JPEG). A format of several files
+    is refused."""
+    import openslide
+
+    if not Path(path).is_file():
+        return None  # TiledImageReader says what is wrong
+    try:
+        found = openslide.OpenSlide.detect_format(str(path))
+    except openslide.OpenSlideError:
+        return None
+    if found in (None, "generic-tiff"):
+        return None
+    with open(path, "rb") as fh:
+        is_tiff = fh.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+    if found not in SINGLE_FILE_FORMATS or not is_tiff:
+        raise InputError(f"'{name or Path(path).name}' is a slide format made of several files ({found}); dlhisto "
+                         f"reads single-file slides: {', '.join(SINGLE_FILE_FORMATS.values())}, OME-TIFF, TIFF")
+    return found
+
+
+class OpenSlideReader:
+    """One pyramid level of a scanner file, as RGB uint8 (areas the scanner did not image are
+    white, as glass). ``levels`` lists every level's (height, width, downsample)."""
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, path: str | os.PathLike, level: int = 0, name: str | None = None):
+        import openslide
+
+        self.name = name or Path(path).name
+        try:
+            self._slide = openslide.OpenSlide(str(path))
+        except (openslide.OpenSlideError, OSError) as exc:
+            raise InputError(f"cannot read the slide '{self.name}': {one_line(exc) or type(exc).__name__}") from None
+        self.vendor = self._slide.properties.get(openslide.PROPERTY_NAME_VENDOR)
+        self.levels = [(h, w, d) for (w, h), d in zip(self._slide.level_dimensions, self._slide.level_downsamples)]
+        self.n_levels = len(self.levels)
+        if not 0 <= level < self.n_levels:
+            self.close()
+            raise InputError(f"'{self.name}' has {self.n_levels} resolution levels; level {level} does not exist")
+        self.level = level
+        height, width, self.downsample = self.levels[level]
+        self.shape = (height, width, 3)
+        power = self._slide.properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
+        self.objective_power = _number(power)
+        self.pixel_size = self._pixel_size(openslide)
+
+    def _pixel_size(self, openslide) -> tuple[float, float] | None:
+        sizes = [_number(self._slide.properties.get(key)) for key in
+                 (openslide.PROPERTY_NAME_MPP_Y, openslide.PROPERTY_NAME_MPP_X)]
+        if None in sizes:
+            return None
+        size = (sizes[0] * self.downsample, sizes[1] * self.downsample)
+        check_pixel_size(size, f"'{self.name}' has")
+        return size
+
+    def read_region(self, y: int, x: int, height: int, width: int) -> np.ndarray:
+        """Return pixels [y:y+height, x:x+width] of this level (clipped to it) as (h, w, 3)."""
+        import openslide
+
+        y0, x0 = max(y, 0), max(x, 0)
+        y1, x1 = min(y + height, self.shape[0]), min(x + width, self.shape[1])
+        if y1 <= y0 or x1 <= x0:
+            return np.zeros((max(y1 - y0, 0), max(x1 - x0, 0), 3), np.uint8)
+        origin = (round(x0 * self.downsample), round(y0 * self.downsample))  # OpenSlide: level-0 coordinates
+        try:
+            rgba = np.asarray(self._slide.read_region(origin, self.level, (x1 - x0, y1 - y0)))
+        except openslide.OpenSlideError as exc:
+            raise InputError(f"cannot read the slide '{self.name}': {one_line(exc)}") from None
+        alpha = rgba[..., 3:4].astype(np.uint16)  # premultiplied: transparent (not scanned) becomes white
+        return (rgba[..., :3] + (255 - alpha)).clip(0, 255).astype(np.uint8)
+
+    def close(self) -> None:
+        if getattr(self, "_slide", None) is not None:
+            self._slide.close()
+            self._slide = None
+
+    def __enter__(self) -> "OpenSlideReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ResampledReader:
+    """A reader at another pixel size than the one it reads from: each region is read with a
+    small margin from ``source`` and resized (area averaging when shrinking, bilinear when
+    enlarging)."""
+
+    n_levels = 1
+
+    def __init__(self, source, pixel_size: tuple[float, float]):
+        if source.pixel_size is None:
+            raise InputError(f"'{source.name}' records no pixel size: it cannot be read at {pixel_size[0]:g} µm")
+        self.source, self.pixel_size, self.name = source, pixel_size, source.name
+        self.dtype = np.dtype(np.uint8) if source.dtype == np.uint8 else np.dtype(np.float32)
+        self.scale = (source.pixel_size[0] / pixel_size[0], source.pixel_size[1] / pixel_size[1])
+        height, width = (max(1, round(n * s)) for n, s in zip(source.shape[:2], self.scale))
+        self.shape = (height, width, *source.shape[2:])
+
+    def read_region(self, y: int, x: int, height: int, width: int) -> np.ndarray:
+        """Return pixels [y:y+height, x:x+width] at this pixel size (clipped to the image). Each
+        output pixel is computed from the source pixels it covers, wherever the region starts,
+        so that regions join without seams."""
+        y0, x0 = max(y, 0), max(x, 0)
+        y1, x1 = min(y + height, self.shape[0]), min(x + width, self.shape[1])
+        (sy, sx), m = self.scale, RESAMPLING_MARGIN
+        top, left = max(math.floor(y0 / sy) - m, 0), max(math.floor(x0 / sx) - m, 0)
+        bottom, right = math.ceil(y1 / sy) + m, math.ceil(x1 / sx) + m
+        region = self.source.read_region(top, left, bottom - top, right - left)
+        missing = (bottom - top - region.shape[0], right - left - region.shape[1])  # beyond the last row or column
+        if any(missing):
+            region = np.pad(region, [(0, missing[0]), (0, missing[1])] + [(0, 0)] * (region.ndim - 2), mode="edge")
+        box = (x0 / sx - left, y0 / sy - top, x1 / sx - left, y1 / sy - top)
+        return _resize(region, (x1 - x0, y1 - y0), box).astype(self.dtype, copy=False)
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> "ResampledReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_slide(path: str | os.PathLike, name: str | None = None, pixel_size: float | None = None):
+    """A reader of the image or slide at ``path``: OpenSlide for scanner formats, tifffile
+    otherwise; at level 0, or at ``pixel_size`` µm (the nearest level that is not coarser,
+    resampled when it differs by more than 1 %).
+
+    Examples
+    --------
+    >>> from dlhisto_core.slides import open_slide
+    >>> with open_slide("test-data/nuclei.tif") as reader:
+    ...     reader.shape
+    (512, 512)
+    """
+    name = name or Path(path).name
+    kind = slide_format(path, name)
+    open_level = (lambda level: OpenSlideReader(path, level, name)) if kind else \
+        (lambda level: TiledImageReader(path, level, name))
+    reader = open_level(0)
+    if pixel_size is None:
+        return reader
+    with contextlib.ExitStack() as undo:
+        undo.callback(reader.close)
+        if reader.pixel_size is not None:
+            level = nearest_level(reader, pixel_size, open_level)
+            if level != 0:
+                reader.close()
+                reader = open_level(level)
+                undo.callback(reader.close)
+        reader = at_pixel_size(reader, pixel_size)
+        undo.pop_all()
+    return reader
+
+
+def at_pixel_size(reader, pixel_size: float):
+    """``reader`` (one level, already open) at ``pixel_size`` µm: itself when within 1 %, else
+    resampled."""
+    check_pixel_size((pixel_size, pixel_size), "the working pixel size is")
+    if reader.pixel_size is None:
+        raise InputError(f"'{reader.name}' records no pixel size: give it one (e.g. Preprocess) before working at "
+                         f"{pixel_size:g} µm")
+    if abs(reader.pixel_size[0] / pixel_size - 1) <= SAME_PIXEL_SIZE:
+        return reader
+    return ResampledReader(reader, (pixel_size, pixel_size))
+
+
+def nearest_level(reader, pixel_size: float, open_level) -> int:
+    """The coarsest pyramid level whose pixel size is at most ``pixel_size`` (within 1 %):
+    nothing is lost, and as little as possible is read."""
+    base = reader.pixel_size[0]
+    if isinstance(reader, OpenSlideReader):
+        downsamples = [d for _, _, d in reader.levels]
+    else:
+        downsamples = []
+        for level in range(reader.n_levels):
+            with open_level(level) as level_reader:
+                downsamples.append(reader.shape[0] / level_reader.shape[0])
+    fitting = [k for k, d in enumerate(downsamples) if base * d <= pixel_size * (1 + SAME_PIXEL_SIZE)]
+    return max(fitting, key=lambda k: downsamples[k]) if fitting else 0
+
+
+def _resize(region: np.ndarray, size: tuple[int, int], box: tuple[float, ...]) -> np.ndarray:
+    """The part ``box`` (left, top, right, bottom, in pixels of ``region``) resampled to
+    ``size`` (width, height): area averaging when shrinking, bilinear when enlarging."""
+    shrinking = size[0] < box[2] - box[0]
+    method = PILImage.Resampling.BOX if shrinking else PILImage.Resampling.BILINEAR
+    if region.dtype == np.uint8 and (region.ndim == 2 or region.shape[2] == 3):
+        return np.asarray(PILImage.fromarray(region).resize(size, method, box=box))
+    channels = region[..., None] if region.ndim == 2 else region
+    resized = np.stack([np.asarray(PILImage.fromarray(channels[..., c].astype(np.float32)).resize(size, method, box=box))
+                        for c in range(channels.shape[2])], axis=-1)
+    return resized[..., 0] if region.ndim == 2 else resized
+
+
+def _number(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+

