@@ -59,6 +59,10 @@ def rows(figures: Path) -> list[tuple[str, str, str, str]]:
     out.append(("prediction peak RSS at " + " / ".join(f"{s // 1000}k" for s in sizes) + " px slides",
                 " / ".join(f"{peaks[s]:.0f}" for s in sizes) + f" MB (x{growth:.2f})", f"flat (<= x{FLAT})",
                 "met" if growth <= FLAT else "not met"))
+    for label, t in load("slides").items():
+        ours, bare = t["megapixels"] / t["dlhisto_s"], t["megapixels"] / t["bare_s"]
+        out.append((f"slide regions, {label}: dlhisto / bare OpenSlide (Mpx/s)",
+                    f"{ours:.1f} / {bare:.1f} = {ours / bare:.2f}", "", ""))
     out.append(("Galaxy tool overhead (dlhisto_segment_classic: job - core time)",
                 f"{galaxy['galaxy_job_s']:.1f} s - {galaxy['core_s']:.1f} s = {galaxy['overhead_s']:.1f} s", "", ""))
     return out

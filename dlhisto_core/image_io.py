@@ -379,7 +379,24 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray,
     write_image(path, labels.astype(dtype, copy=False), pixel_size)
 
 
-class TiledImageReader:
+class Reader:
+    """The reader protocol of the slide steps: ``shape`` ((Y, X) or (Y, X, C)), ``dtype``,
+    ``pixel_size`` ((y, x) µm or None), ``name``, ``n_levels`` and ``read_region(y, x, height,
+    width)``; a context manager whose exit releases what ``close`` holds."""
+
+    n_levels = 1
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class TiledImageReader(Reader):
     """Read regions of a large (tiled, possibly pyramidal) TIFF without loading the whole slide.
 
     Only the TIFF tiles or strips that a region touches are decoded, so memory follows the
@@ -448,19 +465,10 @@ class TiledImageReader:
             self._tif.close()
             self._tif = None
 
-    def __enter__(self) -> "TiledImageReader":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class ArrayReader:
-    """The reader protocol of :class:`TiledImageReader` (``shape``, ``dtype``, ``pixel_size``,
-    ``name``, ``read_region``) over an image already in memory, so that the slide steps take
-    arrays as well as files."""
-
-    n_levels = 1
+class ArrayReader(Reader):
+    """The reader protocol (:class:`Reader`) over an image already in memory, so that the slide
+    steps take arrays as well as files."""
 
     def __init__(self, data: np.ndarray, pixel_size: tuple[float, float] | None = None, name: str = "array"):
         data = np.asarray(data)
@@ -475,15 +483,6 @@ class ArrayReader:
     def read_region(self, y: int, x: int, height: int, width: int) -> np.ndarray:
         """Return pixels [y:y+height, x:x+width] (clipped to the image) as (h, w) or (h, w, C)."""
         return self._array[max(y, 0):min(y + height, self.shape[0]), max(x, 0):min(x + width, self.shape[1])]
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-    def __enter__(self) -> "ArrayReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .errors import InputError, one_line
-from .image_io import TiledImageReader, check_pixel_size
+from .image_io import Reader, TiledImageReader, check_pixel_size
 
 SINGLE_FILE_FORMATS = {"aperio": "Aperio SVS", "hamamatsu": "Hamamatsu NDPI", "leica": "Leica SCN",
                        "ventana": "Ventana BIF", "philips": "Philips TIFF"}
@@ -60,7 +60,7 @@ def slide_format(path: str | os.PathLike, name: str | None = None) -> str | None
     return found
 
 
-class OpenSlideReader:
+class OpenSlideReader(Reader):
     """One pyramid level of a scanner file, as RGB uint8 (areas the scanner did not image are
     white, as glass). ``levels`` lists every level's (height, width, downsample)."""
 
@@ -117,19 +117,11 @@ class OpenSlideReader:
             self._slide.close()
             self._slide = None
 
-    def __enter__(self) -> "OpenSlideReader":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class ResampledReader:
+class ResampledReader(Reader):
     """A reader at another pixel size than the one it reads from: each region is read with a
     small margin from ``source`` and resized (area averaging when shrinking, bilinear when
     enlarging)."""
-
-    n_levels = 1
 
     def __init__(self, source, pixel_size: tuple[float, float]):
         if source.pixel_size is None:
@@ -158,12 +150,6 @@ class ResampledReader:
 
     def close(self) -> None:
         self.source.close()
-
-    def __enter__(self) -> "ResampledReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def open_slide(path: str | os.PathLike, name: str | None = None, pixel_size: float | None = None):

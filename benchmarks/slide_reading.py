@@ -1,0 +1,82 @@
+"""Region reading from a pyramidal Aperio slide: dlhisto's readers against OpenSlide's bare
+``read_region`` on the same regions.
+
+The slide is test-data/cmu_pyramid.svs (scripts/fetch_test_slides.py: 2048 x 2048 px at
+0.499 µm, levels downsampled 4x and 16x). Regions of 256 x 256 px cover each level once, in
+row order; every measurement is the best of ``--repeats``. Figures: Mpx/s of output pixels.
+
+- level 0: ``OpenSlideReader.read_region`` (RGBA -> RGB over white) against OpenSlide's
+  ``read_region`` converted to an array;
+- level 1 (4x downsampled), read through ``open_slide(pixel_size=1.996)``: the same level;
+- 0.998 µm (2x): ``ResampledReader`` over level 0, against the bare read of the level-0 regions
+  it needs (the resampling is the difference).
+
+Usage: .venv/bin/python benchmarks/slide_reading.py [--repeats 3] [--json FILE]
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openslide
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from fetch_test_slides import PYRAMID, fetch_slide, write_pyramid  # noqa: E402
+
+from dlhisto_core.slides import open_slide  # noqa: E402
+
+REGION = 256
+
+
+def regions(height: int, width: int):
+    return [(y, x) for y in range(0, height, REGION) for x in range(0, width, REGION)]
+
+
+def best_of(repeats: int, work) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="also write the figures to this JSON file (benchmarks/run)")
+    args = parser.parse_args()
+    slide_path = PYRAMID if PYRAMID.is_file() else write_pyramid(fetch_slide())
+    bare = openslide.OpenSlide(str(slide_path))
+    figures = {}
+    print(f"{'reading':<44} {'dlhisto Mpx/s':>14} {'bare Mpx/s':>11} {'ratio':>6}")
+    for label, pixel_size, level, source_scale in (("level 0 (0.499 µm)", None, 0, 1),
+                                                   ("level 1 (1.996 µm, 4x)", 1.996, 1, 1),
+                                                   ("0.998 µm: level 0 resampled 2x", 0.998, 0, 2)):
+        with open_slide(slide_path, pixel_size=pixel_size) as reader:
+            places = regions(*reader.shape[:2])
+            ours = best_of(args.repeats, lambda: [reader.read_region(y, x, REGION, REGION) for y, x in places])
+            megapixels = reader.shape[0] * reader.shape[1] / 1e6
+        downsample = bare.level_downsamples[level]
+        side = REGION * source_scale
+
+        def bare_reads():
+            for y, x in places:
+                origin = (round(x * source_scale * downsample), round(y * source_scale * downsample))
+                np.asarray(bare.read_region(origin, level, (side, side)))
+
+        theirs = best_of(args.repeats, bare_reads)
+        ratio = theirs / ours
+        print(f"{label:<44} {megapixels / ours:>14.1f} {megapixels / theirs:>11.1f} {ratio:>6.2f}")
+        figures[label] = {"megapixels": megapixels, "dlhisto_s": ours, "bare_s": theirs}
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
