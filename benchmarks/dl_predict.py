@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from dlhisto_core import dl_models
+from dlhisto_core.model_spec import ENCODERS, ModelSpec
 from dlhisto_core.dl_data import channel_range, scale_channels
 from dlhisto_core.dl_predict import PredictOptions, predict_slide
 from dlhisto_core.image_io import read_image, write_tiled_image
@@ -52,8 +53,8 @@ NUCLEI = Path(__file__).resolve().parent.parent / "test-data" / "nuclei.tif"
 SLIDE_TILE = 512
 
 
-def make_model(encoder: str) -> tuple[torch.nn.Module, dl_models.ModelSpec]:
-    spec = dl_models.ModelSpec("instance", 3, 1, "unet", encoder)
+def make_model(encoder: str) -> tuple[torch.nn.Module, ModelSpec]:
+    spec = ModelSpec("instance", 3, 1, "unet", encoder)
     return dl_models.build_model(spec, seed=0), spec
 
 
@@ -227,7 +228,7 @@ def child(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--encoder", choices=dl_models.ENCODERS, default="mobilenet_v2")
+    parser.add_argument("--encoder", choices=ENCODERS, default="mobilenet_v2")
     parser.add_argument("--tile-size", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=4)

@@ -38,6 +38,8 @@ import h5py
 import torch
 
 from dlhisto_core import dl_data, dl_models, dl_train
+from dlhisto_core.dl_options import TrainOptions
+from dlhisto_core.model_spec import ENCODERS, ModelSpec
 
 TEST_DATA = Path(__file__).resolve().parent.parent / "test-data"
 
@@ -123,7 +125,7 @@ def data_only(patches, train_idx, options, epochs: int) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--encoder", choices=dl_models.ENCODERS, default="mobilenet_v2")
+    parser.add_argument("--encoder", choices=ENCODERS, default="mobilenet_v2")
     parser.add_argument("--architecture", choices=list(dl_models.ARCHITECTURES), default="unet")
     parser.add_argument("--patch-size", type=int, default=128)
     parser.add_argument("--patches", type=int, default=64, help="patches sampled from the image (80%% train)")
@@ -139,8 +141,8 @@ def main() -> None:
         work = Path(tmp)
         patches = dl_data.sample_patches([(TEST_DATA / "nuclei.tif", TEST_DATA / "nuclei_groundtruth.tif")],
                                          work / "patches.h5", "instance", args.patch_size, args.patches, seed=0)
-        spec = dl_models.ModelSpec("instance", patches.out_channels, patches.n_channels, args.architecture, args.encoder)
-        options = dl_train.TrainOptions(batch_size=args.batch_size, loss="ce_dice", seed=0, device="cpu")
+        spec = ModelSpec("instance", patches.out_channels, patches.n_channels, args.architecture, args.encoder)
+        options = TrainOptions(batch_size=args.batch_size, loss="ce_dice", seed=0, device="cpu")
         train_idx, _ = dl_train.split_indices(patches.n_patches, options.validation_fraction, options.seed)
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
               f"({torch.get_num_threads()} threads), CPU; {spec.architecture} {spec.encoder}, "

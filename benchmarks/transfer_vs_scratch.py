@@ -43,6 +43,8 @@ import torch
 from PIL import Image
 
 from dlhisto_core import dl_data, dl_models, dl_train, model_package, training
+from dlhisto_core.dl_options import TrainOptions
+from dlhisto_core.model_spec import ModelSpec
 
 HERE = Path(__file__).resolve().parent
 TEST_DATA = HERE.parent / "test-data"
@@ -168,8 +170,8 @@ def main() -> None:
         source_patches = dl_data.sample_patches(
             [(TEST_DATA / "nuclei.tif", TEST_DATA / "nuclei_groundtruth.tif")], work / "source.h5", "instance",
             args.patch_size, args.source_patches, args.seed)
-        spec = dl_models.ModelSpec("instance", 3, 1, "unet", args.encoder)
-        source_options = dl_train.TrainOptions(epochs=args.source_epochs, batch_size=args.batch_size,
+        spec = ModelSpec("instance", 3, 1, "unet", args.encoder)
+        source_options = TrainOptions(epochs=args.source_epochs, batch_size=args.batch_size,
                                                learning_rate=args.learning_rate, patience=args.source_epochs + 1,
                                                seed=args.seed, device="cpu")
         start = time.perf_counter()
@@ -187,7 +189,7 @@ def main() -> None:
         train_idx, val_idx = dl_train.split_indices(patches.n_patches, 0.2, args.seed)
         print(f"target: {len(pairs)} mnfinder training images ({', '.join(p[2] for p in pairs)}); "
               f"{patches.n_patches} patches, {len(train_idx)} train / {len(val_idx)} validation", flush=True)
-        options = dl_train.TrainOptions(epochs=args.epochs, batch_size=args.batch_size,
+        options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size,
                                         learning_rate=args.learning_rate, validation_fraction=0.2,
                                         patience=args.epochs + 1, seed=args.seed, device="cpu")
         imagenet = imagenet_weights(args.fdet_wheel, work)
