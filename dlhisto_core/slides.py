@@ -109,8 +109,10 @@ class OpenSlideReader(Reader):
             rgba = np.asarray(self._slide.read_region(origin, self.level, (x1 - x0, y1 - y0)))
         except openslide.OpenSlideError as exc:
             raise InputError(f"cannot read the slide '{self.name}': {one_line(exc)}") from None
-        alpha = rgba[..., 3:4].astype(np.uint16)  # premultiplied: transparent (not scanned) becomes white
-        return (rgba[..., :3] + (255 - alpha)).clip(0, 255).astype(np.uint8)
+        rgb, alpha = rgba[..., :3], rgba[..., 3:]
+        if alpha.min() == 255:  # all scanned: the usual case
+            return rgb
+        return rgb + (255 - alpha)  # premultiplied: what was not scanned (alpha 0) becomes white
 
     def close(self) -> None:
         if getattr(self, "_slide", None) is not None:
