@@ -101,7 +101,8 @@ class PredictOptions:
     """Instance output: objects with a smaller interior (pixels) are dropped."""
     pixel_size: float | None = bounded(None, *PIXEL_SIZE_RANGE_UM)
     """Work at this pixel size (µm): read the slide's pyramid level nearest to it that is not
-    coarser and resample the rest; the outputs have this pixel size. None: the slide's own."""
+    coarser and resample the rest; the outputs have this pixel size. None: the pixel size the
+    model was trained at when the package and the slide both record one, else the slide's own."""
 
     def check(self) -> None:
         check_bounds(self)

@@ -30,6 +30,7 @@ grow into their boundary pixels in a second pass that reads each tile with a sma
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -290,6 +291,7 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
     if isinstance(image, tuple):
         image, image_name = image
     model, spec, rdf = model_package.load_package(path, model_name)
+    options = at_model_pixel_size(options, model_package.pixel_size(rdf), image, image_name)
     if spec.task == "regression":
         if probabilities or classes or objects or not predicted_image:
             raise InputError(f"'{model_name}' predicts images (regression): ask for --predicted-image, "
@@ -309,6 +311,17 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
         if summary_path:
             write_row(summary_path, result.row(_image_name(image, image_name)))
     return result
+
+
+def at_model_pixel_size(options, trained_at: float | None, image, name: str | None = None):
+    """``options`` working at the pixel size the model was trained at, when none is asked for
+    and both the model and the image record one."""
+    if options.pixel_size is not None or trained_at is None:
+        return options
+    with image_reader(image, name=name) as reader:
+        if reader.pixel_size is None:
+            return options
+    return dataclasses.replace(options, pixel_size=trained_at)
 
 
 def _image_name(image, name: str | None) -> str:

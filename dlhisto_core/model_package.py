@@ -58,6 +58,8 @@ class PackageInfo:
     authors: list[str]
     training: dict
     license: str = "MIT"
+    pixel_size: float | None = None
+    """The pixel size (µm) of the training images, when they all record the same one."""
 
 
 def export_package(model: torch.nn.Module, spec: ModelSpec, info: PackageInfo, test_input: np.ndarray,
@@ -184,6 +186,13 @@ def read_state_dict(source, name: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def pixel_size(rdf: dict) -> float | None:
+    """The pixel size (µm) a package's model was trained at (its input's space axes), or None."""
+    axes = [axis for axis in rdf["inputs"][0]["axes"] if axis.get("type") == "space"]
+    scales = {axis.get("scale") for axis in axes if axis.get("unit") == "micrometer"}
+    return float(scales.pop()) if len(scales) == 1 and len(axes) == 2 and None not in scales else None
+
+
 def target_normalization(rdf: dict, spec: ModelSpec, name: str) -> dict:
     """The target normalisation of a regression package (``dl_data``), checked."""
     normalization = rdf["config"]["dlhisto"].get("target_normalization")
@@ -214,7 +223,8 @@ def _architecture_source(spec: ModelSpec) -> dict:
 
 def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path, target_normalization: dict | None) -> dict:
     torch_version = torch.__version__.split("+")[0]
-    space = [{"type": "space", "id": axis, "size": {"min": 64, "step": 32}} for axis in ("y", "x")]
+    scale = {} if info.pixel_size is None else {"scale": info.pixel_size, "unit": "micrometer"}
+    space = [{"type": "space", "id": axis, "size": {"min": 64, "step": 32}, **scale} for axis in ("y", "x")]
     classes = {"type": "channel", "channel_names": info.class_names}
     cite = [{"text": "Ronneberger et al. U-Net (2015)", "doi": "10.1007/978-3-319-24574-4_28"},
             {"text": "Iakubovskii, Segmentation Models Pytorch",
@@ -226,7 +236,7 @@ def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path, target_normalization:
         kind = "tile classification"
     else:
         out_axes = [{"type": "batch"}, classes, *[{"type": "space", "id": axis, "size": {
-            "tensor_id": "raw", "axis_id": axis}} for axis in ("y", "x")]]
+            "tensor_id": "raw", "axis_id": axis}, **scale} for axis in ("y", "x")]]
         kwargs = {"encoder_name": spec.encoder, "encoder_weights": None, "in_channels": spec.in_channels,
                   "classes": spec.out_channels}
         kind = f"{spec.task}-segmentation"
@@ -314,6 +324,8 @@ def _readme(spec: ModelSpec, info: PackageInfo, target_normalization: dict | Non
     lines = [f"# {info.name}", "", info.description, "",
              f"- task: {task}, {outputs}: {', '.join(info.class_names)}",
              f"- network: {spec.architecture} with a {spec.encoder} encoder, {spec.in_channels} input channel(s)",
+             f"- pixel size: {info.pixel_size:g} µm (that of the training images; dlhisto predict works at it)"
+             if info.pixel_size is not None else "- pixel size: not recorded (the training images gave none)",
              f"- input normalisation: percentiles {NORMALIZATION[0]} and {NORMALIZATION[1]} of "
              f"{'all channels together' if spec.task == 'classification' else 'each channel'} to 0 and 1",
              *_target_lines(target_normalization),

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from .errors import InputError, one_line
 from .features import FEATURES, MAX_SCALE, MAX_SCALES
+from .image_io import PIXEL_SIZE_RANGE_UM
 from .model_spec import ARCHITECTURE_NAMES, ENCODERS, MAX_CLASSES, MAX_IN_CHANNELS, TASKS
 
 MAX_NAME_LENGTH = 200
@@ -72,6 +73,9 @@ class _Weights(_Checked):
 class _Axis(_Checked):
     type: Name
     channel_names: list[Name] | None = Field(default=None, max_length=MAX_CLASSES)
+    scale: Annotated[float, Field(gt=PIXEL_SIZE_RANGE_UM[0], le=PIXEL_SIZE_RANGE_UM[1])] | None = None
+    """Space axes: the pixel size the model was trained at, in ``unit``."""
+    unit: Name | None = None
 
 
 class _Tensor(_Checked):

@@ -36,7 +36,7 @@ from . import dl_data, dl_models, dl_train, model_package
 from .dl_options import DataOptions, TrainOptions, TransferOptions
 from .dl_train import TrainState
 from .errors import InputError
-from .image_io import read_image
+from .image_io import image_reader, read_image
 from .inputs import Named, named
 from .model_spec import ModelSpec
 from .outputs import outputs_together
@@ -76,12 +76,23 @@ class TrainedModel:
             name=name, description=f"{network} {self.origin} with dlhisto on {len(self.images)} image(s); "
             f"best validation {metric} {state.best_score:.3f} at epoch {state.best_epoch}.",
             class_names=self.class_names, channel_names=[f"channel {c + 1}" for c in range(spec.in_channels)],
-            authors=[author], training=training)
+            authors=[author], training=training, pixel_size=common_pixel_size(self.images))
         first = read_image(*self.images[0]).data
         with outputs_together(package, history, curve) as (package_part, history_part, curve_part):
             model_package.export_package(self.model, spec, info, test_patch(first), package_part,
                                          self.target_normalization)
             dl_train.write_history(state, history_part, curve_part, title=f"{name}: {spec.task}")
+
+
+def common_pixel_size(images: Sequence[Named]) -> float | None:
+    """The pixel size (µm) that all ``images`` record (within 1 %, square pixels), or None."""
+    sizes = []
+    for path, name in images:
+        with image_reader(path, name) as reader:
+            if reader.pixel_size is None:
+                return None
+            sizes += list(reader.pixel_size)
+    return float(np.mean(sizes)) if max(sizes) <= min(sizes) * 1.01 else None
 
 
 def train(images: Sequence[Named | str], labels: Sequence[Named | str] | None = None, *,

@@ -181,6 +181,8 @@ PACKAGE_DEFECTS = {
                                "has no file '../../etc/passwd'"),
     "weights for another network": (lambda rdf: _model_fields(rdf).update(encoder="resnet34"),
                                     "do not fit the network it declares: "),
+    "negative pixel size": (lambda rdf: rdf["inputs"][0]["axes"][2].update(scale=-0.5, unit="micrometer"),
+                            "has an invalid rdf.yaml at inputs.0.axes.2.scale: Input should be greater than 0.0001"),
 }
 
 

@@ -107,3 +107,37 @@ def test_predict_and_classify_work_at_the_pixel_size_asked(test_slides, tmp_path
                     ClassifyOptions(tile_size=128, pixel_size=1.996, device="cpu"))
     assert len(rows) == 16 and {(r["x"], r["y"]) for r in rows} == {(x, y) for x in range(0, 512, 128)
                                                                    for y in range(0, 512, 128)}
+
+
+def test_a_package_records_its_pixel_size_and_predict_works_at_it(test_data, tmp_path):
+    """Trained on images at 0.5 µm, the package's space axes say so (bioimage.io ``scale``);
+    a slide at 0.25 µm is then predicted at 0.5 µm unless another pixel size is asked for."""
+    import yaml
+    import zipfile
+
+    from dlhisto_core import DataOptions, TrainOptions, train
+    from dlhisto_core.image_io import write_image, write_labels
+
+    image, labels = read_image(test_data / "nuclei.tif").data, read_image(test_data / "nuclei_groundtruth.tif").data
+    write_image(tmp_path / "at_0.5.tif", image, (0.5, 0.5))
+    write_labels(tmp_path / "labels.tif", labels, (0.5, 0.5))
+    trained = train([tmp_path / "at_0.5.tif"], labels=[tmp_path / "labels.tif"],
+                    data=DataOptions(patch_size=64, patches_per_image=8),
+                    options=TrainOptions(epochs=1, batch_size=4, device="cpu"), encoder="mobilenet_v2", log=None)
+    trained.save(tmp_path / "model.zip")
+    with zipfile.ZipFile(tmp_path / "model.zip") as package:
+        rdf = yaml.safe_load(package.read("rdf.yaml"))
+        card = package.read("README.md").decode()
+    assert [axis["scale"] for axis in rdf["inputs"][0]["axes"][2:]] == [0.5, 0.5]
+    assert {axis["unit"] for axis in rdf["inputs"][0]["axes"][2:]} == {"micrometer"}
+    assert "- pixel size: 0.5 µm" in card
+    write_image(tmp_path / "at_0.25.tif", image, (0.25, 0.25))
+    summary = predict(tmp_path / "model.zip", tmp_path / "at_0.25.tif", PredictOptions(device="cpu"),
+                      classes=tmp_path / "default.tif")
+    assert summary.shape == (256, 256) and summary.pixel_size == (0.5, 0.5)
+    summary = predict(tmp_path / "model.zip", tmp_path / "at_0.25.tif", PredictOptions(pixel_size=0.25, device="cpu"),
+                      classes=tmp_path / "asked.tif")
+    assert summary.shape == (512, 512)
+    summary = predict(tmp_path / "model.zip", test_data / "nuclei.tif", PredictOptions(device="cpu"),
+                      classes=tmp_path / "unknown.tif")  # the image records no pixel size: its own pixels
+    assert summary.shape == (512, 512) and summary.pixel_size is None
