@@ -22,6 +22,9 @@ evaluate               :func:`evaluate` (all modes, the tool's outputs); :func:`
 crossval               :func:`cross_validate` with :class:`CrossValOptions`
 omero_fetch, _push     :mod:`dlhisto_core.omero`: ``connect``, then ``fetch`` or ``push``
 deposit                :func:`dlhisto_core.deposit.deposit`
+geojson_to_labels      :func:`geojson_to_labels` with :class:`ImportOptions`; the other way (the
+                       ``--geojson`` output of segment_classic, the pixel classifier and predict):
+                       :func:`labels_to_geojson` with :class:`ExportOptions`
 =====================  ==========================================================================
 
 Images are read with :func:`read_image` / :func:`read_labels` (or tile by tile with
@@ -45,6 +48,7 @@ _EXPORTS = {
     "dl_classify": ["classify"],
     "evaluation": ["evaluate", "Evaluation", "evaluate_instances", "evaluate_classes", "evaluate_tile_classes"],
     "crossval": ["cross_validate", "CrossValOptions", "AnnotatedImage"],
+    "geojson": ["labels_to_geojson", "geojson_to_labels", "ExportOptions", "ImportOptions"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["__version__", *_WHERE]

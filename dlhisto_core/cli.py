@@ -22,6 +22,7 @@ from .cli_parser import build_parser
 from .dl_options import ClassifyOptions, DataOptions, PredictOptions, TrainOptions, TransferOptions
 from .errors import InputError, one_line
 from .features import FeatureSettings
+from .geojson import ExportOptions, ImportOptions, geojson_to_labels, labels_to_geojson
 from .image_io import read_image, single_channel, write_image, write_labels
 from .inputs import pair_by_name
 from .measure import write_objects
@@ -59,9 +60,19 @@ def run_segment_classic(args: argparse.Namespace) -> None:
     image = read_image(args.input, args.image_name)
     plane = single_channel(image.data, _from_one(args.channel))
     result = segment_classic(plane, options_from(args, ClassicOptions))
-    with outputs_together(args.labels, args.measurements, args.summary) as paths:
+    with outputs_together(args.labels, args.measurements, args.summary, args.geojson) as (*paths, geojson):
         write_objects(*paths, result.labels, plane, image.pixel_size, _name(args.input, args.image_name),
                       threshold=result.threshold)
+        if geojson:
+            labels_to_geojson(result.labels, geojson, options_from(args, ExportOptions), plane, image.pixel_size)
+
+
+def run_geojson_to_labels(args: argparse.Namespace) -> None:
+    options = options_from(args, ImportOptions, classes=tuple(_split(args.classes)))
+    with outputs_together(args.output) as (output,):
+        result = geojson_to_labels(args.geojson, args.image, output, options, pixel_size=args.pixel_size,
+                                   name=_name(args.geojson, args.geojson_name), image_name=args.image_name)
+    _log(result.describe())
 
 
 def run_auto_annotate(args: argparse.Namespace) -> None:
@@ -104,18 +115,25 @@ def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
     classifier = pixel_classifier.load(args.classifier, args.classifier_name)
     objects = (args.objects, args.measurements, args.summary)
     if args.objects_class is None:
+        if args.geojson:
+            raise InputError("--geojson is written from the objects: give --objects-class")
         objects = (None,) * 3
     elif not all(objects):
         raise InputError("--objects-class needs --objects, --measurements and --summary")
     else:
         classifier.check_class(args.objects_class)  # before the work
-    with outputs_together(args.probabilities, args.classes, *objects) as (probabilities, classes, *objects):
+    with outputs_together(args.probabilities, args.classes, *objects, args.geojson) \
+            as (probabilities, classes, *objects, geojson):
         pixel_classifier.classify_pixels(classifier, args.input, probabilities, classes, args.tile_size,
                                          args.image_name)
         if args.objects_class is not None:
-            pixel_classifier.objects_of_class(classifier, classes, probabilities, args.objects_class, *objects,
-                                              args.min_area, args.min_distance if args.split_touching else None,
-                                              _name(args.input, args.image_name), args.tile_size)
+            summary = pixel_classifier.objects_of_class(
+                classifier, classes, probabilities, args.objects_class, *objects, args.min_area,
+                args.min_distance if args.split_touching else None, _name(args.input, args.image_name), args.tile_size)
+        if geojson:
+            export = options_from(args, ExportOptions, class_name=summary["object_class"],
+                                  class_index=args.objects_class - 1)
+            labels_to_geojson(objects[0], geojson, export)
 
 
 def run_train(args: argparse.Namespace) -> None:
@@ -152,7 +170,8 @@ def run_predict(args: argparse.Namespace) -> None:
 
     summary = predict((args.model, _name(args.model, args.model_name)), (args.input, args.image_name),
                       options_from(args, PredictOptions), probabilities=args.probabilities, classes=args.classes,
-                      objects=args.objects, predicted_image=args.predicted_image, summary=args.summary)
+                      objects=args.objects, predicted_image=args.predicted_image, summary=args.summary,
+                      geojson=args.geojson, geojson_options=options_from(args, ExportOptions))
     _log(summary.describe())
 
 

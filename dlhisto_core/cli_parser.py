@@ -13,6 +13,7 @@ from .crossval import CrossValOptions
 from .dl_options import ClassifyOptions, DataOptions, PredictOptions, TrainOptions, TransferOptions
 from .evaluation import MODES
 from .features import FEATURES, FeatureSettings
+from .geojson import ExportOptions, ImportOptions
 from .metrics import IOU_THRESHOLDS
 from .options import add_option
 from .pixel_classifier import ClassifyPixelsOptions, ForestOptions
@@ -48,6 +49,14 @@ def add_pairing(step: argparse.ArgumentParser, *pairs: tuple[str, str, str, str,
 def add_image_name(step: argparse.ArgumentParser) -> None:
     step.add_argument("--image-name", metavar="NAME",
                       help="name of the input in messages and tables (default: its file name)")
+
+
+def add_geojson_output(step: argparse.ArgumentParser, what: str) -> None:
+    """--geojson: the objects as QuPath GeoJSON (and for detections or annotations)."""
+    add_output(step, "--geojson", help=f"output: {what} as a QuPath GeoJSON FeatureCollection, in the "
+               "coordinates of the input's full resolution")
+    add_option(step, ExportOptions(), "object_type", help="QuPath object type of the GeoJSON features: "
+               "detection (many, measured) or annotation (editable) (default %(default)s)")
 
 
 def add_network_arguments(step: argparse.ArgumentParser, about: str = "") -> None:
@@ -152,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(seg, defaults, "min_distance", help="smallest distance between watershed seeds in pixels "
                "(default %(default)s)")
     add_option(seg, defaults, "exclude_border", help="drop objects touching the border")
+    add_geojson_output(seg, "the objects, with area and intensity measurements,")
+
+    gj = steps.add_parser("geojson_to_labels", help="QuPath GeoJSON annotations -> a label image (one id per area) "
+                          "or a class map (scribbles for the pixel classifier)")
+    gj.add_argument("geojson", help="GeoJSON FeatureCollection, as QuPath exports it")
+    gj.add_argument("--geojson-name", metavar="NAME", help="name of the GeoJSON file in messages")
+    gj.add_argument("--image", required=True, help="the image or slide the annotations were drawn on (its size)")
+    add_image_name(gj)
+    add_output(gj, "--output", required=True, help="output: label image or class map (tiled OME-TIFF)")
+    defaults = ImportOptions()
+    add_option(gj, defaults, "mode", help="labels: one id per area (Polygon, MultiPolygon); classes: the class "
+               "number of each pixel, strokes (lines, points) included (default %(default)s)")
+    gj.add_argument("--classes", help="classes mode: comma-separated class names, numbered 1, 2, ... in this order "
+                    "(default: the names found, sorted)")
+    gj.add_argument("--pixel-size", type=float, metavar="UM", help="write the output at this pixel size in µm "
+                    "(the slide's coordinates are scaled to it)")
 
     aa = steps.add_parser("auto_annotate", help="training labels from a second image of the same section: register "
                                                 "the marker onto the reference, segment it, labels in the reference frame")
@@ -219,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--split-touching", action="store_true", help="split touching objects by watershed")
     add_option(predict, objects, "min_distance", help="smallest distance between watershed seeds in pixels "
                "(default %(default)s)")
+    add_geojson_output(predict, "the objects, classified with the class's name,")
 
     tr = steps.add_parser("train", help="train a U-Net from annotated images; output a bioimage.io model package")
     add_training_arguments(tr)
@@ -265,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(pr, defaults, "min_area", help="drop objects with a smaller interior (pixels, default %(default)s)")
     add_option(pr, defaults, "pixel_size", metavar="UM", help="work at this pixel size in µm: read the slide's pyramid "
                "level nearest to it (not coarser) and resample the rest; the outputs have this pixel size")
+    add_geojson_output(pr, "the objects (instance models)")
 
     cl = steps.add_parser("classify", help="classify images, or the tiles of a slide, with a tile classifier package")
     cl.add_argument("--image", action="append", required=True, help="image to classify (repeat for several)")

@@ -252,7 +252,8 @@ def _read_window(reader: TiledImageReader, y: int, x: int, size: int) -> np.ndar
 
 
 def predict(package, image, options: PredictOptions | None = None, *, probabilities=None, classes=None,
-            objects=None, predicted_image=None, summary=None) -> PredictSummary:
+            objects=None, predicted_image=None, summary=None, geojson=None,
+            geojson_options=None) -> PredictSummary:
     """Predict an image or a whole slide with a dlhisto model package, as ``dlhisto predict``
     (the Galaxy tool) does, and write the requested outputs together (all or none).
 
@@ -270,6 +271,10 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
         Regression models: the predicted image, in the target's units.
     summary : path, optional
         A one-row table: size, windows, class fractions and object count, or channel means.
+    geojson : path, optional
+        Instance models: the objects as QuPath GeoJSON detections, in the coordinates of the
+        slide's full resolution (see :mod:`geojson`), written as ``geojson_options``
+        (:class:`geojson.ExportOptions`) asks.
 
     Returns
     -------
@@ -293,7 +298,7 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
     model, spec, rdf = model_package.load_package(path, model_name)
     options = at_model_pixel_size(options, model_package.pixel_size(rdf), image, image_name)
     if spec.task == "regression":
-        if probabilities or classes or objects or not predicted_image:
+        if probabilities or classes or objects or geojson or not predicted_image:
             raise InputError(f"'{model_name}' predicts images (regression): ask for --predicted-image, "
                              "not probabilities, classes or objects")
         with outputs_together(predicted_image, summary) as (predicted_path, summary_path):
@@ -305,9 +310,17 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
     if predicted_image:
         raise InputError(f"'{model_name}' predicts classes ({spec.task} segmentation), not images; "
                          "ask for probabilities, classes or objects")
-    with outputs_together(probabilities, classes, objects, summary) as (*paths, summary_path):
+    if geojson and not objects:
+        raise InputError("GeoJSON is written from the objects: ask for the objects too")
+    with outputs_together(probabilities, classes, objects, summary, geojson) as (*paths, summary_path, geojson_path):
         result = predict_slide(model, spec, image, options, *paths, image_name)
         result.class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
+        if geojson_path:
+            from .geojson import ExportOptions, labels_to_geojson
+
+            export = dataclasses.replace(geojson_options or ExportOptions(),
+                                         downsample=_downsample_to_slide(image, image_name, options.pixel_size))
+            labels_to_geojson(paths[2], geojson_path, export)
         if summary_path:
             write_row(summary_path, result.row(_image_name(image, image_name)))
     return result
@@ -322,6 +335,14 @@ def at_model_pixel_size(options, trained_at: float | None, image, name: str | No
         if reader.pixel_size is None:
             return options
     return dataclasses.replace(options, pixel_size=trained_at)
+
+
+def _downsample_to_slide(image, name: str | None, pixel_size: float | None) -> float:
+    """Slide pixels per output pixel: the working pixel size over the slide's own."""
+    if pixel_size is None:
+        return 1.0
+    with image_reader(image, name=name) as reader:
+        return pixel_size / reader.pixel_size[1]
 
 
 def _image_name(image, name: str | None) -> str:
