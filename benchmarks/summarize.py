@@ -59,10 +59,16 @@ def rows(figures: Path) -> list[tuple[str, str, str, str]]:
     out.append(("prediction peak RSS at " + " / ".join(f"{s // 1000}k" for s in sizes) + " px slides",
                 " / ".join(f"{peaks[s]:.0f}" for s in sizes) + f" MB (x{growth:.2f})", f"flat (<= x{FLAT})",
                 "met" if growth <= FLAT else "not met"))
-    for label, t in load("slides").items():
+    slides = load("slides")
+    predict_times = slides.pop("predict", {})
+    for label, t in slides.items():
         ours, bare = t["megapixels"] / t["dlhisto_s"], t["megapixels"] / t["bare_s"]
         out.append((f"slide regions, {label}: dlhisto / bare OpenSlide (Mpx/s)",
                     f"{ours:.1f} / {bare:.1f} = {ours / bare:.2f}", "", ""))
+    full = predict_times.pop("full resolution (0.499 µm)", None)
+    for label, t in predict_times.items():
+        out.append((f"SVS prediction at {label} vs full resolution (s)",
+                    f"{t['seconds']:.1f} vs {full['seconds']:.1f} (x{full['seconds'] / t['seconds']:.1f} faster)", "", ""))
     out.append(("Galaxy tool overhead (dlhisto_segment_classic: job - core time)",
                 f"{galaxy['galaxy_job_s']:.1f} s - {galaxy['core_s']:.1f} s = {galaxy['overhead_s']:.1f} s", "", ""))
     return out
