@@ -11,10 +11,13 @@ the slide is read, and only the overlap strips of one row of windows are held (m
 with ``slide width x overlap``, a few MB, never with the slide area).
 
 Before the pass, a subsample of the slide (every pixel for images up to 4 Mpx) gives the
-per-channel percentiles of the normalisation the model was trained with, and, for
-``skip_background``, an Otsu threshold of the tissue signal (colour saturation of brightfield
-RGB, intensity otherwise). Windows with too little tissue are not sent through the network:
-they are background (class 0) with probability 1.
+per-channel percentiles of the normalisation the model was trained with. For
+``skip_background``, tissue is found on the slide's overview (a coarse pyramid level, about
+2048 pixels on its longest side, :meth:`image_io.Reader.overview`), not on full-resolution
+windows: an Otsu threshold of the tissue signal (colour saturation of brightfield RGB,
+intensity otherwise) gives a tissue mask, and a window whose footprint on it holds too little
+tissue is neither read nor sent through the network: it is background (class 0) with
+probability 1.
 
 Regression models (image restoration or translation) give pixel values instead of class
 probabilities; they are blended the same way and scaled back to the target's units: with the
@@ -94,14 +97,38 @@ class PredictSummary:
 
 
 @dataclass
+class TissueMap:
+    """Where the tissue is, on the slide's overview: ``mask`` (bool) and ``scale`` (overview
+    pixels per slide pixel, y and x)."""
+
+    mask: np.ndarray
+    scale: tuple[float, float]
+
+    def fraction(self, y: int, x: int, size: int) -> float:
+        """The tissue fraction of the slide's square window at (y, x) of ``size`` pixels."""
+        (sy, sx), (height, width) = self.scale, self.mask.shape
+        top, left = min(int(y * sy), height - 1), min(int(x * sx), width - 1)
+        bottom, right = max(math.ceil((y + size) * sy), top + 1), max(math.ceil((x + size) * sx), left + 1)
+        return float(self.mask[top:bottom, left:right].mean())
+
+
+def tissue_map(reader) -> TissueMap:
+    """The tissue mask of a slide from its overview: Otsu's threshold of the tissue signal."""
+    overview, scale = reader.overview()
+    signal = tissue_signal(overview)
+    threshold = float(threshold_otsu(signal)) if signal.min() < signal.max() else float(signal.max())
+    return TissueMap(signal > threshold, scale)
+
+
+@dataclass
 class SlideStatistics:
     low: np.ndarray
     high: np.ndarray
-    tissue_threshold: float | None
+    tissue: TissueMap | None
 
 
 def slide_statistics(reader: TiledImageReader, skip_background: bool, chunk: int = 1024) -> SlideStatistics:
-    """Normalisation percentiles (and the tissue threshold) from pixels on a regular grid of the slide."""
+    """Normalisation percentiles from pixels on a regular grid of the slide (and its tissue map)."""
     height, width = reader.shape[:2]
     stride = max(1, math.ceil(math.sqrt(height * width / SAMPLE_PIXELS)))
     samples = []
@@ -110,11 +137,7 @@ def slide_statistics(reader: TiledImageReader, skip_background: bool, chunk: int
         samples.append(region[(-tile.y) % stride::stride, (-tile.x) % stride::stride].reshape(-1, *region.shape[2:]))
     sample = np.concatenate(samples)[:, None]  # (N, 1[, C]): an image of one column
     low, high = channel_range(sample)
-    threshold = None
-    if skip_background:
-        signal = tissue_signal(sample)
-        threshold = float(threshold_otsu(signal)) if signal.min() < signal.max() else float(signal.max())
-    return SlideStatistics(low, high, threshold)
+    return SlideStatistics(low, high, tissue_map(reader) if skip_background else None)
 
 
 def tissue_signal(region: np.ndarray) -> np.ndarray:
@@ -207,13 +230,13 @@ class SlidePredictor:
         n_tissue = 0
         for i in range(rows):
             for j in range(cols):
-                raw = _read_window(reader, i * self.options.tile_size, j * self.options.tile_size, size)
+                y, x = i * self.options.tile_size, j * self.options.tile_size
                 summary.windows += 1
-                if stats.tissue_threshold is not None and not self._has_tissue(raw, stats.tissue_threshold):
+                if stats.tissue is not None and stats.tissue.fraction(y, x, size) < self.options.min_tissue:
                     summary.skipped += 1
                     pending.append(None)
                 else:
-                    pending.append(scale_channels(raw, stats.low, stats.high))
+                    pending.append(scale_channels(_read_window(reader, y, x, size), stats.low, stats.high))
                     n_tissue += 1
                 if n_tissue == self.options.batch_size or (i, j) == (rows - 1, cols - 1):
                     yield from self._run_batch(pending, size)
@@ -235,9 +258,6 @@ class SlidePredictor:
                 yield background
             else:
                 yield next(probabilities)
-
-    def _has_tissue(self, raw: np.ndarray, threshold: float) -> bool:
-        return float((tissue_signal(raw) > threshold).mean()) >= self.options.min_tissue
 
 
 def _read_window(reader: TiledImageReader, y: int, x: int, size: int) -> np.ndarray:

@@ -379,12 +379,32 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray,
     write_image(path, labels.astype(dtype, copy=False), pixel_size)
 
 
+OVERVIEW_SIDE = 2048
+"""Longest side of a slide's overview (:meth:`Reader.overview`): what tissue detection looks at."""
+
+
+def strided_image(read_region, shape: tuple[int, int], longest: int) -> np.ndarray:
+    """Every k-th pixel of an image of ``shape`` read through ``read_region(y, x, height, width)``
+    in strips of about 4 Mpx, k such that the longest side becomes at most ``longest``."""
+    height, width = shape
+    stride = max(1, math.ceil(max(height, width) / longest))
+    rows = max(stride, (2**22 // max(width, 1)) // stride * stride)
+    return np.concatenate([read_region(top, 0, rows, width)[::stride, ::stride] for top in range(0, height, rows)])
+
+
 class Reader:
     """The reader protocol of the slide steps: ``shape`` ((Y, X) or (Y, X, C)), ``dtype``,
-    ``pixel_size`` ((y, x) µm or None), ``name``, ``n_levels`` and ``read_region(y, x, height,
-    width)``; a context manager whose exit releases what ``close`` holds."""
+    ``pixel_size`` ((y, x) µm or None), ``name``, ``n_levels``, ``read_region(y, x, height,
+    width)`` and ``overview()``; a context manager whose exit releases what ``close`` holds."""
 
     n_levels = 1
+
+    def overview(self, longest: int = OVERVIEW_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
+        """The whole image at low resolution (longest side about ``longest`` pixels) and its scale
+        (overview pixels per image pixel, y and x). Here: every k-th pixel, read in strips; pyramidal
+        readers read a coarse level instead."""
+        image = strided_image(self.read_region, self.shape[:2], longest)
+        return image, (image.shape[0] / self.shape[0], image.shape[1] / self.shape[1])
 
     def close(self) -> None:
         """Nothing to release."""
@@ -437,6 +457,7 @@ class TiledImageReader(Reader):
             scale = series.levels[0].shape[axes.index("Y")] / array.shape[axes.index("Y")]
             self.pixel_size = (self.pixel_size[0] * scale, self.pixel_size[1] * scale)
         self._array = array
+        self._series, self._level = series, level
         self._axes = axes
         self._channel_axis = _channel_axis(axes, array.shape, self.name)
         height, width = array.shape[axes.index("Y")], array.shape[axes.index("X")]
@@ -459,6 +480,26 @@ class TiledImageReader(Reader):
             raise InputError(f"cannot read '{self.name}' as TIFF: {one_line(exc)}") from exc
         _check_finite(region, self.name)
         return region
+
+    def overview(self, longest: int = OVERVIEW_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
+        """From the coarsest pyramid level whose longest side is at least ``longest / 2`` (or
+        this level), every k-th pixel down to about ``longest``."""
+        if self._tif is None or self.n_levels == 1:
+            return super().overview(longest)
+        import zarr
+
+        y_axis, x_axis = self._axes.index("Y"), self._axes.index("X")
+        sides = [max(level.shape[y_axis], level.shape[x_axis]) for level in self._series.levels]
+        coarse = max((k for k in range(self._level, self.n_levels) if sides[k] >= longest / 2), default=self._level)
+        array = zarr.open(self._series.aszarr(level=coarse), mode="r")
+        whole = (slice(0, array.shape[y_axis]), slice(0, array.shape[x_axis]))
+        try:
+            image = _select_yxc(array, self._axes, self._channel_axis, *whole)
+        except Exception as exc:
+            raise InputError(f"cannot read '{self.name}' as TIFF: {one_line(exc)}") from exc
+        stride = max(1, math.ceil(max(image.shape[:2]) / longest))
+        image = image[::stride, ::stride]
+        return image, (image.shape[0] / self.shape[0], image.shape[1] / self.shape[1])
 
     def close(self) -> None:
         if self._tif is not None:

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .errors import InputError, one_line
-from .image_io import Reader, TiledImageReader, check_pixel_size
+from .image_io import OVERVIEW_SIDE, Reader, TiledImageReader, check_pixel_size, strided_image
 
 SINGLE_FILE_FORMATS = {"aperio": "Aperio SVS", "hamamatsu": "Hamamatsu NDPI", "leica": "Leica SCN",
                        "ventana": "Ventana BIF", "philips": "Philips TIFF"}
@@ -98,21 +98,33 @@ class OpenSlideReader(Reader):
 
     def read_region(self, y: int, x: int, height: int, width: int) -> np.ndarray:
         """Return pixels [y:y+height, x:x+width] of this level (clipped to it) as (h, w, 3)."""
+        return self._read_level(self.level, y, x, height, width)
+
+    def _read_level(self, level: int, y: int, x: int, height: int, width: int) -> np.ndarray:
         import openslide
 
+        level_height, level_width, downsample = self.levels[level]
         y0, x0 = max(y, 0), max(x, 0)
-        y1, x1 = min(y + height, self.shape[0]), min(x + width, self.shape[1])
+        y1, x1 = min(y + height, level_height), min(x + width, level_width)
         if y1 <= y0 or x1 <= x0:
             return np.zeros((max(y1 - y0, 0), max(x1 - x0, 0), 3), np.uint8)
-        origin = (round(x0 * self.downsample), round(y0 * self.downsample))  # OpenSlide: level-0 coordinates
+        origin = (round(x0 * downsample), round(y0 * downsample))  # OpenSlide: level-0 coordinates
         try:
-            rgba = np.asarray(self._slide.read_region(origin, self.level, (x1 - x0, y1 - y0)))
+            rgba = np.asarray(self._slide.read_region(origin, level, (x1 - x0, y1 - y0)))
         except openslide.OpenSlideError as exc:
             raise InputError(f"cannot read the slide '{self.name}': {one_line(exc)}") from None
         rgb, alpha = rgba[..., :3], rgba[..., 3:]
         if alpha.min() == 255:  # all scanned: the usual case
             return rgb
         return rgb + (255 - alpha)  # premultiplied: what was not scanned (alpha 0) becomes white
+
+    def overview(self, longest: int = OVERVIEW_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
+        """From the coarsest level whose longest side is at least ``longest / 2`` (or this level),
+        every k-th pixel down to about ``longest``: the scanner's own downsampled pixels."""
+        coarse = max((k for k in range(self.level, self.n_levels) if max(self.levels[k][:2]) >= longest / 2),
+                     default=self.level)
+        image = strided_image(lambda *region: self._read_level(coarse, *region), self.levels[coarse][:2], longest)
+        return image, (image.shape[0] / self.shape[0], image.shape[1] / self.shape[1])
 
     def close(self) -> None:
         if getattr(self, "_slide", None) is not None:
@@ -149,6 +161,11 @@ class ResampledReader(Reader):
             region = np.pad(region, [(0, missing[0]), (0, missing[1])] + [(0, 0)] * (region.ndim - 2), mode="edge")
         box = (x0 / sx - left, y0 / sy - top, x1 / sx - left, y1 / sy - top)
         return _resize(region, (x1 - x0, y1 - y0), box).astype(self.dtype, copy=False)
+
+    def overview(self, longest: int = OVERVIEW_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
+        """The source's overview, its scale converted to this pixel size."""
+        image, (sy, sx) = self.source.overview(longest)
+        return image, (sy / self.scale[0], sx / self.scale[1])
 
     def close(self) -> None:
         self.source.close()

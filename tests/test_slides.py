@@ -40,6 +40,21 @@ def test_pyramid_levels_are_found_and_the_nearest_one_is_read(test_slides):
         assert slide.source.level == 1 and slide.shape == (409, 409, 3)
 
 
+def test_a_leica_scn_is_read_with_its_region_on_the_glass_and_its_levels(test_slides):
+    """The SCN fixture holds the SVS's top-left 2048 x 2048 pixels, placed 64 px right and 32 px
+    down on a glass 2176 x 2112 px large, in 3 levels (1, 4x, 16x), losslessly."""
+    base = tifffile.imread(test_slides["slide"])[:2048, :2048]
+    with open_slide(test_slides["leica"]) as slide:
+        assert isinstance(slide, OpenSlideReader) and slide.vendor == "leica"
+        assert slide.shape == (2112, 2176, 3) and slide.pixel_size == (0.499, 0.499) and slide.objective_power == 20
+        assert [level[:2] for level in slide.levels] == [(2112, 2176), (528, 544), (132, 136)]
+        whole = slide.read_region(0, 0, 2112, 2176)
+    assert np.array_equal(whole[32:2080, 64:2112], base)
+    assert whole[:32].min() == 255 and whole[:, 2112:].min() == 255  # glass that was not scanned: white
+    with open_slide(test_slides["leica"], pixel_size=1.996) as slide:  # level 1, read as it is
+        assert slide.level == 1 and slide.shape == (528, 544, 3)
+
+
 @pytest.mark.parametrize("pixel_size", [1.0, 2.5, 0.3])
 def test_resampled_regions_join_without_seams(test_slides, pixel_size):
     with open_slide(test_slides["pyramid"], pixel_size=pixel_size) as slide:
@@ -141,3 +156,35 @@ def test_a_package_records_its_pixel_size_and_predict_works_at_it(test_data, tmp
     summary = predict(tmp_path / "model.zip", test_data / "nuclei.tif", PredictOptions(device="cpu"),
                       classes=tmp_path / "unknown.tif")  # the image records no pixel size: its own pixels
     assert summary.shape == (512, 512) and summary.pixel_size is None
+
+
+def test_the_overview_is_read_from_a_coarse_pyramid_level(test_slides):
+    with tifffile.TiffFile(test_slides["pyramid"]) as tif:  # page 2: level 1, 512 x 512
+        level1 = tif.pages[2].asarray()
+    with open_slide(test_slides["pyramid"]) as slide:
+        image, scale = slide.overview(1024)
+    assert scale == (0.25, 0.25) and np.array_equal(image, level1)
+    with open_slide(test_slides["pyramid"], pixel_size=0.998) as slide:  # resampled: the source's overview
+        image, scale = slide.overview(1024)
+    assert scale == (0.5, 0.5) and np.array_equal(image, level1)
+
+
+def test_background_windows_are_decided_on_the_overview_and_never_read(nuclei_model, test_data, tmp_path):
+    """nuclei_on_empty_slide.tif: the nuclei image in the top-left quarter of an empty 1024 x 1024
+    slide. With background skipping, only windows over tissue are read at full resolution."""
+    from dlhisto_core.image_io import ArrayReader
+
+    class CountingReader(ArrayReader):
+        windows = 0
+
+        def read_region(self, y, x, height, width):
+            CountingReader.windows += (height, width) == (320, 320)
+            return super().read_region(y, x, height, width)
+
+    slide = CountingReader(tifffile.imread(test_data / "nuclei_on_empty_slide.tif"), name="slide")
+    summary = predict(nuclei_model, slide, PredictOptions(tile_size=256, overlap=64, skip_background=True),
+                      classes=tmp_path / "classes.tif")
+    assert summary.windows == 16 and 0 < summary.skipped < 16
+    assert CountingReader.windows == summary.windows - summary.skipped
+    classes = tifffile.imread(tmp_path / "classes.tif")
+    assert classes[600:, 600:].max() == 0 and classes[:512, :512].max() > 0
