@@ -1,10 +1,14 @@
-"""The main job: the U-Net workflow on bundled annotated images, in a running Galaxy (BioBlend).
+"""The main job: the U-Net workflow on bundled annotated images and the histology workflow on a
+real scanner slide, in a running Galaxy (BioBlend).
 
 Creates (or reuses) a local user, imports every workflow of workflows/ into the user's
 workflow list, uploads the four annotated quadrants of test-data/nuclei.tif into a new history,
 runs `nuclei_unet` (train a U-Net on quadrants 1-3, predict and evaluate quadrant 4), downloads
 the scores and the evaluation report, publishes the history and takes screenshots of it and of
-the report with headless Chromium.
+the report with headless Chromium. Then, in a second history, runs `he_slide_nuclei_qupath` on
+the real Aperio SVS (test-data/cmu_small_region.svs, fetched by scripts/fetch_test_slides.py)
+with the bundled H&E crop as stain reference, and downloads the nuclei count and their QuPath
+GeoJSON.
 
 Usage: python run_in_galaxy.py GALAXY_URL ADMIN_KEY OUTPUT_DIR
 """
@@ -93,32 +97,73 @@ def main() -> int:
     invocation = gi.workflows.invoke_workflow(
         workflows[WORKFLOW], history_id=history["id"], inputs_by="name",
         inputs={name: {"src": "hdca", "id": collection_id} for name, collection_id in collections.items()})
-    gi.invocations.wait_for_invocation(invocation["id"], maxwait=3600)
-    for job in gi.jobs.get_jobs(invocation_id=invocation["id"]):
-        job = gi.jobs.wait_for_job(job["id"], maxwait=3600, check=False)
-        if job["state"] != "ok":
-            print(f"the Galaxy job {job['tool_id']} ended '{job['state']}': "
-                  f"{gi.jobs.show_job(job['id'], full_details=True).get('stderr', '').strip()}", file=sys.stderr)
-            return 1
-    outputs = gi.invocations.show_invocation(invocation["id"])["outputs"]
+    outputs = finished_outputs(gi, invocation["id"])
+    if outputs is None:
+        return 1
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     files = {"scores": out_dir / "nuclei_q4_scores.tsv", "report": out_dir / "nuclei_q4_report.html"}
-    for name, path in files.items():  # the dataset itself (Galaxy zips an HTML dataset given to_ext)
-        content = gi.make_get_request(f"{url}/api/datasets/{outputs[name]['id']}/display")
-        content.raise_for_status()
-        path.write_bytes(content.content)
+    download(gi, url, outputs, files)
     print("\nEvaluation of the held-out quadrant q4 against its 29 human-annotated nuclei:\n")
     print("".join(line for line in files["scores"].open() if line.startswith(("image", "all"))))
     gi.histories.update_history(history["id"], published=True)
     history_url = f"{url}/published/history?id={history['id']}"
     screenshot(history_url, out_dir / "history.png", "1400,1000")
     screenshot(files["report"].resolve().as_uri(), out_dir / "report.png", "1200,2000")
+    slide_history = run_slide_workflow(gi, url, workflows, out_dir)
+    if slide_history is None:
+        return 1
     print(f"Outputs in {out_dir}/: {', '.join(sorted(p.name for p in out_dir.iterdir()))}")
     print(f"\nGalaxy: {url}  (log in as {USER_EMAIL} / {USER_PASSWORD})\n"
           f"  history '{history['name']}' (published: {history_url})\n"
+          f"  history '{slide_history['name']}'\n"
           f"  workflows: {url}/workflows/list")
     return 0
+
+
+def run_slide_workflow(gi: GalaxyInstance, url: str, workflows: dict[str, str], out_dir: Path) -> dict | None:
+    """he_slide_nuclei_qupath on the real Aperio slide, in a history of its own; its outputs downloaded."""
+    history = gi.histories.create_history("dlhisto demo: nuclei of an H&E scanner slide, to QuPath "
+                                          "(workflow he_slide_nuclei_qupath)")
+    data = REPO / "test-data"
+    uploads = {"slide": (data / "cmu_small_region.svs", "svs"), "stain_reference": (data / "he.jpg", "jpg")}
+    inputs = {}
+    for name, (path, file_type) in uploads.items():
+        dataset = gi.tools.upload_file(str(path), history["id"], file_type=file_type, file_name=path.name)["outputs"][0]
+        gi.datasets.wait_for_dataset(dataset["id"], maxwait=600)
+        inputs[name] = {"src": "hda", "id": dataset["id"]}
+    print("\nrunning workflow he_slide_nuclei_qupath on a real Aperio SVS (2220 x 2967 px at 0.499 µm): stains "
+          "mapped onto the bundled H&E crop, nuclei segmented, measured and written as QuPath GeoJSON", flush=True)
+    invocation = gi.workflows.invoke_workflow(workflows["he_slide_nuclei_qupath"], history_id=history["id"],
+                                              inputs_by="name", inputs=inputs)
+    outputs = finished_outputs(gi, invocation["id"])
+    if outputs is None:
+        return None
+    files = {"count": out_dir / "cmu_slide_nuclei_count.tsv", "qupath_geojson": out_dir / "cmu_slide_nuclei.geojson"}
+    download(gi, url, outputs, files)
+    print("".join(files["count"].open()))
+    print(f"QuPath: open cmu_small_region.svs, then File > Import objects: {files['qupath_geojson']}")
+    return history
+
+
+def finished_outputs(gi: GalaxyInstance, invocation_id: str) -> dict | None:
+    """The outputs of a finished invocation, or None (and the failed job's stderr) if a job failed."""
+    gi.invocations.wait_for_invocation(invocation_id, maxwait=3600)
+    for job in gi.jobs.get_jobs(invocation_id=invocation_id):
+        job = gi.jobs.wait_for_job(job["id"], maxwait=3600, check=False)
+        if job["state"] != "ok":
+            print(f"the Galaxy job {job['tool_id']} ended '{job['state']}': "
+                  f"{gi.jobs.show_job(job['id'], full_details=True).get('stderr', '').strip()}", file=sys.stderr)
+            return None
+    return gi.invocations.show_invocation(invocation_id)["outputs"]
+
+
+def download(gi: GalaxyInstance, url: str, outputs: dict, files: dict[str, Path]) -> None:
+    """Workflow outputs by name into files (the dataset itself: Galaxy zips an HTML dataset given to_ext)."""
+    for name, path in files.items():
+        content = gi.make_get_request(f"{url}/api/datasets/{outputs[name]['id']}/display")
+        content.raise_for_status()
+        path.write_bytes(content.content)
 
 
 if __name__ == "__main__":
