@@ -69,6 +69,11 @@ def rows(figures: Path) -> list[tuple[str, str, str, str]]:
     for label, t in predict_times.items():
         out.append((f"SVS prediction at {label} vs full resolution (s)",
                     f"{t['seconds']:.1f} vs {full['seconds']:.1f} (x{full['seconds'] / t['seconds']:.1f} faster)", "", ""))
+    geojson = load("geojson")
+    ours, bare = geojson["dlhisto"], geojson["bare"]
+    out.append((f"QuPath GeoJSON export of {ours['objects']} nuclei: dlhisto / scikit-image script",
+                f"{ours['objects'] / ours['seconds']:.0f} / {bare['objects'] / bare['seconds']:.0f} objects/s, "
+                f"peak {ours['peak_mb']:.0f} / {bare['peak_mb']:.0f} MB", "", ""))
     out.append(("Galaxy tool overhead (dlhisto_segment_classic: job - core time)",
                 f"{galaxy['galaxy_job_s']:.1f} s - {galaxy['core_s']:.1f} s = {galaxy['overhead_s']:.1f} s", "", ""))
     return out
