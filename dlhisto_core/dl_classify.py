@@ -16,6 +16,7 @@ from .dl_data import normalize_for_network
 from .dl_models import pick_device
 from .errors import InputError
 from .dl_options import ClassifyOptions
+from .dl_predict import at_model_pixel_size
 from .image_io import image_reader
 from .inputs import named
 from .model_spec import ModelSpec
@@ -33,7 +34,9 @@ def classify(package, images: Sequence, options: ClassifyOptions | None = None, 
         A package made by ``train`` with the task 'classification'.
     images : list of path or (path, name)
     options : ClassifyOptions, optional
-        ``tile_size`` None classifies each image as a whole.
+        ``tile_size`` None classifies each image as a whole. Without a ``pixel_size``, images
+        that record theirs are read at the pixel size the model was trained at (when the
+        package records it), the others as they are.
     table : path, optional
         Where to write the rows (TSV).
 
@@ -50,21 +53,25 @@ def classify(package, images: Sequence, options: ClassifyOptions | None = None, 
     >>> [(row["image"], row["class"]) for row in rows]
     [('he.jpg', 'H&E'), ('ihc.png', 'IHC')]
     """
+    from . import model_package
     from .model_package import load_package
 
     path, model_name = named([package])[0]
     model, spec, rdf = load_package(path, model_name)
     class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
-    rows = list(classify_tiles(model, spec, class_names, named(images), options))
+    rows = list(classify_tiles(model, spec, class_names, named(images), options, model_package.pixel_size(rdf)))
     if table:
         write_table(table, rows, ["image", "x", "y", "width", "height", "class", *[f"p_{c}" for c in class_names]])
     return rows
 
 
 def classify_tiles(model: torch.nn.Module, spec: ModelSpec, class_names: Sequence[str], images: Sequence[tuple[str, str]],
-                   options: ClassifyOptions | None = None) -> Iterator[dict]:
+                   options: ClassifyOptions | None = None, trained_at: float | None = None) -> Iterator[dict]:
     """One row per image (or per tile of ``options.tile_size`` pixels) of (path, name) pairs,
-    arrays or readers with a loaded model: position, size, class and the probability of each class."""
+    arrays or readers with a loaded model: position, size, class and the probability of each class.
+    ``trained_at``: the model's pixel size (µm), the default working pixel size of images that
+    record one."""
+
     options = options or ClassifyOptions()
     if spec.task != "classification":
         raise InputError(f"this model does {spec.task} segmentation; use Predict with a U-Net for it")
@@ -72,7 +79,8 @@ def classify_tiles(model: torch.nn.Module, spec: ModelSpec, class_names: Sequenc
     torch_device = pick_device(options.device)
     model = model.to(torch_device).eval()
     for path, name in images:
-        with image_reader(path, name=name, pixel_size=options.pixel_size) as reader:
+        pixel_size = at_model_pixel_size(options, trained_at, path, name).pixel_size
+        with image_reader(path, name=name, pixel_size=pixel_size) as reader:
             n_channels = 1 if len(reader.shape) == 2 else reader.shape[2]
             if n_channels != spec.in_channels:
                 raise InputError(f"the model expects {spec.in_channels}-channel images; '{name}' has {n_channels}")

@@ -188,3 +188,24 @@ def test_background_windows_are_decided_on_the_overview_and_never_read(nuclei_mo
     assert CountingReader.windows == summary.windows - summary.skipped
     classes = tifffile.imread(tmp_path / "classes.tif")
     assert classes[600:, 600:].max() == 0 and classes[:512, :512].max() > 0
+
+
+def test_classify_works_at_the_pixel_size_its_package_records(test_slides, test_data, tmp_path):
+    """A tile classifier trained on tiles at 1 µm classifies the 0.499 µm pyramid at 1 µm: 1022 px,
+    8 x 8 tiles of 128, unless another pixel size is asked for."""
+    from dlhisto_core import ClassifyOptions, DataOptions, TrainOptions, classify, train
+    from dlhisto_core.image_io import write_image
+
+    tiles = []
+    for path in sorted(test_data.glob("tile_*.png")):
+        tiles.append((tmp_path / f"{path.stem}.tif", path.name))
+        write_image(tiles[-1][0], read_image(path).data, (1.0, 1.0))
+    trained = train(tiles, tile_classes=(test_data / "tile_classes.tsv", "tile_classes.tsv"), encoder="mobilenet_v2",
+                    data=DataOptions(task="classification", patch_size=64, patches_per_image=2),
+                    options=TrainOptions(epochs=1, batch_size=4, device="cpu"), log=None)
+    trained.save(tmp_path / "classifier.zip")
+    rows = classify(tmp_path / "classifier.zip", [test_slides["pyramid"]], ClassifyOptions(tile_size=128, device="cpu"))
+    assert len(rows) == 64 and max(r["x"] for r in rows) == 896
+    rows = classify(tmp_path / "classifier.zip", [test_slides["pyramid"]],
+                    ClassifyOptions(tile_size=128, pixel_size=0.499, device="cpu"))
+    assert len(rows) == 256
