@@ -36,15 +36,8 @@ def run_preprocess(args: argparse.Namespace) -> None:
     options = options_from(args, PreprocessOptions, channel=_from_one(args.channel),
                            ridge_sigmas=tuple(_numbers(args.ridge_sigmas, "ridge sigmas")),
                            normalize=tuple(args.normalize) if args.normalize else None)
-    reference = None
-    if options.stain_normalization:
-        if not args.stain_reference:
-            raise InputError("--stain-normalization needs --stain-reference: an image to fit it on, or a saved one")
-        name = _name(args.stain_reference, args.stain_reference_name)
-        reference = stain.load(args.stain_reference, name) if stain.is_reference_file(args.stain_reference) \
-            else stain.fit(args.stain_reference, options.stain_normalization, name)
-        check_stain_reference(reference, options.stain_normalization)
-    elif args.stain_reference or args.stain_reference_out:
+    reference = _stain_reference(args)
+    if args.stain_reference_out and reference is None:
         raise InputError("a stain reference is used only with --stain-normalization")
     with outputs_together(args.output, args.stain_reference_out) as (output, reference_out):
         if options.stain_only and options.input_pixel_size is None:  # tile by tile: slides of any size
@@ -171,7 +164,8 @@ def run_predict(args: argparse.Namespace) -> None:
     summary = predict((args.model, _name(args.model, args.model_name)), (args.input, args.image_name),
                       options_from(args, PredictOptions), probabilities=args.probabilities, classes=args.classes,
                       objects=args.objects, predicted_image=args.predicted_image, summary=args.summary,
-                      geojson=args.geojson, geojson_options=options_from(args, ExportOptions))
+                      geojson=args.geojson, geojson_options=options_from(args, ExportOptions),
+                      stain_reference=_stain_reference(args))
     _log(summary.describe())
 
 
@@ -264,6 +258,19 @@ def run_deposit_upload(args: argparse.Namespace) -> None:
 
 STEPS = {name[4:]: function for name, function in globals().items() if name.startswith("run_")}
 """The function that runs each subcommand of :func:`cli_parser.build_parser`."""
+
+
+def _stain_reference(args: argparse.Namespace):
+    """The stain reference of --stain-normalization and --stain-reference (fitted or loaded), or None."""
+    if not args.stain_normalization:
+        if args.stain_reference:
+            raise InputError("a stain reference is used only with --stain-normalization")
+        return None
+    if not args.stain_reference:
+        raise InputError("--stain-normalization needs --stain-reference: an image to fit it on, or a saved one")
+    name = _name(args.stain_reference, args.stain_reference_name)
+    return check_stain_reference(stain.reference_from(args.stain_reference, args.stain_normalization, name),
+                                 args.stain_normalization)
 
 
 def _log(line: str) -> None:

@@ -292,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(pr, defaults, "pixel_size", metavar="UM", help="work at this pixel size in µm: read the slide's pyramid "
                "level nearest to it (not coarser) and resample the rest; the outputs have this pixel size")
     add_geojson_output(pr, "the objects (instance models)")
+    add_option(pr, PreprocessOptions(), "stain_normalization", help="map the slide's stains onto --stain-reference "
+               "as it is read (RGB brightfield), e.g. onto a training image's")
+    pr.add_argument("--stain-reference", metavar="FILE",
+                    help="image to fit the stain reference on, or a reference saved by preprocess --stain-reference-out")
+    pr.add_argument("--stain-reference-name", metavar="NAME", help="name of the reference in messages")
 
     cl = steps.add_parser("classify", help="classify images, or the tiles of a slide, with a tile classifier package")
     cl.add_argument("--image", action="append", required=True, help="image to classify (repeat for several)")

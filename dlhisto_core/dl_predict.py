@@ -56,6 +56,7 @@ from .outputs import outputs_together
 from .tables import write_row
 from .image_io import TiledImageReader, TileSink, image_reader, smallest_label_dtype, write_pyramid, write_tiled_image
 from .model_spec import ModelSpec
+from .stain import NormalizedReader
 from .tiling import Tile, tile_grid
 
 BOUNDARY_GROWTH = 2
@@ -273,7 +274,7 @@ def _read_window(reader: TiledImageReader, y: int, x: int, size: int) -> np.ndar
 
 def predict(package, image, options: PredictOptions | None = None, *, probabilities=None, classes=None,
             objects=None, predicted_image=None, summary=None, geojson=None,
-            geojson_options=None) -> PredictSummary:
+            geojson_options=None, stain_reference=None) -> PredictSummary:
     """Predict an image or a whole slide with a dlhisto model package, as ``dlhisto predict``
     (the Galaxy tool) does, and write the requested outputs together (all or none).
 
@@ -295,6 +296,9 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
         Instance models: the objects as QuPath GeoJSON detections, in the coordinates of the
         slide's full resolution (see :mod:`geojson`), written as ``geojson_options``
         (:class:`geojson.ExportOptions`) asks.
+    stain_reference : stain.StainReference, optional
+        Map the slide's stains onto this reference (e.g. one fitted on the training images)
+        as it is read (:class:`stain.NormalizedReader`).
 
     Returns
     -------
@@ -316,34 +320,37 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
     if isinstance(image, tuple):
         image, image_name = image
     model, spec, rdf = model_package.load_package(path, model_name)
-    options = at_model_pixel_size(options, model_package.pixel_size(rdf), image, image_name)
-    if spec.task == "regression":
-        if probabilities or classes or objects or geojson or not predicted_image:
-            raise InputError(f"'{model_name}' predicts images (regression): ask for --predicted-image, "
-                             "not probabilities, classes or objects")
-        with outputs_together(predicted_image, summary) as (predicted_path, summary_path):
-            result = predict_image(model, spec, image, options, predicted_path,
-                                   model_package.target_normalization(rdf, spec, model_name), image_name)
+    with contextlib.ExitStack() as stack:
+        if stain_reference is not None:
+            image = NormalizedReader(stack.enter_context(image_reader(image, name=image_name)), stain_reference)
+        options = at_model_pixel_size(options, model_package.pixel_size(rdf), image, image_name)
+        if spec.task == "regression":
+            if probabilities or classes or objects or geojson or not predicted_image:
+                raise InputError(f"'{model_name}' predicts images (regression): ask for --predicted-image, "
+                                 "not probabilities, classes or objects")
+            with outputs_together(predicted_image, summary) as (predicted_path, summary_path):
+                result = predict_image(model, spec, image, options, predicted_path,
+                                       model_package.target_normalization(rdf, spec, model_name), image_name)
+                if summary_path:
+                    write_row(summary_path, result.row(_image_name(image, image_name)))
+            return result
+        if predicted_image:
+            raise InputError(f"'{model_name}' predicts classes ({spec.task} segmentation), not images; "
+                             "ask for probabilities, classes or objects")
+        if geojson and not objects:
+            raise InputError("GeoJSON is written from the objects: ask for the objects too")
+        with outputs_together(probabilities, classes, objects, summary, geojson) as (*paths, summary_path, geojson_path):
+            result = predict_slide(model, spec, image, options, *paths, image_name)
+            result.class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
+            if geojson_path:
+                from .geojson import ExportOptions, labels_to_geojson
+
+                export = dataclasses.replace(geojson_options or ExportOptions(),
+                                             downsample=_downsample_to_slide(image, image_name, options.pixel_size))
+                labels_to_geojson(paths[2], geojson_path, export)
             if summary_path:
                 write_row(summary_path, result.row(_image_name(image, image_name)))
         return result
-    if predicted_image:
-        raise InputError(f"'{model_name}' predicts classes ({spec.task} segmentation), not images; "
-                         "ask for probabilities, classes or objects")
-    if geojson and not objects:
-        raise InputError("GeoJSON is written from the objects: ask for the objects too")
-    with outputs_together(probabilities, classes, objects, summary, geojson) as (*paths, summary_path, geojson_path):
-        result = predict_slide(model, spec, image, options, *paths, image_name)
-        result.class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
-        if geojson_path:
-            from .geojson import ExportOptions, labels_to_geojson
-
-            export = dataclasses.replace(geojson_options or ExportOptions(),
-                                         downsample=_downsample_to_slide(image, image_name, options.pixel_size))
-            labels_to_geojson(paths[2], geojson_path, export)
-        if summary_path:
-            write_row(summary_path, result.row(_image_name(image, image_name)))
-    return result
 
 
 def at_model_pixel_size(options, trained_at: float | None, image, name: str | None = None):

@@ -27,7 +27,7 @@ from skimage import color
 
 from . import untrusted
 from .errors import InputError
-from .image_io import image_reader, write_tiled_image
+from .image_io import OVERVIEW_SIDE, Reader, image_reader, write_tiled_image
 from .outputs import atomic_output
 from .tiling import tile_grid
 
@@ -124,6 +124,26 @@ class StainNormalizer:
         return np.clip(np.rint(color.lab2rgb(lab) * 255), 0, 255).astype(np.uint8)
 
 
+class NormalizedReader(Reader):
+    """A reader (:class:`image_io.Reader`) of an RGB image or slide mapped onto a reference: every
+    region read is normalised as it is read, so that a step (predict) sees the reference's stains
+    without a normalised copy of the slide being written. The source's statistics are estimated
+    once, as :func:`normalize_slide` does, so the pixels are those it would write."""
+
+    def __init__(self, source, reference: StainReference, name: str | None = None):
+        self.source = source
+        self.normalizer = StainNormalizer(reference, source, name or getattr(source, "name", None))
+        self.name, self.shape, self.pixel_size = source.name, source.shape[:2] + (3,), source.pixel_size
+        self.dtype, self.n_levels = np.dtype(np.uint8), 1
+
+    def read_region(self, y: int, x: int, height: int, width: int) -> np.ndarray:
+        return self.normalizer.normalize(self.source.read_region(y, x, height, width))
+
+    def overview(self, longest: int = OVERVIEW_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
+        image, scale = self.source.overview(longest)
+        return self.normalizer.normalize(image), scale
+
+
 def normalize_slide(source, output_path, reference: StainReference, tile_size: int = 512,
                     name: str | None = None) -> tuple[int, int]:
     """Write ``source`` (an RGB file, reader or array of any size) mapped onto ``reference`` as
@@ -160,6 +180,11 @@ def load(path: str | os.PathLike, name: str | None = None) -> StainReference:
         return StainReference(**{k: _tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields})
     except (TypeError, ValueError) as exc:
         raise InputError(f"'{name}' is not a valid stain reference: {exc}") from None
+
+
+def reference_from(path: str | os.PathLike, method: str, name: str | None = None) -> StainReference:
+    """A reference saved by :func:`save` (JSON), or one fitted with ``method`` on an image."""
+    return load(path, name) if is_reference_file(path) else fit(path, method, name)
 
 
 def is_reference_file(path: str | os.PathLike) -> bool:

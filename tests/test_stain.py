@@ -136,3 +136,32 @@ def test_preprocess_normalises_stains_from_the_command_line(test_data, tmp_path,
                  "--stain-reference", str(out / "ref.json")]) == 2
     assert "needs an RGB brightfield image; 'nuclei.tif' has shape (512, 512)" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == before  # nothing written by the refused runs
+
+
+def test_predict_normalises_the_slide_as_it_reads_it(test_data, tmp_path, capsys):
+    """An RGB U-Net (1 epoch: its weights do not matter here) predicts the IHC image with its stains
+    mapped onto the H&E reference exactly as it predicts the copy preprocess normalised first."""
+    from dlhisto_core import DataOptions, PredictOptions, TrainOptions, predict, train
+    from dlhisto_core.image_io import write_labels
+
+    he = read_image(test_data / "he.jpg").data
+    write_labels(tmp_path / "dark.tif", (he.mean(axis=2) < 150).astype(np.uint8))
+    train([test_data / "he.jpg"], labels=[tmp_path / "dark.tif"], data=DataOptions(task="semantic", patch_size=64,
+          patches_per_image=4), options=TrainOptions(epochs=1, batch_size=4, device="cpu"), encoder="mobilenet_v2",
+          log=None).save(tmp_path / "rgb.zip")
+    reference = stain.fit(test_data / "he.jpg", "macenko")
+    stain.normalize_slide(test_data / "ihc.png", tmp_path / "normalised.tif", reference)
+    options = PredictOptions(tile_size=128, device="cpu")
+    predict(tmp_path / "rgb.zip", test_data / "ihc.png", options, probabilities=tmp_path / "read.tif",
+            stain_reference=reference)
+    predict(tmp_path / "rgb.zip", tmp_path / "normalised.tif", options, probabilities=tmp_path / "copy.tif")
+    assert np.array_equal(tifffile.imread(tmp_path / "read.tif"), tifffile.imread(tmp_path / "copy.tif"))
+    # the command line: a reference fitted on an image, or saved; a reference without a method is refused
+    assert main(["predict", str(test_data / "ihc.png"), "--model", str(tmp_path / "rgb.zip"), "--tile-size", "128",
+                 "--probabilities", str(tmp_path / "cli.tif"), "--stain-normalization", "macenko",
+                 "--stain-reference", str(test_data / "he.jpg"), "--device", "cpu"]) == 0
+    assert np.array_equal(tifffile.imread(tmp_path / "cli.tif"), tifffile.imread(tmp_path / "copy.tif"))
+    assert main(["predict", str(test_data / "ihc.png"), "--model", str(tmp_path / "rgb.zip"),
+                 "--classes", str(tmp_path / "x.tif"), "--stain-reference", str(test_data / "he.jpg")]) == 2
+    assert "a stain reference is used only with --stain-normalization" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists()
