@@ -155,7 +155,8 @@ def _training_inputs(args: argparse.Namespace) -> dict:
         tile_classes=(args.tile_classes, _name(args.tile_classes, args.tile_classes_name))
         if args.tile_classes else None,
         class_names=_split(args.class_names) or None,
-        data=options_from(args, DataOptions), options=options_from(args, TrainOptions))
+        data=options_from(args, DataOptions), options=options_from(args, TrainOptions),
+        stain_reference=_stain_reference(args))
 
 
 def run_predict(args: argparse.Namespace) -> None:

@@ -59,6 +59,14 @@ def add_geojson_output(step: argparse.ArgumentParser, what: str) -> None:
                "detection (many, measured) or annotation (editable) (default %(default)s)")
 
 
+def add_stain_arguments(step: argparse.ArgumentParser, about: str) -> None:
+    """--stain-normalization (PreprocessOptions' choices), --stain-reference and its name."""
+    add_option(step, PreprocessOptions(), "stain_normalization", help=about)
+    step.add_argument("--stain-reference", metavar="FILE",
+                      help="image to fit the stain reference on, or a reference saved by preprocess --stain-reference-out")
+    step.add_argument("--stain-reference-name", metavar="NAME", help="name of the reference in messages")
+
+
 def add_network_arguments(step: argparse.ArgumentParser, about: str = "") -> None:
     """--architecture and --encoder, with ModelSpec's defaults."""
     from .model_spec import ARCHITECTURE_NAMES, ENCODERS, ModelSpec
@@ -102,6 +110,8 @@ def add_training_arguments(step: argparse.ArgumentParser) -> None:
     step.add_argument("--checkpoint", help="checkpoint file: written every epoch, resumed from if present")
     step.add_argument("--model-name", default="dlhisto U-Net", help="name of the model package")
     step.add_argument("--author", default="dlhisto user", help="author recorded in the model package")
+    add_stain_arguments(step, "map the training images' stains onto --stain-reference first (RGB brightfield); "
+                        "the package records the reference and predict maps slides onto it too")
     add_output(step, "--model", required=True, help="output bioimage.io model package (.zip)")
     add_output(step, "--history", help="output: per-epoch losses and validation score (JSON)")
     add_output(step, "--curve", help="output: training curve (PNG)")
@@ -133,11 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(pre, defaults, "sigma", help="Gaussian smoothing sigma in pixels (default %(default)s)")
     pre.add_argument("--normalize", type=float, nargs=2, metavar=("LOW", "HIGH"),
                      help="map these percentiles of each channel to 0 and 1 (e.g. 1 99.8)")
-    add_option(pre, defaults, "stain_normalization", help="map the stains of an RGB brightfield image onto "
-               "--stain-reference first (alone: the output stays 8-bit RGB, written tile by tile)")
-    pre.add_argument("--stain-reference", metavar="FILE",
-                     help="image to fit the stain reference on, or a reference saved by --stain-reference-out")
-    pre.add_argument("--stain-reference-name", metavar="NAME", help="name of the reference in messages")
+    add_stain_arguments(pre, "map the stains of an RGB brightfield image onto --stain-reference first (alone: the "
+                        "output stays 8-bit RGB, written tile by tile)")
     add_output(pre, "--stain-reference-out", metavar="FILE", help="output: the stain reference (JSON), to reuse")
 
     seg = steps.add_parser("segment_classic",
@@ -292,11 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(pr, defaults, "pixel_size", metavar="UM", help="work at this pixel size in µm: read the slide's pyramid "
                "level nearest to it (not coarser) and resample the rest; the outputs have this pixel size")
     add_geojson_output(pr, "the objects (instance models)")
-    add_option(pr, PreprocessOptions(), "stain_normalization", help="map the slide's stains onto --stain-reference "
-               "as it is read (RGB brightfield), e.g. onto a training image's")
-    pr.add_argument("--stain-reference", metavar="FILE",
-                    help="image to fit the stain reference on, or a reference saved by preprocess --stain-reference-out")
-    pr.add_argument("--stain-reference-name", metavar="NAME", help="name of the reference in messages")
+    add_stain_arguments(pr, "map the slide's stains onto --stain-reference as it is read (RGB brightfield), e.g. "
+                        "onto a training image's (default: the reference the package records, if any)")
 
     cl = steps.add_parser("classify", help="classify images, or the tiles of a slide, with a tile classifier package")
     cl.add_argument("--image", action="append", required=True, help="image to classify (repeat for several)")

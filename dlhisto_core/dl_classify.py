@@ -20,6 +20,7 @@ from .dl_predict import at_model_pixel_size
 from .image_io import image_reader
 from .inputs import named
 from .model_spec import ModelSpec
+from .stain import NormalizedReader
 from .tables import write_table
 from .tiling import Tile, tile_grid
 
@@ -59,18 +60,20 @@ def classify(package, images: Sequence, options: ClassifyOptions | None = None, 
     path, model_name = named([package])[0]
     model, spec, rdf = load_package(path, model_name)
     class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
-    rows = list(classify_tiles(model, spec, class_names, named(images), options, model_package.pixel_size(rdf)))
+    rows = list(classify_tiles(model, spec, class_names, named(images), options, model_package.pixel_size(rdf),
+                               model_package.stain_reference(rdf, model_name)))
     if table:
         write_table(table, rows, ["image", "x", "y", "width", "height", "class", *[f"p_{c}" for c in class_names]])
     return rows
 
 
 def classify_tiles(model: torch.nn.Module, spec: ModelSpec, class_names: Sequence[str], images: Sequence[tuple[str, str]],
-                   options: ClassifyOptions | None = None, trained_at: float | None = None) -> Iterator[dict]:
+                   options: ClassifyOptions | None = None, trained_at: float | None = None,
+                   stain_reference=None) -> Iterator[dict]:
     """One row per image (or per tile of ``options.tile_size`` pixels) of (path, name) pairs,
     arrays or readers with a loaded model: position, size, class and the probability of each class.
     ``trained_at``: the model's pixel size (µm), the default working pixel size of images that
-    record one."""
+    record one; ``stain_reference``: the stains the images are mapped onto as they are read."""
 
     options = options or ClassifyOptions()
     if spec.task != "classification":
@@ -81,6 +84,8 @@ def classify_tiles(model: torch.nn.Module, spec: ModelSpec, class_names: Sequenc
     for path, name in images:
         pixel_size = at_model_pixel_size(options, trained_at, path, name).pixel_size
         with image_reader(path, name=name, pixel_size=pixel_size) as reader:
+            if stain_reference is not None:
+                reader = NormalizedReader(reader, stain_reference)
             n_channels = 1 if len(reader.shape) == 2 else reader.shape[2]
             if n_channels != spec.in_channels:
                 raise InputError(f"the model expects {spec.in_channels}-channel images; '{name}' has {n_channels}")

@@ -298,7 +298,8 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
         (:class:`geojson.ExportOptions`) asks.
     stain_reference : stain.StainReference, optional
         Map the slide's stains onto this reference (e.g. one fitted on the training images)
-        as it is read (:class:`stain.NormalizedReader`).
+        as it is read (:class:`stain.NormalizedReader`). By default, the reference the
+        package's training images were mapped onto, if they were.
 
     Returns
     -------
@@ -320,6 +321,7 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
     if isinstance(image, tuple):
         image, image_name = image
     model, spec, rdf = model_package.load_package(path, model_name)
+    stain_reference = stain_reference or model_package.stain_reference(rdf, model_name)
     with contextlib.ExitStack() as stack:
         if stain_reference is not None:
             image = NormalizedReader(stack.enter_context(image_reader(image, name=image_name)), stain_reference)

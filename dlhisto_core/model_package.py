@@ -60,6 +60,8 @@ class PackageInfo:
     license: str = "MIT"
     pixel_size: float | None = None
     """The pixel size (µm) of the training images, when they all record the same one."""
+    stain_reference: dict | None = None
+    """The stain reference (:class:`stain.StainReference` as a dict) the training images were mapped onto."""
 
 
 def export_package(model: torch.nn.Module, spec: ModelSpec, info: PackageInfo, test_input: np.ndarray,
@@ -193,6 +195,19 @@ def pixel_size(rdf: dict) -> float | None:
     return float(scales.pop()) if len(scales) == 1 and len(axes) == 2 and None not in scales else None
 
 
+def stain_reference(rdf: dict, name: str):
+    """The stain reference (:class:`stain.StainReference`) the package's training images were
+    mapped onto, or None."""
+    from . import stain
+
+    recorded = rdf["config"]["dlhisto"].get("stain_reference")
+    if recorded is None:
+        return None
+    if not isinstance(recorded, dict):
+        raise InputError(f"'{name}': config.dlhisto.stain_reference is not a mapping")
+    return stain.from_dict(recorded, name)
+
+
 def target_normalization(rdf: dict, spec: ModelSpec, name: str) -> dict:
     """The target normalisation of a regression package (``dl_data``), checked."""
     normalization = rdf["config"]["dlhisto"].get("target_normalization")
@@ -251,6 +266,8 @@ def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path, target_normalization:
     dlhisto = {"version": __version__, "model": spec.to_dict(), "training": info.training}
     if target_normalization is not None:
         dlhisto["target_normalization"] = target_normalization
+    if info.stain_reference is not None:
+        dlhisto["stain_reference"] = info.stain_reference
     return {
         "type": "model",
         "format_version": FORMAT_VERSION,
@@ -329,6 +346,9 @@ def _readme(spec: ModelSpec, info: PackageInfo, target_normalization: dict | Non
              f"- input normalisation: percentiles {NORMALIZATION[0]} and {NORMALIZATION[1]} of "
              f"{'all channels together' if spec.task == 'classification' else 'each channel'} to 0 and 1",
              *_target_lines(target_normalization),
+             *([f"- stain normalisation: the training images were mapped onto a {info.stain_reference['method']} "
+                "stain reference (config.dlhisto.stain_reference); dlhisto predict maps slides onto it too"]
+               if info.stain_reference else []),
              f"- made with dlhisto {__version__}", ""]
     for key, value in info.training.items():
         if not isinstance(value, (list, dict)):

@@ -50,6 +50,7 @@ class _DlhistoConfig(_Checked):
     model: _ModelFields
     training: dict[str, Any] = Field(default_factory=dict)
     target_normalization: _TargetNormalization | None = None
+    stain_reference: dict[str, Any] | None = None
 
 
 class _Config(_Checked):

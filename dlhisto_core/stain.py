@@ -172,12 +172,17 @@ def load(path: str | os.PathLike, name: str | None = None) -> StainReference:
     data = untrusted.load_json(untrusted.read_small_file(path, name, "a stain reference"), name, "the file")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(f"'{name}' is not a dlhisto stain reference (JSON with \"format\": \"{FORMAT}\")")
+    return from_dict({k: v for k, v in data.items() if k != "format"}, name)
+
+
+def from_dict(data: dict, name: str) -> StainReference:
+    """A reference from its fields (as :func:`save` or a model package records them), checked."""
     fields = {"method", "stain_matrix", "max_concentrations", "lab_mean", "lab_std"}
-    unknown = sorted(set(data) - fields - {"format"})
+    unknown = sorted(set(data) - fields)
     if unknown:
         raise InputError(f"'{name}' has unknown field(s): {', '.join(unknown)[:200]}")
     try:
-        return StainReference(**{k: _tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields})
+        return StainReference(**{k: _tuple(v) if isinstance(v, list) else v for k, v in data.items()})
     except (TypeError, ValueError) as exc:
         raise InputError(f"'{name}' is not a valid stain reference: {exc}") from None
 

@@ -25,19 +25,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from . import dl_data, dl_models, dl_train, model_package
+from . import dl_data, dl_models, dl_train, model_package, stain
 from .dl_options import DataOptions, TrainOptions, TransferOptions
 from .dl_train import TrainState
 from .errors import InputError
 from .image_io import image_reader, read_image
 from .inputs import Named, named
+from .stain import StainReference
 from .model_spec import ModelSpec
 from .outputs import outputs_together
 from .tables import read_tile_classes
@@ -58,6 +59,8 @@ class TrainedModel:
     options: TrainOptions
     target_normalization: dict | None = None
     origin: str = "trained from scratch"
+    stain_reference: StainReference | None = None
+    """The stain reference the training images were mapped onto (predict applies it too)."""
 
     def save(self, package: str | os.PathLike, history: str | os.PathLike | None = None,
              curve: str | os.PathLike | None = None, name: str = "dlhisto U-Net", author: str = "dlhisto user") -> None:
@@ -76,7 +79,8 @@ class TrainedModel:
             name=name, description=f"{network} {self.origin} with dlhisto on {len(self.images)} image(s); "
             f"best validation {metric} {state.best_score:.3f} at epoch {state.best_epoch}.",
             class_names=self.class_names, channel_names=[f"channel {c + 1}" for c in range(spec.in_channels)],
-            authors=[author], training=training, pixel_size=common_pixel_size(self.images))
+            authors=[author], training=training, pixel_size=common_pixel_size(self.images),
+            stain_reference=None if self.stain_reference is None else asdict(self.stain_reference))
         first = read_image(*self.images[0]).data
         with outputs_together(package, history, curve) as (package_part, history_part, curve_part):
             model_package.export_package(self.model, spec, info, test_patch(first), package_part,
@@ -101,7 +105,7 @@ def train(images: Sequence[Named | str], labels: Sequence[Named | str] | None = 
           data: DataOptions | None = None, options: TrainOptions | None = None,
           architecture: str = ModelSpec.architecture,
           encoder: str = ModelSpec.encoder, checkpoint: str | os.PathLike | None = None,
-          log: Callable[[str], None] | None = print) -> TrainedModel:
+          stain_reference: StainReference | None = None, log: Callable[[str], None] | None = print) -> TrainedModel:
     """Train a network from scratch on annotated images.
 
     Parameters
@@ -125,6 +129,9 @@ def train(images: Sequence[Named | str], labels: Sequence[Named | str] | None = 
         The network (``unet``, ``unetplusplus``, ``fpn``) and its encoder.
     checkpoint : path, optional
         Written after every epoch; a run finding one resumes from it.
+    stain_reference : stain.StainReference, optional
+        Map the stains of the (RGB brightfield) images onto this reference before training;
+        the package records it and ``predict`` maps slides onto it too.
     log : callable, optional
         Receives one line per epoch; None for silence.
 
@@ -145,14 +152,16 @@ def train(images: Sequence[Named | str], labels: Sequence[Named | str] | None = 
         images, second = images + named(validation[0]), [*(labels or targets or []), *validation[1]]
         labels, targets = (None, second) if data.task == "regression" else (second, None)
     with tempfile.TemporaryDirectory(prefix="dlhisto-train-") as work:
-        patches, names = _patches(images, labels, targets, tile_classes, class_names, data, options, Path(work))
+        patches, names = _patches(images, labels, targets, tile_classes, class_names, data, options, Path(work),
+                                  stain_reference)
         if validation:
             split = (list(range(n_training)), list(range(n_training, patches.n_patches)))
         spec = ModelSpec(data.task, patches.out_channels, patches.n_channels, architecture, encoder)
         model = dl_models.build_model(spec, seed=options.seed)
         state = dl_train.train(model, patches.path, spec.out_channels, options,
                                checkpoint or Path(work) / "checkpoint.pt", log=log or _quiet, split=split)
-    return TrainedModel(model, spec, state, names, images, data, options, patches.target_normalization)
+    return TrainedModel(model, spec, state, names, images, data, options, patches.target_normalization,
+                        stain_reference=stain_reference)
 
 
 def transfer(pretrained: Named | str, images: Sequence[Named | str], labels: Sequence[Named | str] | None = None,
@@ -160,7 +169,8 @@ def transfer(pretrained: Named | str, images: Sequence[Named | str], labels: Seq
              class_names: Sequence[str] | None = None, data: DataOptions | None = None,
              options: TrainOptions | None = None, phases: TransferOptions | None = None,
              architecture: str = ModelSpec.architecture, encoder: str = ModelSpec.encoder,
-             checkpoint: str | os.PathLike | None = None, log: Callable[[str], None] | None = print) -> TrainedModel:
+             checkpoint: str | os.PathLike | None = None, stain_reference: StainReference | None = None,
+             log: Callable[[str], None] | None = print) -> TrainedModel:
     """Fine-tune a pretrained network on annotated images (:func:`fine_tune`).
 
     ``pretrained`` is a dlhisto model package (which brings its architecture and encoder) or a
@@ -189,7 +199,8 @@ def transfer(pretrained: Named | str, images: Sequence[Named | str], labels: Seq
     images = named(images)
     log = log or _quiet
     with tempfile.TemporaryDirectory(prefix="dlhisto-transfer-") as work:
-        patches, names = _patches(images, labels, targets, tile_classes, class_names, data, options, Path(work))
+        patches, names = _patches(images, labels, targets, tile_classes, class_names, data, options, Path(work),
+                                  stain_reference)
         if model_package.is_package(pretrained_path):
             source, source_spec, _ = model_package.load_package(pretrained_path, name)
             weights, architecture, encoder = source.state_dict(), source_spec.architecture, source_spec.encoder
@@ -203,7 +214,7 @@ def transfer(pretrained: Named | str, images: Sequence[Named | str], labels: Seq
         state = fine_tune(model, patches.path, spec.out_channels, options, phases,
                           checkpoint or Path(work) / "checkpoint.pt", log)
     return TrainedModel(model, spec, state, names, images, data, options, patches.target_normalization,
-                        origin=f"fine-tuned from '{name}'")
+                        origin=f"fine-tuned from '{name}'", stain_reference=stain_reference)
 
 
 def fine_tune(model: torch.nn.Module, patches: str | os.PathLike, out_channels: int, options: TrainOptions,
@@ -251,9 +262,13 @@ def _options(options: TrainOptions | None, data: DataOptions) -> TrainOptions:
 
 
 def _patches(images: list[Named], labels, targets, tile_classes, class_names, data: DataOptions,
-             options: TrainOptions, work: Path) -> tuple[dl_data.PatchSet, list[str]]:
-    """Check the training inputs and cut the patches; returns them and the class names."""
+             options: TrainOptions, work: Path, stain_reference: StainReference | None = None
+             ) -> tuple[dl_data.PatchSet, list[str]]:
+    """Check the training inputs and cut the patches (from the images mapped onto
+    ``stain_reference`` when given); returns them and the class names."""
     class_names = list(class_names or [])
+    if stain_reference is not None:
+        images = _stain_normalized(images, stain_reference, work)
     if data.task == "classification":
         if not tile_classes:
             raise InputError("tile classification needs a table of image name and class (tile classes)")
@@ -287,6 +302,16 @@ def _patches(images: list[Named], labels, targets, tile_classes, class_names, da
         what = "output channels" if data.task == "regression" else f"classes (0..{patches.out_channels - 1})"
         raise InputError(f"{len(class_names)} class names for {patches.out_channels} {what}")
     return patches, class_names
+
+
+def _stain_normalized(images: list[Named], reference: StainReference, work: Path) -> list[Named]:
+    """Copies of the images with their stains mapped onto ``reference`` (same names)."""
+    copies = []
+    for index, (path, name) in enumerate(images):
+        copy = work / f"stain-normalised-{index}.tif"
+        stain.normalize_slide(path, copy, reference, name=name)
+        copies.append((str(copy), name))
+    return copies
 
 
 def _quiet(line: str) -> None:

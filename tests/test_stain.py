@@ -165,3 +165,36 @@ def test_predict_normalises_the_slide_as_it_reads_it(test_data, tmp_path, capsys
                  "--classes", str(tmp_path / "x.tif"), "--stain-reference", str(test_data / "he.jpg")]) == 2
     assert "a stain reference is used only with --stain-normalization" in capsys.readouterr().err
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_a_model_trained_on_normalised_stains_records_its_reference_and_predict_uses_it(test_data, tmp_path):
+    import yaml
+    import zipfile
+
+    from dlhisto_core import DataOptions, PredictOptions, TrainOptions, predict, train
+    from dlhisto_core.dl_predict import predict_slide
+    from dlhisto_core.image_io import write_labels
+    from dlhisto_core.model_package import load_package
+
+    reference = stain.fit(test_data / "he.jpg", "macenko")
+    ihc = read_image(test_data / "ihc.png").data
+    write_labels(tmp_path / "dark.tif", (ihc.mean(axis=2) < 150).astype(np.uint8))
+    trained = train([test_data / "ihc.png"], labels=[tmp_path / "dark.tif"],
+                    data=DataOptions(task="semantic", patch_size=64, patches_per_image=4),
+                    options=TrainOptions(epochs=1, batch_size=4, device="cpu"), encoder="mobilenet_v2",
+                    stain_reference=reference, log=None)
+    trained.save(tmp_path / "normalised.zip")
+    with zipfile.ZipFile(tmp_path / "normalised.zip") as package:
+        rdf = yaml.safe_load(package.read("rdf.yaml"))
+        card = package.read("README.md").decode()
+    assert stain.from_dict(rdf["config"]["dlhisto"]["stain_reference"], "rdf") == reference
+    assert "mapped onto a macenko stain reference" in card
+    options = PredictOptions(tile_size=128, device="cpu")
+    predict(tmp_path / "normalised.zip", test_data / "ihc.png", options, probabilities=tmp_path / "default.tif")
+    predict(tmp_path / "normalised.zip", test_data / "ihc.png", options, probabilities=tmp_path / "explicit.tif",
+            stain_reference=reference)
+    default = tifffile.imread(tmp_path / "default.tif")
+    assert np.array_equal(default, tifffile.imread(tmp_path / "explicit.tif"))
+    model, spec, _ = load_package(tmp_path / "normalised.zip")
+    predict_slide(model, spec, test_data / "ihc.png", options, probabilities_path=tmp_path / "raw.tif")
+    assert not np.array_equal(default, tifffile.imread(tmp_path / "raw.tif"))  # the raw IHC stains differ
