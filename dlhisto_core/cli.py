@@ -174,7 +174,8 @@ def run_classify(args: argparse.Namespace) -> None:
     from . import dl_classify
 
     rows = dl_classify.classify((args.model, _name(args.model, args.model_name)),
-                                _named(args.image, args.image_name), options_from(args, ClassifyOptions), args.table)
+                                _named(args.image, args.image_name), options_from(args, ClassifyOptions), args.table,
+                                args.geojson)
     _log(dl_classify.describe(rows, by_tile=bool(args.tile_size)))
 
 

@@ -308,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--model", required=True, help="tile classifier package from dlhisto train --task classification")
     cl.add_argument("--model-name", help="display name of the model in messages")
     add_output(cl, "--table", required=True, help="output table: one row per image or tile, class and probabilities")
+    add_output(cl, "--geojson", help="output: the tiles of one image as QuPath GeoJSON tile objects in the slide's "
+               "coordinates, classified (a tissue map over the slide)")
     defaults = ClassifyOptions()
     add_option(cl, defaults, "tile_size",
                help="cut each image into tiles of this size (multiple of 32) and classify every tile")

@@ -16,16 +16,18 @@ from .dl_data import normalize_for_network
 from .dl_models import pick_device
 from .errors import InputError
 from .dl_options import ClassifyOptions
-from .dl_predict import at_model_pixel_size
+from .dl_predict import at_model_pixel_size, downsample_to_slide
 from .image_io import image_reader
 from .inputs import named
+from .outputs import outputs_together
 from .model_spec import ModelSpec
 from .stain import NormalizedReader
 from .tables import write_table
 from .tiling import Tile, tile_grid
 
 
-def classify(package, images: Sequence, options: ClassifyOptions | None = None, table=None) -> list[dict]:
+def classify(package, images: Sequence, options: ClassifyOptions | None = None, table=None,
+             geojson=None) -> list[dict]:
     """Classify images, or the tiles of slides, with a tile classifier package, as ``dlhisto
     classify`` (the Galaxy tool) does.
 
@@ -40,6 +42,9 @@ def classify(package, images: Sequence, options: ClassifyOptions | None = None, 
         package records it), the others as they are.
     table : path, optional
         Where to write the rows (TSV).
+    geojson : path, optional
+        The tiles of one image as QuPath GeoJSON ``tile`` objects in the slide's coordinates,
+        classified: a tissue map to open over the slide in QuPath (:func:`geojson.tile_features`).
 
     Returns
     -------
@@ -57,13 +62,26 @@ def classify(package, images: Sequence, options: ClassifyOptions | None = None, 
     from . import model_package
     from .model_package import load_package
 
+    options = options or ClassifyOptions()
     path, model_name = named([package])[0]
+    images = named(images)
+    if geojson and (len(images) != 1 or not options.tile_size):
+        raise InputError("a GeoJSON tissue map is made of the tiles of one image: give one image and a tile size")
     model, spec, rdf = load_package(path, model_name)
     class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
-    rows = list(classify_tiles(model, spec, class_names, named(images), options, model_package.pixel_size(rdf),
+    trained_at = model_package.pixel_size(rdf)
+    rows = list(classify_tiles(model, spec, class_names, images, options, trained_at,
                                model_package.stain_reference(rdf, model_name)))
-    if table:
-        write_table(table, rows, ["image", "x", "y", "width", "height", "class", *[f"p_{c}" for c in class_names]])
+    with outputs_together(table, geojson) as (table_path, geojson_path):
+        if table_path:
+            write_table(table_path, rows, ["image", "x", "y", "width", "height", "class",
+                                           *[f"p_{c}" for c in class_names]])
+        if geojson_path:
+            from .geojson import tile_features, write_features
+
+            image, name = images[0]
+            working = at_model_pixel_size(options, trained_at, image, name).pixel_size
+            write_features(geojson_path, tile_features(rows, class_names, downsample_to_slide(image, name, working)))
     return rows
 
 

@@ -348,7 +348,7 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
                 from .geojson import ExportOptions, labels_to_geojson
 
                 export = dataclasses.replace(geojson_options or ExportOptions(),
-                                             downsample=_downsample_to_slide(image, image_name, options.pixel_size))
+                                             downsample=downsample_to_slide(image, image_name, options.pixel_size))
                 labels_to_geojson(paths[2], geojson_path, export)
             if summary_path:
                 write_row(summary_path, result.row(_image_name(image, image_name)))
@@ -366,7 +366,7 @@ def at_model_pixel_size(options, trained_at: float | None, image, name: str | No
     return dataclasses.replace(options, pixel_size=trained_at)
 
 
-def _downsample_to_slide(image, name: str | None, pixel_size: float | None) -> float:
+def downsample_to_slide(image, name: str | None, pixel_size: float | None) -> float:
     """Slide pixels per output pixel: the working pixel size over the slide's own."""
     if pixel_size is None:
         return 1.0

@@ -286,6 +286,22 @@ def _feature(polygons: list[list[np.ndarray]], x0: int, y0: int, measurements: d
     return {"type": "Feature", "geometry": geometry, "properties": properties}
 
 
+def tile_features(rows, class_names: list[str], downsample: float = 1.0) -> Iterator[dict]:
+    """The tiles classified by ``classify`` (rows of one image) as QuPath ``tile`` objects: a
+    square each, in slide coordinates (``downsample``: slide pixels per working pixel),
+    classified with its class and colour, the class probabilities as measurements. In QuPath
+    they are a tissue map over the slide."""
+    for row in rows:
+        x0, y0 = row["x"] * downsample, row["y"] * downsample
+        x1, y1 = (row["x"] + row["width"]) * downsample, (row["y"] + row["height"]) * downsample
+        square = [[round(x, 3), round(y, 3)] for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))]
+        yield {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+               "properties": {"objectType": "tile",
+                              "classification": {"name": row["class"],
+                                                 "color": class_colour(class_names.index(row["class"]))},
+                              "measurements": {f"p_{c}": _rounded(row[f"p_{c}"]) for c in class_names}}}
+
+
 def write_features(destination: str | os.PathLike | IO[str], features) -> int:
     """Write features as a GeoJSON FeatureCollection, one feature per line, as they come
     (memory stays that of one feature); return how many were written."""

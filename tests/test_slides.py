@@ -209,3 +209,24 @@ def test_classify_works_at_the_pixel_size_its_package_records(test_slides, test_
     rows = classify(tmp_path / "classifier.zip", [test_slides["pyramid"]],
                     ClassifyOptions(tile_size=128, pixel_size=0.499, device="cpu"))
     assert len(rows) == 256
+
+
+def test_classified_tiles_become_a_qupath_tissue_map_in_slide_coordinates(test_slides, test_data, tmp_path):
+    import json
+
+    from dlhisto_core import ClassifyOptions, classify
+
+    options = ClassifyOptions(tile_size=128, pixel_size=1.996, device="cpu")
+    rows = classify(test_data / "stain_classifier.zip", [test_slides["pyramid"]], options,
+                    geojson=tmp_path / "tiles.geojson")
+    features = json.loads((tmp_path / "tiles.geojson").read_text())["features"]
+    assert len(features) == len(rows) == 16
+    last = features[-1]  # the tile at (384, 384) of level 1, 4x downsampled: a 512-px square of the slide
+    assert last["geometry"]["coordinates"][0][:3] == [[1536, 1536], [2048, 1536], [2048, 2048]]
+    assert last["properties"]["objectType"] == "tile"
+    assert last["properties"]["classification"]["name"] == rows[-1]["class"]
+    assert last["properties"]["measurements"]["p_IHC"] == pytest.approx(rows[-1]["p_IHC"], abs=1e-5)
+    with pytest.raises(InputError, match="the tiles of one image"):
+        classify(test_data / "stain_classifier.zip", [test_data / "he.jpg", test_data / "ihc.png"],
+                 ClassifyOptions(tile_size=64), geojson=tmp_path / "two.geojson")
+    assert not (tmp_path / "two.geojson").exists()
