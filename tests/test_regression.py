@@ -150,9 +150,11 @@ def test_the_test_denoiser_restores_a_held_out_noisy_quadrant(restored_quadrant,
     folder, rows = restored_quadrant
     gain = rows["restored"]["psnr"] - rows["noisy"]["psnr"]
     assert rows["noisy"]["psnr"] == pytest.approx(22.13, abs=0.01)  # Poisson + read noise (make_noisy_images.py)
-    # dB; measured 3.2 after the test model's 10 short epochs (a Gaussian filter of the best sigma,
-    # 1.5, gains 6.3; benchmarks/restoration.py trains longer)
-    assert gain > 2.5, rows
+    # dB; measured 2.11 for the test model a fresh build trains (10 short epochs; the same at
+    # f0dbceb, 035edd9 and 2026-12-03's code: the 3.2 noted before came from a cached model that no
+    # fresh build reproduces). A Gaussian filter of the best sigma, 1.5, gains 6.3;
+    # benchmarks/restoration.py trains longer.
+    assert gain > 1.8, rows
     assert rows["restored"]["ssim"] > rows["noisy"]["ssim"] + 0.05
     restored = tifffile.imread(folder / "restored.tif")
     assert restored.dtype == np.float32 and restored.shape == (256, 256)
