@@ -172,6 +172,17 @@ EOF
     fi
 }
 
+# warm_up_galaxy PORT KEY: one upload through the Celery worker before jobs run in parallel. The
+# worker's threads configure Galaxy's SQLAlchemy mappers on first use, and two first uploads at
+# once can race there ("RuntimeError: deque mutated during iteration" in setup_fetch_data): the
+# upload's job then stays queued for ever and planemo waits on it. One upload alone configures
+# them; later ones run side by side safely.
+warm_up_galaxy() {
+    (cd "$REPO_ROOT/scripts" && "$PLANEMO_VENV/bin/python" -c 'import sys; from bioblend.galaxy import GalaxyInstance
+from run_in_galaxy import warm_up
+warm_up(GalaxyInstance(f"http://127.0.0.1:{sys.argv[1]}", key=sys.argv[2]))' "$1" "$2")
+}
+
 # create_galaxy_user PORT ADMIN_KEY EMAIL NAME PASSWORD: prints an API key of that user
 # (created if absent), for clients that must share one user without racing to create it.
 create_galaxy_user() {

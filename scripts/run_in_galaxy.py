@@ -30,6 +30,16 @@ WORKFLOW = "nuclei_unet"
 TRAINING, HELD_OUT = ("q1", "q2", "q3"), ("q4",)
 
 
+def warm_up(gi: GalaxyInstance) -> None:
+    """One upload, waited for, before any other: the Celery worker's threads configure Galaxy's
+    SQLAlchemy mappers on first use, and two first uploads at once can race there (the upload's
+    job then stays queued for ever; see warm_up_galaxy in scripts/lib.sh)."""
+    history = gi.histories.create_history("warm-up")
+    dataset = gi.tools.paste_content("warm-up", history["id"], file_type="txt")["outputs"][0]
+    gi.datasets.wait_for_dataset(dataset["id"], maxwait=300)
+    gi.histories.delete_history(history["id"], purge=True)
+
+
 def user_api_key(admin: GalaxyInstance) -> str:
     users = admin.users.get_users(f_email=USER_EMAIL)
     user = users[0] if users else admin.users.create_local_user(USER_NAME, USER_EMAIL, USER_PASSWORD)
@@ -81,6 +91,7 @@ def screenshot(url: str, picture: Path, size: str) -> None:
 def main() -> int:
     url, admin_key, out_dir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     gi = GalaxyInstance(url, key=user_api_key(GalaxyInstance(url, key=admin_key)))
+    warm_up(gi)
     workflows = import_workflows(gi)
     print(f"workflows imported for {USER_EMAIL}: {', '.join(workflows)}")
     history = gi.histories.create_history("dlhisto demo: U-Net nuclei segmentation (workflow nuclei_unet)")
