@@ -29,10 +29,13 @@ from skimage import draw
 from .errors import InputError, one_line
 from .image_io import smallest_label_dtype, write_tiled_image
 from .options import bounded, check_bounds, check_choices, choice
+from .outputs import atomic_output
 from .tiling import tile_grid
 
 OBJECT_TYPES = ("detection", "annotation")
 IMPORT_MODES = ("labels", "classes")
+MAX_LABEL = 2**26
+"""Largest label exported: per-label bookkeeping grows with the largest label, not the object count."""
 MAX_GEOJSON_BYTES = 2**30
 """Largest GeoJSON file imported (1 GiB: about two million nuclei outlines)."""
 _PALETTE = ((200, 0, 0), (0, 150, 0), (0, 0, 180), (220, 160, 0), (150, 0, 150), (0, 160, 160),
@@ -215,7 +218,10 @@ def _features_by_strips(labels, intensity, options: ExportOptions, pixel_size) -
             raise InputError(f"'{labels.name}' is not a label image (one channel of integers)")
         if strip.dtype.kind == "i" and strip.size and strip.min() < 0:
             raise InputError(f"'{labels.name}' holds negative labels")
-        strip = strip.astype(np.int64 if strip.dtype.itemsize == 8 else np.int32, copy=False)
+        if strip.size and strip.max() > MAX_LABEL:
+            raise InputError(f"'{labels.name}' holds label {strip.max()}; at most {MAX_LABEL} are exported "
+                             "(number the objects 1, 2, ... N)")
+        strip = strip.astype(np.int32, copy=False)
         values = None if intensity is None else _one_channel(intensity.read_region(top, 0, bottom - top, width))
         if strip.size and strip.max() >= len(written):
             written = np.concatenate([written, np.zeros(int(strip.max()) + 1 - len(written), bool)])
@@ -329,7 +335,8 @@ def labels_to_geojson(labels, path: str | os.PathLike, options: ExportOptions | 
     >>> labels_to_geojson(read_labels("test-data/nuclei_labels.tif").data, path)
     112
     """
-    return write_features(path, features_of_labels(labels, options, intensity, pixel_size))
+    with atomic_output(path) as part:  # a failure leaves no half-written file
+        return write_features(part, features_of_labels(labels, options, intensity, pixel_size))
 
 
 # --- import ---------------------------------------------------------------------------------------------
@@ -531,13 +538,13 @@ def geojson_to_labels(geojson: str | os.PathLike, image, output: str | os.PathLi
 def _rasterised_tiles(kept: list, shape: tuple[int, int], dtype, tile_size: int) -> Iterator[np.ndarray]:
     """The tiles of the rasterised image in row-major order, one strip of tiles at a time."""
     height, width = shape
-    bounds = [a.geometry.bounds for a, _ in kept]  # (min x, min y, max x, max y)
+    bounds = np.array([a.geometry.bounds for a, _ in kept]).reshape(-1, 4)  # (min x, min y, max x, max y)
     for top in range(0, height, tile_size):
         bottom = min(top + tile_size, height)
         strip = np.zeros((bottom - top, width), dtype)
-        for (annotation, value), (_, min_y, _, max_y) in zip(kept, bounds):
-            if max_y >= top and min_y <= bottom:
-                _draw(strip, annotation.geometry, value, top)
+        for k in np.nonzero((bounds[:, 3] >= top) & (bounds[:, 1] <= bottom))[0]:  # in file order: later wins
+            annotation, value = kept[k]
+            _draw(strip, annotation.geometry, value, top)
         for tile in tile_grid(bottom - top, width, tile_size):
             yield strip[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]
 
@@ -545,14 +552,18 @@ def _rasterised_tiles(kept: list, shape: tuple[int, int], dtype, tile_size: int)
 def _draw(strip: np.ndarray, geometry, value: int, top: int) -> None:
     """Paint ``geometry`` into the strip whose first row is image row ``top``."""
     kind = geometry.geom_type
-    if kind in ("Polygon", "MultiPolygon"):
-        mask = np.zeros(strip.shape, bool)
+    if kind in ("Polygon", "MultiPolygon"):  # drawn in the part of the strip its bounds cover
+        min_x, min_y, max_x, max_y = geometry.bounds
+        y0, y1 = max(int(np.floor(min_y)) - top, 0), min(int(np.ceil(max_y)) - top + 1, strip.shape[0])
+        x0, x1 = max(int(np.floor(min_x)), 0), min(int(np.ceil(max_x)) + 1, strip.shape[1])
+        if y1 <= y0 or x1 <= x0:
+            return
+        mask = np.zeros((y1 - y0, x1 - x0), bool)
         for polygon in getattr(geometry, "geoms", [geometry]):
-            shell = _ring_pixels(polygon.exterior.coords, top, strip.shape)
-            mask[shell] = True
+            mask[_ring_pixels(polygon.exterior.coords, top + y0, x0, mask.shape)] = True
             for interior in polygon.interiors:
-                mask[_ring_pixels(interior.coords, top, strip.shape)] = False
-        strip[mask] = value
+                mask[_ring_pixels(interior.coords, top + y0, x0, mask.shape)] = False
+        strip[y0:y1, x0:x1][mask] = value
         return
     for part in getattr(geometry, "geoms", [geometry]):
         points = np.floor(np.asarray(part.coords)).astype(np.int64) - [0, top]
@@ -563,8 +574,8 @@ def _draw(strip: np.ndarray, geometry, value: int, top: int) -> None:
             strip[rows[inside], cols[inside]] = value
 
 
-def _ring_pixels(coords, top: int, shape: tuple[int, int]):
-    """Pixels of the strip whose centres lie inside the ring (skimage's pixel centres are at
-    integer coordinates, ours at half-integers)."""
+def _ring_pixels(coords, top: int, left: int, shape: tuple[int, int]):
+    """Pixels of the window of ``shape`` at image row ``top`` and column ``left`` whose centres
+    lie inside the ring (skimage's pixel centres are at integer coordinates, ours at half-integers)."""
     ring = np.asarray(coords)
-    return draw.polygon(ring[:, 1] - 0.5 - top, ring[:, 0] - 0.5, shape)
+    return draw.polygon(ring[:, 1] - 0.5 - top, ring[:, 0] - 0.5 - left, shape)

@@ -239,3 +239,11 @@ def test_real_he_nuclei_round_trip_and_their_classed_polygons_import_like_their_
     # the type mask numbers connective, inflammatory, neoplastic 1, 2, 3; the polygons are smoothed
     # outlines of it: 92 % of the nuclear pixels get the same class (measured 0.924)
     assert (drawn == types)[nucleus].mean() > 0.9
+
+
+def test_labels_beyond_the_exported_range_are_refused_not_dropped(tmp_path):
+    labels = np.zeros((8, 8), np.uint32)
+    labels[2:4, 2:4] = 3_000_000_000  # would wrap to a negative int32 and vanish
+    with pytest.raises(InputError, match="holds label 3000000000; at most 67108864 are exported"):
+        labels_to_geojson(labels, tmp_path / "big.geojson")
+    assert not (tmp_path / "big.geojson").exists()
