@@ -16,10 +16,11 @@ from .dl_data import normalize_for_network
 from .dl_models import pick_device
 from .errors import InputError
 from .dl_options import ClassifyOptions
-from .dl_predict import at_model_pixel_size, downsample_to_slide
+from .dl_predict import at_model_pixel_size
 from .image_io import image_reader
 from .inputs import named
 from .outputs import outputs_together
+from .slides import downsample_to_slide
 from .model_spec import ModelSpec
 from .stain import NormalizedReader
 from .tables import write_table

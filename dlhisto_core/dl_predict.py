@@ -56,6 +56,7 @@ from .outputs import outputs_together
 from .tables import write_row
 from .image_io import TiledImageReader, TileSink, image_reader, smallest_label_dtype, write_pyramid, write_tiled_image
 from .model_spec import ModelSpec
+from .slides import downsample_to_slide
 from .stain import NormalizedReader
 from .tiling import Tile, tile_grid
 
@@ -364,14 +365,6 @@ def at_model_pixel_size(options, trained_at: float | None, image, name: str | No
         if reader.pixel_size is None:
             return options
     return dataclasses.replace(options, pixel_size=trained_at)
-
-
-def downsample_to_slide(image, name: str | None, pixel_size: float | None) -> float:
-    """Slide pixels per output pixel: the working pixel size over the slide's own."""
-    if pixel_size is None:
-        return 1.0
-    with image_reader(image, name=name) as reader:
-        return pixel_size / reader.pixel_size[1]
 
 
 def _image_name(image, name: str | None) -> str:

@@ -500,12 +500,11 @@ def geojson_to_labels(geojson: str | os.PathLike, image, output: str | os.PathLi
     '4 annotations drawn of classes Background, Nucleus; 1 left out (strokes in labels mode, or unclassified)'
     """
     from .image_io import image_reader
+    from .slides import downsample_to_slide
 
-    with image_reader(image, image_name) as slide:
-        slide_pixel_size = slide.pixel_size
     with image_reader(image, image_name, pixel_size) as reader:
         shape, recorded = reader.shape[:2], reader.pixel_size
-    downsample = 1.0 if pixel_size is None else pixel_size / slide_pixel_size[1]
+    downsample = downsample_to_slide(image, image_name, pixel_size)
     options = options or ImportOptions()
     annotations = read_annotations(geojson, name, downsample)
     kept, skipped = [], 0

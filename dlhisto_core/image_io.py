@@ -392,6 +392,12 @@ def strided_image(read_region, shape: tuple[int, int], longest: int) -> np.ndarr
     return np.concatenate([read_region(top, 0, rows, width)[::stride, ::stride] for top in range(0, height, rows)])
 
 
+def overview_level(sides: list[int], current: int, longest: int) -> int:
+    """The pyramid level an overview is read from: the coarsest from ``current`` on whose longest
+    side (``sides``, one per level) is at least ``longest / 2``, or ``current``."""
+    return max((k for k in range(current, len(sides)) if sides[k] >= longest / 2), default=current)
+
+
 class Reader:
     """The reader protocol of the slide steps: ``shape`` ((Y, X) or (Y, X, C)), ``dtype``,
     ``pixel_size`` ((y, x) µm or None), ``name``, ``n_levels``, ``read_region(y, x, height,
@@ -489,16 +495,19 @@ class TiledImageReader(Reader):
         import zarr
 
         y_axis, x_axis = self._axes.index("Y"), self._axes.index("X")
-        sides = [max(level.shape[y_axis], level.shape[x_axis]) for level in self._series.levels]
-        coarse = max((k for k in range(self._level, self.n_levels) if sides[k] >= longest / 2), default=self._level)
+        coarse = overview_level([max(level.shape[y_axis], level.shape[x_axis]) for level in self._series.levels],
+                                self._level, longest)
         array = zarr.open(self._series.aszarr(level=coarse), mode="r")
-        whole = (slice(0, array.shape[y_axis]), slice(0, array.shape[x_axis]))
-        try:
-            image = _select_yxc(array, self._axes, self._channel_axis, *whole)
-        except Exception as exc:
-            raise InputError(f"cannot read '{self.name}' as TIFF: {one_line(exc)}") from exc
-        stride = max(1, math.ceil(max(image.shape[:2]) / longest))
-        image = image[::stride, ::stride]
+        height, width = array.shape[y_axis], array.shape[x_axis]
+
+        def read(y: int, x: int, rows: int, columns: int) -> np.ndarray:
+            try:
+                return _select_yxc(array, self._axes, self._channel_axis, slice(y, min(y + rows, height)),
+                                   slice(x, min(x + columns, width)))
+            except Exception as exc:
+                raise InputError(f"cannot read '{self.name}' as TIFF: {one_line(exc)}") from exc
+
+        image = strided_image(read, (height, width), longest)  # in strips: the level may still be large
         return image, (image.shape[0] / self.shape[0], image.shape[1] / self.shape[1])
 
     def close(self) -> None:

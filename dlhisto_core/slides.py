@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .errors import InputError, one_line
-from .image_io import OVERVIEW_SIDE, Reader, TiledImageReader, check_pixel_size, strided_image
+from .image_io import (OVERVIEW_SIDE, Reader, TiledImageReader, check_pixel_size, image_reader, overview_level,
+                       strided_image)
 
 SINGLE_FILE_FORMATS = {"aperio": "Aperio SVS", "hamamatsu": "Hamamatsu NDPI", "leica": "Leica SCN",
                        "ventana": "Ventana BIF", "philips": "Philips TIFF"}
@@ -121,8 +122,7 @@ class OpenSlideReader(Reader):
     def overview(self, longest: int = OVERVIEW_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
         """From the coarsest level whose longest side is at least ``longest / 2`` (or this level),
         every k-th pixel down to about ``longest``: the scanner's own downsampled pixels."""
-        coarse = max((k for k in range(self.level, self.n_levels) if max(self.levels[k][:2]) >= longest / 2),
-                     default=self.level)
+        coarse = overview_level([max(level[:2]) for level in self.levels], self.level, longest)
         image = strided_image(lambda *region: self._read_level(coarse, *region), self.levels[coarse][:2], longest)
         return image, (image.shape[0] / self.shape[0], image.shape[1] / self.shape[1])
 
@@ -213,6 +213,14 @@ def at_pixel_size(reader, pixel_size: float):
     if abs(reader.pixel_size[0] / pixel_size - 1) <= SAME_PIXEL_SIZE:
         return reader
     return ResampledReader(reader, (pixel_size, pixel_size))
+
+
+def downsample_to_slide(image, name: str | None, pixel_size: float | None) -> float:
+    """Slide pixels per pixel of an output made at ``pixel_size`` µm (None: the slide's own)."""
+    if pixel_size is None:
+        return 1.0
+    with image_reader(image, name=name) as reader:
+        return pixel_size / reader.pixel_size[1]
 
 
 def nearest_level(reader, pixel_size: float, open_level) -> int:

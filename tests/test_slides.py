@@ -75,6 +75,12 @@ def test_an_ome_tiff_pyramid_is_read_at_its_levels_too(tmp_path, test_data):
     with image_reader(tmp_path / "pyramid.ome.tif", pixel_size=1.0) as reader:
         assert isinstance(reader, TiledImageReader) and reader.shape == (256, 256) and reader.pixel_size == (1.0, 1.0)
         assert np.array_equal(reader.read_region(0, 0, 256, 256), image[::2, ::2])
+    with TiledImageReader(tmp_path / "pyramid.ome.tif") as reader:  # the overview comes from level 1
+        overview, scale = reader.overview(256)
+    assert scale == (0.5, 0.5) and np.array_equal(overview, image[::2, ::2])
+    with TiledImageReader(tmp_path / "pyramid.ome.tif") as reader:  # level 1, then every 2nd pixel of it
+        overview, scale = reader.overview(128)
+    assert scale == (0.25, 0.25) and np.array_equal(overview, image[::4, ::4])
 
 
 def test_bad_slides_are_refused_in_one_line(test_slides, tmp_path, test_data):
