@@ -1,9 +1,11 @@
 """Whole-slide scans at the right magnification: vendor formats through OpenSlide, pyramid
 levels, and reading at a working pixel size.
 
-Scanner files (Aperio SVS, Hamamatsu NDPI, Leica SCN, Ventana BIF, Philips TIFF, 3DHistech
-MRXS, DICOM-WSI) are read with OpenSlide (the ``openslide-bin`` wheel: no system library);
-other TIFFs, OME-TIFF pyramids included, with tifffile (:class:`image_io.TiledImageReader`).
+Scanner files (Aperio SVS, Hamamatsu NDPI, Leica SCN, Ventana BIF, Philips TIFF, one
+instance of a DICOM-WSI series) are read with OpenSlide (the ``openslide-bin`` wheel: no
+system library); other TIFFs, OME-TIFF pyramids included, with tifffile
+(:class:`image_io.TiledImageReader`). Formats made of several files (3DHistech MRXS, VMS)
+are refused in one line: Galaxy stores only their index, and the index names other files.
 Both are readers of the same protocol (``shape``, ``dtype``, ``pixel_size``, ``name``,
 ``read_region``), one pyramid level at a time.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +32,12 @@ from .image_io import (OVERVIEW_SIDE, Reader, TiledImageReader, check_pixel_size
                        strided_image)
 
 SINGLE_FILE_FORMATS = {"aperio": "Aperio SVS", "hamamatsu": "Hamamatsu NDPI", "leica": "Leica SCN",
-                       "ventana": "Ventana BIF", "philips": "Philips TIFF"}
+                       "ventana": "Ventana BIF", "philips": "Philips TIFF", "dicom": "DICOM-WSI (one instance)"}
 """OpenSlide formats read from the one file given. Formats made of several files (MRXS, VMS,
-DICOM folders, Trestle) are refused: their index names other files, which could be any file
-the job can read."""
+Trestle) are refused: their index names other files, which could be any file the job can read.
+A DICOM file is opened alone (OpenSlide would otherwise read every file of its folder)."""
+MRXS_INDEX = b"[GENERAL]"
+"""How a 3DHistech MRXS index (Slidedat.ini-like text) begins."""
 SAME_PIXEL_SIZE = 0.01
 """Pixel sizes within 1 % of each other are the same: no resampling."""
 RESAMPLING_MARGIN = 2
@@ -47,15 +52,21 @@ def slide_format(path: str | os.PathLike, name: str | None = None) -> str | None
 
     if not Path(path).is_file():
         return None  # TiledImageReader says what is wrong
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if head.lstrip(b"\xef\xbb\xbf").startswith(MRXS_INDEX):
+        raise InputError(f"'{name or Path(path).name}' is the index of a 3DHistech MRXS slide, without the folder of "
+                         "image data it names (Galaxy stores the index alone): export the slide as OME-TIFF or DICOM "
+                         "(QuPath, bfconvert) and use that")
     try:
         found = openslide.OpenSlide.detect_format(str(path))
     except openslide.OpenSlideError:
         return None
     if found in (None, "generic-tiff"):
         return None
-    with open(path, "rb") as fh:
-        is_tiff = fh.read(4) in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
-    if found not in SINGLE_FILE_FORMATS or not is_tiff:
+    is_tiff = head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+    is_dicom = head[128:132] == b"DICM"
+    if found not in SINGLE_FILE_FORMATS or not (is_dicom if found == "dicom" else is_tiff):
         raise InputError(f"'{name or Path(path).name}' is a slide format made of several files ({found}); dlhisto "
                          f"reads single-file slides: {', '.join(SINGLE_FILE_FORMATS.values())}, OME-TIFF, TIFF")
     return found
@@ -71,9 +82,11 @@ class OpenSlideReader(Reader):
         import openslide
 
         self.name = name or Path(path).name
+        self._folder = None
         try:
-            self._slide = openslide.OpenSlide(str(path))
+            self._slide = openslide.OpenSlide(str(self._alone(path)))
         except (openslide.OpenSlideError, OSError) as exc:
+            self.close()
             raise InputError(f"cannot read the slide '{self.name}': {one_line(exc) or type(exc).__name__}") from None
         self.vendor = self._slide.properties.get(openslide.PROPERTY_NAME_VENDOR)
         self.levels = [(h, w, d) for (w, h), d in zip(self._slide.level_dimensions, self._slide.level_downsamples)]
@@ -87,6 +100,17 @@ class OpenSlideReader(Reader):
         power = self._slide.properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
         self.objective_power = _number(power)
         self.pixel_size = self._pixel_size(openslide)
+
+    def _alone(self, path) -> Path:
+        """``path``, or for a DICOM file a link to it alone in a new folder: OpenSlide reads a
+        DICOM-WSI from every file of the folder, which in Galaxy holds other users' datasets."""
+        with open(path, "rb") as fh:
+            if fh.read(132)[128:] != b"DICM":
+                return Path(path)
+        self._folder = tempfile.TemporaryDirectory(prefix="dlhisto-dicom-")
+        link = Path(self._folder.name) / "slide.dcm"
+        link.symlink_to(Path(path).resolve())
+        return link
 
     def _pixel_size(self, openslide) -> tuple[float, float] | None:
         sizes = [_number(self._slide.properties.get(key)) for key in
@@ -130,6 +154,9 @@ class OpenSlideReader(Reader):
         if getattr(self, "_slide", None) is not None:
             self._slide.close()
             self._slide = None
+        if getattr(self, "_folder", None) is not None:
+            self._folder.cleanup()
+            self._folder = None
 
 
 class ResampledReader(Reader):

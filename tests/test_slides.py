@@ -55,6 +55,62 @@ def test_a_leica_scn_is_read_with_its_region_on_the_glass_and_its_levels(test_sl
         assert slide.level == 1 and slide.shape == (528, 544, 3)
 
 
+def psnr(image: np.ndarray, reference: np.ndarray) -> float:
+    return 10 * np.log10(255 ** 2 / np.mean((image.astype(float) - reference) ** 2))
+
+
+VENDOR_SLIDES = {  # fixture: (OpenSlide's vendor, pyramid downsamples, objective power)
+    "ndpi": ("hamamatsu", [1, 2, 4, 8, 16, 32, 64, 128], 20),  # JPEG levels 1, 4, 16 and libjpeg's 1/2, 1/4, 1/8 scalings
+    "philips": ("philips", [1, 4, 16], None),  # Philips records no objective power OpenSlide reads
+    "ventana": ("ventana", [1, 4, 16], 20),
+}
+
+
+@pytest.mark.parametrize("kind", VENDOR_SLIDES)
+def test_each_scanner_format_is_read_with_its_levels_pixel_size_and_pixels(test_slides, kind):
+    """The NDPI, Philips TIFF and Ventana BIF fixtures hold the SVS's top-left 2048 x 2048 pixels
+    as JPEG (quality 90): each is read as its vendor, at 0.499 µm, with its levels, and its
+    pixels are the SVS's within JPEG's error; at 2 µm the 4x level is read as it is."""
+    vendor, downsamples, power = VENDOR_SLIDES[kind]
+    base = tifffile.imread(test_slides["slide"])[:2048, :2048]
+    with open_slide(test_slides[kind]) as slide:
+        assert slide.vendor == vendor and slide.shape == (2048, 2048, 3) and slide.pixel_size == (0.499, 0.499)
+        assert [d for _, _, d in slide.levels] == downsamples and slide.objective_power == power
+        assert psnr(slide.read_region(0, 0, 2048, 2048), base) > 32  # JPEG at quality 90 of the SVS's JPEG
+    with open_slide(test_slides[kind], pixel_size=1.996) as slide:
+        assert isinstance(slide, OpenSlideReader) and slide.level == downsamples.index(4)
+        assert slide.shape == (512, 512, 3) and slide.pixel_size == (1.996, 1.996)
+
+
+def test_an_ndpi_is_laid_out_as_nanozoomer_writes_it(test_slides):
+    """tifffile, which reads NDPI independently of OpenSlide (64-bit offsets, JPEG restart
+    markers), reads the same levels, macro image and pixels."""
+    with tifffile.TiffFile(test_slides["ndpi"]) as tif:
+        assert tif.is_ndpi and [page.shape[:2] for page in tif.pages] == [(2048, 2048), (512, 512), (128, 128),
+                                                                          (160, 480)]
+        assert [page.tags[65421].value for page in tif.pages] == [20, 20, 20, -1]  # source lens; -1: macro
+        decoded = tif.pages[0].asarray().astype(int)
+    with open_slide(test_slides["ndpi"]) as slide:
+        error = np.abs(slide.read_region(0, 0, 2048, 2048).astype(int) - decoded)
+    assert error.mean() < 1  # two JPEG decoders (upsampling of the chroma differs)
+
+
+def test_a_dicom_file_is_read_alone_not_with_the_files_beside_it(test_slides):
+    """A DICOM-WSI is a series of files, one per level; Galaxy stores each file alone, among other
+    users' datasets. dlhisto reads the one file given: its level, pixel spacing and objective
+    power, never the files of its folder (OpenSlide would read every one of them)."""
+    folder = test_slides["dicom"]
+    base = tifffile.imread(test_slides["slide"])[:2048, :2048]
+    with open_slide(folder / "level_0.dcm") as slide:
+        assert slide.vendor == "dicom" and slide.levels == [(2048, 2048, 1.0)]  # level_1/2.dcm beside it: not read
+        assert slide.pixel_size == (0.499, 0.499) and slide.objective_power == 20
+        assert psnr(slide.read_region(0, 0, 2048, 2048), base) > 32
+    with open_slide(folder / "level_1.dcm", pixel_size=1.996) as slide:  # the 4x level, at its own pixel size
+        assert isinstance(slide, OpenSlideReader) and slide.shape == (512, 512, 3)
+    import openslide
+    assert openslide.OpenSlide(str(folder / "level_0.dcm")).level_count == 3  # what OpenSlide alone does
+
+
 @pytest.mark.parametrize("pixel_size", [1.0, 2.5, 0.3])
 def test_resampled_regions_join_without_seams(test_slides, pixel_size):
     with open_slide(test_slides["pyramid"], pixel_size=pixel_size) as slide:
@@ -89,6 +145,15 @@ def test_bad_slides_are_refused_in_one_line(test_slides, tmp_path, test_data):
     with pytest.raises(InputError, match="damaged.svs"):
         with open_slide(damaged) as slide:
             slide.read_region(0, 0, 2048, 2048)
+    for kind, name in (("ndpi", "damaged.ndpi"), ("philips", "damaged.tiff"), ("ventana", "damaged.bif")):
+        (tmp_path / name).write_bytes(test_slides[kind].read_bytes()[:300_000])
+        with pytest.raises(InputError, match=name):
+            with open_slide(tmp_path / name) as slide:
+                slide.read_region(0, 0, 2048, 2048)
+    (tmp_path / "damaged.dcm").write_bytes((test_slides["dicom"] / "level_0.dcm").read_bytes()[:300_000])
+    with pytest.raises(InputError, match="cannot read the slide 'damaged.dcm': libdicom IO error"):
+        with open_slide(tmp_path / "damaged.dcm") as slide:
+            slide.read_region(0, 0, 2048, 2048)
     with pytest.raises(InputError, match="has 3 resolution levels; level 5 does not exist"):
         OpenSlideReader(test_slides["pyramid"], level=5)
     with pytest.raises(InputError, match="'he.jpg' records no pixel size"):
@@ -96,19 +161,22 @@ def test_bad_slides_are_refused_in_one_line(test_slides, tmp_path, test_data):
 
 
 
-def test_slide_formats_made_of_several_files_are_refused_before_opening(tmp_path, monkeypatch):
+def test_slide_formats_made_of_several_files_are_refused_before_opening(tmp_path, monkeypatch, test_data):
     """An MRXS or VMS index names other files, which could be any file the job can read; such
     formats are refused as soon as OpenSlide recognises them (here told to, as building a whole
-    3DHistech folder is beyond a test), and an index that is no TIFF never reaches OpenSlide."""
+    3DHistech folder is beyond a test). An MRXS index alone, as Galaxy stores it (its `mrxs`
+    datatype is the index file), is refused before OpenSlide sees it, saying what to do."""
     import openslide
 
-    index = tmp_path / "slide.mrxs"
-    index.write_text("[GENERAL]\nSLIDE_VERSION=01.02\n[DATAFILE]\nFILE_0=/etc/passwd\n")
-    with pytest.raises(InputError, match="'slide.mrxs' is not a TIFF, PNG or JPEG image"):
+    index = test_data / "mrxs_index_only.mrxs"
+    with pytest.raises(InputError, match="'mrxs_index_only.mrxs' is the index of a 3DHistech MRXS slide, without the "
+                                         "folder of image data it names .* export the slide as OME-TIFF or DICOM"):
         open_slide(index)
     monkeypatch.setattr(openslide.OpenSlide, "detect_format", classmethod(lambda cls, path: "mirax"))
-    with pytest.raises(InputError, match="'slide.mrxs' is a slide format made of several files \\(mirax\\)"):
-        open_slide(index)
+    renamed = tmp_path / "slide.tif"
+    renamed.write_bytes(b"II*\0" + bytes(100))
+    with pytest.raises(InputError, match="'slide.tif' is a slide format made of several files \\(mirax\\)"):
+        open_slide(renamed)
 
 
 def test_predict_and_classify_work_at_the_pixel_size_asked(test_slides, tmp_path, test_data):
