@@ -218,18 +218,21 @@ def _dataset_target_range(pairs: Sequence[tuple]) -> tuple[np.ndarray, np.ndarra
 
 def sample_tiles(images: Sequence[tuple], path: str | os.PathLike, patch_size: int = 128,
                  patches_per_image: int = 16, seed: int = 0) -> PatchSet:
-    """Random crops of whole-tile images with one class each, (image path, class index, name),
-    into an HDF5 file: ``images`` (N, C, P, P) float32 and ``targets`` (N,) uint8. Each image is
-    normalised on its own over all channels together, as ``dl_classify`` does; images smaller
-    than a patch are mirrored."""
+    """Random crops of tiles with one class each, (image path, class index, name[, region]),
+    into an HDF5 file: ``images`` (N, C, P, P) float32 and ``targets`` (N,) uint8. A tile is the
+    whole image, or its ``region`` (y, x, height, width). Each tile is normalised on its own over
+    all channels together, as ``dl_classify`` does; tiles smaller than a patch are mirrored."""
     check_sampling(patch_size, patches_per_image, seed)
     if patch_size < 32 or patch_size % 32:
         raise InputError(f"the patch size must be a multiple of 32, at least 32, got {patch_size}")
     rng = np.random.default_rng(seed)
-    n_total, n_channels = len(images) * patches_per_image, None
+    n_total, n_channels, loaded = len(images) * patches_per_image, None, (None, None)
     with h5py.File(path, "w") as h5:
-        for i, (image_path, class_index, name) in enumerate(images):
-            normalized = _pad_to(normalize_for_network(read_image(image_path, name).data, joint=True), patch_size)
+        for i, (image_path, class_index, name, *region) in enumerate(images):
+            if loaded[0] != image_path:  # tables list an image's tiles together: each image read once
+                loaded = (image_path, read_image(image_path, name).data)
+            tile = _region(loaded[1], region[0] if region else None, name)
+            normalized = _pad_to(normalize_for_network(tile, joint=True), patch_size)
             if n_channels is None:
                 n_channels = normalized.shape[0]
                 images_ds = h5.create_dataset("images", (n_total, n_channels, patch_size, patch_size), np.float32,
@@ -243,10 +246,21 @@ def sample_tiles(images: Sequence[tuple], path: str | os.PathLike, patch_size: i
                 x = int(rng.integers(0, normalized.shape[2] - patch_size + 1))
                 images_ds[i * patches_per_image + j] = normalized[:, y:y + patch_size, x:x + patch_size]
                 targets_ds[i * patches_per_image + j] = class_index
-        out_channels = int(max(c for _, c, _ in images)) + 1
+        out_channels = int(max(item[1] for item in images)) + 1
         h5.attrs.update(task="classification", out_channels=out_channels, patch_size=patch_size, seed=seed,
                         normalization=NORMALIZATION)
     return PatchSet(Path(path), n_total, n_channels, out_channels, patch_size)
+
+
+def _region(image: np.ndarray, box: tuple[int, int, int, int] | None, name: str) -> np.ndarray:
+    """The (y, x, height, width) ``box`` of an image, which must lie inside it; None: all of it."""
+    if box is None:
+        return image
+    y, x, height, width = box
+    if y + height > image.shape[0] or x + width > image.shape[1]:
+        raise InputError(f"the tile at x={x}, y={y} ({width} x {height}) lies outside '{name}' "
+                         f"({image.shape[1]} x {image.shape[0]})")
+    return image[y:y + height, x:x + width]
 
 
 def _pad_to(array: np.ndarray, size: int) -> np.ndarray:

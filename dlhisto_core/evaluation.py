@@ -76,8 +76,9 @@ class Evaluation:
             return (f"{len(self.rows) - 1} image(s): PSNR {pooled['psnr']:.2f} dB, SSIM {pooled['ssim']:.3f}, "
                     f"NRMSE {pooled['nrmse']:.4f}")
         if self.mode == "classification":
+            unscored = f" ({pooled['unscored']} tiles without a true class not scored)" if pooled["unscored"] else ""
             return (f"{pooled['tiles']} images or tiles: accuracy {pooled['accuracy']:.3f}, balanced accuracy "
-                    f"{pooled['balanced_accuracy']:.3f}")
+                    f"{pooled['balanced_accuracy']:.3f}{unscored}")
         mean_iou = np.mean([r["iou"] for r in self.rows if r["image"] == ALL_IMAGES and r["iou"] is not None])
         return f"{len(self.loaded)} image(s), {len(self.class_names)} classes: mean IoU {mean_iou:.3f}"
 
@@ -208,17 +209,23 @@ def evaluate_tile_classes(predictions: Sequence[tuple[str, str]], truth: tuple[s
                           class_names: Sequence[str] | None = None) -> tuple[list[dict], np.ndarray, list[str]]:
     """Classes predicted by ``classify`` (tables, with their names) against a table of true
     classes: rows per class (tiles, precision, recall, F1) and one 'all' row (accuracy,
-    balanced accuracy, macro F1); the confusion matrix and the class names."""
+    balanced accuracy, macro F1, and ``unscored``: the tiles the truth gives no class); the
+    confusion matrix and the class names. A truth per image must name every image; a truth
+    per tile (a slide annotated in places) scores the tiles it names."""
     expected = read_true_classes(*truth)
-    pairs = []
+    pairs, unscored = [], 0
     for path, name in predictions:
         for row in read_table(path, name, ("image", "class")):
             key = _tile_key(row, expected.keyed_by_tile)
-            if key not in expected.classes:
+            if key in expected.classes:
+                pairs.append((expected.classes[key], row["class"]))
+            elif expected.keyed_by_tile:
+                unscored += 1
+            else:
                 raise InputError(f"no true class for {_describe(key)} of '{name}' in '{truth[1]}'")
-            pairs.append((expected.classes[key], row["class"]))
     if not pairs:
-        raise InputError("the prediction tables hold no classified image or tile")
+        raise InputError(f"no tile of the prediction tables has a true class in '{truth[1]}'" if unscored
+                         else "the prediction tables hold no classified image or tile")
     names = list(class_names or sorted({c for pair in pairs for c in pair}))
     unknown = sorted({c for pair in pairs for c in pair} - set(names))
     if unknown:
@@ -232,7 +239,7 @@ def evaluate_tile_classes(predictions: Sequence[tuple[str, str]], truth: tuple[s
     f1 = [f for f in overall["f1"] if f is not None]
     rows.append({"class": ALL_IMAGES, "tiles": int(confusion.sum()), "predicted": int(confusion.sum()),
                  "f1": float(np.mean(f1)) if f1 else None, "accuracy": overall["accuracy"],
-                 "balanced_accuracy": overall["balanced_accuracy"]})
+                 "balanced_accuracy": overall["balanced_accuracy"], "unscored": unscored})
     return rows, confusion, names
 
 

@@ -37,6 +37,35 @@ def read_tile_classes(path: str | os.PathLike, name: str | None = None) -> dict[
     return classes
 
 
+REGION_COLUMNS = ("image", "x", "y", "width", "height", "class")
+"""A table of classed regions (tiles) of images: the columns ``classify`` writes first."""
+
+
+def read_class_regions(path: str | os.PathLike, name: str | None = None
+                       ) -> list[tuple[str, str, tuple[int, int, int, int] | None]]:
+    """The classes of a training table as (image name, class, region): a table with a header
+    line holding x and y gives regions (y, x, height, width) of its images, one class each (as
+    ``classify`` writes them, or tiles annotated on a slide); otherwise it is a table of image
+    name -> class (:func:`read_tile_classes`) and the region is the whole image (None)."""
+    name = name or Path(path).name
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+    if not {"x", "y"} <= set(header):
+        return [(image, cls, None) for image, cls in read_tile_classes(path, name).items()]
+    regions = []
+    for number, row in enumerate(read_table(path, name, REGION_COLUMNS), 2):
+        try:
+            box = tuple(int(row[c]) for c in ("y", "x", "height", "width"))
+        except (TypeError, ValueError):
+            raise InputError(f"line {number} of '{name}' needs whole numbers in x, y, width and height") from None
+        if box[0] < 0 or box[1] < 0 or box[2] < 1 or box[3] < 1 or not row["image"] or not row["class"]:
+            raise InputError(f"line {number} of '{name}' needs an image, a class and a region inside the image")
+        regions.append((row["image"], row["class"], box))
+    if not regions:
+        raise InputError(f"'{name}' lists no region with a class")
+    return regions
+
+
 def read_table(path: str | os.PathLike, name: str, required: Sequence[str]) -> list[dict]:
     """Rows of a table with a header line holding at least the ``required`` columns."""
     try:

@@ -41,7 +41,7 @@ from .inputs import Named, named
 from .stain import StainReference
 from .model_spec import ModelSpec
 from .outputs import outputs_together
-from .tables import read_tile_classes
+from .tables import read_class_regions
 
 __all__ = ["DataOptions", "TransferOptions", "TrainOptions", "TrainedModel", "train", "transfer", "fine_tune"]
 
@@ -117,7 +117,8 @@ def train(images: Sequence[Named | str], labels: Sequence[Named | str] | None = 
     targets : list, optional
         Regression: one target image per image (e.g. the clean image of a noisy one).
     tile_classes : path or (path, name), optional
-        Classification: a table of image name and class.
+        Classification: a table of image name and class, or of classed tiles of the images
+        (image, x, y, width, height, class), as :func:`tables.read_class_regions` reads it.
     class_names : list of str, optional
         Names of the classes 0..K-1 (or of a regression's output channels).
     validation : (images, labels or targets), optional
@@ -272,17 +273,20 @@ def _patches(images: list[Named], labels, targets, tile_classes, class_names, da
     if data.task == "classification":
         if not tile_classes:
             raise InputError("tile classification needs a table of image name and class (tile classes)")
-        table = read_tile_classes(*named([tile_classes])[0])
-        missing = [name for _, name in images if name not in table]
+        regions = read_class_regions(*named([tile_classes])[0])
+        given = {name for _, name in images}
+        missing = [name for _, name in images if name not in {image for image, _, _ in regions}]
         if missing:
             raise InputError(f"no class for image '{missing[0]}' in the table"
                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-        class_names = class_names or sorted(set(table[name] for _, name in images))
-        unknown = sorted(set(table[name] for _, name in images) - set(class_names))
+        used = [(image, cls, box) for image, cls, box in regions if image in given]
+        class_names = class_names or sorted({cls for _, cls, _ in used})
+        unknown = sorted({cls for _, cls, _ in used} - set(class_names))
         if unknown:
             raise InputError(f"class '{unknown[0]}' of the table is not among the class names {', '.join(class_names)}")
-        pairs = [(path, class_names.index(table[name]), name) for path, name in images]
-        patches = dl_data.sample_tiles(pairs, work / "patches.h5", data.patch_size, data.patches_per_image,
+        paths = {name: path for path, name in images}
+        tiles = [(paths[image], class_names.index(cls), image, box) for image, cls, box in used]
+        patches = dl_data.sample_tiles(tiles, work / "patches.h5", data.patch_size, data.patches_per_image,
                                        options.seed)
         patches.out_channels = len(class_names)
         return patches, class_names

@@ -6,7 +6,7 @@ from dlhisto_core.cli import main
 from dlhisto_core.dl_classify import classify_tiles
 from dlhisto_core.dl_options import ClassifyOptions
 from dlhisto_core.dl_data import PatchDataset, sample_tiles
-from dlhisto_core.tables import read_tile_classes
+from dlhisto_core.tables import read_class_regions, read_tile_classes
 from dlhisto_core.errors import InputError
 from dlhisto_core.model_package import load_package
 
@@ -36,6 +36,42 @@ def test_tiles_become_patches_with_one_class_each(test_data, tmp_path):
     assert dataset.targets.tolist() == [0, 0, 0, 1, 1, 1]
     image, target = dataset[4]
     assert tuple(image.shape) == (3, 32, 32) and target.item() == 1
+
+
+def test_a_table_of_classed_tiles_trains_on_those_tiles_only(test_data, tmp_path):
+    """Tiles annotated on a larger image (the columns classify writes): each patch is cut from its
+    tile, normalised on its own, as classify normalises each tile."""
+    import numpy as np
+
+    from dlhisto_core.dl_data import normalize_for_network
+    from dlhisto_core.image_io import read_image
+
+    table = tmp_path / "tiles.tsv"
+    table.write_text("image\tx\ty\twidth\theight\tclass\nhe.jpg\t0\t0\t64\t64\ttumour\n"
+                     "he.jpg\t128\t64\t64\t64\tstroma\nplain.png\t0\t0\t1\t1\tstroma\n")
+    regions = read_class_regions(table)
+    assert regions == [("he.jpg", "tumour", (0, 0, 64, 64)), ("he.jpg", "stroma", (64, 128, 64, 64)),
+                       ("plain.png", "stroma", (0, 0, 1, 1))]
+    he = test_data / "he.jpg"
+    patches = sample_tiles([(he, 1, "he.jpg", regions[0][2]), (he, 0, "he.jpg", regions[1][2])],
+                           tmp_path / "tiles.h5", patch_size=64, patches_per_image=2)
+    dataset = PatchDataset(patches.path, range(4))
+    expected = normalize_for_network(read_image(he).data[64:128, 128:192], joint=True)
+    assert dataset.targets.tolist() == [1, 1, 0, 0]
+    assert np.allclose(dataset[2][0].numpy(), expected)
+    with pytest.raises(InputError, match="the tile at x=128, y=64 \\(64 x 64\\) lies outside 'small.png' \\(100 x 100\\)"):
+        sample_tiles([(_small_image(tmp_path), 0, "small.png", (64, 128, 64, 64))], tmp_path / "bad.h5",
+                     patch_size=64, patches_per_image=1)
+    table.write_text("image\tx\ty\twidth\theight\tclass\nhe.jpg\tten\t0\t64\t64\ttumour\n")
+    with pytest.raises(InputError, match="line 2 of 'tiles.tsv' needs whole numbers in x, y, width and height"):
+        read_class_regions(table)
+
+
+def _small_image(folder):
+    from PIL import Image
+    path = folder / "small.png"
+    Image.new("RGB", (100, 100), "white").save(path)
+    return path
 
 
 def test_the_stain_classifier_recognises_tiles_it_never_saw(stain_classifier, test_data):

@@ -139,3 +139,24 @@ def test_classification_evaluation_of_classify_tables(test_data, tmp_path, capsy
                  "--table", str(tmp_path / "bad.tsv")]) == 2
     assert "no true class for image 'b.png'" in capsys.readouterr().err
     assert not (tmp_path / "bad.tsv").exists()
+
+
+def test_a_truth_per_tile_scores_the_tiles_it_lists(tmp_path, capsys):
+    """A slide annotated in places: the tiles of the classify table that the truth does not list
+    are counted, not scored; a truth that lists none of them is refused."""
+    predictions = tmp_path / "classify.tsv"
+    predictions.write_text("image\tx\ty\twidth\theight\tclass\tp_stroma\tp_tumour\n"
+                           "s.svs\t0\t0\t128\t128\ttumour\t0.1\t0.9\ns.svs\t128\t0\t128\t128\tstroma\t0.8\t0.2\n"
+                           "s.svs\t0\t128\t128\t128\ttumour\t0.4\t0.6\n")
+    truth = tmp_path / "truth.tsv"
+    truth.write_text("image\tx\ty\tclass\ns.svs\t0\t0\ttumour\ns.svs\t0\t128\tstroma\n")
+    table = tmp_path / "scores.tsv"
+    assert main(["evaluate", "--mode", "classification", "--prediction", str(predictions), "--truth", str(truth),
+                 "--table", str(table)]) == 0
+    assert ("2 images or tiles: accuracy 0.500, balanced accuracy 0.500 (1 tiles without a true class not scored)"
+            in capsys.readouterr().out)
+    truth.write_text("image\tx\ty\tclass\nother.svs\t0\t0\ttumour\n")
+    assert main(["evaluate", "--mode", "classification", "--prediction", str(predictions), "--truth", str(truth),
+                 "--table", str(tmp_path / "none.tsv")]) == 2
+    assert "no tile of the prediction tables has a true class in 'truth.tsv'" in capsys.readouterr().err
+    assert not (tmp_path / "none.tsv").exists()
