@@ -53,7 +53,8 @@ def run_mode(mode: str, image_path: Path, classifier_path: Path, tile_size: int,
     elif mode == "features_whole":
         compute_features(read_image(image_path).data, settings)
     elif mode == "predict_tiled":
-        pixel_classifier.classify_pixels(classifier, image_path, out_dir / "p.tif", out_dir / "c.tif", tile_size)
+        pixel_classifier.classify_pixels(classifier, image_path, out_dir / "p.tif", out_dir / "c.tif",
+                                         pixel_classifier.ClassifyPixelsOptions(tile_size))
     elif mode == "predict_whole":
         features = compute_features(read_image(image_path).data, settings)
         probabilities = classifier.forest.predict_proba(features.reshape(-1, features.shape[-1]))

@@ -29,6 +29,7 @@ from .measure import write_objects
 from .options import options_from
 from .outputs import Cancelled, cancel_on_signals, check_outputs, outputs_together
 from .preprocessing import PreprocessOptions, check_stain_reference, preprocess
+from .slides import downsample_to_slide
 from .tables import write_row, write_table
 
 
@@ -117,15 +118,17 @@ def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
         classifier.check_class(args.objects_class)  # before the work
     with outputs_together(args.probabilities, args.classes, *objects, args.geojson) \
             as (probabilities, classes, *objects, geojson):
-        pixel_classifier.classify_pixels(classifier, args.input, probabilities, classes, args.tile_size,
-                                         args.image_name)
+        options = options_from(args, pixel_classifier.ClassifyPixelsOptions)
+        pixel_classifier.classify_pixels(classifier, args.input, probabilities, classes, options, args.image_name)
         if args.objects_class is not None:
             summary = pixel_classifier.objects_of_class(
                 classifier, classes, probabilities, args.objects_class, *objects, args.min_area,
                 args.min_distance if args.split_touching else None, _name(args.input, args.image_name), args.tile_size)
         if geojson:
+            working = pixel_classifier.working_pixel_size(classifier, args.input, options, args.image_name)
             export = options_from(args, ExportOptions, class_name=summary["object_class"],
-                                  class_index=args.objects_class - 1)
+                                  class_index=args.objects_class - 1,
+                                  downsample=downsample_to_slide(args.input, args.image_name, working))
             labels_to_geojson(objects[0], geojson, export)
 
 

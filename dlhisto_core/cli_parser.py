@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(predict, "--classes", required=True, help="output: class of each pixel, 1..K (OME-TIFF)")
     add_option(predict, ClassifyPixelsOptions(), "tile_size", help="tile size in pixels, a multiple of 16 "
                "(default %(default)s)")
+    add_option(predict, ClassifyPixelsOptions(), "pixel_size", metavar="UM",
+               help="classify at this pixel size in µm (default: the one the classifier was trained at, when it and "
+               "the image record one); the outputs have this pixel size")
     predict.add_argument("--objects-class", type=int, metavar="K",
                          help="also label the objects of class K and measure them")
     add_output(predict, "--objects", help="output label image of the objects")

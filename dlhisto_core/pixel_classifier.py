@@ -2,7 +2,7 @@
 sparse annotations (label images where 0 = not annotated and 1..K = classes).
 
 A trained classifier is saved as a zip holding ``classifier.json`` (feature settings, class
-names, channels, training figures) and ``forest.skops``: scikit-learn's forest in the skops
+names, channels, the training images' pixel size, training figures) and ``forest.skops``: scikit-learn's forest in the skops
 format, loaded with an explicit list of trusted types, so that opening a classifier from
 someone else never runs pickled code.
 """
@@ -24,6 +24,7 @@ from .errors import InputError, one_line
 from .features import FeatureSettings, features_of_tile
 from .image_io import TiledImageReader, image_reader, write_tiled_image
 from .options import MAX_SEED, MAX_TREES, bounded, check_bounds
+from .slides import SAME_PIXEL_SIZE
 from .outputs import atomic_output
 from .tiling import MAX_TILE_SIZE, Tile, check_tile_size, map_in_order, tile_grid
 
@@ -58,6 +59,9 @@ class ClassifyPixelsOptions:
 
     tile_size: int = bounded(512, 64, MAX_TILE_SIZE)
     """Tile size in pixels, a multiple of 16."""
+    pixel_size: float | None = None
+    """Work at this pixel size (µm). None: at the classifier's training pixel size when both it
+    and the image record one (the filters' scales are in pixels), else at the image's own."""
 
     def __post_init__(self):
         check_bounds(self)
@@ -72,6 +76,8 @@ class PixelClassifier:
     n_channels: int
     training: dict = field(default_factory=dict)
     """Figures from training: annotated pixels and out-of-bag accuracy, per class and overall."""
+    pixel_size: float | None = None
+    """The training images' pixel size (µm), None when they record none or differ."""
 
     @property
     def n_classes(self) -> int:
@@ -175,7 +181,18 @@ def train(pairs: Sequence[tuple], settings: FeatureSettings | None = None, class
             row.update(stats)
         training.update(overall)
     training["classes"] = rows
-    return PixelClassifier(forest, settings, names, n_channels, training)
+    return PixelClassifier(forest, settings, names, n_channels, training, _common_pixel_size(pairs))
+
+
+def _common_pixel_size(pairs: Sequence[tuple]) -> float | None:
+    """The pixel size the training images share (within 1 %), or None."""
+    sizes = []
+    for image_path, _, *names in pairs:
+        with image_reader(image_path, name=names[0] if names else None) as reader:
+            sizes.append(reader.pixel_size[1] if reader.pixel_size else None)
+    if None in sizes or max(sizes) > min(sizes) * (1 + SAME_PIXEL_SIZE):
+        return None
+    return sizes[0]
 
 
 def _annotated_pixels_of(pairs: Sequence[tuple], settings: FeatureSettings, tile_size: int
@@ -226,12 +243,15 @@ def predict_tiles(classifier: PixelClassifier, reader: TiledImageReader,
 
 
 def classify_pixels(classifier: PixelClassifier, image_path, probabilities_path, classes_path,
-                    tile_size: int = ClassifyPixelsOptions.tile_size, name: str | None = None) -> tuple[float, float] | None:
+                    options: ClassifyPixelsOptions | None = None, name: str | None = None
+                    ) -> tuple[float, float] | None:
     """Write per-class probabilities (float32, YXS) and the class map (uint8, 1..K) of an image
-    (a file, a reader or an array) as tiled OME-TIFFs, one tile at a time. Returns the image's
-    pixel size."""
-    check_tile_size(tile_size)
-    with image_reader(image_path, name=name) as reader:
+    (a file, a reader or an array) as tiled OME-TIFFs, one tile at a time, at the pixel size
+    ``options`` asks for or the classifier was trained at. Returns the outputs' pixel size."""
+    options = options or ClassifyPixelsOptions()
+    tile_size = options.tile_size
+    with image_reader(image_path, name=name,
+                      pixel_size=working_pixel_size(classifier, image_path, options, name)) as reader:
         pixel_size = reader.pixel_size
         shape = reader.shape[:2] + (classifier.n_classes,)
         tiles = (probabilities for _, probabilities in predict_tiles(classifier, reader, tile_size))
@@ -241,6 +261,16 @@ def classify_pixels(classifier: PixelClassifier, image_path, probabilities_path,
                        for t in tile_grid(*shape[:2], tile_size))
         write_tiled_image(classes_path, class_tiles, shape[:2], np.uint8, tile_size, pixel_size)
     return pixel_size
+
+
+def working_pixel_size(classifier: PixelClassifier, image, options: ClassifyPixelsOptions,
+                       name: str | None = None) -> float | None:
+    """The pixel size (µm) ``classify_pixels`` works at: the one asked for, else the classifier's
+    when the image records one too, else None (the image's own)."""
+    if options.pixel_size is not None or classifier.pixel_size is None:
+        return options.pixel_size
+    with image_reader(image, name=name) as reader:
+        return classifier.pixel_size if reader.pixel_size is not None else None
 
 
 def objects_of_class(classifier: PixelClassifier, classes_path, probabilities_path, object_class: int,
@@ -282,7 +312,7 @@ def save(classifier: PixelClassifier, path: str | os.PathLike) -> None:
         "format": FORMAT, "format_version": FORMAT_VERSION, "dlhisto_version": __version__,
         "features": classifier.settings.to_dict(), "class_names": classifier.class_names,
         "n_channels": classifier.n_channels, "feature_names": classifier.settings.names(classifier.n_channels),
-        "training": classifier.training,
+        "pixel_size": classifier.pixel_size, "training": classifier.training,
     }
     with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("classifier.json", json.dumps(metadata, indent=2))
@@ -333,7 +363,8 @@ def load(path: str | os.PathLike, name: str | None = None) -> PixelClassifier:
     if getattr(forest, "n_features_in_", None) != n_features or not np.isin(forest.classes_, known_classes).all():
         raise InputError(f"'{name}': its forest does not fit classifier.json ({n_features} features, "
                          f"classes 1 to {len(checked.class_names)})")
-    return PixelClassifier(forest, settings, list(checked.class_names), checked.n_channels, checked.training)
+    return PixelClassifier(forest, settings, list(checked.class_names), checked.n_channels, checked.training,
+                           checked.pixel_size)
 
 
 def _size(shape) -> str:

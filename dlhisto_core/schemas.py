@@ -120,6 +120,8 @@ class ClassifierMetadata(_Checked):
     features: _FeatureSettings
     class_names: list[Name] = Field(min_length=2, max_length=255)
     n_channels: int = Field(ge=1, le=MAX_IN_CHANNELS)
+    pixel_size: float | None = Field(default=None, gt=0, le=1e4)
+    """µm; absent in classifiers made before it was recorded."""
     training: dict[str, Any] = Field(default_factory=dict)
 
 

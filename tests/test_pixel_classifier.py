@@ -33,16 +33,49 @@ def test_scribbles_classify_the_held_out_annotated_pixels(trained, test_data, tm
     nucleus = training["classes"][0]
     assert nucleus["class"] == "nucleus" and nucleus["validation_accuracy"] > 0.9  # measured 0.9155
     # the same figure, recomputed independently from the written class map
-    pixel_classifier.classify_pixels(trained, test_data / "nuclei.tif", tmp_path / "p.tif", tmp_path / "c.tif", 256)
+    pixel_classifier.classify_pixels(trained, test_data / "nuclei.tif", tmp_path / "p.tif", tmp_path / "c.tif",
+                                     pixel_classifier.ClassifyPixelsOptions(256))
     classes = tifffile.imread(tmp_path / "c.tif")
     heldout = read_labels(test_data / "nuclei_heldout.tif").data
     annotated = heldout > 0
     assert (classes[annotated] == heldout[annotated]).mean() == pytest.approx(training["validation_accuracy"])
 
 
+def test_a_classifier_records_its_pixel_size_and_works_at_it(test_data, tmp_path):
+    """Trained on nuclei.tif recorded at 0.5 µm, a classifier works at 0.5 µm on the same section
+    scanned at 0.25 µm (twice the pixels): its filters, sized in pixels, see nuclei at the size
+    they learned; asked for 0.25 µm, it works at that."""
+    from dlhisto_core.image_io import TiledImageReader, read_image, write_image
+
+    nuclei = read_image(test_data / "nuclei.tif").data
+    write_image(tmp_path / "half_micron.ome.tif", nuclei, (0.5, 0.5))
+    write_image(tmp_path / "quarter_micron.ome.tif", np.repeat(np.repeat(nuclei, 2, 0), 2, 1), (0.25, 0.25))
+    classifier = pixel_classifier.train([(tmp_path / "half_micron.ome.tif", test_data / "nuclei_scribbles.tif")],
+                                        FeatureSettings(), ["nucleus", "background"],
+                                        forest=pixel_classifier.ForestOptions(trees=20))
+    pixel_classifier.save(classifier, tmp_path / "c.zip")
+    classifier = pixel_classifier.load(tmp_path / "c.zip")
+    assert classifier.pixel_size == 0.5
+    outputs = {}
+    for image, options in (("half_micron", None), ("quarter_micron", None),
+                           ("quarter_micron", pixel_classifier.ClassifyPixelsOptions(pixel_size=0.25))):
+        out = (tmp_path / f"{image}_p.tif", tmp_path / f"{image}_{len(outputs)}_c.tif")
+        pixel_classifier.classify_pixels(classifier, tmp_path / f"{image}.ome.tif", *out, options)
+        with TiledImageReader(out[1]) as classes:
+            outputs[len(outputs)] = (classes.pixel_size, classes.read_region(0, 0, *classes.shape[:2]))
+    (size_a, direct), (size_b, resampled), (size_c, at_quarter) = outputs.values()
+    assert size_a == size_b == (0.5, 0.5) and direct.shape == resampled.shape == (512, 512)
+    assert (direct == resampled).mean() > 0.97
+    assert size_c == (0.25, 0.25) and at_quarter.shape == (1024, 1024)
+    untrained = pixel_classifier.load(test_data / "nuclei_classifier.zip")  # made before pixel sizes were recorded
+    assert untrained.pixel_size is None
+
+
 def test_prediction_does_not_depend_on_the_tile_size(trained, test_data, tmp_path):
-    pixel_classifier.classify_pixels(trained, test_data / "nuclei.tif", tmp_path / "p1.tif", tmp_path / "c1.tif", 128)
-    pixel_classifier.classify_pixels(trained, test_data / "nuclei.tif", tmp_path / "p2.tif", tmp_path / "c2.tif", 512)
+    pixel_classifier.classify_pixels(trained, test_data / "nuclei.tif", tmp_path / "p1.tif", tmp_path / "c1.tif",
+                                     pixel_classifier.ClassifyPixelsOptions(128))
+    pixel_classifier.classify_pixels(trained, test_data / "nuclei.tif", tmp_path / "p2.tif", tmp_path / "c2.tif",
+                                     pixel_classifier.ClassifyPixelsOptions(512))
     p1, p2 = tifffile.imread(tmp_path / "p1.tif"), tifffile.imread(tmp_path / "p2.tif")
     assert p1.shape == (512, 512, 2)
     np.testing.assert_allclose(p1.sum(axis=-1), 1, atol=1e-5)

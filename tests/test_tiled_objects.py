@@ -79,7 +79,8 @@ def test_pixel_classifier_objects_do_not_depend_on_the_tile_size(test_data, tmp_
     for tile_size in (128, 512):
         out = tmp_path / str(tile_size)
         out.mkdir()
-        pixel_classifier.classify_pixels(classifier, test_data / "nuclei.tif", out / "p.tif", out / "c.tif", tile_size)
+        pixel_classifier.classify_pixels(classifier, test_data / "nuclei.tif", out / "p.tif", out / "c.tif",
+                                         pixel_classifier.ClassifyPixelsOptions(tile_size))
         summaries.append(pixel_classifier.objects_of_class(classifier, out / "c.tif", out / "p.tif", 1, out / "o.tif",
                                                            out / "m.tsv", out / "s.tsv", 60, None, "nuclei.tif",
                                                            tile_size))
