@@ -47,6 +47,7 @@ from scipy.sparse.csgraph import connected_components
 from skimage.filters import threshold_otsu
 from skimage.segmentation import expand_labels
 
+from . import zoo_models
 from .dl_options import PredictOptions
 from .dl_data import SAMPLE_PIXELS, channel_range, scale_channels, target_scale
 from .dl_models import pick_device
@@ -321,6 +322,9 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
     image_name = None
     if isinstance(image, tuple):
         image, image_name = image
+    if zoo_models.is_foreign(path, model_name):
+        return _predict_foreign(path, model_name, image, image_name, options, probabilities, classes, objects,
+                                predicted_image, summary, geojson, stain_reference)
     model, spec, rdf = model_package.load_package(path, model_name)
     stain_reference = stain_reference or model_package.stain_reference(rdf, model_name)
     with contextlib.ExitStack() as stack:
@@ -354,6 +358,24 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
             if summary_path:
                 write_row(summary_path, result.row(_image_name(image, image_name)))
         return result
+
+
+def _predict_foreign(path, model_name: str, image, image_name: str | None, options: PredictOptions, probabilities,
+                     classes, objects, predicted_image, summary, geojson, stain_reference):
+    """:func:`predict` with a bioimage.io package made elsewhere (:mod:`zoo_models`): its output
+    tensor goes to ``probabilities`` or ``predicted_image``, whichever is asked."""
+    if objects or geojson:
+        raise InputError(f"'{model_name}' is a bioimage.io model from elsewhere: dlhisto writes its output "
+                         "(probabilities or image) and a class map, not objects")
+    if probabilities and predicted_image:
+        raise InputError(f"'{model_name}' has one output: ask for the probabilities or the predicted image")
+    with contextlib.ExitStack() as stack:
+        model = stack.enter_context(zoo_models.load_zoo_model(path, model_name))
+        if stain_reference is not None:
+            image = NormalizedReader(stack.enter_context(image_reader(image, name=image_name)), stain_reference)
+        options = at_model_pixel_size(options, model.pixel_size, image, image_name)
+        return zoo_models.predict_zoo(model, image, probabilities or predicted_image, classes, summary,
+                                      options.tile_size, options.pixel_size, image_name)
 
 
 def at_model_pixel_size(options, trained_at: float | None, image, name: str | None = None):

@@ -165,8 +165,6 @@ def _model_fields(rdf):
 
 
 PACKAGE_DEFECTS = {
-    "no config.dlhisto": (lambda rdf: rdf["config"].pop("dlhisto"), "is a bioimage.io package but not one made by dlhisto"),
-    "config.dlhisto a list": (lambda rdf: rdf["config"].update(dlhisto=[1, 2]), "not one made by dlhisto"),
     "no model spec": (lambda rdf: rdf["config"]["dlhisto"].pop("model"),
                       "has an invalid rdf.yaml at config.dlhisto.model: Field required"),
     "n_classes as text": (lambda rdf: _model_fields(rdf).update(n_classes="three"),

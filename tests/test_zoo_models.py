@@ -1,0 +1,156 @@
+"""bioimage.io models made elsewhere (dlhisto_core.zoo_models), on packages built the zoo's way
+with bioimageio.spec's own classes (scripts/make_zoo_packages.py): each passes bioimageio.core's
+test_model, and dlhisto's tiled prediction equals bioimageio.core's own on the same image."""
+
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from dlhisto_core import predict
+from dlhisto_core.dl_options import PredictOptions
+from dlhisto_core.errors import InputError
+from dlhisto_core.zoo_models import is_foreign, load_zoo_model, predict_zoo
+
+TOLERANCE = 1e-5
+"""Largest difference allowed between dlhisto's tiled prediction and bioimageio.core's (float32 arithmetic)."""
+
+
+@pytest.fixture(scope="session")
+def zoo(test_data):
+    sys.path.insert(0, str(test_data.parent / "scripts"))
+    import make_zoo_packages
+    return make_zoo_packages.build_all(make_zoo_packages.ZOO)
+
+
+def _image(shape, channels, seed=5):
+    from scipy import ndimage as ndi
+    noise = np.random.default_rng(seed).random(tuple(shape) + (channels,)).astype(np.float32)
+    return ndi.gaussian_filter(noise, (2, 2, 0)) * (255 if channels == 3 else 1000)
+
+
+def _core_prediction(package, image):
+    from bioimageio.core import predict as core_predict
+    from bioimageio.spec import load_model_description
+
+    description = load_model_description(package, perform_io_checks=False, format_version="latest")
+    result = core_predict(model=description, inputs=np.transpose(image, (2, 0, 1))[None])
+    return next(iter(result.members.values())).data.to_numpy()[0].transpose(1, 2, 0)
+
+
+@pytest.mark.parametrize("package", ["ts05_zmuv_halo", "onnx04_range_pointwise", "onnx05_fixed_zmuv",
+                                     "ts04_linear_fixed"])
+def test_a_zoo_package_predicts_as_bioimageio_core_does(zoo, package, tmp_path):
+    """Tiles of 64 px (several windows, each with the package's halo) against bioimageio.core's
+    prediction of the whole image, which it extends by the halo as the package says."""
+    from bioimageio.core import test_model
+
+    assert test_model(zoo[package]).status == "passed"  # the reference accepts the package
+    with load_zoo_model(zoo[package]) as model:  # and dlhisto reproduces its test output on load
+        shape = (96, 96) if package == "ts04_linear_fixed" else (224, 320)  # fixed windows: one image's worth
+        image = _image(shape, model.n_channels)
+        tifffile.imwrite(tmp_path / "image.tif", image if model.n_channels == 3 else image[..., 0])
+        summary = predict_zoo(model, tmp_path / "image.tif", tmp_path / "out.tif", tile_size=64)
+        assert summary.windows > 1
+    ours = tifffile.imread(tmp_path / "out.tif")
+    ours = ours[..., None] if ours.ndim == 2 else ours
+    assert np.abs(ours - _core_prediction(zoo[package], image)).max() < TOLERANCE
+
+
+def test_a_fixed_window_model_tiles_a_larger_image_as_the_reference_blocks_it(zoo, tmp_path):
+    """The 96 px model with a halo of 12 on a 200 x 300 image: dlhisto's windows against
+    bioimageio.core's blocked prediction (blocks of the model's size, the halo cut away)."""
+    from bioimageio.core import create_prediction_pipeline
+    from bioimageio.core.digest_spec import create_sample_for_model
+    from bioimageio.spec import load_model_description
+
+    image = _image((200, 300), 1)
+    tifffile.imwrite(tmp_path / "image.tif", image[..., 0])
+    with load_zoo_model(zoo["ts04_linear_fixed"]) as model:
+        predict_zoo(model, tmp_path / "image.tif", tmp_path / "out.tif")
+    description = load_model_description(zoo["ts04_linear_fixed"], perform_io_checks=False, format_version="latest")
+    sample = create_sample_for_model(description, inputs={description.inputs[0].id: image[None, None, ..., 0]},
+                                     sample_id="image")
+    with create_prediction_pipeline(description) as pipeline:
+        blocked = pipeline.predict_sample_with_blocking(sample)
+    reference = next(iter(blocked.members.values())).data.to_numpy()[0, 0]
+    assert np.abs(tifffile.imread(tmp_path / "out.tif") - reference).max() < TOLERANCE
+
+
+def test_predict_runs_a_foreign_package_at_its_pixel_size_with_a_class_map(zoo, test_data, tmp_path):
+    """Through dlhisto's predict (API of the CLI and the Galaxy tool): the package states 0.5 µm;
+    an image recorded at 0.25 µm is read at 0.5 µm; the class map thresholds the one probability."""
+    from dlhisto_core.image_io import TiledImageReader, read_image, write_image
+
+    nuclei = read_image(test_data / "nuclei.tif").data
+    write_image(tmp_path / "quarter.ome.tif", np.repeat(np.repeat(nuclei, 2, 0), 2, 1), (0.25, 0.25))
+    summary = predict(zoo["ts05_zmuv_halo"], tmp_path / "quarter.ome.tif", PredictOptions(tile_size=256),
+                      probabilities=tmp_path / "p.tif", classes=tmp_path / "c.tif", summary=tmp_path / "s.tsv")
+    assert summary.shape == (512, 512) and summary.windows == 4
+    with TiledImageReader(tmp_path / "p.tif") as probabilities, TiledImageReader(tmp_path / "c.tif") as classes:
+        assert probabilities.pixel_size == classes.pixel_size == (0.5, 0.5)
+        p, c = probabilities.read_region(0, 0, 512, 512), classes.read_region(0, 0, 512, 512)
+    assert np.array_equal(c, (p >= 0.5).astype(np.uint8))
+    assert "mean_foreground" in (tmp_path / "s.tsv").read_text().splitlines()[0]
+
+
+def _repacked(source, target, change_rdf=None, drop=()):
+    with zipfile.ZipFile(source) as archive:
+        files = {n: archive.read(n) for n in archive.namelist() if n not in drop}
+    if change_rdf:
+        rdf = yaml.safe_load(files["rdf.yaml"])
+        change_rdf(rdf)
+        files["rdf.yaml"] = yaml.safe_dump(rdf).encode()
+    with zipfile.ZipFile(target, "w") as archive:
+        for n, data in files.items():
+            archive.writestr(n, data)
+    return target
+
+
+def test_what_dlhisto_cannot_honour_is_refused_in_one_line(zoo, nuclei_model, test_data, tmp_path):
+    """Each refusal names the package and what is unsupported, before any output is written."""
+    ts05 = zoo["ts05_zmuv_halo"]
+    assert is_foreign(ts05) and not is_foreign(nuclei_model)
+    cases = {
+        "state dict only": (_repacked(nuclei_model, tmp_path / "a.zip", lambda rdf: (
+            rdf.pop("config"), rdf["weights"].pop("torchscript"))),
+            "'a.zip': its weights are pytorch_state_dict; dlhisto runs TorchScript or ONNX weights"),
+        "an unsupported step": (_repacked(ts05, tmp_path / "b.zip", lambda rdf: rdf["outputs"][0].update(
+            postprocessing=[{"id": "scale_range", "kwargs": {"axes": ["y", "x"]}}])),
+            "'b.zip': its postprocessing step 'scale_range' is not supported by dlhisto"),
+        "a 3D axis": (_repacked(ts05, tmp_path / "c.zip", lambda rdf: rdf["inputs"][0]["axes"].append(
+            {"type": "space", "id": "z", "size": 16})),
+            "'c.zip': its input axis 'z' (space) cannot come from a 2D image"),
+        "a test output that does not reproduce": (_repacked(ts05, tmp_path / "d.zip", lambda rdf: (
+            rdf["weights"]["torchscript"].update(sha256=None) or rdf["outputs"][0]["test_tensor"].update(
+                source="test_input.npy", sha256=None))),
+            "'d.zip': its test output is not reproduced"),
+        "a file outside the package": (_repacked(ts05, tmp_path / "e.zip", lambda rdf: rdf["weights"]["torchscript"]
+                                                 .update(source="../../etc/passwd", sha256=None)),
+                                       "'e.zip' names a file it does not hold: '../../etc/passwd'"),
+    }
+    for case, (package, message) in cases.items():
+        with pytest.raises(InputError, match=message.replace("(", "\\(").replace(")", "\\)")):
+            load_zoo_model(package)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InputError, match="'ts05_zmuv_halo.zip' takes 1-channel images; 'he.jpg' has 3"):
+        predict(ts05, test_data / "he.jpg", probabilities=out / "p.tif")
+    with pytest.raises(InputError, match="a bioimage.io model from elsewhere: dlhisto writes its output"):
+        predict(ts05, test_data / "he.jpg", objects=out / "o.tif")
+    assert list(out.iterdir()) == []
+
+
+def test_a_dlhisto_package_read_as_any_zoo_package_gives_the_same_classes(nuclei_model, test_data, tmp_path):
+    """Without its config.dlhisto, the nuclei U-Net is run as other consumers run it (its
+    TorchScript weights, its declared scale_range): 99.7 % of its pixels get the class dlhisto's
+    own predictor gives them (which blends overlapping windows and takes the percentiles from a
+    sample of the pixels)."""
+    stripped = _repacked(nuclei_model, tmp_path / "stripped.zip", lambda rdf: rdf.pop("config"))
+    assert is_foreign(stripped)
+    predict(stripped, test_data / "nuclei.tif", classes=tmp_path / "foreign.tif")
+    predict(nuclei_model, test_data / "nuclei.tif", classes=tmp_path / "own.tif")
+    assert (tifffile.imread(tmp_path / "foreign.tif") == tifffile.imread(tmp_path / "own.tif")).mean() > 0.99
