@@ -15,7 +15,8 @@ pixel_classifier_*     :mod:`dlhisto_core.pixel_classifier` (``train``, ``classi
 train, transfer        :func:`train`, :func:`transfer` (:mod:`dlhisto_core.training`)
 predict                :func:`predict` with :class:`PredictOptions` (a package file); with a
                        loaded model (:func:`load_package`): :func:`predict_slide`
-                       (segmentation) or :func:`predict_image` (regression)
+                       (segmentation) or :func:`predict_image` (regression); a package made
+                       elsewhere: :func:`load_zoo_model`, then :func:`predict_zoo`
 classify               :func:`classify` with :class:`ClassifyOptions`
 evaluate               :func:`evaluate` (all modes, the tool's outputs); :func:`evaluate_instances`,
                        :func:`evaluate_classes`, :func:`evaluate_tile_classes` (the rows)
@@ -45,6 +46,7 @@ _EXPORTS = {
     "dl_options": ["TrainOptions", "DataOptions", "TransferOptions", "PredictOptions", "ClassifyOptions"],
     "model_package": ["load_package"],
     "dl_predict": ["predict", "predict_slide", "predict_image"],
+    "zoo_models": ["load_zoo_model", "predict_zoo", "ZooModel"],
     "dl_classify": ["classify"],
     "evaluation": ["evaluate", "Evaluation", "evaluate_instances", "evaluate_classes", "evaluate_tile_classes"],
     "crossval": ["cross_validate", "CrossValOptions", "AnnotatedImage"],

@@ -261,6 +261,15 @@ def run_deposit_upload(args: argparse.Namespace) -> None:
          "submission tool")
 
 
+def run_install_model(args: argparse.Namespace) -> None:
+    from .model_base import install_from_data_manager
+
+    row = install_from_data_manager(args.model, args.data_manager_json, _name(args.model, args.model_name), args.id,
+                                    args.description)
+    _log(f"'{row['name']}' goes into the model base as '{row['value']}' ({row['task']}, {row['channels']} "
+         f"channel(s){', ' + row['pixel_size'] + ' µm' if row['pixel_size'] else ''})")
+
+
 STEPS = {name[4:]: function for name, function in globals().items() if name.startswith("run_")}
 """The function that runs each subcommand of :func:`cli_parser.build_parser`."""
 

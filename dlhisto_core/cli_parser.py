@@ -429,4 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
     du.add_argument("--host", required=True, help="FTP host given by the archive's submission tool")
     du.add_argument("--folder", required=True, help="your submission's private folder on it")
     du.add_argument("--network", action="store_true", help="allow this command to use the network")
+
+    inst = steps.add_parser("install_model", help="check a bioimage.io package and describe it for the facility's "
+                            "model base (the Galaxy data manager of the dlhisto_models table)")
+    inst.add_argument("--model", required=True, help="the package (dlhisto's or one made elsewhere)")
+    inst.add_argument("--model-name", help="display name of the package in messages")
+    inst.add_argument("--id", help="id of the table row (default: from the package's name)")
+    inst.add_argument("--description", help="description of the row (default: the package's)")
+    inst.add_argument("--data-manager-json", required=True, metavar="FILE",
+                      help="Galaxy's data manager parameters (JSON), replaced by the row to add")
+
     return parser

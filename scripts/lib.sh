@@ -100,6 +100,15 @@ tool_xmls() {  # every tool XML, or only those named in $TOOLS (e.g. TOOLS="pred
     done
 }
 
+data_manager_xmls() {  # the data managers' tool XMLs (not in the tool panel: data_manager_conf.xml loads them)
+    for xml in "$REPO_ROOT"/data_managers/*/data_manager/*.xml; do
+        local name
+        name=$(basename "$xml" .xml)
+        [ "$name" = macros ] && continue
+        if [ -z "${TOOLS:-}" ] || [[ " $TOOLS " == *" $name "* ]]; then echo "$xml"; fi
+    done
+}
+
 # write_galaxy_config WORK PORT ADMIN_KEY: a tool panel with every dlhisto tool, and
 # requirements resolved from WORK/deps (Galaxy's 'galaxy_packages' resolver) to this checkout.
 write_galaxy_config() {
@@ -141,7 +150,7 @@ galaxy:
   conda_auto_init: false
   conda_auto_install: false
   bootstrap_admin_api_key: $admin_key
-  admin_users: admin@dlhisto.local,planemo@galaxyproject.org
+  admin_users: admin@dlhisto.local,planemo@galaxyproject.org,demo@dlhisto.local
   id_secret: dlhisto-local-id-secret-$(echo "$work" | sha256sum | cut -c1-16)
   database_auto_migrate: true
   watch_tools: 'false'
@@ -158,7 +167,21 @@ galaxy:
   allow_user_creation: true
   cleanup_job: onsuccess
   vault_config_file: $work/config/vault_conf.yml
+  # the facility's model base: the dlhisto_models table (test rows: test-data/dlhisto_models.loc) and
+  # its data manager, which writes new rows and package folders under tool-data here
+  tool_data_table_config_path: $work/config/tool_data_table_conf.xml
+  galaxy_data_manager_data_path: $work/tool-data
+  data_manager_config_file: $work/config/data_manager_conf.xml
 EOF
+    mkdir -p "$work/tool-data"
+    # the test rows whose package exists (the test command makes them; the demo installs its own)
+    sed "s#\${__HERE__}#$REPO_ROOT/test-data#" "$REPO_ROOT/test-data/dlhisto_models.loc" | while IFS= read -r row; do
+        if [[ "$row" == \#* || -f "${row##*$'\t'}" ]]; then printf '%s\n' "$row"; fi
+    done > "$work/config/dlhisto_models.loc"
+    sed "s#tool-data/dlhisto_models.loc#$work/config/dlhisto_models.loc#" "$REPO_ROOT/tools/tool_data_table_conf.xml.sample" \
+        > "$work/config/tool_data_table_conf.xml"
+    sed "s#tool_file=\"data_manager/#tool_file=\"$REPO_ROOT/data_managers/data_manager_dlhisto_models/data_manager/#" \
+        "$REPO_ROOT/data_managers/data_manager_dlhisto_models/data_manager_conf.xml" > "$work/config/data_manager_conf.xml"
     # Galaxy's database vault keeps the users' tool credentials (OMERO accounts), encrypted
     # with a key made for this Galaxy and readable only by its owner.
     if [ ! -s "$work/config/vault_conf.yml" ]; then

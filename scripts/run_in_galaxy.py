@@ -121,6 +121,8 @@ def main() -> int:
     history_url = f"{url}/published/history?id={history['id']}"
     screenshot(history_url, out_dir / "history.png", "1400,1000")
     screenshot(files["report"].resolve().as_uri(), out_dir / "report.png", "1200,2000")
+    if not apply_from_model_base(gi, history["id"], outputs["model"]["id"], collections["images"], out_dir):
+        return 1
     slide_history = run_slide_workflow(gi, url, workflows, out_dir)
     if slide_history is None:
         return 1
@@ -130,6 +132,36 @@ def main() -> int:
           f"  history '{slide_history['name']}'\n"
           f"  workflows: {url}/workflows/list")
     return 0
+
+
+def apply_from_model_base(gi: GalaxyInstance, history_id: str, model_id: str, images_id: str, out_dir: Path) -> bool:
+    """The facility's side, then the biologist's: the trained model goes into the model base (the
+    data manager; the demo user is also the facility's admin), then Predict applies it from there
+    to the held-out image in one step, nothing uploaded."""
+    print("\ninstalling the trained U-Net into the facility's model base (data manager dlhisto_model_installer)",
+          flush=True)
+    run = gi.tools.run_tool(history_id, "dlhisto_model_installer",
+                            {"model": {"src": "hda", "id": model_id}, "model_id": "demo_nuclei_unet"})
+    if not job_ok(gi, run["jobs"][0]["id"]):
+        return False
+    image = gi.histories.show_dataset_collection(history_id, images_id)["elements"][0]["object"]["id"]
+    run = gi.tools.run_tool(history_id, "dlhisto_predict", {
+        "input": {"src": "hda", "id": image}, "model_cond|model_source": "base",
+        "model_cond|base_model": "demo_nuclei_unet", "outputs_wanted": "objects", "tile_size": 256})
+    if not job_ok(gi, run["jobs"][0]["id"]):
+        return False
+    summary = next(o for o in run["outputs"] if o["output_name"] == "summary")
+    (out_dir / "model_base_predict_summary.tsv").write_bytes(gi.datasets.download_dataset(summary["id"]))
+    print("Predict with 'demo_nuclei_unet' from the model base on q4:\n"
+          + (out_dir / "model_base_predict_summary.tsv").read_text())
+    return True
+
+
+def job_ok(gi: GalaxyInstance, job_id: str) -> bool:
+    job = gi.jobs.wait_for_job(job_id, maxwait=1800, check=False)
+    if job["state"] != "ok":
+        print(f"job {job['tool_id']} failed: {gi.jobs.show_job(job_id, full_details=True).get('stderr', '')}")
+    return job["state"] == "ok"
 
 
 def run_slide_workflow(gi: GalaxyInstance, url: str, workflows: dict[str, str], out_dir: Path) -> dict | None:

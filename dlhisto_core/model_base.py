@@ -1,0 +1,101 @@
+"""The facility's model base: bioimage.io packages installed once into a Galaxy tool data table
+(``dlhisto_models``), which predict, classify and transfer offer beside the history.
+
+A row of the table describes one package: its id, name, task, input channels, pixel size,
+description and the path of the installed zip. :func:`describe_package` makes that row from the
+package itself, after checking it as predict would load it (dlhisto's packages rebuilt, others
+run on their test input); the data manager tool (``data_managers/``) writes it in the JSON that
+Galaxy's data managers return, with the zip to install.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from . import untrusted
+from .errors import InputError
+from .outputs import atomic_output
+
+TABLE = "dlhisto_models"
+COLUMNS = ("value", "name", "task", "channels", "pixel_size", "description", "path")
+"""The data table's columns, as tool_data_table_conf.xml.sample declares them."""
+FOREIGN_TASK = "bioimage.io"
+"""The task of a package made elsewhere: its output is written as it comes (probabilities or image)."""
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def describe_package(package, name: str | None = None, model_id: str | None = None,
+                     description: str | None = None) -> dict:
+    """The model base's row for a package (without its path), the package checked on the way.
+
+    Parameters
+    ----------
+    package : path
+        A bioimage.io package: dlhisto's or one made elsewhere.
+    name : str, optional
+        Its display name in messages (default: the file name).
+    model_id : str, optional
+        The row's id (default: from the package's name): lower-case letters, digits, ``_.-``.
+    description : str, optional
+        Default: the package's own.
+
+    Examples
+    --------
+    >>> from dlhisto_core.model_base import describe_package
+    >>> row = describe_package("test-data/nuclei_unet.zip", model_id="nuclei")
+    >>> row["value"], row["task"], row["channels"]
+    ('nuclei', 'instance', 1)
+    """
+    from . import model_package, zoo_models
+
+    name = name or Path(package).name
+    if zoo_models.is_foreign(package, name):
+        with zoo_models.load_zoo_model(package, name) as model:
+            rdf_name, rdf_description = model.description.name, model.description.description
+            row = {"task": FOREIGN_TASK, "channels": model.n_channels, "pixel_size": model.pixel_size}
+    else:
+        _, spec, rdf = model_package.load_package(package, name)
+        rdf_name, rdf_description = rdf.get("name", name), rdf.get("description", "")
+        row = {"task": spec.task, "channels": spec.in_channels, "pixel_size": model_package.pixel_size(rdf)}
+    model_id = model_id or re.sub(r"[^a-z0-9_.-]+", "_", str(rdf_name).lower()).strip("_.-")[:64]
+    if not ID_PATTERN.match(model_id or ""):
+        raise InputError(f"the model id {model_id!r} must be 1-64 lower-case letters, digits, '_', '.' or '-'")
+    text = " ".join(str(description or rdf_description).split())  # one line: it is a column of a table
+    return {"value": model_id, "name": " ".join(str(rdf_name).split()), **row,
+            "description": text.replace("\t", " ")[:500]}
+
+
+def install(package, target_folder, json_path, name: str | None = None, model_id: str | None = None,
+            description: str | None = None) -> dict:
+    """What a Galaxy data manager returns for ``package``: the zip copied to
+    ``target_folder/<id>/model.zip`` and the row of :data:`TABLE` in ``json_path``
+    (``{"data_tables": {"dlhisto_models": [row]}}``), its path the folder ``<id>``, which
+    data_manager_conf.xml moves into Galaxy's data folder and translates to the zip's absolute
+    path there. Returns the row."""
+    row = describe_package(package, name, model_id, description)
+    folder = Path(target_folder) / row["value"]
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(package, folder / "model.zip")
+    row = {**row, "channels": str(row["channels"]), "path": row["value"],
+           "pixel_size": "" if row["pixel_size"] is None else f"{row['pixel_size']:g}"}
+    with atomic_output(json_path) as tmp:  # every column a string: Galaxy writes them into the .loc file as they are
+        Path(tmp).write_text(json.dumps({"data_tables": {TABLE: [{c: str(row[c]) for c in COLUMNS}]}}, indent=2))
+    return row
+
+
+def install_from_data_manager(package, json_path, name: str | None = None, model_id: str | None = None,
+                              description: str | None = None) -> dict:
+    """:func:`install` as a Galaxy data manager job runs it: ``json_path`` holds, when the job
+    starts, Galaxy's parameters with the folder (``extra_files_path``) the package goes to; it
+    is replaced by the row to add."""
+    params = untrusted.load_json(untrusted.read_small_file(json_path, Path(json_path).name, "the data manager's "
+                                                           "parameters"), Path(json_path).name, "its parameters")
+    try:
+        folder = params["output_data"][0]["extra_files_path"]
+    except (KeyError, IndexError, TypeError):
+        raise InputError("the data manager's parameters name no output folder (output_data.0.extra_files_path)") \
+            from None
+    return install(package, folder, json_path, name, model_id, description)

@@ -1,0 +1,52 @@
+"""The facility's model base (dlhisto_core.model_base): the data manager's row for a package,
+checked as predict loads it, and the JSON Galaxy's data managers return."""
+
+import json
+import sys
+
+import pytest
+
+from dlhisto_core.cli import main
+from dlhisto_core.errors import InputError
+from dlhisto_core.model_base import COLUMNS, describe_package
+
+
+@pytest.fixture(scope="module")
+def zoo(test_data):
+    sys.path.insert(0, str(test_data.parent / "scripts"))
+    import make_zoo_packages
+    return make_zoo_packages.build_all(make_zoo_packages.ZOO)
+
+
+def test_a_row_describes_dlhisto_and_foreign_packages(nuclei_model, zoo):
+    assert describe_package(nuclei_model, model_id="nuclei") == {
+        "value": "nuclei", "name": "dlhisto test nuclei U-Net", "task": "instance", "channels": 1, "pixel_size": None,
+        "description": describe_package(nuclei_model)["description"]}
+    assert describe_package(nuclei_model.with_name("stain_classifier.zip"))["task"] == "classification"
+    foreign = describe_package(zoo["onnx04_range_pointwise"])
+    assert (foreign["value"], foreign["task"], foreign["channels"]) == ("dlhisto_test_onnx_v0-4", "bioimage.io", 3)
+    with pytest.raises(InputError, match="the model id 'Nuclei HE' must be 1-64 lower-case letters"):
+        describe_package(nuclei_model, model_id="Nuclei HE")
+
+
+def test_the_data_manager_job_installs_the_package_and_returns_the_row(zoo, tmp_path, capsys):
+    """As Galaxy runs it: the output file holds the job's parameters (with the folder to fill),
+    and is replaced by the row; the package is copied into the folder named by its id."""
+    params = tmp_path / "out_file.json"
+    params.write_text(json.dumps({"param_dict": {}, "output_data": [{"extra_files_path": str(tmp_path / "files")}]}))
+    assert main(["install_model", "--model", str(zoo["ts05_zmuv_halo"]), "--id", "zoo_ts05",
+                 "--data-manager-json", str(params)]) == 0
+    assert "goes into the model base as 'zoo_ts05' (bioimage.io, 1 channel(s), 0.5 µm)" in capsys.readouterr().out
+    row = json.loads(params.read_text())["data_tables"]["dlhisto_models"][0]
+    assert list(row) == list(COLUMNS) and all(isinstance(v, str) for v in row.values())
+    assert (row["path"], row["pixel_size"], row["channels"]) == ("zoo_ts05", "0.5", "1")
+    assert (tmp_path / "files" / "zoo_ts05" / "model.zip").read_bytes() == zoo["ts05_zmuv_halo"].read_bytes()
+
+
+def test_a_package_that_fails_its_check_is_not_installed(test_data, tmp_path, capsys):
+    params = tmp_path / "out_file.json"
+    params.write_text(json.dumps({"output_data": [{"extra_files_path": str(tmp_path / "files")}]}))
+    assert main(["install_model", "--model", str(test_data / "nuclei_classifier.zip"),
+                 "--data-manager-json", str(params)]) == 2
+    assert "'nuclei_classifier.zip' is not a bioimage.io model package" in capsys.readouterr().err
+    assert not (tmp_path / "files").exists() and "data_tables" not in params.read_text()
