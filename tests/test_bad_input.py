@@ -134,7 +134,7 @@ CASES = {
         "'not_a_model.zip' is not a bioimage.io model package with PyTorch weights"),
     "random file as model": (
         ["predict", "{bad}/crop.tif", "--model", "{bad}/random.bin", *PREDICT],
-        "'random.bin' is not a bioimage.io model package with PyTorch weights (File is not a zip file)"),
+        "'random.bin' is not a bioimage.io model package (File is not a zip file)"),
     "model for other channels": (
         ["predict", "{data}/ihc.png", "--model", "{model}", *PREDICT],
         "the model expects 1-channel images; 'ihc.png' has 3"),
