@@ -79,8 +79,7 @@ def install(package, target_folder, json_path, name: str | None = None, model_id
     folder = Path(target_folder) / row["value"]
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(package, folder / "model.zip")
-    row = {**row, "channels": str(row["channels"]), "path": row["value"],
-           "pixel_size": "" if row["pixel_size"] is None else f"{row['pixel_size']:g}"}
+    row = {**row, "path": row["value"], "pixel_size": "" if row["pixel_size"] is None else f"{row['pixel_size']:g}"}
     with atomic_output(json_path) as tmp:  # every column a string: Galaxy writes them into the .loc file as they are
         Path(tmp).write_text(json.dumps({"data_tables": {TABLE: [{c: str(row[c]) for c in COLUMNS}]}}, indent=2))
     return row

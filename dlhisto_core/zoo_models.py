@@ -388,11 +388,17 @@ def from_tensor(array: np.ndarray, axes: list[str]) -> np.ndarray:
 def run_sample(model: ZooModel, tensor: np.ndarray) -> np.ndarray:
     """One whole input tensor as the reference's ``test_model`` runs it: pre-processed with its
     own statistics, run and post-processed, neither extended nor cropped by the halo."""
-    pre, post = model.description.inputs[0].preprocessing, model.description.outputs[0].postprocessing
-    for step, stats in zip(pre, measure(pre, tensor, model.input_axes)):
-        tensor = apply(step, tensor, model.input_axes, stats)
+    pre = model.description.inputs[0].preprocessing
+    return run_processed(model, tensor, measure(pre, tensor, model.input_axes))
+
+
+def run_processed(model: ZooModel, tensor: np.ndarray, stats: list[dict]) -> np.ndarray:
+    """Pre-process ``tensor`` with the statistics :func:`measure` took, run the network and
+    post-process its output."""
+    for step, step_stats in zip(model.description.inputs[0].preprocessing, stats):
+        tensor = apply(step, tensor, model.input_axes, step_stats)
     output = model.network(tensor.astype(np.float32, copy=False))
-    for step in post:
+    for step in model.description.outputs[0].postprocessing:
         output = apply(step, output, model.output_axes, {})
     return output
 
@@ -482,7 +488,7 @@ def predict_zoo(model: ZooModel, image, output_path=None, classes_path=None, sum
             for y in range(0, height, step):
                 for x in range(0, width, step):
                     th, tw = min(step, height - y), min(step, width - x)
-                    result = _window_output(model, reader, pre, stats, (y, x, th, tw), windows, (height, width))
+                    result = _window_output(model, reader, stats, (y, x, th, tw), windows, (height, width))
                     sums += result.reshape(-1, result.shape[-1]).sum(axis=0)
                     count += th * tw
                     yield result if result.shape[-1] > 1 else result[..., 0]
@@ -521,7 +527,7 @@ def _padded_region(reader, top: int, left: int, height: int, width: int, padding
     return pixels
 
 
-def _window_output(model: ZooModel, reader, pre, stats, box, windows, shape) -> np.ndarray:
+def _window_output(model: ZooModel, reader, stats, box, windows, shape) -> np.ndarray:
     """The output for the tile ``box`` (y, x, h, w), from a window of the network's size holding
     the tile and its halo: inside the image extended by the halo (as the reference extends it)
     wherever the window fits there, further extended where the image is smaller."""
@@ -530,12 +536,7 @@ def _window_output(model: ZooModel, reader, pre, stats, box, windows, shape) -> 
     top = max(min(y - hy, height + hy - wy), -hy)
     left = max(min(x - hx, width + hx - wx), -hx)
     tensor = to_tensor(_padded_region(reader, top, left, wy, wx, model.padding), model.input_axes)
-    for step, step_stats in zip(pre, stats):
-        tensor = apply(step, tensor, model.input_axes, step_stats)
-    output = model.network(tensor.astype(np.float32, copy=False))
-    for step in model.description.outputs[0].postprocessing:
-        output = apply(step, output, model.output_axes, {})
-    output = from_tensor(output, model.output_axes)
+    output = from_tensor(run_processed(model, tensor, stats), model.output_axes)
     return output[y - top:y - top + th, x - left:x - left + tw]
 
 
