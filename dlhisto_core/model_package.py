@@ -1,7 +1,8 @@
 """Models as bioimage.io model packages (spec 0.5): the reusable model base of dlhisto.
 
 A package is a zip holding ``rdf.yaml``, the weights as a PyTorch state dict (architecture from
-segmentation-models-pytorch, named in the rdf) and as TorchScript, a test input and its expected
+segmentation-models-pytorch, named in the rdf), as TorchScript and as ONNX (for deepImageJ, Fiji
+and other ONNX runtimes), a test input and its expected
 output, the preprocessing (percentile normalisation) and postprocessing (softmax) as bioimage.io
 operations, and dlhisto's own model description under ``config.dlhisto``. Every package is
 validated with ``bioimageio.spec`` before it is written.
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 import yaml
 
-from . import __version__, schemas, untrusted
+from . import __version__, model_card, schemas, untrusted
 from .dl_data import NORMALIZATION, target_scale
 from .dl_models import build_model
 from .dl_train import save_torch
@@ -42,8 +43,10 @@ WEIGHTS_FILE = "weights.pt"
 MAX_WEIGHTS_BYTES = 2**30
 """Largest weights file accepted (dlhisto's networks: 10 to 100 MB)."""
 MAX_PACKAGE_BYTES = 4 * 2**30
-"""Largest total decompressed size of a package (weights twice, test tensors, documentation)."""
+"""Largest total decompressed size of a package (weights thrice, test tensors, documentation)."""
 TORCHSCRIPT_FILE = "model.torchscript"
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 17
 EPS = 1e-6
 
 
@@ -91,18 +94,37 @@ def export_package(model: torch.nn.Module, spec: ModelSpec, info: PackageInfo, t
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         save_torch(model.state_dict(), folder / WEIGHTS_FILE)
+        example = torch.from_numpy(_scale_range(raw, spec))
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # trace's deprecation notice: TorchScript is what bioimage.io runs
-            save_torch(torch.jit.trace(model, torch.from_numpy(_scale_range(raw, spec))), folder / TORCHSCRIPT_FILE)
+            save_torch(torch.jit.trace(model, example), folder / TORCHSCRIPT_FILE)
+            _save_onnx(model, example, spec, folder / ONNX_FILE)
         np.save(folder / "test_input.npy", raw)
         np.save(folder / "test_output.npy", expected.astype(np.float32))
-        (folder / "README.md").write_text(_readme(spec, info, target_normalization))
+        (folder / "README.md").write_text(model_card.readme(spec, info, target_normalization))
         (folder / "rdf.yaml").write_text(yaml.safe_dump(_rdf(spec, info, folder, target_normalization),
                                                         sort_keys=False))
-        _validate(folder / "rdf.yaml")
-        with atomic_output(path) as tmp_zip, zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as archive:
-            for file in sorted(folder.iterdir()):
-                archive.write(file, file.name)
+        validate(folder / "rdf.yaml")
+        write_package(folder, path)
+
+
+def write_package(folder: Path, path: str | os.PathLike) -> None:
+    """The files of ``folder`` as a package zip at ``path``, whole or not at all."""
+    with atomic_output(path) as tmp_zip, zipfile.ZipFile(tmp_zip, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(folder).as_posix())
+
+
+def _save_onnx(model: torch.nn.Module, example: torch.Tensor, spec: ModelSpec, path: Path) -> None:
+    """``model`` as ONNX (TorchScript-based exporter, opset :data:`ONNX_OPSET`), batch and, for
+    segmentation, height and width left free, written whole or not at all."""
+    dims = {0: "batch"} if spec.task == "classification" else {0: "batch", 2: "y", 3: "x"}
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET, input_names=["raw"],
+                      output_names=["output"], dynamic_axes={"raw": {0: "batch", 2: "y", 3: "x"}, "output": dims})
+    with atomic_output(path) as tmp:
+        Path(tmp).write_bytes(buffer.getvalue())
 
 
 def is_package(path: str | os.PathLike) -> bool:
@@ -301,6 +323,7 @@ def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path, target_normalization:
             },
             "torchscript": {**_file(folder, TORCHSCRIPT_FILE), "pytorch_version": torch_version,
                             "parent": "pytorch_state_dict"},
+            "onnx": {**_file(folder, ONNX_FILE), "opset_version": ONNX_OPSET, "parent": "pytorch_state_dict"},
         },
         "config": {"dlhisto": dlhisto},
     }
@@ -324,7 +347,8 @@ def _file(folder: Path, name: str) -> dict:
     return {"source": name, "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()}
 
 
-def _validate(rdf_path: Path) -> None:
+def validate(rdf_path: Path) -> None:
+    """Refuse a package that bioimageio.spec finds invalid (with its files checked)."""
     from bioimageio.spec import ValidationContext, load_description
     with ValidationContext(perform_io_checks=True):
         description = load_description(rdf_path)
@@ -332,36 +356,3 @@ def _validate(rdf_path: Path) -> None:
         errors = [f"{'.'.join(map(str, e.loc))}: {e.msg}" for d in description.validation_summary.details
                   for e in d.errors]
         raise RuntimeError(f"dlhisto wrote an invalid bioimage.io package: {'; '.join(errors)[:500]}")
-
-
-def _readme(spec: ModelSpec, info: PackageInfo, target_normalization: dict | None) -> str:
-    task = {"classification": "tile classification", "regression": "image restoration (regression)"}.get(
-        spec.task, f"{spec.task} segmentation")
-    outputs = "output channels" if spec.task == "regression" else "classes"
-    lines = [f"# {info.name}", "", info.description, "",
-             f"- task: {task}, {outputs}: {', '.join(info.class_names)}",
-             f"- network: {spec.architecture} with a {spec.encoder} encoder, {spec.in_channels} input channel(s)",
-             f"- pixel size: {info.pixel_size:g} µm (that of the training images; dlhisto predict works at it)"
-             if info.pixel_size is not None else "- pixel size: not recorded (the training images gave none)",
-             f"- input normalisation: percentiles {NORMALIZATION[0]} and {NORMALIZATION[1]} of "
-             f"{'all channels together' if spec.task == 'classification' else 'each channel'} to 0 and 1",
-             *_target_lines(target_normalization),
-             *([f"- stain normalisation: the training images were mapped onto a {info.stain_reference['method']} "
-                "stain reference (config.dlhisto.stain_reference); dlhisto predict maps slides onto it too"]
-               if info.stain_reference else []),
-             f"- made with dlhisto {__version__}", ""]
-    for key, value in info.training.items():
-        if not isinstance(value, (list, dict)):
-            lines.append(f"- training {key}: {value}")
-    return "\n".join(lines) + "\n"
-
-
-def _target_lines(target_normalization: dict | None) -> list[str]:
-    if target_normalization is None:
-        return []
-    if target_normalization["mode"] == "input":
-        return ["- targets scaled with the percentiles of their input image: the output is in the normalised "
-                "units of the input (dlhisto predict scales it back with the input's percentiles)"]
-    return ["- targets scaled with the percentiles of all training targets: the output's scale_linear "
-            "postprocessing takes it back to the targets' units"]
-

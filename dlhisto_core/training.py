@@ -45,6 +45,10 @@ from .tables import read_class_regions
 
 __all__ = ["DataOptions", "TransferOptions", "TrainOptions", "TrainedModel", "train", "transfer", "fine_tune"]
 
+MAX_IMAGE_NAMES = 1000
+"""Names of training images a package records (config.dlhisto.training.images); the model card shows a few."""
+
+
 @dataclass
 class TrainedModel:
     """A trained network with what its package records."""
@@ -74,7 +78,8 @@ class TrainedModel:
         training = {"epochs_run": state.epoch, "best_epoch": state.best_epoch,
                     f"best_val_{state.metric}": state.best_score,
                     "loss": "ce" if spec.task == "classification" else self.options.loss or dl_train.default_loss(spec.task),
-                    "patch_size": self.data.patch_size, "seed": self.options.seed, "origin": self.origin}
+                    "patch_size": self.data.patch_size, "seed": self.options.seed, "origin": self.origin,
+                    "images": [image_name for _, image_name in self.images][:MAX_IMAGE_NAMES]}
         info = model_package.PackageInfo(
             name=name, description=f"{network} {self.origin} with dlhisto on {len(self.images)} image(s); "
             f"best validation {metric} {state.best_score:.3f} at epoch {state.best_epoch}.",

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import zipfile
+from pathlib import Path, PurePosixPath
 
 import yaml
 
@@ -65,6 +66,20 @@ def read_member(archive: zipfile.ZipFile, member: str, name: str, limit: int) ->
     if len(data) > limit:
         raise InputError(f"'{name}': '{member}' is larger than {_size(limit)}")
     return data
+
+
+def extract_zip(archive: zipfile.ZipFile, name: str, folder: Path, limit: int) -> None:
+    """Every file of ``archive`` into ``folder``, each name checked (none outside the folder) and
+    each size capped at ``limit``."""
+    for member in archive.namelist():
+        if member.endswith("/"):
+            continue
+        parts = PurePosixPath(member).parts
+        if member.startswith("/") or ".." in parts or "\\" in member or ":" in member:
+            raise InputError(f"'{name}' holds a file named outside the package: '{one_line(member)[:100]}'")
+        target = folder.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(read_member(archive, member, name, limit))
 
 
 def check_zip_in_memory(data: bytes, name: str, max_total: int) -> None:

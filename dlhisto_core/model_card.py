@@ -1,0 +1,170 @@
+"""The model card of a dlhisto package: its README.md, which bioimage.io shows as the model's
+documentation. It says what the model does, on what it was trained, at which pixel size, and
+how good it is: the table of ``evaluate`` or ``crossval``, added with :func:`with_evaluation`
+(the model base's data manager does so when the facility gives one).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from . import __version__, untrusted
+from .dl_data import NORMALIZATION
+from .errors import InputError
+
+EVALUATION_HEADING = "## Evaluation"
+MAX_EVALUATION_ROWS = 60
+"""Rows of an evaluation table shown in the card (the rest are counted)."""
+MAX_CELL = 60
+HEADLINE_METRICS = ("f1", "dice", "balanced_accuracy", "accuracy", "panoptic_quality", "psnr", "ssim")
+"""The figures a model base row shows, in this order of preference, at most two."""
+SUMMARY_ROWS = ("all", "mean")
+"""First cells of the rows that summarise a table: evaluate's 'all', crossval's 'mean'."""
+TRAINING_IMAGES_SHOWN = 20
+
+
+def readme(spec, info, target_normalization: dict | None) -> str:
+    """The card of a new package (:class:`model_package.PackageInfo` ``info``), without evaluation."""
+    task = {"classification": "tile classification", "regression": "image restoration (regression)"}.get(
+        spec.task, f"{spec.task} segmentation")
+    outputs = "output channels" if spec.task == "regression" else "classes"
+    images = info.training.get("images") or []
+    lines = [f"# {info.name}", "", info.description, "",
+             f"- task: {task}, {outputs}: {', '.join(info.class_names)}",
+             f"- network: {spec.architecture} with a {spec.encoder} encoder, {spec.in_channels} input channel(s)",
+             "- weights: PyTorch state dict, TorchScript and ONNX (deepImageJ, Fiji, onnxruntime)",
+             *([f"- training data: {len(images)} image(s): {', '.join(images[:TRAINING_IMAGES_SHOWN])}"
+                + (f" and {len(images) - TRAINING_IMAGES_SHOWN} more" if len(images) > TRAINING_IMAGES_SHOWN else "")]
+               if images else []),
+             f"- pixel size: {info.pixel_size:g} µm (that of the training images; dlhisto predict works at it)"
+             if info.pixel_size is not None else "- pixel size: not recorded (the training images gave none)",
+             f"- input normalisation: percentiles {NORMALIZATION[0]} and {NORMALIZATION[1]} of "
+             f"{'all channels together' if spec.task == 'classification' else 'each channel'} to 0 and 1",
+             *_target_lines(target_normalization),
+             *([f"- stain normalisation: the training images were mapped onto a {info.stain_reference['method']} "
+                "stain reference (config.dlhisto.stain_reference); dlhisto predict maps slides onto it too"]
+               if info.stain_reference else []),
+             f"- made with dlhisto {__version__}", ""]
+    for key, value in info.training.items():
+        if not isinstance(value, (list, dict)):
+            lines.append(f"- training {key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def read_evaluation(table, name: str | None = None) -> tuple[list[str], list[dict]]:
+    """Columns and rows of an ``evaluate`` or ``crossval`` table (TSV with a header line)."""
+    name = name or Path(table).name
+    text = untrusted.read_small_file(table, name, "the evaluation table").decode("utf-8", errors="replace")
+    try:
+        rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
+    except csv.Error as exc:
+        raise InputError(f"'{name}' is not a readable table ({exc})") from None
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if len(rows) < 2 or len(rows[0]) < 2:
+        raise InputError(f"'{name}' is not an evaluation table: expected a header line and at least one row "
+                         "(the table of Evaluate or Cross-validate)")
+    columns = rows[0]
+    return columns, [dict(zip(columns, row)) for row in rows[1:]]
+
+
+def headline(columns: list[str], rows: list[dict]) -> str:
+    """At most two figures of a table's summary row, e.g. ``'f1 0.624, panoptic_quality 0.455 (all, threshold
+    0.5)'``; empty when the table has no summary row or none of :data:`HEADLINE_METRICS`."""
+    summary = next((row for row in rows if row.get(columns[0]) in SUMMARY_ROWS), None)
+    if summary is None:
+        return ""
+    figures = []
+    for metric in HEADLINE_METRICS:
+        try:
+            figures.append(f"{metric} {float(summary.get(metric) or 'nan'):.3g}")
+        except ValueError:
+            continue
+        if figures[-1].endswith("nan"):
+            figures.pop()
+        if len(figures) == 2:
+            break
+    context = [summary[columns[0]]] + [f"{key} {summary[key]}" for key in ("role", "threshold") if summary.get(key)]
+    return f"{', '.join(figures)} ({', '.join(context)})" if figures else ""
+
+
+def evaluation_section(columns: list[str], rows: list[dict], source: str) -> str:
+    """The card's evaluation section: the table in Markdown, its headline first."""
+    def cell(value) -> str:
+        text = " ".join(str(value or "").split()).replace("|", "\\|")
+        return text if len(text) <= MAX_CELL else text[:MAX_CELL - 1] + "…"
+
+    lines = [EVALUATION_HEADING, "", f"From '{cell(source)}' (dlhisto evaluate or crossval)."]
+    figures = headline(columns, rows)
+    if figures:
+        lines.append(f"Summary: {figures}.")
+    lines += ["", "| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows[:MAX_EVALUATION_ROWS]]
+    if len(rows) > MAX_EVALUATION_ROWS:
+        lines += ["", f"({len(rows) - MAX_EVALUATION_ROWS} more rows in the table.)"]
+    return "\n".join(lines) + "\n"
+
+
+def with_evaluation(package, evaluation, output, name: str | None = None,
+                    evaluation_name: str | None = None) -> str:
+    """Write ``package`` to ``output`` with the ``evaluation`` table in its model card (replacing
+    an earlier one), the rdf's checksum of the card updated and the package validated again.
+
+    Only dlhisto's packages are changed: another maker's card is theirs. Returns the headline
+    (:func:`headline`).
+
+    Examples
+    --------
+    >>> import tempfile, zipfile
+    >>> from pathlib import Path
+    >>> from dlhisto_core.model_card import with_evaluation
+    >>> out = Path(tempfile.mkdtemp()) / "scored.zip"
+    >>> with_evaluation("test-data/nuclei_unet.zip", "test-data/stain_truth.tsv", out)  # no summary row
+    ''
+    >>> "## Evaluation" in zipfile.ZipFile(out).read("README.md").decode()
+    True
+    """
+    from .model_package import MAX_PACKAGE_BYTES, validate, write_package
+
+    name = name or Path(package).name
+    evaluation_name = evaluation_name or Path(evaluation).name
+    columns, rows = read_evaluation(evaluation, evaluation_name)
+    with tempfile.TemporaryDirectory(prefix="dlhisto-card-") as work:
+        folder = Path(work)
+        with untrusted.open_zip(package, name, "a bioimage.io model package", MAX_PACKAGE_BYTES) as archive:
+            untrusted.extract_zip(archive, name, folder, MAX_PACKAGE_BYTES)
+        rdf_path = folder / "rdf.yaml"
+        if not rdf_path.is_file():
+            raise InputError(f"'{name}' is not a bioimage.io model package (it has no rdf.yaml)")
+        rdf = untrusted.load_yaml(rdf_path.read_bytes(), name, "rdf.yaml")
+        config = rdf.get("config") if isinstance(rdf, dict) else None
+        if not isinstance(config, dict) or not isinstance(config.get("dlhisto"), dict):
+            raise InputError(f"'{name}' was not made by dlhisto: its model card is its maker's and is left as it is")
+        documentation = rdf.get("documentation")
+        card = folder / str(documentation.get("source") if isinstance(documentation, dict) else "")
+        if not isinstance(documentation, dict) or card.name != "README.md" or not card.is_file():
+            raise InputError(f"'{name}': its rdf.yaml names no README.md as its documentation")
+        text = card.read_text(encoding="utf-8", errors="replace")
+        text = text.split(f"\n{EVALUATION_HEADING}\n")[0].rstrip("\n") + "\n\n"
+        card.write_text(text + evaluation_section(columns, rows, evaluation_name))
+        documentation["sha256"] = hashlib.sha256(card.read_bytes()).hexdigest()
+        rdf_path.write_text(yaml.safe_dump(rdf, sort_keys=False))
+        validate(rdf_path)
+        write_package(folder, output)
+    return headline(columns, rows)
+
+
+def _target_lines(target_normalization: dict | None) -> list[str]:
+    if target_normalization is None:
+        return []
+    if target_normalization["mode"] == "input":
+        return ["- targets scaled with the percentiles of their input image: the output is in the normalised "
+                "units of the input (dlhisto predict scales it back with the input's percentiles)"]
+    return ["- targets scaled with the percentiles of all training targets: the output's scale_linear "
+            "postprocessing takes it back to the targets' units"]
+
