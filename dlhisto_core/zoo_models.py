@@ -1,8 +1,9 @@
 """bioimage.io models from anyone: a package of the model zoo (spec 0.4 or 0.5), run tile by
 tile on images and slides as its rdf.yaml declares.
 
-The package's TorchScript or ONNX weights run (``pytorch_state_dict`` alone would mean importing
-code the package names: refused); its axes (batch, channel, y, x; singleton z or t), the tile
+The package's TorchScript or ONNX weights run, or its ``pytorch_state_dict`` when the network
+is one dlhisto builds itself (segmentation-models-pytorch's; a network in a file or another
+library would mean running code the package names: refused); its axes (batch, channel, y, x; singleton z or t), the tile
 sizes it accepts (fixed, or min + k * step), its halo, and its pre- and postprocessing are
 honoured. Spec 0.4 descriptions are read through bioimageio.spec's own conversion to 0.5.
 
@@ -17,10 +18,11 @@ reference does; for images above :data:`MAX_STATS_PIXELS` from the slide's overv
 
 from __future__ import annotations
 
+import io
 import math
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -36,10 +38,15 @@ MAX_STATS_PIXELS = 64 * 2**20
 """Images up to this many pixels give their statistics from every pixel; larger ones from their overview."""
 PREPROCESSING = {"binarize", "clip", "ensure_dtype", "fixed_zero_mean_unit_variance", "scale_linear", "scale_range",
                  "sigmoid", "softmax", "zero_mean_unit_variance"}
+OUTPUT_STATISTICS = {"zero_mean_unit_variance", "scale_range", "scale_mean_variance"}
+"""Postprocessing steps that need statistics of the whole output: from the first of them on, the
+output is written once, measured, then processed tile by tile (see :func:`predict_zoo`)."""
 POSTPROCESSING = {"binarize", "clip", "ensure_dtype", "fixed_zero_mean_unit_variance", "scale_linear", "sigmoid",
-                  "softmax"}
-"""Postprocessing that needs statistics of the whole output (zero_mean_unit_variance, scale_range,
-scale_mean_variance) would need the output twice; refused for now."""
+                  "softmax"} | OUTPUT_STATISTICS
+SMP_ARCHITECTURES = {"Unet", "UnetPlusPlus", "FPN"}
+"""segmentation-models-pytorch networks whose state dicts dlhisto loads (it builds them itself)."""
+SMP_KWARGS = {"encoder_name", "encoder_depth", "encoder_weights", "decoder_channels", "decoder_use_batchnorm",
+              "decoder_use_norm", "decoder_attention_type", "in_channels", "classes", "activation"}
 TOLERANCE = (1e-3, 1e-3, 100)
 """bioimageio.core's default reproducibility tolerance: relative, absolute, mismatched elements per million."""
 
@@ -151,15 +158,7 @@ def _unpack(path, name: str, folder: Path) -> None:
     with untrusted.open_zip(path, name, what, MAX_PACKAGE_BYTES) as archive:
         if "rdf.yaml" not in archive.namelist():
             raise InputError(f"'{name}' is not {what} (it has no rdf.yaml)")
-        for member in archive.namelist():
-            if member.endswith("/"):
-                continue
-            parts = PurePosixPath(member).parts
-            if member.startswith("/") or ".." in parts or "\\" in member or ":" in member:
-                raise InputError(f"'{name}' holds a file named outside the package: '{one_line(member)[:100]}'")
-            target = folder.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(untrusted.read_member(archive, member, name, MAX_PACKAGE_BYTES))
+        untrusted.extract_zip(archive, name, folder, MAX_PACKAGE_BYTES)
 
 
 def _description(rdf_path: Path, name: str):
@@ -210,7 +209,7 @@ def _zoo_model(description, folder: Path, name: str) -> ZooModel:
             if step.id not in allowed:
                 raise InputError(f"'{name}': its {where} step '{step.id}' is not supported by dlhisto")
             reference = getattr(step.kwargs, "reference_tensor", None) if hasattr(step, "kwargs") else None
-            if reference is not None and reference != (tensor_in.id if where == "preprocessing" else tensor_out.id):
+            if reference is not None and reference not in (tensor_in.id, tensor_out.id):
                 raise InputError(f"'{name}': its {where} step '{step.id}' refers to another tensor ({reference})")
     weights_format, network = _network(description, folder, name)
     channels = next((list(map(str, a.channel_names)) for a in tensor_out.axes if a.type == "channel"), ["output"])
@@ -241,11 +240,10 @@ def _axes(tensor, name: str, which: str) -> list[str]:
 
 
 def _network(description, folder: Path, name: str) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
-    """The first weights format dlhisto runs (TorchScript, then ONNX), as a function of an array."""
+    """The first weights format dlhisto runs (TorchScript, ONNX, then a state dict of a network it
+    builds), as a function of an array."""
     weights = description.weights
     if weights.torchscript is not None:
-        import io
-
         import torch
         data = _weights_bytes(weights.torchscript.source, folder, name)
         try:
@@ -272,10 +270,49 @@ def _network(description, folder: Path, name: str) -> tuple[str, Callable[[np.nd
         def run_onnx(array: np.ndarray) -> np.ndarray:
             return np.asarray(session.run(None, {input_name: np.ascontiguousarray(array)})[0], np.float32)
         return "onnx", run_onnx
-    formats = [f for f in ("pytorch_state_dict", "keras_hdf5", "tensorflow_saved_model_bundle", "tensorflow_js")
+    if weights.pytorch_state_dict is not None:
+        return "pytorch_state_dict", _state_dict_network(weights.pytorch_state_dict, folder, name)
+    formats = [f for f in ("keras_hdf5", "tensorflow_saved_model_bundle", "tensorflow_js")
                if getattr(weights, f, None) is not None]
-    raise InputError(f"'{name}': its weights are {', '.join(formats) or 'none'}; dlhisto runs TorchScript or ONNX "
-                     "weights (a PyTorch state dict would mean running code the package names)")
+    raise InputError(f"'{name}': its weights are {', '.join(formats) or 'none'}; dlhisto runs TorchScript, ONNX or "
+                     "PyTorch state dict weights")
+
+
+def _state_dict_network(entry, folder: Path, name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A PyTorch state dict for a network dlhisto builds itself: one of segmentation-models-pytorch's
+    (:data:`SMP_ARCHITECTURES`, keyword arguments of :data:`SMP_KWARGS` only, no pretrained download).
+    Code the package names (a file, another library) never runs."""
+    import torch
+
+    from .model_package import load_fitting_state_dict, read_state_dict
+
+    architecture = entry.architecture
+    where = getattr(architecture, "import_from", None)
+    if where != "segmentation_models_pytorch" or architecture.callable not in SMP_ARCHITECTURES:
+        named = f"{where}.{architecture.callable}" if where else f"{architecture.callable} of a file in the package"
+        raise InputError(f"'{name}': its PyTorch state dict is for {named}, which would mean running code the package "
+                         f"names; dlhisto builds segmentation_models_pytorch's {', '.join(sorted(SMP_ARCHITECTURES))} "
+                         "itself, or runs TorchScript or ONNX weights")
+    kwargs = dict(architecture.kwargs)
+    unknown = sorted(set(kwargs) - SMP_KWARGS)
+    if unknown or kwargs.get("encoder_weights") is not None or kwargs.get("activation") is not None:
+        what = f"arguments dlhisto does not pass ({', '.join(unknown)})" if unknown else \
+            "pretrained encoder weights to download or an activation"
+        raise InputError(f"'{name}': its architecture {architecture.callable} asks for {what}")
+    import segmentation_models_pytorch as smp
+    try:
+        model = getattr(smp, architecture.callable)(**kwargs)
+    except Exception as exc:
+        raise InputError(f"'{name}': its architecture {architecture.callable}({kwargs}) cannot be built "
+                         f"({one_line(exc, 200)})") from None
+    data = _weights_bytes(entry.source, folder, name)
+    load_fitting_state_dict(model, read_state_dict(io.BytesIO(data), name), name)
+    model.eval()
+
+    def run_state_dict(array: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(np.ascontiguousarray(array))).float().numpy()
+    return run_state_dict
 
 
 def _weights_bytes(source, folder: Path, name: str) -> bytes:
@@ -296,23 +333,50 @@ def _package_file(source, folder: Path, name: str) -> Path:
 
 # ---- pre- and postprocessing: each step a function of (array, axes), statistics given ----
 
-def measure(steps, array: np.ndarray, axes: list[str]) -> list[dict]:
+def measure(steps, array: np.ndarray, axes: list[str], others: dict | None = None) -> list[dict]:
     """The per-sample statistics each step needs, each taken on the array as the steps before it
-    leave it (as the reference does)."""
+    leave it (as the reference does). ``others`` maps the id of another tensor that
+    scale_mean_variance refers to (the input, pre-processed, for an output) to (array, axes); a
+    step that refers to none of them refers to the array itself."""
     stats = []
     for step in steps:
         kwargs, needed = getattr(step, "kwargs", None), {}
-        if step.id in ("zero_mean_unit_variance", "scale_range"):
+        if step.id in OUTPUT_STATISTICS:
             reduce = _reduced(kwargs.axes, axes)
-            if step.id == "zero_mean_unit_variance":
-                needed = {"mean": array.mean(axis=reduce, keepdims=True),
-                          "std": array.std(axis=reduce, keepdims=True)}
-            else:
+            if step.id == "scale_range":
                 needed = {"low": np.percentile(array, kwargs.min_percentile, axis=reduce, keepdims=True),
                           "high": np.percentile(array, kwargs.max_percentile, axis=reduce, keepdims=True)}
+            else:
+                needed = {"mean": array.mean(axis=reduce, keepdims=True), "std": array.std(axis=reduce, keepdims=True)}
+            if step.id == "scale_mean_variance":
+                ref, ref_axes = (others or {}).get(str(kwargs.reference_tensor), (array, axes))
+                ref_reduce = _reduced(kwargs.axes, ref_axes)
+                needed.update(ref_mean=_like(ref.mean(axis=ref_reduce, keepdims=True), ref_axes, axes),
+                              ref_std=_like(ref.std(axis=ref_reduce, keepdims=True), ref_axes, axes))
         stats.append(needed)
         array = apply(step, array, axes, needed)
     return stats
+
+
+def apply_all(steps, array: np.ndarray, axes: list[str], stats: list[dict]) -> np.ndarray:
+    """:func:`apply` for each step in turn, with the statistics :func:`measure` took."""
+    for step, step_stats in zip(steps, stats):
+        array = apply(step, array, axes, step_stats)
+    return array
+
+
+def split_at_output_statistics(steps) -> tuple[list, list]:
+    """Postprocessing as (steps applied window by window, steps from the first that needs
+    statistics of the whole output on)."""
+    steps = list(steps)
+    first = next((i for i, step in enumerate(steps) if step.id in OUTPUT_STATISTICS), len(steps))
+    return steps[:first], steps[first:]
+
+
+def _like(values: np.ndarray, from_axes: list[str], to_axes: list[str]) -> np.ndarray:
+    """Reduced statistics (keepdims) of one tensor's axes reshaped to broadcast on another's."""
+    shape = [values.shape[from_axes.index(a)] if a in from_axes else 1 for a in to_axes]
+    return values.reshape(shape) if int(np.prod(shape)) == values.size else values.reshape(-1)[0]
 
 
 def apply(step, array: np.ndarray, axes: list[str], stats: dict) -> np.ndarray:
@@ -322,6 +386,9 @@ def apply(step, array: np.ndarray, axes: list[str], stats: dict) -> np.ndarray:
         return array.astype(str(kwargs.dtype))
     if step.id == "zero_mean_unit_variance":
         return (array - stats["mean"]) / (stats["std"] + kwargs.eps)
+    if step.id == "scale_mean_variance":
+        normalised = (array - stats["mean"]) / (stats["std"] + kwargs.eps)
+        return normalised * (stats["ref_std"] + kwargs.eps) + stats["ref_mean"]
     if step.id == "scale_range":
         return (array - stats["low"]) / (stats["high"] - stats["low"] + kwargs.eps)
     if step.id == "fixed_zero_mean_unit_variance":
@@ -387,20 +454,26 @@ def from_tensor(array: np.ndarray, axes: list[str]) -> np.ndarray:
 
 def run_sample(model: ZooModel, tensor: np.ndarray) -> np.ndarray:
     """One whole input tensor as the reference's ``test_model`` runs it: pre-processed with its
-    own statistics, run and post-processed, neither extended nor cropped by the halo."""
+    own statistics, run and post-processed (with the output's own statistics where a step needs
+    them), neither extended nor cropped by the halo."""
     pre = model.description.inputs[0].preprocessing
-    return run_processed(model, tensor, measure(pre, tensor, model.input_axes))
+    processed = apply_all(pre, tensor, model.input_axes, measure(pre, tensor, model.input_axes))
+    output = run_processed(model, processed, None)
+    _, tail = split_at_output_statistics(model.description.outputs[0].postprocessing)
+    others = {str(model.description.inputs[0].id): (processed, model.input_axes)}
+    stats = measure(tail, output, model.output_axes, others)
+    return apply_all(tail, output, model.output_axes, stats)
 
 
-def run_processed(model: ZooModel, tensor: np.ndarray, stats: list[dict]) -> np.ndarray:
-    """Pre-process ``tensor`` with the statistics :func:`measure` took, run the network and
-    post-process its output."""
-    for step, step_stats in zip(model.description.inputs[0].preprocessing, stats):
-        tensor = apply(step, tensor, model.input_axes, step_stats)
+def run_processed(model: ZooModel, tensor: np.ndarray, stats: list[dict] | None) -> np.ndarray:
+    """Pre-process ``tensor`` with the statistics :func:`measure` took (None: it is pre-processed
+    already), run the network and post-process its output up to the first step that needs
+    statistics of the whole output."""
+    if stats is not None:
+        tensor = apply_all(model.description.inputs[0].preprocessing, tensor, model.input_axes, stats)
     output = model.network(tensor.astype(np.float32, copy=False))
-    for step in model.description.outputs[0].postprocessing:
-        output = apply(step, output, model.output_axes, {})
-    return output
+    head, _ = split_at_output_statistics(model.description.outputs[0].postprocessing)
+    return apply_all(head, output, model.output_axes, [{}] * len(head))
 
 
 def check_test_tensors(model: ZooModel) -> None:
@@ -475,33 +548,77 @@ def predict_zoo(model: ZooModel, image, output_path=None, classes_path=None, sum
         if channels != model.n_channels:
             raise InputError(f"'{model.name}' takes {model.n_channels}-channel images; '{reader.name}' has {channels}")
         pre = model.description.inputs[0].preprocessing
-        stats = measure(pre, to_tensor(_stats_image(reader, model), model.input_axes), model.input_axes)
+        stats_input = to_tensor(_stats_image(reader, model), model.input_axes)
+        stats = measure(pre, stats_input, model.input_axes)
         windows = {axis: window_size(*model.window_sizes[axis], tile_size + 2 * model.halo[axis]) for axis in ("y", "x")}
         tile = {axis: max(16, (windows[axis] - 2 * model.halo[axis]) // 16 * 16) for axis in ("y", "x")}
         if tile["y"] != tile["x"]:
             tile["y"] = tile["x"] = min(tile.values())
         step = tile["y"]
-        sums, count = np.zeros(len(model.channel_names)), 0
+        means = _ChannelMeans(len(model.channel_names))
+        _, tail = split_at_output_statistics(model.description.outputs[0].postprocessing)
 
-        def output_tiles():
-            nonlocal sums, count
+        def window_tiles():
             for y in range(0, height, step):
                 for x in range(0, width, step):
                     th, tw = min(step, height - y), min(step, width - x)
-                    result = _window_output(model, reader, stats, (y, x, th, tw), windows, (height, width))
-                    sums += result.reshape(-1, result.shape[-1]).sum(axis=0)
-                    count += th * tw
-                    yield result if result.shape[-1] > 1 else result[..., 0]
+                    yield _window_output(model, reader, stats, (y, x, th, tw), windows, (height, width))
         n_windows = math.ceil(height / step) * math.ceil(width / step)
         out_shape = (height, width, len(model.channel_names)) if len(model.channel_names) > 1 else (height, width)
         target = output or Path(work) / "output.ome.tif"  # the class map is made from it
-        write_tiled_image(target, output_tiles(), out_shape, np.float32, step, reader.pixel_size)
+        if tail:  # the output before those steps, measured, then processed tile by tile
+            first = Path(work) / "before_statistics.ome.tif"
+            write_tiled_image(first, map(_squeezed, window_tiles()), out_shape, np.float32, step, reader.pixel_size)
+            reference = {str(model.description.inputs[0].id): (apply_all(pre, stats_input, model.input_axes, stats),
+                                                               model.input_axes)}
+            tiles = _processed_tiles(first, tail, reference, out_shape, step)
+        else:
+            tiles = window_tiles()
+        write_tiled_image(target, (_squeezed(means.add(t)) for t in tiles), out_shape, np.float32, step,
+                          reader.pixel_size)
         if classes:
             _write_classes(target, classes, out_shape, step, reader.pixel_size)
-        result = ZooSummary(model.name, (height, width), n_windows, model.channel_names, list(sums / max(count, 1)))
+        result = ZooSummary(model.name, (height, width), n_windows, model.channel_names, means.means())
         if summary_file:
             write_row(summary_file, result.row(image_name or reader.name))
         return result
+
+
+class _ChannelMeans:
+    """The mean of each channel over the tiles of an output, (Y, X, C) tile by tile."""
+
+    def __init__(self, channels: int):
+        self.sums, self.count = np.zeros(channels), 0
+
+    def add(self, tile: np.ndarray) -> np.ndarray:
+        self.sums += tile.reshape(-1, tile.shape[-1]).sum(axis=0)
+        self.count += tile.shape[0] * tile.shape[1]
+        return tile
+
+    def means(self) -> list[float]:
+        return list(self.sums / max(self.count, 1))
+
+
+def _squeezed(tile: np.ndarray) -> np.ndarray:
+    """A (Y, X, C) tile as written: (Y, X) for one channel."""
+    return tile if tile.shape[-1] > 1 else tile[..., 0]
+
+
+def _processed_tiles(first: Path, steps, reference, shape, tile_size: int):
+    """The tiles of the output written to ``first`` with the postprocessing ``steps`` applied, their
+    statistics taken on the whole output (its overview beyond :data:`MAX_STATS_PIXELS`)."""
+    from .image_io import TiledImageReader
+
+    axes = ["y", "x", "channel"]
+    with TiledImageReader(first) as output:
+        whole = output.overview()[0] if shape[0] * shape[1] > MAX_STATS_PIXELS else output.read_region(
+            0, 0, shape[0], shape[1])
+        stats = measure(steps, whole[..., None] if whole.ndim == 2 else whole, axes, reference)
+        del whole
+        for y in range(0, shape[0], tile_size):
+            for x in range(0, shape[1], tile_size):
+                values = output.read_region(y, x, tile_size, tile_size)
+                yield apply_all(steps, values[..., None] if values.ndim == 2 else values, axes, stats)
 
 
 def _stats_image(reader, model: ZooModel) -> np.ndarray:

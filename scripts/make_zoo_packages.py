@@ -7,20 +7,22 @@ on its test input, so that bioimageio.core's ``test_model`` passes it.
 | package | spec | weights | input | preprocessing | network | halo | postprocessing |
 |---|---|---|---|---|---|---|---|
 | ts05_zmuv_halo | 0.5 | TorchScript | grey, 64 + 16k | zero_mean_unit_variance | 3 convolutions (5, 5, 3) | 8 | sigmoid |
-| onnx04_range_pointwise | 0.4 | ONNX | RGB, 32 + 16k | scale_range 1-99.8 % per channel | 1x1 convolutions, softmax | 0 | none |
+| onnx04_range_pointwise | 0.4 | ONNX | RGB, 32 + 16k | scale_range 1-99.8 % per channel, per dataset (the image) | 1x1 convolutions, softmax | 0 | none |
 | ts04_linear_fixed | 0.4 | TorchScript | grey, fixed 96 | scale_linear + clip | 2 dilated convolutions | 12 | clip |
 | onnx05_fixed_zmuv | 0.5 | ONNX | RGB, 64 + 32k | fixed_zero_mean_unit_variance per channel | residual block | 8 | clip |
+| ts05_output_stats | 0.5 | TorchScript | grey, 32 + 16k | scale_range | 1x1 convolutions, 2 channels out | 0 | scale_range per channel, scale_mean_variance to the input (statistics of the whole output) |
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
 import numpy as np
 import torch
 
-PACKAGES = ("ts05_zmuv_halo", "onnx04_range_pointwise", "ts04_linear_fixed", "onnx05_fixed_zmuv")
+PACKAGES = ("ts05_zmuv_halo", "onnx04_range_pointwise", "ts04_linear_fixed", "onnx05_fixed_zmuv", "ts05_output_stats")
 DATA = Path(__file__).resolve().parent.parent / "test-data"
 ZOO = DATA / "zoo"
 """Where the packages are made (git-ignored): zoo/<name>.zip."""
@@ -59,6 +61,15 @@ class Dilated(torch.nn.Module):
         return self.c2(torch.tanh(self.c1(x)))
 
 
+class GreyPointwise(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = torch.nn.Conv2d(1, 8, 1), torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.c2(torch.tanh(self.c1(x)))
+
+
 class Residual(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -69,10 +80,17 @@ class Residual(torch.nn.Module):
 
 
 def build_all(folder: Path) -> dict[str, Path]:
-    """Every test package, as zips in ``folder`` (made once per folder)."""
+    """Every test package, as zips in ``folder``: made once per folder and version of this script."""
     folder.mkdir(parents=True, exist_ok=True)
-    return {name: (folder / f"{name}.zip") if (folder / f"{name}.zip").is_file() else BUILDERS[name](folder)
+    stamp, version = folder / "made_by.sha256", hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    if not stamp.is_file() or stamp.read_text() != version:
+        for old in folder.glob("*.zip"):
+            old.unlink()
+        (folder / f"{GALAXY_PACKAGE}_core.tif").unlink(missing_ok=True)
+    made = {name: (folder / f"{name}.zip") if (folder / f"{name}.zip").is_file() else BUILDERS[name](folder)
             for name in PACKAGES}
+    stamp.write_text(version)
+    return made
 
 
 def _test_pair(work: Path, network: torch.nn.Module, test_input: np.ndarray, preprocess, postprocess=lambda y: y):
@@ -159,14 +177,14 @@ def onnx04_range_pointwise(folder: Path) -> Path:
     _test_pair(work, network, image, scale_range)
     _onnx(network, image, work / "weights.onnx")
     description = spec.ModelDescr(
-        name="dlhisto test ONNX v0-4", description="pointwise network, no halo, scale_range per channel",
+        name="dlhisto test ONNX v0-4", description="pointwise network, no halo, scale_range per channel and dataset",
         authors=[spec.Author(name="dlhisto tests")], cite=[spec.CiteEntry(text="dlhisto", doi=CITE_DOI)],
         license="MIT", documentation=work / "README.md", timestamp="2026-12-03T00:00:00",
         inputs=[spec.InputTensorDescr(
             name="image", axes="bcyx", data_type="float32",
             shape=spec.ParameterizedInputShape(min=[1, 3, 32, 32], step=[0, 0, 16, 16]),
             preprocessing=[spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(
-                mode="per_sample", axes="yx", min_percentile=1, max_percentile=99.8))])],
+                mode="per_dataset", axes="yx", min_percentile=1, max_percentile=99.8))])],
         outputs=[spec.OutputTensorDescr(
             name="classes", axes="bcyx", data_type="float32",
             shape=spec.ImplicitOutputShape(reference_tensor="image", scale=[1, 1, 1, 1], offset=[0, 0, 0, 0]))],
@@ -236,6 +254,54 @@ def onnx05_fixed_zmuv(folder: Path) -> Path:
         inputs=[inputs], outputs=[outputs],
         weights=spec.WeightsDescr(onnx=spec.OnnxWeightsDescr(source=work / "weights.onnx", opset_version=17)))
     return _save(description, folder, "onnx05_fixed_zmuv")
+
+
+def ts05_output_stats(folder: Path) -> Path:
+    from bioimageio.spec.model import v0_5 as spec
+
+    work = folder / "ts05_output_stats"
+    work.mkdir(exist_ok=True)
+    torch.manual_seed(4)
+    network = GreyPointwise().eval()
+    image = _rng_image((1, 1, 64, 96), 4, 1000)
+
+    def scale_range(x, low, high):
+        lo, hi = np.percentile(x, low, axis=(2, 3), keepdims=True), np.percentile(x, high, axis=(2, 3), keepdims=True)
+        return (x - lo) / (hi - lo + 1e-6)
+    reference = scale_range(image, 1, 99)  # the input after its preprocessing
+
+    def postprocess(y):
+        y = scale_range(y, 5, 95)
+        return (y - y.mean()) / (y.std() + 1e-6) * (reference.std() + 1e-6) + reference.mean()
+    _test_pair(work, network, image, lambda x: scale_range(x, 1, 99), postprocess)
+    _torchscript(network, work / "weights.torchscript")
+    raw = spec.TensorId("raw")
+    space = [spec.SpaceInputAxis(id=spec.AxisId(a), size=spec.ParameterizedSize(min=32, step=16)) for a in ("y", "x")]
+    every_axis = [spec.AxisId("channel"), spec.AxisId("y"), spec.AxisId("x")]
+    inputs = spec.InputTensorDescr(
+        id=raw, axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("raw")]), *space],
+        test_tensor=spec.FileDescr(source=work / "test_input.npy"), data=spec.IntervalOrRatioDataDescr(type="float32"),
+        preprocessing=[spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(
+            axes=[spec.AxisId("y"), spec.AxisId("x")], min_percentile=1, max_percentile=99))])
+    outputs = spec.OutputTensorDescr(
+        id=spec.TensorId("maps"),
+        axes=[spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier("a"), spec.Identifier("b")]),
+              *[spec.SpaceOutputAxis(id=spec.AxisId(a), size=spec.SizeReference(tensor_id=raw, axis_id=spec.AxisId(a)))
+                for a in ("y", "x")]],
+        test_tensor=spec.FileDescr(source=work / "test_output.npy"), data=spec.IntervalOrRatioDataDescr(type="float32"),
+        postprocessing=[
+            spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(axes=[spec.AxisId("y"), spec.AxisId("x")],
+                                                              min_percentile=5, max_percentile=95)),
+            spec.ScaleMeanVarianceDescr(kwargs=spec.ScaleMeanVarianceKwargs(reference_tensor=raw, axes=every_axis))])
+    description = spec.ModelDescr(
+        name="dlhisto test output statistics", description="pointwise network whose output is scaled with statistics "
+        "of the whole output and of the input",
+        authors=[spec.Author(name="dlhisto tests")], cite=[spec.CiteEntry(text="dlhisto", doi=CITE_DOI)],
+        license=spec.LicenseId("MIT"), documentation=spec.FileDescr(source=work / "README.md"),
+        inputs=[inputs], outputs=[outputs],
+        weights=spec.WeightsDescr(torchscript=spec.TorchscriptWeightsDescr(
+            source=work / "weights.torchscript", pytorch_version=spec.Version(torch.__version__.split("+")[0]))))
+    return _save(description, folder, "ts05_output_stats")
 
 
 BUILDERS = {name: globals()[name] for name in PACKAGES}
