@@ -265,7 +265,8 @@ def run_install_model(args: argparse.Namespace) -> None:
     from .model_base import install_from_data_manager
 
     row = install_from_data_manager(args.model, args.data_manager_json, _name(args.model, args.model_name), args.id,
-                                    args.description)
+                                    args.description, args.evaluation,
+                                    args.evaluation and _name(args.evaluation, args.evaluation_name))
     _log(f"'{row['name']}' goes into the model base as '{row['value']}' ({row['task']}, {row['channels']} "
          f"channel(s){', ' + row['pixel_size'] + ' µm' if row['pixel_size'] else ''})")
 

@@ -436,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument("--model-name", help="display name of the package in messages")
     inst.add_argument("--id", help="id of the table row (default: from the package's name)")
     inst.add_argument("--description", help="description of the row (default: the package's)")
+    inst.add_argument("--evaluation", help="the table of evaluate or crossval for this model: into the model card "
+                      "of a dlhisto package, its headline figures into the row's name")
+    inst.add_argument("--evaluation-name", help="display name of the evaluation table")
     inst.add_argument("--data-manager-json", required=True, metavar="FILE",
                       help="Galaxy's data manager parameters (JSON), replaced by the row to add")
 

@@ -69,16 +69,27 @@ def describe_package(package, name: str | None = None, model_id: str | None = No
 
 
 def install(package, target_folder, json_path, name: str | None = None, model_id: str | None = None,
-            description: str | None = None) -> dict:
+            description: str | None = None, evaluation=None, evaluation_name: str | None = None) -> dict:
     """What a Galaxy data manager returns for ``package``: the zip copied to
     ``target_folder/<id>/model.zip`` and the row of :data:`TABLE` in ``json_path``
     (``{"data_tables": {"dlhisto_models": [row]}}``), its path the folder ``<id>``, which
     data_manager_conf.xml moves into Galaxy's data folder and translates to the zip's absolute
-    path there. Returns the row."""
+    path there. Returns the row.
+
+    An ``evaluation`` table (of evaluate or crossval) goes into the model card of a dlhisto
+    package (:func:`model_card.with_evaluation`; another maker's card is left as it is), and its
+    headline figures into the row's name, which users see when they pick the model."""
+    from .model_card import headline, read_evaluation, with_evaluation
+
     row = describe_package(package, name, model_id, description)
     folder = Path(target_folder) / row["value"]
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(package, folder / "model.zip")
+    if evaluation is not None and row["task"] != FOREIGN_TASK:
+        figures = with_evaluation(package, evaluation, folder / "model.zip", name, evaluation_name)
+    else:
+        figures = "" if evaluation is None else headline(*read_evaluation(evaluation, evaluation_name))
+        shutil.copyfile(package, folder / "model.zip")
+    row["name"] = f"{row['name']}: {figures}" if figures else row["name"]
     row = {**row, "path": row["value"], "pixel_size": "" if row["pixel_size"] is None else f"{row['pixel_size']:g}"}
     with atomic_output(json_path) as tmp:  # every column a string: Galaxy writes them into the .loc file as they are
         Path(tmp).write_text(json.dumps({"data_tables": {TABLE: [{c: str(row[c]) for c in COLUMNS}]}}, indent=2))
@@ -86,7 +97,8 @@ def install(package, target_folder, json_path, name: str | None = None, model_id
 
 
 def install_from_data_manager(package, json_path, name: str | None = None, model_id: str | None = None,
-                              description: str | None = None) -> dict:
+                              description: str | None = None, evaluation=None,
+                              evaluation_name: str | None = None) -> dict:
     """:func:`install` as a Galaxy data manager job runs it: ``json_path`` holds, when the job
     starts, Galaxy's parameters with the folder (``extra_files_path``) the package goes to; it
     is replaced by the row to add."""
@@ -97,4 +109,4 @@ def install_from_data_manager(package, json_path, name: str | None = None, model
     except (KeyError, IndexError, TypeError):
         raise InputError("the data manager's parameters name no output folder (output_data.0.extra_files_path)") \
             from None
-    return install(package, folder, json_path, name, model_id, description)
+    return install(package, folder, json_path, name, model_id, description, evaluation, evaluation_name)

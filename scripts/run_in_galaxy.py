@@ -13,6 +13,7 @@ GeoJSON.
 Usage: python run_in_galaxy.py GALAXY_URL ADMIN_KEY OUTPUT_DIR
 """
 
+import json
 import shutil
 import subprocess
 import sys
@@ -121,7 +122,8 @@ def main() -> int:
     history_url = f"{url}/published/history?id={history['id']}"
     screenshot(history_url, out_dir / "history.png", "1400,1000")
     screenshot(files["report"].resolve().as_uri(), out_dir / "report.png", "1200,2000")
-    if not apply_from_model_base(gi, history["id"], outputs["model"]["id"], collections["images"], out_dir):
+    if not apply_from_model_base(gi, history["id"], outputs["model"]["id"], outputs["scores"]["id"],
+                                 collections["images"], out_dir):
         return 1
     slide_history = run_slide_workflow(gi, url, workflows, out_dir)
     if slide_history is None:
@@ -134,16 +136,20 @@ def main() -> int:
     return 0
 
 
-def apply_from_model_base(gi: GalaxyInstance, history_id: str, model_id: str, images_id: str, out_dir: Path) -> bool:
-    """The facility's side, then the biologist's: the trained model goes into the model base (the
-    data manager; the demo user is also the facility's admin), then Predict applies it from there
-    to the held-out image in one step, nothing uploaded."""
-    print("\ninstalling the trained U-Net into the facility's model base (data manager dlhisto_model_installer)",
-          flush=True)
-    run = gi.tools.run_tool(history_id, "dlhisto_model_installer",
-                            {"model": {"src": "hda", "id": model_id}, "model_id": "demo_nuclei_unet"})
+def apply_from_model_base(gi: GalaxyInstance, history_id: str, model_id: str, scores_id: str, images_id: str,
+                          out_dir: Path) -> bool:
+    """The facility's side, then the biologist's: the trained model goes into the model base with
+    its evaluation on the held-out quadrant (the data manager; the demo user is also the facility's
+    admin), then Predict applies it from there to the held-out image in one step, nothing uploaded."""
+    print("\ninstalling the trained U-Net into the facility's model base with its evaluation (data manager "
+          "dlhisto_model_installer)", flush=True)
+    run = gi.tools.run_tool(history_id, "dlhisto_model_installer", {
+        "model": {"src": "hda", "id": model_id}, "model_id": "demo_nuclei_unet",
+        "evaluation": {"src": "hda", "id": scores_id}})
     if not job_ok(gi, run["jobs"][0]["id"]):
         return False
+    row = json.loads(gi.datasets.download_dataset(run["outputs"][0]["id"]))["data_tables"]["dlhisto_models"][0]
+    print(f"the model base now offers '{row['name']}'")
     image = gi.histories.show_dataset_collection(history_id, images_id)["elements"][0]["object"]["id"]
     run = gi.tools.run_tool(history_id, "dlhisto_predict", {
         "input": {"src": "hda", "id": image}, "model_cond|model_source": "base",

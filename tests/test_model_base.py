@@ -1,6 +1,7 @@
 """The facility's model base (dlhisto_core.model_base): the data manager's row for a package,
 checked as predict loads it, and the JSON Galaxy's data managers return."""
 
+import hashlib
 import json
 import sys
 
@@ -50,3 +51,39 @@ def test_a_package_that_fails_its_check_is_not_installed(test_data, tmp_path, ca
                  "--data-manager-json", str(params)]) == 2
     assert "'nuclei_classifier.zip' is not a bioimage.io model package" in capsys.readouterr().err
     assert not (tmp_path / "files").exists() and "data_tables" not in params.read_text()
+
+
+def test_an_evaluation_goes_into_the_model_card_and_the_name(nuclei_model, zoo, test_data, tmp_path):
+    """Evaluate's table (the classic pipeline's labels of the nuclei image against its ground
+    truth): a dlhisto package gets it in its model card, checked again by bioimageio.spec, and
+    the row's name shows the pooled F1 and panoptic quality at IoU 0.5; a package made elsewhere
+    keeps its own card, its name shows the figures too."""
+    import zipfile
+
+    import yaml
+
+    from dlhisto_core.model_base import install
+    from dlhisto_core.model_card import EVALUATION_HEADING
+    from dlhisto_core.model_package import load_package
+
+    evaluation = test_data / "nuclei_evaluation.tsv"
+    row = install(nuclei_model, tmp_path / "files", tmp_path / "row.json", model_id="nuclei", evaluation=evaluation)
+    assert row["name"] == "dlhisto test nuclei U-Net: f1 0.624, panoptic_quality 0.455 (all, threshold 0.5)"
+    installed = tmp_path / "files" / "nuclei" / "model.zip"
+    with zipfile.ZipFile(installed) as archive:
+        card = archive.read("README.md").decode()
+        rdf = yaml.safe_load(archive.read("rdf.yaml"))
+        assert set(archive.namelist()) == set(zipfile.ZipFile(nuclei_model).namelist())
+    assert card.count(EVALUATION_HEADING) == 1 and "- training data: 1 image(s): nuclei.tif" in card
+    assert "| all | 0.5 | 74 | 38 | 51 | 0.660714 | 0.592 | 0.624473 |" in card
+    assert rdf["documentation"]["sha256"] == hashlib.sha256(card.encode()).hexdigest()
+    load_package(installed)  # still dlhisto's package, its weights untouched
+    again = install(installed, tmp_path / "again", tmp_path / "row2.json", model_id="again", evaluation=evaluation)
+    assert zipfile.ZipFile(tmp_path / "again" / "again" / "model.zip").read("README.md").decode().count(
+        EVALUATION_HEADING) == 1 and again["name"] == row["name"]  # replaced, not added twice
+    foreign = install(zoo["ts05_zmuv_halo"], tmp_path / "files", tmp_path / "row3.json", model_id="zoo",
+                      evaluation=evaluation)
+    assert foreign["name"].endswith(": f1 0.624, panoptic_quality 0.455 (all, threshold 0.5)")
+    assert (tmp_path / "files" / "zoo" / "model.zip").read_bytes() == zoo["ts05_zmuv_halo"].read_bytes()
+    with pytest.raises(InputError, match="'not_an_image.txt' is not an evaluation table"):
+        install(nuclei_model, tmp_path / "x", tmp_path / "row4.json", evaluation=test_data / "not_an_image.txt")
