@@ -59,6 +59,11 @@ def rows(figures: Path) -> list[tuple[str, str, str, str]]:
     out.append(("prediction peak RSS at " + " / ".join(f"{s // 1000}k" for s in sizes) + " px slides",
                 " / ".join(f"{peaks[s]:.0f}" for s in sizes) + f" MB (x{growth:.2f})", f"flat (<= x{FLAT})",
                 "met" if growth <= FLAT else "not met"))
+    zoo = load("zoo")
+    for weights in ("torchscript", "onnx"):
+        ours, core = zoo["megapixels"] / zoo[weights]["dlhisto_s"], zoo["megapixels"] / zoo[weights]["core_s"]
+        out.append((f"foreign bioimage.io U-Net ({weights}), {zoo['megapixels']:.1f} Mpx: dlhisto tiled / "
+                    "bioimageio.core whole image (Mpx/s)", f"{ours:.3f} / {core:.3f} = {ours / core:.2f}", "", ""))
     slides = load("slides")
     predict_times = slides.pop("predict", {})
     for label, t in slides.items():
