@@ -26,9 +26,11 @@ PACKAGES = ("ts05_zmuv_halo", "onnx04_range_pointwise", "ts04_linear_fixed", "on
 DATA = Path(__file__).resolve().parent.parent / "test-data"
 ZOO = DATA / "zoo"
 """Where the packages are made (git-ignored): zoo/<name>.zip."""
-GALAXY_PACKAGE, GALAXY_IMAGE = "ts05_zmuv_halo", "nuclei.tif"
-"""The package and image of the predict tool's test of a foreign model: its output is compared
-with bioimageio.core's prediction, written next to the package as zoo/ts05_zmuv_halo_core.tif."""
+GALAXY_IMAGES = {"ts05_zmuv_halo": "nuclei.tif", "onnx04_range_pointwise": "ihc.png", "ts04_linear_fixed": "nuclei.tif",
+                 "onnx05_fixed_zmuv": "ihc.png", "ts05_output_stats": "nuclei.tif"}
+"""The image of each package's predict tool test; the output expected, written next to the package
+as zoo/<package>_expected.tif, is bioimageio.core's prediction, or for ts05_output_stats (which
+bioimageio.core 0.11.0 cannot run) the spec's formulas in numpy (:func:`output_stats_formulas`)."""
 CITE_DOI = "10.5281/zenodo.5764892"
 
 
@@ -86,7 +88,8 @@ def build_all(folder: Path) -> dict[str, Path]:
     if not stamp.is_file() or stamp.read_text() != version:
         for old in folder.glob("*.zip"):
             old.unlink()
-        (folder / f"{GALAXY_PACKAGE}_core.tif").unlink(missing_ok=True)
+        for old in folder.glob("*_expected.tif"):
+            old.unlink()
     made = {name: (folder / f"{name}.zip") if (folder / f"{name}.zip").is_file() else BUILDERS[name](folder)
             for name in PACKAGES}
     stamp.write_text(version)
@@ -307,23 +310,59 @@ def ts05_output_stats(folder: Path) -> Path:
 BUILDERS = {name: globals()[name] for name in PACKAGES}
 
 
-def reference_prediction(package: Path, image: Path, target: Path) -> Path:
-    """bioimageio.core's own prediction of ``package`` on a grey ``image`` (float32 TIFF)."""
-    import tifffile
-    from bioimageio.core import predict
+def core_prediction(package: Path, pixels: np.ndarray) -> np.ndarray:
+    """bioimageio.core's prediction of ``package`` on (Y, X[, C]) pixels, as (Y, X[, C]) float32:
+    the whole image at once, or blocked for a model of fixed size."""
+    from bioimageio.core import create_prediction_pipeline, predict
+    from bioimageio.core.digest_spec import create_sample_for_model
     from bioimageio.spec import load_model_description
 
     description = load_model_description(package, perform_io_checks=False, format_version="latest")
-    pixels = tifffile.imread(image).astype(np.float32)
-    result = predict(model=description, inputs=pixels[None, None])
-    output = next(iter(result.members.values())).data.to_numpy()[0, 0]
-    tifffile.imwrite(target, output.astype(np.float32))
-    return target
+    tensor = pixels[None, None] if pixels.ndim == 2 else np.transpose(pixels, (2, 0, 1))[None]
+    tensor = tensor.astype(np.float32)
+    if all(isinstance(axis.size, int) for axis in description.inputs[0].axes if axis.type == "space"):
+        sample = create_sample_for_model(description, inputs={description.inputs[0].id: tensor}, sample_id="image")
+        with create_prediction_pipeline(description) as pipeline:
+            result = pipeline.predict_sample_with_blocking(sample)
+    else:
+        result = predict(model=description, inputs=tensor)
+    output = next(iter(result.members.values())).data.to_numpy()[0]
+    return (output[0] if output.shape[0] == 1 else np.transpose(output, (1, 2, 0))).astype(np.float32)
+
+
+def output_stats_formulas(image: np.ndarray, folder: Path = ZOO) -> np.ndarray:
+    """What ts05_output_stats gives for a grey image by the spec's formulas, in numpy: scale_range
+    1-99 % of the input, the network, scale_range 5-95 % of each output channel, then
+    scale_mean_variance to the pre-processed input over every axis (statistics of the whole output)."""
+    def scale_range(x, low, high):
+        lo, hi = np.percentile(x, low, axis=(0, 1)), np.percentile(x, high, axis=(0, 1))
+        return (x - lo) / (hi - lo + 1e-6)
+    network = torch.jit.load(str(folder / "ts05_output_stats" / "weights.torchscript")).eval()
+    raw = scale_range(image.astype(np.float64), 1, 99)
+    with torch.no_grad():
+        output = network(torch.from_numpy(raw[None, None].astype(np.float32)))[0].numpy().transpose(1, 2, 0)
+    output = scale_range(output.astype(np.float64), 5, 95)
+    return ((output - output.mean()) / (output.std() + 1e-6) * (raw.std() + 1e-6) + raw.mean()).astype(np.float32)
+
+
+def write_expected_outputs(made: dict[str, Path]) -> list[Path]:
+    """zoo/<package>_expected.tif for each package of :data:`GALAXY_IMAGES` (once per build)."""
+    import tifffile
+
+    from dlhisto_core.image_io import read_image
+
+    written = []
+    for name, image in GALAXY_IMAGES.items():
+        target = made[name].with_name(f"{name}_expected.tif")
+        if not target.is_file():
+            pixels = read_image(DATA / image).data
+            expected = output_stats_formulas(pixels) if name == "ts05_output_stats" else \
+                core_prediction(made[name], pixels)
+            tifffile.imwrite(target, expected, photometric="minisblack")
+        written.append(target)
+    return written
 
 
 if __name__ == "__main__":
     made = build_all(ZOO)
-    core = ZOO / f"{GALAXY_PACKAGE}_core.tif"
-    if not core.is_file():
-        reference_prediction(made[GALAXY_PACKAGE], DATA / GALAXY_IMAGE, core)
-    print(*made.values(), core)
+    print(*made.values(), *write_expected_outputs(made))

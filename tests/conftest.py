@@ -21,6 +21,15 @@ def nuclei_model() -> Path:
 
 
 @pytest.fixture(scope="session")
+def zoo() -> dict[str, Path]:
+    """bioimage.io packages made the model zoo's way (scripts/make_zoo_packages.py), by name."""
+    import sys
+    sys.path.insert(0, str(TEST_DATA.parent / "scripts"))
+    import make_zoo_packages
+    return make_zoo_packages.build_all(make_zoo_packages.ZOO)
+
+
+@pytest.fixture(scope="session")
 def restoration_model(nuclei_model) -> Path:
     """The denoising U-Net package made with the other test models (scripts/make_test_model.py)."""
     return TEST_DATA / "nuclei_denoiser.zip"

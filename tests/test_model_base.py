@@ -3,20 +3,12 @@ checked as predict loads it, and the JSON Galaxy's data managers return."""
 
 import hashlib
 import json
-import sys
 
 import pytest
 
 from dlhisto_core.cli import main
 from dlhisto_core.errors import InputError
 from dlhisto_core.model_base import COLUMNS, describe_package
-
-
-@pytest.fixture(scope="module")
-def zoo(test_data):
-    sys.path.insert(0, str(test_data.parent / "scripts"))
-    import make_zoo_packages
-    return make_zoo_packages.build_all(make_zoo_packages.ZOO)
 
 
 def test_a_row_describes_dlhisto_and_foreign_packages(nuclei_model, zoo):
