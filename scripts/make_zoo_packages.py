@@ -123,6 +123,22 @@ def _rng_image(shape, seed: int, scale: float = 100.0) -> np.ndarray:
     return (ndi.gaussian_filter(noise, sigma=(0, 0, 2, 2)) * scale).astype(np.float32)
 
 
+def _work_folder(folder: Path, name: str, seed: int) -> Path:
+    """The folder a package's files are written to before they are zipped; the seed of its network."""
+    torch.manual_seed(seed)
+    work = folder / name
+    work.mkdir(exist_ok=True)
+    return work
+
+
+def _about(spec, work: Path) -> dict:
+    """Authors, citation, licence and documentation, the same for every test package (either spec)."""
+    v05 = spec.__name__.endswith("v0_5")
+    return {"authors": [spec.Author(name="dlhisto tests")], "cite": [spec.CiteEntry(text="dlhisto", doi=CITE_DOI)],
+            "license": spec.LicenseId("MIT") if v05 else "MIT",
+            "documentation": spec.FileDescr(source=work / "README.md") if v05 else work / "README.md"}
+
+
 def _save(description, folder: Path, name: str) -> Path:
     from bioimageio.spec import save_bioimageio_package
     return save_bioimageio_package(description, output_path=folder / f"{name}.zip")
@@ -131,9 +147,7 @@ def _save(description, folder: Path, name: str) -> Path:
 def ts05_zmuv_halo(folder: Path) -> Path:
     from bioimageio.spec.model import v0_5 as spec
 
-    work = folder / "ts05_zmuv_halo"
-    work.mkdir(exist_ok=True)
-    torch.manual_seed(0)
+    work = _work_folder(folder, "ts05_zmuv_halo", seed=0)
     network = ThreeConvolutions().eval()
     image = _rng_image((1, 1, 128, 128), 0)
     _test_pair(work, network, image, lambda x: (x - x.mean()) / (x.std() + 1e-6), lambda y: 1 / (1 + np.exp(-y)))
@@ -156,8 +170,7 @@ def ts05_zmuv_halo(folder: Path) -> Path:
         postprocessing=[spec.SigmoidDescr()])
     description = spec.ModelDescr(
         name="dlhisto test TorchScript v0-5", description="three convolutions, halo 8, zero mean unit variance",
-        authors=[spec.Author(name="dlhisto tests")], cite=[spec.CiteEntry(text="dlhisto", doi=CITE_DOI)],
-        license=spec.LicenseId("MIT"), documentation=spec.FileDescr(source=work / "README.md"),
+        **_about(spec, work),
         inputs=[inputs], outputs=[outputs],
         weights=spec.WeightsDescr(torchscript=spec.TorchscriptWeightsDescr(
             source=work / "weights.torchscript", pytorch_version=spec.Version(torch.__version__.split("+")[0]))))
@@ -167,9 +180,7 @@ def ts05_zmuv_halo(folder: Path) -> Path:
 def onnx04_range_pointwise(folder: Path) -> Path:
     from bioimageio.spec.model import v0_4 as spec
 
-    work = folder / "onnx04_range_pointwise"
-    work.mkdir(exist_ok=True)
-    torch.manual_seed(1)
+    work = _work_folder(folder, "onnx04_range_pointwise", seed=1)
     network = Pointwise().eval()
     image = _rng_image((1, 3, 96, 128), 1, 255)
 
@@ -181,8 +192,7 @@ def onnx04_range_pointwise(folder: Path) -> Path:
     _onnx(network, image, work / "weights.onnx")
     description = spec.ModelDescr(
         name="dlhisto test ONNX v0-4", description="pointwise network, no halo, scale_range per channel and dataset",
-        authors=[spec.Author(name="dlhisto tests")], cite=[spec.CiteEntry(text="dlhisto", doi=CITE_DOI)],
-        license="MIT", documentation=work / "README.md", timestamp="2026-12-03T00:00:00",
+        **_about(spec, work), timestamp="2026-12-03T00:00:00",
         inputs=[spec.InputTensorDescr(
             name="image", axes="bcyx", data_type="float32",
             shape=spec.ParameterizedInputShape(min=[1, 3, 32, 32], step=[0, 0, 16, 16]),
@@ -199,17 +209,14 @@ def onnx04_range_pointwise(folder: Path) -> Path:
 def ts04_linear_fixed(folder: Path) -> Path:
     from bioimageio.spec.model import v0_4 as spec
 
-    work = folder / "ts04_linear_fixed"
-    work.mkdir(exist_ok=True)
-    torch.manual_seed(2)
+    work = _work_folder(folder, "ts04_linear_fixed", seed=2)
     network = Dilated().eval()
     image = _rng_image((1, 1, 96, 96), 2, 1000)
     _test_pair(work, network, image, lambda x: np.clip(x * 0.004 - 1, -1, 2), lambda y: np.clip(y, -0.5, 0.5))
     _torchscript(network, work / "weights.torchscript")
     description = spec.ModelDescr(
         name="dlhisto test TorchScript v0-4", description="dilated convolutions on fixed 96 px windows, halo 12",
-        authors=[spec.Author(name="dlhisto tests")], cite=[spec.CiteEntry(text="dlhisto", doi=CITE_DOI)],
-        license="MIT", documentation=work / "README.md", timestamp="2026-12-03T00:00:00",
+        **_about(spec, work), timestamp="2026-12-03T00:00:00",
         inputs=[spec.InputTensorDescr(
             name="raw", axes="bcyx", data_type="float32", shape=[1, 1, 96, 96],
             preprocessing=[spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=0.004, offset=-1)),
@@ -227,9 +234,7 @@ def ts04_linear_fixed(folder: Path) -> Path:
 def onnx05_fixed_zmuv(folder: Path) -> Path:
     from bioimageio.spec.model import v0_5 as spec
 
-    work = folder / "onnx05_fixed_zmuv"
-    work.mkdir(exist_ok=True)
-    torch.manual_seed(3)
+    work = _work_folder(folder, "onnx05_fixed_zmuv", seed=3)
     network = Residual().eval()
     image = _rng_image((1, 3, 128, 96), 3, 255)
     mean, std = np.array([180.0, 120.0, 170.0]), np.array([40.0, 50.0, 35.0])
@@ -252,8 +257,7 @@ def onnx05_fixed_zmuv(folder: Path) -> Path:
         postprocessing=[spec.ClipDescr(kwargs=spec.ClipKwargs(min=-3, max=3))])
     description = spec.ModelDescr(
         name="dlhisto test ONNX v0-5", description="a residual block on RGB, fixed mean and spread per channel",
-        authors=[spec.Author(name="dlhisto tests")], cite=[spec.CiteEntry(text="dlhisto", doi=CITE_DOI)],
-        license=spec.LicenseId("MIT"), documentation=spec.FileDescr(source=work / "README.md"),
+        **_about(spec, work),
         inputs=[inputs], outputs=[outputs],
         weights=spec.WeightsDescr(onnx=spec.OnnxWeightsDescr(source=work / "weights.onnx", opset_version=17)))
     return _save(description, folder, "onnx05_fixed_zmuv")
@@ -262,9 +266,7 @@ def onnx05_fixed_zmuv(folder: Path) -> Path:
 def ts05_output_stats(folder: Path) -> Path:
     from bioimageio.spec.model import v0_5 as spec
 
-    work = folder / "ts05_output_stats"
-    work.mkdir(exist_ok=True)
-    torch.manual_seed(4)
+    work = _work_folder(folder, "ts05_output_stats", seed=4)
     network = GreyPointwise().eval()
     image = _rng_image((1, 1, 64, 96), 4, 1000)
 
@@ -299,8 +301,7 @@ def ts05_output_stats(folder: Path) -> Path:
     description = spec.ModelDescr(
         name="dlhisto test output statistics", description="pointwise network whose output is scaled with statistics "
         "of the whole output and of the input",
-        authors=[spec.Author(name="dlhisto tests")], cite=[spec.CiteEntry(text="dlhisto", doi=CITE_DOI)],
-        license=spec.LicenseId("MIT"), documentation=spec.FileDescr(source=work / "README.md"),
+        **_about(spec, work),
         inputs=[inputs], outputs=[outputs],
         weights=spec.WeightsDescr(torchscript=spec.TorchscriptWeightsDescr(
             source=work / "weights.torchscript", pytorch_version=spec.Version(torch.__version__.split("+")[0]))))
