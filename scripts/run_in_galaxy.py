@@ -13,7 +13,6 @@ GeoJSON.
 Usage: python run_in_galaxy.py GALAXY_URL ADMIN_KEY OUTPUT_DIR
 """
 
-import json
 import shutil
 import subprocess
 import sys
@@ -148,8 +147,6 @@ def apply_from_model_base(gi: GalaxyInstance, history_id: str, model_id: str, sc
         "evaluation": {"src": "hda", "id": scores_id}})
     if not job_ok(gi, run["jobs"][0]["id"]):
         return False
-    row = json.loads(gi.datasets.download_dataset(run["outputs"][0]["id"]))["data_tables"]["dlhisto_models"][0]
-    print(f"the model base now offers '{row['name']}'")
     image = gi.histories.show_dataset_collection(history_id, images_id)["elements"][0]["object"]["id"]
     run = gi.tools.run_tool(history_id, "dlhisto_predict", {
         "input": {"src": "hda", "id": image}, "model_cond|model_source": "base",
