@@ -30,6 +30,7 @@ geojson_to_labels      :func:`geojson_to_labels` with :class:`ImportOptions`; th
 
 Images are read with :func:`read_image` / :func:`read_labels` (or tile by tile with
 :class:`TiledImageReader`) and written with :func:`write_image` / :func:`write_labels`.
+:func:`limit_threads` caps the CPU threads of every library (the command line's ``--threads``).
 """
 
 import importlib
@@ -51,6 +52,7 @@ _EXPORTS = {
     "evaluation": ["evaluate", "Evaluation", "evaluate_instances", "evaluate_classes", "evaluate_tile_classes"],
     "crossval": ["cross_validate", "CrossValOptions", "AnnotatedImage"],
     "geojson": ["labels_to_geojson", "geojson_to_labels", "ExportOptions", "ImportOptions"],
+    "threads": ["limit_threads"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["__version__", *_WHERE]

@@ -31,6 +31,7 @@ from .outputs import Cancelled, cancel_on_signals, check_outputs, outputs_togeth
 from .preprocessing import PreprocessOptions, check_stain_reference, preprocess
 from .slides import downsample_to_slide
 from .tables import write_row, write_table
+from .threads import limit_threads
 
 
 def run_preprocess(args: argparse.Namespace) -> None:
@@ -352,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"dlhisto {args.step}"
+    if args.threads:
+        limit_threads(args.threads)
     try:
         with cancel_on_signals():
             check_outputs(*_outputs_and_inputs(args))

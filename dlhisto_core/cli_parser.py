@@ -120,9 +120,18 @@ def add_training_arguments(step: argparse.ArgumentParser) -> None:
 TRAINING_PAIRS = (("image", "labels", "image", "label image", True), ("image", "target", "image", "target image", True))
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dlhisto", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"dlhisto {__version__}")
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="CPU threads of each library (Galaxy: the job's GALAXY_SLOTS; default: one per core)")
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
 
     pre = steps.add_parser("preprocess", help="deconvolve stains, rescale, enhance ridges, smooth, normalise")

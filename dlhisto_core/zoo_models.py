@@ -32,6 +32,7 @@ from .errors import InputError, one_line
 from .image_io import image_reader, write_tiled_image
 from .outputs import outputs_together
 from .tables import write_row
+from .threads import cpu_threads
 
 MAX_PACKAGE_BYTES = 4 * 2**30
 MAX_STATS_PIXELS = 64 * 2**20
@@ -261,8 +262,10 @@ def _network(description, folder: Path, name: str) -> tuple[str, Callable[[np.nd
         import onnxruntime
 
         data = _weights_bytes(weights.onnx.source, folder, name)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = cpu_threads()  # 0: one per core
         try:
-            session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+            session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise InputError(f"'{name}': its ONNX weights cannot be read ({one_line(exc, 200)})") from None
         input_name = session.get_inputs()[0].name

@@ -187,3 +187,24 @@ def test_transfer_refuses_unsafe_or_unfitting_weights(test_data, tmp_path, nucle
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr and "ran code" not in result.stdout
     assert list(out.iterdir()) == []
+
+
+
+def test_threads_caps_every_library_the_step_uses(test_data, tmp_path):
+    """``dlhisto --threads 1`` (Galaxy's GALAXY_SLOTS) holds numpy's BLAS and PyTorch, loaded
+    before or after, to one thread (by default each takes one per core)."""
+    step = ["--threads", "1", *map(str, segment_args(test_data / "nuclei.tif", tmp_path))]
+    probe = (f"import sys, threadpoolctl; from dlhisto_core.cli import main; assert main({step!r}) == 0; "
+             "import torch; print(torch.get_num_threads(), "
+             "max(p['num_threads'] for p in threadpoolctl.threadpool_info()))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "1"]
+    assert (tmp_path / "labels.tif").exists()
+
+
+def test_threads_must_be_a_positive_count(test_data, tmp_path):
+    result = dlhisto("--threads", "0", *segment_args(test_data / "nuclei.tif", tmp_path))
+    assert result.returncode == 2
+    assert "--threads: expected a whole number of at least 1, not '0'" in result.stderr
+    assert not list(tmp_path.iterdir())

@@ -16,6 +16,7 @@ from dlhisto_core.cli_parser import build_parser
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 TOOL_XMLS = sorted(p for p in TOOLS.glob("*.xml") if p.name != "macros.xml")
+DATA_MANAGER_XMLS = sorted(p for p in TOOLS.parent.glob("data_managers/*/data_manager/*.xml") if p.name != "macros.xml")
 
 
 def expanded(path: Path) -> ET.Element:
@@ -54,12 +55,19 @@ def expanded(path: Path) -> ET.Element:
             return
 
     expand(root, tokens)
+    for node in root.iter():  # the tokens outside macros
+        node.attrib = {k: substitute(v, tokens) for k, v in node.attrib.items()}
+        node.text = substitute(node.text, tokens) if node.text else node.text
     return root
+
+
+#: how every tool's command starts: the step runs with the job's cores
+COMMAND_START = r'^\s*dlhisto --threads "\\\$\{GALAXY_SLOTS:-1\}" (\w+)\s'
 
 
 def step_options(tool: ET.Element) -> dict:
     """The argparse actions of the tool's dlhisto step, by option string."""
-    step = re.search(r"dlhisto\s+(\w+)", tool.find("command").text).group(1)
+    step = re.match(COMMAND_START, tool.find("command").text).group(1)
     parser = build_parser()
     steps = next(a for a in parser._actions if a.dest == "step")
     return {flag: action for action in steps.choices[step]._actions for flag in action.option_strings}
@@ -125,3 +133,11 @@ def test_the_check_sees_the_parameters_of_every_tool_with_options():
     counts = {path.stem: len(tool_params(tool := expanded(path), step_options(tool))) for path in TOOL_XMLS}
     assert counts["segment_classic"] >= 7 and counts["train"] >= 8 and counts["predict"] >= 5
     assert counts["crossval"] >= 15 and counts["auto_annotate"] >= 6
+
+
+@pytest.mark.parametrize("path", [*TOOL_XMLS, *DATA_MANAGER_XMLS], ids=lambda p: p.stem)
+def test_every_tool_runs_its_step_with_the_jobs_cores(path):
+    """A step with more threads than the job's cores (GALAXY_SLOTS) slows every job on the node."""
+    command = expanded(path).find("command").text
+    assert re.match(COMMAND_START, command), command[:80]
+    assert len(re.findall(r"\bdlhisto\s", command)) == 1
