@@ -70,6 +70,11 @@ class ZooModel:
     padding: dict
     """How the input is extended beyond the image's border (``np.pad`` keywords; the package's
     ``pad``, symmetric by default as in bioimageio.core)."""
+    window_postprocessing: list
+    """The output's postprocessing applied window by window: up to the first step that needs
+    statistics of the whole output (:data:`OUTPUT_STATISTICS`)."""
+    whole_output_postprocessing: list
+    """The rest, applied once the whole output is written and measured."""
     folder: tempfile.TemporaryDirectory = field(repr=False, default=None)
 
     @property
@@ -219,7 +224,7 @@ def _zoo_model(description, folder: Path, name: str) -> ZooModel:
     if padding["mode"] == "constant":
         padding["constant_values"] = pad.value
     return ZooModel(name, description, weights_format, network, input_axes, output_axes, sizes, halo, channels,
-                    padding)
+                    padding, *split_at_output_statistics(tensor_out.postprocessing))
 
 
 def _axes(tensor, name: str, which: str) -> list[str]:
@@ -377,9 +382,15 @@ def split_at_output_statistics(steps) -> tuple[list, list]:
 
 
 def _like(values: np.ndarray, from_axes: list[str], to_axes: list[str]) -> np.ndarray:
-    """Reduced statistics (keepdims) of one tensor's axes reshaped to broadcast on another's."""
+    """Reduced statistics (keepdims) of one tensor's axes reshaped to broadcast on another's: one
+    value for all, or one per entry of the axes the two share (e.g. per channel)."""
+    if values.size == 1:
+        return values.reshape(())
     shape = [values.shape[from_axes.index(a)] if a in from_axes else 1 for a in to_axes]
-    return values.reshape(shape) if int(np.prod(shape)) == values.size else values.reshape(-1)[0]
+    if int(np.prod(shape)) != values.size:
+        raise InputError(f"scale_mean_variance: the reference tensor's statistics (shape {values.shape}, axes "
+                         f"{', '.join(from_axes)}) do not fit the output's axes ({', '.join(to_axes)})")
+    return values.reshape(shape)
 
 
 def apply(step, array: np.ndarray, axes: list[str], stats: dict) -> np.ndarray:
@@ -462,10 +473,9 @@ def run_sample(model: ZooModel, tensor: np.ndarray) -> np.ndarray:
     pre = model.description.inputs[0].preprocessing
     processed = apply_all(pre, tensor, model.input_axes, measure(pre, tensor, model.input_axes))
     output = run_processed(model, processed, None)
-    _, tail = split_at_output_statistics(model.description.outputs[0].postprocessing)
+    tail = model.whole_output_postprocessing
     others = {str(model.description.inputs[0].id): (processed, model.input_axes)}
-    stats = measure(tail, output, model.output_axes, others)
-    return apply_all(tail, output, model.output_axes, stats)
+    return apply_all(tail, output, model.output_axes, measure(tail, output, model.output_axes, others))
 
 
 def run_processed(model: ZooModel, tensor: np.ndarray, stats: list[dict] | None) -> np.ndarray:
@@ -475,7 +485,7 @@ def run_processed(model: ZooModel, tensor: np.ndarray, stats: list[dict] | None)
     if stats is not None:
         tensor = apply_all(model.description.inputs[0].preprocessing, tensor, model.input_axes, stats)
     output = model.network(tensor.astype(np.float32, copy=False))
-    head, _ = split_at_output_statistics(model.description.outputs[0].postprocessing)
+    head = model.window_postprocessing
     return apply_all(head, output, model.output_axes, [{}] * len(head))
 
 
@@ -559,7 +569,7 @@ def predict_zoo(model: ZooModel, image, output_path=None, classes_path=None, sum
             tile["y"] = tile["x"] = min(tile.values())
         step = tile["y"]
         means = _ChannelMeans(len(model.channel_names))
-        _, tail = split_at_output_statistics(model.description.outputs[0].postprocessing)
+        tail = model.whole_output_postprocessing
 
         def window_tiles():
             for y in range(0, height, step):
@@ -607,6 +617,18 @@ def _squeezed(tile: np.ndarray) -> np.ndarray:
     return tile if tile.shape[-1] > 1 else tile[..., 0]
 
 
+def _with_channels(values: np.ndarray) -> np.ndarray:
+    """(Y, X) or (Y, X, C) pixels as (Y, X, C)."""
+    return values[..., None] if values.ndim == 2 else values
+
+
+def _stored_tiles(output, shape, tile_size: int):
+    """The tiles of an open output (:class:`TiledImageReader`), (Y, X, C), in the order written."""
+    for y in range(0, shape[0], tile_size):
+        for x in range(0, shape[1], tile_size):
+            yield _with_channels(output.read_region(y, x, tile_size, tile_size))
+
+
 def _processed_tiles(first: Path, steps, reference, shape, tile_size: int):
     """The tiles of the output written to ``first`` with the postprocessing ``steps`` applied, their
     statistics taken on the whole output (its overview beyond :data:`MAX_STATS_PIXELS`)."""
@@ -616,12 +638,10 @@ def _processed_tiles(first: Path, steps, reference, shape, tile_size: int):
     with TiledImageReader(first) as output:
         whole = output.overview()[0] if shape[0] * shape[1] > MAX_STATS_PIXELS else output.read_region(
             0, 0, shape[0], shape[1])
-        stats = measure(steps, whole[..., None] if whole.ndim == 2 else whole, axes, reference)
+        stats = measure(steps, _with_channels(whole), axes, reference)
         del whole
-        for y in range(0, shape[0], tile_size):
-            for x in range(0, shape[1], tile_size):
-                values = output.read_region(y, x, tile_size, tile_size)
-                yield apply_all(steps, values[..., None] if values.ndim == 2 else values, axes, stats)
+        for tile in _stored_tiles(output, shape, tile_size):
+            yield apply_all(steps, tile, axes, stats)
 
 
 def _stats_image(reader, model: ZooModel) -> np.ndarray:
@@ -661,15 +681,12 @@ def _window_output(model: ZooModel, reader, stats, box, windows, shape) -> np.nd
 
 
 def _write_classes(output_path, classes_path, shape, tile_size: int, pixel_size) -> None:
+    """The class map of a written output: the most probable channel, or one channel >= 0.5."""
     from .image_io import TiledImageReader
 
-    with TiledImageReader(output_path) as output:
-        def class_tiles():
-            for y in range(0, shape[0], tile_size):
-                for x in range(0, shape[1], tile_size):
-                    yield classes_of(output.read_region(y, x, tile_size, tile_size))
+    def classes_of(values: np.ndarray) -> np.ndarray:
+        return (values[..., 0] >= 0.5 if values.shape[-1] == 1 else values.argmax(axis=-1)).astype(np.uint8)
 
-        def classes_of(values: np.ndarray) -> np.ndarray:
-            values = values[..., None] if values.ndim == 2 else values
-            return (values[..., 0] >= 0.5 if values.shape[-1] == 1 else values.argmax(axis=-1)).astype(np.uint8)
-        write_tiled_image(classes_path, class_tiles(), shape[:2], np.uint8, tile_size, pixel_size)
+    with TiledImageReader(output_path) as output:
+        write_tiled_image(classes_path, map(classes_of, _stored_tiles(output, shape, tile_size)), shape[:2], np.uint8,
+                          tile_size, pixel_size)

@@ -82,6 +82,19 @@ def test_postprocessing_with_statistics_of_the_whole_output_follows_the_spec(zoo
     assert np.abs(tifffile.imread(tmp_path / "out.tif") - expected).max() < TOLERANCE
 
 
+def test_reference_statistics_that_do_not_fit_the_output_are_refused():
+    """scale_mean_variance to an input of 3 channels, on an output without a channel axis: there
+    is no one value to take (it used to take the first channel's)."""
+    from dlhisto_core.zoo_models import _like
+
+    per_channel = np.arange(3.0).reshape(1, 3, 1, 1)
+    assert _like(per_channel, ["batch", "channel", "y", "x"], ["batch", "y", "x", "channel"]).shape == (1, 1, 1, 3)
+    assert float(_like(per_channel[:, :1], ["batch", "channel", "y", "x"], ["batch", "y", "x"])) == 0.0
+    with pytest.raises(InputError, match=r"statistics \(shape \(1, 3, 1, 1\), axes batch, channel, y, x\) do not "
+                       r"fit the output's axes \(batch, y, x\)"):
+        _like(per_channel, ["batch", "channel", "y", "x"], ["batch", "y", "x"])
+
+
 def test_predict_runs_a_foreign_package_at_its_pixel_size_with_a_class_map(zoo, test_data, tmp_path):
     """Through dlhisto's predict (API of the CLI and the Galaxy tool): the package states 0.5 µm;
     an image recorded at 0.25 µm is read at 0.5 µm; the class map thresholds the one probability."""
