@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_arguments(tr)
     add_pairing(tr, TRAINING_PAIRS[0], TRAINING_PAIRS[1])
     add_network_arguments(tr)
+    add_option(tr, TrainOptions(), "encoder_weights", help="imagenet: start the encoder from ImageNet weights where "
+               "dlhisto ships them (mobilenet_v2; random for the others); none: random (default %(default)s)")
 
     tf = steps.add_parser("transfer", help="fine-tune a pretrained model (package or weights file) on new images")
     add_training_arguments(tf)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from .classic import MAX_AREA
 from .errors import InputError
 from .image_io import PIXEL_SIZE_RANGE_UM
-from .model_spec import TASKS
+from .model_spec import ENCODER_WEIGHTS, TASKS
 from .options import (DEVICES, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_SEED, bounded,
                       check_bounds, check_choices, choice)
 from .tiling import MAX_TILE_SIZE
@@ -42,6 +42,9 @@ class TrainOptions:
     seed: int = bounded(0, 0, MAX_SEED)
     augment: bool = True
     device: str = choice("auto", DEVICES)
+    encoder_weights: str = choice("none", ENCODER_WEIGHTS)
+    """A new network's encoder: 'imagenet' starts it from ImageNet weights where dlhisto ships
+    them (mobilenet_v2), 'none' from random ones. (Transfer learning starts from its own weights.)"""
 
     def check(self) -> None:
         check_bounds(self)

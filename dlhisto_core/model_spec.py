@@ -11,6 +11,9 @@ from .errors import InputError
 ARCHITECTURE_NAMES = ("unet", "unetplusplus", "fpn")
 """segmentation-models-pytorch networks dlhisto builds (``dl_models.ARCHITECTURES``)."""
 ENCODERS = ("resnet18", "resnet34", "mobilenet_v2")
+ENCODER_WEIGHTS = ("imagenet", "none")
+"""How a new network's encoder starts: from ImageNet weights where dlhisto ships them
+(:data:`pretrained.IMAGENET`), or random."""
 TASKS = ("semantic", "instance", "classification", "regression")
 MAX_CLASSES = 256
 """Most classes (or regression output channels) a model may have: class maps are 8-bit."""

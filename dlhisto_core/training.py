@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import dl_data, dl_models, dl_train, model_package, stain
+from . import dl_data, dl_models, dl_train, model_package, pretrained, stain
 from .dl_options import DataOptions, TrainOptions, TransferOptions
 from .dl_train import TrainState
 from .errors import InputError
@@ -164,10 +164,21 @@ def train(images: Sequence[Named | str], labels: Sequence[Named | str] | None = 
             split = (list(range(n_training)), list(range(n_training, patches.n_patches)))
         spec = ModelSpec(data.task, patches.out_channels, patches.n_channels, architecture, encoder)
         model = dl_models.build_model(spec, seed=options.seed)
+        origin = _start_encoder(model, spec, options.encoder_weights, log or _quiet)
         state = dl_train.train(model, patches.path, spec.out_channels, options,
                                checkpoint or Path(work) / "checkpoint.pt", log=log or _quiet, split=split)
     return TrainedModel(model, spec, state, names, images, data, options, patches.target_normalization,
-                        stain_reference=stain_reference)
+                        origin=origin, stain_reference=stain_reference)
+
+
+def _start_encoder(model: torch.nn.Module, spec: ModelSpec, encoder_weights: str, log) -> str:
+    """Load the encoder's ImageNet weights when asked and shipped; returns the model's origin."""
+    weights = pretrained.imagenet_state_dict(spec.encoder) if encoder_weights == "imagenet" else None
+    if weights is None:
+        return "trained from scratch"
+    counts = dl_models.load_matching_weights(model, weights, pretrained.IMAGENET[spec.encoder].describe())
+    log(f"encoder started from ImageNet weights: {counts['loaded']} tensors")
+    return "trained from ImageNet encoder weights"
 
 
 def transfer(pretrained: Named | str, images: Sequence[Named | str], labels: Sequence[Named | str] | None = None,

