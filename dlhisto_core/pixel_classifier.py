@@ -26,6 +26,7 @@ from .image_io import TiledImageReader, image_reader, write_tiled_image
 from .options import MAX_SEED, MAX_TREES, bounded, check_bounds
 from .slides import SAME_PIXEL_SIZE
 from .outputs import atomic_output
+from .threads import cpu_threads
 from .tiling import MAX_TILE_SIZE, Tile, check_tile_size, map_in_order, tile_grid
 
 if TYPE_CHECKING:  # scikit-learn, skops and pydantic load when a classifier is trained, saved or loaded
@@ -157,7 +158,7 @@ def train(pairs: Sequence[tuple], settings: FeatureSettings | None = None, class
     names = list(class_names) if class_names else [f"class {k}" for k in range(1, n_classes + 1)]
     if len(names) != n_classes:
         raise InputError(f"{len(names)} class names given for annotations using classes 1 to {n_classes}")
-    forest = RandomForestClassifier(n_estimators=n_trees, random_state=seed, n_jobs=-1,
+    forest = RandomForestClassifier(n_estimators=n_trees, random_state=seed, n_jobs=cpu_threads() or -1,
                                     oob_score=True, class_weight="balanced")
     with warnings.catch_warnings():  # with few trees some pixels are in every bootstrap: handled below
         warnings.filterwarnings("ignore", "Some inputs do not have OOB scores")

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 from .errors import InputError
 from .options import check_number
+from .threads import cpu_threads
 
 MAX_TILE_SIZE = 8192
 """Largest tile or window side in pixels (a window of 8192 px is 256 MB of float32 per channel)."""
@@ -51,7 +52,7 @@ def map_in_order(function: Callable[[T], R], items: Iterable[T], workers: int | 
     For per-tile work that releases the GIL (SciPy filters, scikit-learn forests): the cores
     share the tiles while memory stays bounded by the few tiles in flight.
     """
-    workers = workers or len(os.sched_getaffinity(0))  # the cores this job may use (Slurm, taskset)
+    workers = workers or cpu_threads() or len(os.sched_getaffinity(0))  # --threads, else the cores this job may use
     if workers == 1:
         yield from map(function, items)
         return
