@@ -11,19 +11,28 @@ Methods (one row each, with the CPU time it took to train):
 - classic: ``segment_classic`` with its defaults (smooth, k-means threshold, watershed); no training;
 - unet_defaults: ``dlhisto train`` as a user who changes nothing runs it (``train`` with default
   options), on the training images, validated on the tuning images, then ``predict`` with defaults;
-- unet_imagenet: the same with a mobilenet_v2 encoder started from ImageNet weights.
+- unet_imagenet: the same with a mobilenet_v2 encoder started from ImageNet weights;
+- stardist: StarDist 2D (stardist 0.9.2, TensorFlow CPU) trained on the same images for the CPU
+  time the U-Net with defaults took in the same run (or ``--stardist-cpu-minutes``), thresholds
+  tuned on the tuning images; in an environment of its own made from
+  ``benchmarks/requirements-stardist.lock`` ($DLHISTO_CACHE/stardist-0.9.2), by
+  ``benchmarks/stardist_baseline.py``.
 
 Scores (``evaluate_instances``, pooled over the held-out images): F1 at IoU 0.5, AP at IoU 0.5
 (TP / (TP + FP + FN), StarDist's ``accuracy``), its mean over IoU 0.5:0.95, and panoptic quality
 at 0.5.
 
-Usage: .venv/bin/python benchmarks/accuracy.py [--methods classic unet_defaults] [--tuning-every 5] [--work DIR]
+Usage: .venv/bin/python benchmarks/accuracy.py [--methods classic unet_defaults ... stardist] [--tuning-every 5]
+       [--work DIR] [--stardist-cpu-minutes M]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,6 +85,37 @@ def unet(name: str, **settings):
     return method
 
 
+HERE = Path(__file__).resolve().parent
+STARDIST_ENV = reference_data.CACHE / "stardist-0.9.2"
+
+
+def stardist_environment() -> Path:
+    """The Python of StarDist's environment, made once from requirements-stardist.lock."""
+    python = STARDIST_ENV / "bin" / "python"
+    lock = HERE / "requirements-stardist.lock"
+    stamp = STARDIST_ENV / ".installed"
+    if not python.exists() or not stamp.is_file() or stamp.read_text() != lock.read_text():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(STARDIST_ENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "-r", str(lock)], check=True)
+        stamp.write_text(lock.read_text())
+    return python
+
+
+def stardist(training, tuning, held_out, work: Path, cpu_seconds: float) -> tuple[list[Path], float]:
+    job = {"training": [[str(a), str(b)] for a, b in training], "tuning": [[str(a), str(b)] for a, b in tuning],
+           "held_out": [[str(a), str(b)] for a, b in held_out], "cpu_seconds": cpu_seconds,
+           "output": str(work / "stardist")}
+    (work / "stardist_job.json").write_text(json.dumps(job))
+    result = subprocess.run([str(stardist_environment()), str(HERE / "stardist_baseline.py"),
+                             str(work / "stardist_job.json")], capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if result.returncode:
+        sys.exit(f"StarDist failed:\n{result.stderr[-3000:]}")
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"# stardist: {report['epochs']} epochs of 50 steps, thresholds {report['thresholds']}", flush=True)
+    return [work / "stardist" / f"stardist_{image.stem}.tif" for image, _ in held_out], report["cpu_seconds"]
+
+
 METHODS = {"classic": classic,
            "unet_defaults": unet("unet_defaults"),
            "unet_imagenet": unet("unet_imagenet", encoder="mobilenet_v2",
@@ -93,9 +133,11 @@ def scores(held_out, outputs) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=[*METHODS, "stardist"], choices=[*METHODS, "stardist"])
     parser.add_argument("--tuning-every", type=int, default=5)
     parser.add_argument("--work", type=Path, help="keep the models and label images in this folder")
+    parser.add_argument("--stardist-cpu-minutes", type=float,
+                        help="StarDist's training budget (default: what the U-Net with defaults took)")
     args = parser.parse_args()
     training, tuning, held_out = splits(args.tuning_every)
     truth_count = sum(len(np.unique(tifffile.imread(labels))) - 1 for _, labels in held_out)
@@ -106,8 +148,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dlhisto-accuracy-") as temporary:
         work = args.work or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
+        budget = args.stardist_cpu_minutes and args.stardist_cpu_minutes * 60
         for name in args.methods:
-            outputs, seconds = METHODS[name](training, tuning, held_out, work)
+            if name == "stardist":
+                if not budget:
+                    sys.exit("StarDist's CPU budget is the U-Net's: list unet_defaults before stardist, or give "
+                             "--stardist-cpu-minutes")
+                outputs, seconds = stardist(training, tuning, held_out, work, budget)
+            else:
+                outputs, seconds = METHODS[name](training, tuning, held_out, work)
+                budget = budget or (seconds if name == "unet_defaults" else None)
             s = scores(held_out, outputs)
             print(f"| {name} | {s['f1']:.3f} | {s['ap50']:.3f} | {s['ap50_95']:.3f} | {s['pq']:.3f} | {s['objects']} "
                   f"| {seconds / 60:.1f} min |", flush=True)
