@@ -310,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(pr, defaults, "min_tissue", help="with --skip-background: smallest tissue fraction of a window that "
                "is predicted (default %(default)s)")
     add_option(pr, defaults, "min_area", help="drop objects with a smaller interior (pixels, default %(default)s)")
+    add_option(pr, defaults, "flips", help="test-time augmentation: average the outputs over each window and its "
+               "3 flips (4 times the work)")
     add_option(pr, defaults, "pixel_size", metavar="UM", help="work at this pixel size in µm: read the slide's pyramid "
                "level nearest to it (not coarser) and resample the rest; the outputs have this pixel size")
     add_geojson_output(pr, "the objects (instance models)")

@@ -254,7 +254,8 @@ def train_pixel_classifier(training, validation, options: CrossValOptions, n_cla
 
 
 def train_unet(training, validation, options: CrossValOptions, n_classes: int, work: Path):
-    """U-Net trained on the training folds, validated (early stopping, best epoch) on the fold."""
+    """U-Net trained on the training folds, validated (early stopping, best epoch; for instances
+    also the object thresholds) on the fold."""
     from . import dl_predict
     from .training import DataOptions, TrainOptions, train
 
@@ -276,7 +277,8 @@ def train_unet(training, validation, options: CrossValOptions, n_classes: int, w
     def segment(item: AnnotatedImage) -> np.ndarray:
         output = work / "prediction.tif"
         if options.task == "instance":
-            dl_predict.predict_slide(model, spec, item.image, predict_options, objects_path=output, name=item.name)
+            dl_predict.predict_slide(model, spec, item.image, predict_options, objects_path=output, name=item.name,
+                                     thresholds=trained.tuning.thresholds)
         else:
             dl_predict.predict_slide(model, spec, item.image, predict_options, classes_path=output, name=item.name)
         return read_labels(output).data.astype(np.int64)

@@ -31,18 +31,20 @@ def default_loss(task: str) -> str:
 class TrainOptions:
     """The training loop."""
 
-    epochs: int = bounded(30, 1, MAX_EPOCHS)
+    epochs: int = bounded(10, 1, MAX_EPOCHS)
     batch_size: int = bounded(8, 1, MAX_BATCH_SIZE)
     learning_rate: float = bounded(1e-3, 1e-9, 10)
+    """The first epoch's; it decays along a cosine to almost 0 at the last (``dl_train.learning_rate_at``)."""
     loss: str | None = choice(None, LOSSES)
     """One of LOSSES; None: the task's default (:func:`default_loss`)."""
     validation_fraction: float = bounded(0.2, 0, 1)
+    """Of the images held out whole to validate (segmentation with 5 images or more), else of the patches."""
     patience: int = bounded(8, 1, MAX_EPOCHS)
-    """Stop when the validation score (Dice, accuracy or PSNR) has not improved for this many epochs."""
+    """Stop when the validation score (Dice, instance F1, accuracy or PSNR) has not improved for this many epochs."""
     seed: int = bounded(0, 0, MAX_SEED)
     augment: bool = True
     device: str = choice("auto", DEVICES)
-    encoder_weights: str = choice("none", ENCODER_WEIGHTS)
+    encoder_weights: str = choice("imagenet", ENCODER_WEIGHTS)
     """A new network's encoder: 'imagenet' starts it from ImageNet weights where dlhisto ships
     them (mobilenet_v2), 'none' from random ones. (Transfer learning starts from its own weights.)"""
 
@@ -102,6 +104,9 @@ class PredictOptions:
     """With skip_background: windows with a smaller fraction of tissue pixels are skipped."""
     min_area: int = bounded(0, 0, MAX_AREA)
     """Instance output: objects with a smaller interior (pixels) are dropped."""
+    flips: bool = False
+    """Test-time augmentation: average the network's outputs over the window and its three
+    flips (4 times the work; smoother probabilities, a little more accurate)."""
     pixel_size: float | None = bounded(None, *PIXEL_SIZE_RANGE_UM)
     """Work at this pixel size (µm): read the slide's pyramid level nearest to it that is not
     coarser and resample the rest; the outputs have this pixel size. None: the pixel size the

@@ -24,10 +24,11 @@ probabilities; they are blended the same way and scaled back to the target's uni
 slide's own percentiles for targets normalised by their input, with the package's fixed values
 for targets normalised over the training set (``dl_data``).
 
-Instance models (background / interior / boundary) become label images without ever holding
-the slide: interiors are labelled per tile, labels that touch across tile borders are merged
-(connected components of the border-touching pairs), small objects are dropped, and objects
-grow into their boundary pixels in a second pass that reads each tile with a small halo.
+Instance models (background / interior / boundary) become label images as :mod:`instances`
+describes, with the thresholds the package records, without ever holding the slide: seeds are
+labelled per tile, labels that touch across tile borders are merged (connected components of
+the border-touching pairs), small objects are dropped, and objects grow over the foreground in
+a second pass that reads each tile with a halo of the growth.
 """
 
 from __future__ import annotations
@@ -45,9 +46,8 @@ from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.filters import threshold_otsu
-from skimage.segmentation import expand_labels
 
-from . import zoo_models
+from . import instances, zoo_models
 from .dl_options import PredictOptions
 from .dl_data import SAMPLE_PIXELS, channel_range, scale_channels, target_scale
 from .dl_models import pick_device
@@ -61,8 +61,6 @@ from .slides import downsample_to_slide
 from .stain import NormalizedReader
 from .tiling import Tile, tile_grid
 
-BOUNDARY_GROWTH = 2
-"""Pixels by which instance interiors grow into the predicted boundary class."""
 
 
 @dataclass
@@ -245,14 +243,24 @@ class SlidePredictor:
                     yield from self._run_batch(pending, size)
                     pending, n_tissue = [], 0
 
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (or regression outputs) of a batch; with ``options.flips``, the
+        mean over the batch and its flips along x, y and both, each flipped back."""
+        outputs = None
+        for dims in ([(), (3,), (2,), (2, 3)] if self.options.flips else [()]):
+            flipped = torch.flip(batch, dims) if dims else batch
+            values = self.model(flipped)
+            values = values if self.spec.task == "regression" else torch.softmax(values, dim=1)
+            values = torch.flip(values, dims) if dims else values
+            outputs = values if outputs is None else outputs + values
+        return outputs / 4 if self.options.flips else outputs
+
     def _run_batch(self, pending: list[np.ndarray | None], size: int):
         batch = [window for window in pending if window is not None]
         probabilities = iter([])
         if batch:
             with torch.inference_mode():
-                outputs = self.model(torch.from_numpy(np.stack(batch)).to(self.device))
-                if self.spec.task != "regression":
-                    outputs = torch.softmax(outputs, dim=1)
+                outputs = self._forward(torch.from_numpy(np.stack(batch)).to(self.device))
                 probabilities = iter(outputs.cpu().numpy())
         for window in pending:
             if window is None:
@@ -347,7 +355,8 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
         if geojson and not objects:
             raise InputError("GeoJSON is written from the objects: ask for the objects too")
         with outputs_together(probabilities, classes, objects, summary, geojson) as (*paths, summary_path, geojson_path):
-            result = predict_slide(model, spec, image, options, *paths, image_name)
+            result = predict_slide(model, spec, image, options, *paths, image_name,
+                                   model_package.instance_thresholds(rdf, model_name))
             result.class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
             if geojson_path:
                 from .geojson import ExportOptions, labels_to_geojson
@@ -396,11 +405,12 @@ def _image_name(image, name: str | None) -> str:
 
 def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: PredictOptions,
                   probabilities_path=None, classes_path=None, objects_path=None,
-                  name: str | None = None) -> PredictSummary:
+                  name: str | None = None,
+                  thresholds: instances.InstanceThresholds = instances.InstanceThresholds()) -> PredictSummary:
     """Predict a slide and write the requested outputs as pyramidal OME-TIFFs:
     probabilities (float32, one channel per class), the class map (uint8, 0..K-1) and, for
-    instance models, the objects (label image). ``image_path`` is a file, a reader
-    (``image_io.TiledImageReader``) or an array (see ``image_io.image_reader``)."""
+    instance models, the objects (label image) made with ``thresholds``. ``image_path`` is a
+    file, a reader (``image_io.TiledImageReader``) or an array (see ``image_io.image_reader``)."""
     if not (probabilities_path or classes_path or objects_path):
         raise InputError("ask for at least one output: probabilities, classes or objects")
     if objects_path and spec.task != "instance":
@@ -415,12 +425,12 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
         summary.shape, summary.pixel_size = (height, width), reader.pixel_size
         with contextlib.ExitStack() as stack:
             sinks = {}
-            if classes_path or objects_path:  # the objects grow into the class map's boundaries
+            if classes_path:
                 sinks["classes"] = stack.enter_context(TileSink(work / "classes.tif", (height, width), np.uint8, size))
             if probabilities_path:
                 sinks["probabilities"] = stack.enter_context(
                     TileSink(work / "probabilities.tif", (height, width, spec.out_channels), np.float32, size))
-            objects = stack.enter_context(_ObjectLabeller(work / "interiors.tif", (height, width), size)) \
+            objects = stack.enter_context(_ObjectLabeller(work, (height, width), size, thresholds)) \
                 if objects_path else None
             for tile, probabilities in predictor.tiles(reader, summary):
                 classes = probabilities.argmax(axis=-1).astype(np.uint8)
@@ -430,15 +440,27 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
                 if probabilities_path:
                     sinks["probabilities"].put(probabilities)
                 if objects:
-                    objects.add(tile, classes == 1)
+                    objects.add(tile, probabilities)
         if probabilities_path:
             write_pyramid(probabilities_path, work / "probabilities.tif", size, reader.pixel_size)
         if classes_path:
             write_pyramid(classes_path, work / "classes.tif", size, reader.pixel_size, labels=True)
         if objects_path:
-            summary.objects = objects.finish(work / "classes.tif", work / "objects.tif", options.min_area)
+            summary.objects = objects.finish(work / "objects.tif", options.min_area)
             write_pyramid(objects_path, work / "objects.tif", size, reader.pixel_size, labels=True)
     return summary
+
+
+def probabilities_in_memory(model: torch.nn.Module, spec: ModelSpec, image, options: PredictOptions | None = None,
+                            name: str | None = None) -> np.ndarray:
+    """The (H, W, K) class probabilities of a whole image, held in memory: for images, not
+    slides (tuning the object thresholds on annotated images)."""
+    predictor = SlidePredictor(model, spec, options or PredictOptions())
+    with image_reader(image, name=name) as reader:
+        values = np.zeros((*reader.shape[:2], spec.out_channels), np.float32)
+        for tile, probabilities in predictor.tiles(reader, PredictSummary()):
+            values[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = probabilities
+    return values
 
 
 def predict_image(model: torch.nn.Module, spec: ModelSpec, image_path, options: PredictOptions, output_path,
@@ -465,19 +487,24 @@ def predict_image(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
 
 
 class _ObjectLabeller:
-    """Instance labels across tiles: provisional per-tile labels, merged where they touch."""
+    """Instance labels across tiles: provisional per-tile labels of the seeds, merged where they
+    touch, and the foreground they grow over, both kept in ``work``."""
 
-    def __init__(self, path: Path, shape: tuple[int, int], tile_size: int):
-        self.path, self.shape, self.tile_size = path, shape, tile_size
-        self._sink = TileSink(path, shape, np.uint32, tile_size)
+    def __init__(self, work: Path, shape: tuple[int, int], tile_size: int, thresholds: instances.InstanceThresholds):
+        self.shape, self.tile_size, self.thresholds = shape, tile_size, thresholds
+        self._seeds_path, self._foreground_path = work / "seeds.tif", work / "foreground.tif"
+        self._sink = TileSink(self._seeds_path, shape, np.uint32, tile_size)
+        self._foreground = TileSink(self._foreground_path, shape, np.uint8, tile_size)
         self._count = 0
         self._areas = [np.zeros(1, np.int64)]
         self._pairs: list[np.ndarray] = []
         self._bottom: dict[int, np.ndarray] = {}  # last row of labels of the tile above, per column
         self._right: np.ndarray | None = None  # last column of the tile to the left
 
-    def add(self, tile: Tile, interior: np.ndarray) -> None:
-        local, n = ndi.label(interior)
+    def add(self, tile: Tile, probabilities: np.ndarray) -> None:
+        """Label the seeds of a tile's (h, w, 3) probabilities and keep its foreground."""
+        self._foreground.put(instances.foreground(probabilities, self.thresholds).astype(np.uint8))
+        local, n = ndi.label(instances.seeds(probabilities, self.thresholds))
         self._areas.append(np.bincount(local.ravel(), minlength=n + 1)[1:])
         labels = np.where(local > 0, local + self._count, 0).astype(np.uint32)
         self._count += n
@@ -499,10 +526,11 @@ class _ObjectLabeller:
 
     def __exit__(self, *exc) -> None:
         self._sink.__exit__(*exc)
+        self._foreground.__exit__(*exc)
 
-    def finish(self, classes_path: Path, objects_path: Path, min_area: int) -> int:
-        """Write the final label image (merged, filtered, grown into boundaries); return the count.
-        Call after the labeller's ``with`` block."""
+    def finish(self, objects_path: Path, min_area: int) -> int:
+        """Write the final label image (merged, filtered, grown over the foreground); return the
+        count. Call after the labeller's ``with`` block."""
         n = self._count + 1
         pairs = np.concatenate(self._pairs) if self._pairs else np.zeros((0, 2), np.int64)
         graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
@@ -517,18 +545,18 @@ class _ObjectLabeller:
         final = np.zeros(component.max() + 1, np.int64)
         final[np.flatnonzero(kept)[order]] = np.arange(1, kept.sum() + 1)
         lookup = final[component].astype(smallest_label_dtype(int(kept.sum())))
-        growth = BOUNDARY_GROWTH
-        with TiledImageReader(self.path) as interiors, TiledImageReader(classes_path) as classes:
+        growth = self.thresholds.growth
+        with TiledImageReader(self._seeds_path) as seeds, TiledImageReader(self._foreground_path) as foreground:
             def tiles():
                 for tile in tile_grid(*self.shape, self.tile_size):
                     y0, x0 = max(tile.y - growth, 0), max(tile.x - growth, 0)
                     halo = tile.with_halo(growth)
-                    labels = lookup[interiors.read_region(halo.y, halo.x, halo.height, halo.width)]
+                    labels = lookup[seeds.read_region(halo.y, halo.x, halo.height, halo.width)]
                     if not labels.any():  # nothing to grow (background tiles)
                         yield np.zeros((tile.height, tile.width), lookup.dtype)
                         continue
-                    foreground = classes.read_region(halo.y, halo.x, halo.height, halo.width) > 0
-                    grown = np.where(foreground, expand_labels(labels, growth), 0).astype(lookup.dtype)
+                    mask = foreground.read_region(halo.y, halo.x, halo.height, halo.width) > 0
+                    grown = instances.grow(labels, mask, growth)
                     dy, dx = tile.y - y0, tile.x - x0
                     yield grown[dy:dy + tile.height, dx:dx + tile.width]
             write_tiled_image(objects_path, tiles(), self.shape, lookup.dtype, self.tile_size)

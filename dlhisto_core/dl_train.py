@@ -43,8 +43,9 @@ class TrainState:
     epoch: int = 0
     """Epochs completed."""
     best_score: float = -math.inf
-    """Best validation score: mean Dice of the foreground classes, accuracy for tile classes, or
-    PSNR (dB, over the normalised target range of 0 to 1) for regression."""
+    """Best validation score: mean Dice of the foreground classes, accuracy for tile classes,
+    PSNR (dB, over the normalised target range of 0 to 1) for regression, or the instance F1 of
+    a scorer (``train``)."""
     best_epoch: int = 0
     best_loss: float = math.inf
     """Validation loss of the best epoch: of two epochs with the same score (tile accuracy often
@@ -60,6 +61,12 @@ def split_indices(n: int, validation_fraction: float, seed: int) -> tuple[list[i
     order = np.random.default_rng(seed).permutation(n)
     n_val = min(max(1, round(n * validation_fraction)), n - 1)
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+
+
+def learning_rate_at(epoch: int, options: TrainOptions) -> float:
+    """The learning rate of epoch 1..E: ``options.learning_rate`` decayed along half a cosine
+    (Loshchilov and Hutter 2017, without restarts), so that the last epochs refine."""
+    return options.learning_rate * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / options.epochs))
 
 
 def make_loss(name: str | None, task: str) -> Callable:
@@ -96,10 +103,13 @@ def dice_per_class(logits: torch.Tensor, target: torch.Tensor, out_channels: int
 
 def train(model: nn.Module, patches: str | os.PathLike, out_channels: int, options: TrainOptions,
           checkpoint: str | os.PathLike, log: Callable[[str], None] = print,
-          split: tuple[Sequence[int], Sequence[int]] | None = None) -> TrainState:
+          split: tuple[Sequence[int], Sequence[int]] | None = None,
+          scorer: Callable[[nn.Module], float] | None = None) -> TrainState:
     """Train ``model`` on the patches, resuming from ``checkpoint`` if it holds a compatible run.
     ``split`` gives the (training, validation) patch indices; by default a seeded random split
-    by ``options.validation_fraction``.
+    by ``options.validation_fraction``. ``scorer``, if given, scores the model after each epoch
+    instead of the validation patches (the instance F1 on whole validation images); the
+    patches still give the validation loss.
 
     After every epoch the checkpoint is rewritten (atomically) with the weights, the optimizer,
     the best weights so far and the history. The returned state's model is the best one (highest
@@ -118,7 +128,7 @@ def train(model: nn.Module, patches: str | os.PathLike, out_channels: int, optio
     log(f"training on {device}: {len(train_idx)} patches, {len(val_idx)} for validation")
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=options.learning_rate, weight_decay=1e-4)
-    state, best_weights = TrainState(metric=METRICS.get(train_set.task, "dice")), None
+    state, best_weights = TrainState(metric="f1" if scorer else METRICS.get(train_set.task, "dice")), None
     checkpoint = Path(checkpoint)
     if checkpoint.is_file():
         state, best_weights = _resume(checkpoint, model, optimizer, log)
@@ -126,12 +136,15 @@ def train(model: nn.Module, patches: str | os.PathLike, out_channels: int, optio
     while state.epoch < options.epochs and stalled < options.patience:
         epoch = state.epoch + 1
         started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(epoch, options)
         train_loss = _train_epoch(model, train_set, optimizer, loss_fn, options, epoch, device)
         val_loss, score = _validate(model, val_set, loss_fn, out_channels, options.batch_size, device)
+        score = scorer(model) if scorer else score
         if not math.isfinite(score):
             raise InputError(f"training diverged at epoch {epoch} (validation {state.metric} {score}); "
                              "try a lower learning rate")
-        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, f"val_{state.metric}": score,
+        record = {"epoch": epoch, "learning_rate": learning_rate_at(epoch, options), "train_loss": train_loss, "val_loss": val_loss, f"val_{state.metric}": score,
                   "seconds": time.perf_counter() - started}
         state.history.append(record)
         state.epoch = epoch
@@ -249,7 +262,7 @@ def write_history(state: TrainState, json_path: str | os.PathLike | None, png_pa
         loss_axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         loss_axis.set_ylabel("loss")
         score_axis = loss_axis.twinx()
-        metric = {"dice": "Dice", "psnr": "PSNR (dB)"}.get(state.metric, state.metric)
+        metric = {"dice": "Dice", "psnr": "PSNR (dB)", "f1": "instance F1"}.get(state.metric, state.metric)
         score_axis.plot(epochs, [h[f"val_{state.metric}"] for h in state.history], label=f"validation {metric}",
                        color="tab:green")
         score_axis.set_ylabel(metric)

@@ -50,6 +50,12 @@ def readme(spec, info, target_normalization: dict | None) -> str:
              *([f"- stain normalisation: the training images were mapped onto a {info.stain_reference['method']} "
                 "stain reference (config.dlhisto.stain_reference); dlhisto predict maps slides onto it too"]
                if info.stain_reference else []),
+             *([f"- objects: seeds of interior probability > {info.instances['interior']:g}, grown by up to "
+                f"{info.instances['growth']} px over foreground probability > {info.instances['foreground']:g}; "
+                f"tuned on the {info.instances['tuned_on']}: F1 {info.instances['f1']:.3f} at IoU 0.5 "
+                f"({info.instances['default_f1']:.3f} with the defaults), panoptic quality "
+                f"{info.instances['panoptic_quality']:.3f} ({info.instances['objects']} objects)"]
+               if info.instances else []),
              f"- made with dlhisto {__version__}", ""]
     for key, value in info.training.items():
         if not isinstance(value, (list, dict)):

@@ -33,6 +33,7 @@ from .dl_data import NORMALIZATION, target_scale
 from .dl_models import build_model
 from .dl_train import save_torch
 from .errors import InputError, one_line
+from .instances import InstanceThresholds
 from .model_spec import ModelSpec
 from .outputs import atomic_output
 
@@ -65,6 +66,9 @@ class PackageInfo:
     """The pixel size (µm) of the training images, when they all record the same one."""
     stain_reference: dict | None = None
     """The stain reference (:class:`stain.StainReference` as a dict) the training images were mapped onto."""
+    instances: dict | None = None
+    """Instance models: the object thresholds (:class:`instances.InstanceThresholds` as a dict),
+    with what they scored where they were tuned."""
 
 
 def export_package(model: torch.nn.Module, spec: ModelSpec, info: PackageInfo, test_input: np.ndarray,
@@ -230,6 +234,13 @@ def stain_reference(rdf: dict, name: str):
     return stain.from_dict(recorded, name)
 
 
+def instance_thresholds(rdf: dict, name: str):
+    """The object thresholds (:class:`instances.InstanceThresholds`) an instance package records;
+    the defaults for packages that record none."""
+    recorded = rdf["config"]["dlhisto"].get("instances")
+    return InstanceThresholds() if recorded is None else InstanceThresholds.from_dict(recorded, name)
+
+
 def target_normalization(rdf: dict, spec: ModelSpec, name: str) -> dict:
     """The target normalisation of a regression package (``dl_data``), checked."""
     normalization = rdf["config"]["dlhisto"].get("target_normalization")
@@ -290,6 +301,8 @@ def _rdf(spec: ModelSpec, info: PackageInfo, folder: Path, target_normalization:
         dlhisto["target_normalization"] = target_normalization
     if info.stain_reference is not None:
         dlhisto["stain_reference"] = info.stain_reference
+    if info.instances is not None:
+        dlhisto["instances"] = info.instances
     return {
         "type": "model",
         "format_version": FORMAT_VERSION,

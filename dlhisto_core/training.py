@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import dl_data, dl_models, dl_train, model_package, pretrained, stain
+from . import dl_data, dl_models, dl_predict, dl_train, instances, metrics, model_package, pretrained, stain
 from .dl_options import DataOptions, TrainOptions, TransferOptions
 from .dl_train import TrainState
 from .errors import InputError
@@ -47,6 +47,12 @@ __all__ = ["DataOptions", "TransferOptions", "TrainOptions", "TrainedModel", "tr
 
 MAX_IMAGE_NAMES = 1000
 """Names of training images a package records (config.dlhisto.training.images); the model card shows a few."""
+HOLD_OUT_MIN_IMAGES = 5
+"""Segmentation with at least this many annotated images and no validation images given: a
+fraction of the images is held out whole to validate, not a fraction of the patches (patches
+of one image are alike, so a patch split flatters the model and cannot score whole objects)."""
+TUNING_PIXELS = 16 * 2**20
+"""Instance models: the object thresholds are tuned on whole annotated images up to this many pixels in all."""
 
 
 @dataclass
@@ -65,6 +71,8 @@ class TrainedModel:
     origin: str = "trained from scratch"
     stain_reference: StainReference | None = None
     """The stain reference the training images were mapped onto (predict applies it too)."""
+    tuning: instances.Tuning | None = None
+    """Instance models: the object thresholds, tuned on whole annotated images."""
 
     def save(self, package: str | os.PathLike, history: str | os.PathLike | None = None,
              curve: str | os.PathLike | None = None, name: str = "dlhisto U-Net", author: str = "dlhisto user") -> None:
@@ -74,7 +82,8 @@ class TrainedModel:
         network = {"classification": f"tile classifier ({spec.encoder})",
                    "regression": f"image-to-image (regression) {spec.architecture} ({spec.encoder})"}.get(
             spec.task, f"{spec.task} segmentation {spec.architecture} ({spec.encoder})")
-        metric = {"accuracy": "accuracy", "psnr": "PSNR (dB)"}.get(state.metric, "Dice")
+        metric = {"accuracy": "accuracy", "psnr": "PSNR (dB)", "f1": "instance F1 (IoU 0.5, whole images)"}.get(
+            state.metric, "Dice")
         training = {"epochs_run": state.epoch, "best_epoch": state.best_epoch,
                     f"best_val_{state.metric}": state.best_score,
                     "loss": "ce" if spec.task == "classification" else self.options.loss or dl_train.default_loss(spec.task),
@@ -85,7 +94,11 @@ class TrainedModel:
             f"best validation {metric} {state.best_score:.3f} at epoch {state.best_epoch}.",
             class_names=self.class_names, channel_names=[f"channel {c + 1}" for c in range(spec.in_channels)],
             authors=[author], training=training, pixel_size=common_pixel_size(self.images),
-            stain_reference=None if self.stain_reference is None else asdict(self.stain_reference))
+            stain_reference=None if self.stain_reference is None else asdict(self.stain_reference),
+            instances=None if self.tuning is None else {
+                **self.tuning.thresholds.to_dict(), "tuned_on": self.tuning.images, "f1": self.tuning.f1,
+                "default_f1": self.tuning.default_f1,
+                "panoptic_quality": self.tuning.panoptic_quality, "objects": self.tuning.n_objects})
         first = read_image(*self.images[0]).data
         with outputs_together(package, history, curve) as (package_part, history_part, curve_part):
             model_package.export_package(self.model, spec, info, test_patch(first), package_part,
@@ -127,8 +140,11 @@ def train(images: Sequence[Named | str], labels: Sequence[Named | str] | None = 
     class_names : list of str, optional
         Names of the classes 0..K-1 (or of a regression's output channels).
     validation : (images, labels or targets), optional
-        Images whose patches validate (early stopping, best epoch) instead of a random
-        ``options.validation_fraction`` of all patches; never trained on.
+        Images that validate (early stopping, best epoch); never trained on. By default,
+        segmentation with :data:`HOLD_OUT_MIN_IMAGES` images or more holds out
+        ``options.validation_fraction`` of them (seeded), fewer images a fraction of the patches.
+        Instance models are scored on them whole, by the F1 of their objects at IoU 0.5, and
+        tune their object thresholds on them (else on the training images).
     data, options : DataOptions, TrainOptions, optional
         Task and patches; optimisation. Defaults when not given.
     architecture, encoder : str
@@ -150,6 +166,11 @@ def train(images: Sequence[Named | str], labels: Sequence[Named | str] | None = 
     options = _options(options, data)
     images = named(images)
     split = None
+    if validation is None and data.task in ("instance", "semantic") and labels \
+            and len(labels) == len(images) >= HOLD_OUT_MIN_IMAGES:
+        images, labels, validation = _held_out(images, named(labels), options)
+        (log or _quiet)(f"validation: {len(validation[0])} of {len(images) + len(validation[0])} images held out "
+                        f"whole ({', '.join(name for _, name in validation[0])})")
     if validation:
         if data.task == "classification":
             raise InputError("validation images are for segmentation and regression; tile classifiers "
@@ -165,10 +186,27 @@ def train(images: Sequence[Named | str], labels: Sequence[Named | str] | None = 
         spec = ModelSpec(data.task, patches.out_channels, patches.n_channels, architecture, encoder)
         model = dl_models.build_model(spec, seed=options.seed)
         origin = _start_encoder(model, spec, options.encoder_weights, log or _quiet)
+        tuning_set = ((named(validation[0]), named(validation[1]), "validation images") if validation
+                      else (images, named(labels or []), "training images"))
+        scorer = instance_scorer(spec, *tuning_set[:2], stain_reference) \
+            if validation and data.task == "instance" else None
         state = dl_train.train(model, patches.path, spec.out_channels, options,
-                               checkpoint or Path(work) / "checkpoint.pt", log=log or _quiet, split=split)
+                               checkpoint or Path(work) / "checkpoint.pt", log=log or _quiet, split=split,
+                               scorer=scorer)
+    tuning = tune_objects(model, spec, *tuning_set, stain_reference, log or _quiet) if data.task == "instance" else None
     return TrainedModel(model, spec, state, names, images, data, options, patches.target_normalization,
-                        origin=origin, stain_reference=stain_reference)
+                        origin=origin, stain_reference=stain_reference, tuning=tuning)
+
+
+def _held_out(images: list[Named], labels: list[Named], options: TrainOptions) -> tuple[list, list, tuple]:
+    """(training images, their labels, (validation images, their labels)): a seeded
+    ``options.validation_fraction`` of the images, at least one, held out whole."""
+    n = len(images)
+    chosen = set(np.random.default_rng(options.seed).permutation(n)[:max(1, round(n * options.validation_fraction))])
+    keep = [k for k in range(n) if k not in chosen]
+    held = sorted(chosen)
+    return ([images[k] for k in keep], [labels[k] for k in keep],
+            ([images[k] for k in held], [labels[k] for k in held]))
 
 
 def _start_encoder(model: torch.nn.Module, spec: ModelSpec, encoder_weights: str, log) -> str:
@@ -230,8 +268,10 @@ def transfer(pretrained: Named | str, images: Sequence[Named | str], labels: Seq
             f"{counts['missing']} of the model left as initialised")
         state = fine_tune(model, patches.path, spec.out_channels, options, phases,
                           checkpoint or Path(work) / "checkpoint.pt", log)
+    tuning = tune_objects(model, spec, images, named(labels), "training images", stain_reference, log) \
+        if data.task == "instance" else None
     return TrainedModel(model, spec, state, names, images, data, options, patches.target_normalization,
-                        origin=f"fine-tuned from '{name}'", stain_reference=stain_reference)
+                        origin=f"fine-tuned from '{name}'", stain_reference=stain_reference, tuning=tuning)
 
 
 def fine_tune(model: torch.nn.Module, patches: str | os.PathLike, out_channels: int, options: TrainOptions,
@@ -258,6 +298,56 @@ def fine_tune(model: torch.nn.Module, patches: str | os.PathLike, out_channels: 
     if second.best_score < first.best_score:
         model.load_state_dict(best_frozen)
     return dl_train.join_phases(first, second)
+
+
+def tune_objects(model: torch.nn.Module, spec: ModelSpec, images: list[Named], labels: list[Named], which: str,
+                 stain_reference: StainReference | None = None, log: Callable[[str], None] = print) -> instances.Tuning:
+    """The object thresholds of an instance model (:func:`instances.tune_thresholds`), tuned on its
+    probabilities of whole annotated images, the first up to :data:`TUNING_PIXELS` in all;
+    ``which`` says which images they are (recorded in the package)."""
+    pairs = [(probabilities(model), truth) for probabilities, truth in _tuning_pairs(spec, images, labels,
+                                                                                      stain_reference)]
+    tuning = dataclasses.replace(instances.tune_thresholds(pairs), images=f"{which} ({len(pairs)})")
+    t = tuning.thresholds
+    log(f"object thresholds tuned on {len(pairs)} {which}: interior {t.interior:g}, foreground {t.foreground:g}, "
+        f"growth {t.growth} px (F1 {tuning.f1:.3f} at IoU 0.5)")
+    return tuning
+
+
+def instance_scorer(spec: ModelSpec, images: list[Named], labels: list[Named],
+                    stain_reference: StainReference | None = None) -> Callable[[torch.nn.Module], float]:
+    """A model's F1 at IoU 0.5 on whole annotated images (the first up to :data:`TUNING_PIXELS`),
+    with the default object thresholds: the per-epoch score of :func:`train` with validation
+    images (tuning each epoch would chase noise)."""
+    loaders = list(_tuning_pairs(spec, images, labels, stain_reference))
+    thresholds = instances.InstanceThresholds()
+
+    def score(model: torch.nn.Module) -> float:
+        return metrics.pool_matchings([metrics.match_instances(truth, instances.label_objects(
+            probabilities(model), thresholds), [0.5])[0] for probabilities, truth in loaders]).f1
+    return score
+
+
+def _tuning_pairs(spec: ModelSpec, images: list[Named], labels: list[Named], stain_reference: StainReference | None):
+    """(probabilities of a model, true labels) per annotated image, the first up to
+    :data:`TUNING_PIXELS`; the probabilities as a function of the model."""
+    pixels = 0
+    for (image, image_name), (label, label_name) in zip(images, labels):
+        truth = read_image(label, label_name).data
+        truth = truth[..., 0] if truth.ndim == 3 else truth
+        if pixels and pixels + truth.size > TUNING_PIXELS:
+            return
+        with image_reader(image, name=image_name) as reader:
+            if reader.shape[:2] != truth.shape:
+                raise InputError(f"'{label_name}' is {truth.shape[1]} x {truth.shape[0]} px but '{image_name}' "
+                                 f"{reader.shape[1]} x {reader.shape[0]}")
+        pixels += truth.size
+
+        def probabilities(model, image=image, image_name=image_name):
+            with image_reader(image, name=image_name) as reader:
+                source = reader if stain_reference is None else stain.NormalizedReader(reader, stain_reference)
+                return dl_predict.probabilities_in_memory(model, spec, source)
+        yield probabilities, truth
 
 
 def test_patch(image: np.ndarray) -> np.ndarray:

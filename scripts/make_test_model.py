@@ -44,7 +44,8 @@ RECIPES = {  # model: (name, keyword arguments of dlhisto_core.training.train)
         encoder="mobilenet_v2", data=dict(task="regression", patch_size=128, patches_per_image=32),
         options=dict(epochs=10, learning_rate=3e-3, loss="l1"))),
 }
-SOURCES = ["dl_data.py", "dl_models.py", "dl_train.py", "model_card.py", "model_package.py", "training.py"]
+SOURCES = ["dl_data.py", "dl_models.py", "dl_predict.py", "dl_train.py", "instances.py", "model_card.py",
+           "model_package.py", "training.py"]
 
 
 def fingerprint() -> str:

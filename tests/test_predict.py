@@ -1,20 +1,22 @@
 """Whole-slide prediction: exact blending, objects merged across tiles, real predictions with
 the test U-Net, background skipping, pyramidal outputs, and errors."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tifffile
 import torch
 from scipy import ndimage as ndi
-from skimage.segmentation import expand_labels
 
 from dlhisto_core.cli import main
 from dlhisto_core.dl_data import channel_range, make_target, scale_channels
 from dlhisto_core.dl_models import ModelSpec
-from dlhisto_core.dl_predict import (BOUNDARY_GROWTH, PredictOptions, PredictSummary, SlidePredictor,
-                                     _ObjectLabeller, blend_weights, predict_slide)
+from dlhisto_core.dl_predict import (PredictOptions, PredictSummary, SlidePredictor,
+                                     _ObjectLabeller, blend_weights, predict_slide, probabilities_in_memory)
 from dlhisto_core.errors import InputError
 from dlhisto_core.image_io import TiledImageReader, read_image, read_labels, write_tiled_image
+from dlhisto_core.instances import InstanceThresholds, label_objects
 from dlhisto_core.model_package import load_package
 from dlhisto_core.tiling import tile_grid
 
@@ -48,20 +50,19 @@ def test_tiled_prediction_equals_whole_image_prediction_for_a_pointwise_model(te
 
 
 def test_objects_crossing_tile_borders_are_merged_exactly(test_data, tmp_path):
-    """Tile-wise labelling with merging gives the same objects as labelling the whole image."""
+    """Tile-wise labelling with merging gives the same objects as labelling the whole image
+    (instances.label_objects), with thresholds and a growth other than the defaults."""
     classes = make_target(read_labels(test_data / "nuclei_groundtruth.tif").data, "instance")
-    write_tiled_image(tmp_path / "classes.tif", (classes[t.y:t.y + t.height, t.x:t.x + t.width]
-                                                 for t in tile_grid(*classes.shape, 64)), classes.shape, np.uint8, 64)
-    with _ObjectLabeller(tmp_path / "interiors.tif", classes.shape, 64) as labeller:
+    one_hot = np.stack([classes == k for k in range(3)], axis=-1).astype(np.float32)
+    probabilities = ndi.gaussian_filter(one_hot, (1.5, 1.5, 0))  # soft, still summing to 1
+    thresholds = InstanceThresholds(interior=0.6, foreground=0.4, growth=4)
+    with _ObjectLabeller(tmp_path, classes.shape, 64, thresholds) as labeller:
         for tile in tile_grid(*classes.shape, 64):
-            labeller.add(tile, classes[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] == 1)
-    count = labeller.finish(tmp_path / "classes.tif", tmp_path / "objects.tif", min_area=10)
+            labeller.add(tile, probabilities[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width])
+    count = labeller.finish(tmp_path / "objects.tif", min_area=10)
     tiled = tifffile.imread(tmp_path / "objects.tif")
 
-    whole, _ = ndi.label(classes == 1)
-    areas = np.bincount(whole.ravel())
-    whole[areas[whole] < 10] = 0
-    whole = np.where(classes > 0, expand_labels(whole, BOUNDARY_GROWTH), 0)
+    whole = label_objects(probabilities, thresholds, min_area=10)
     assert count == len(np.unique(whole)) - 1 > 100
     assert ((tiled > 0) == (whole > 0)).all()
     pairs = np.unique(np.stack([tiled[whole > 0], whole[whole > 0]]), axis=1)
@@ -166,3 +167,17 @@ def test_a_prediction_killed_mid_slide_leaves_no_output(nuclei_model, test_data,
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert [p.name for p in out.iterdir() if not p.name.endswith(".part")] == []
+
+
+def test_flips_average_the_predictions_of_the_flipped_image(nuclei_model, test_data):
+    """Test-time augmentation: on one window that holds the image, the flipped predictions flipped
+    back and averaged, as if the flipped images had been predicted one by one."""
+    model, spec, _ = load_package(nuclei_model)
+    image = read_image(test_data / "nuclei.tif").data
+    one_window = PredictOptions(tile_size=512, overlap=0, device="cpu")
+    averaged = probabilities_in_memory(model, spec, image, dataclasses.replace(one_window, flips=True))
+    by_hand = np.mean([np.flip(probabilities_in_memory(model, spec, np.flip(image, axes).copy(), one_window), axes)
+                       for axes in [(), (1,), (0,), (0, 1)]], axis=0)
+    np.testing.assert_allclose(averaged, by_hand, atol=1e-5)
+    plain = probabilities_in_memory(model, spec, image, one_window)
+    assert np.abs(averaged - plain).max() > 0.01  # the flips do change the result
