@@ -9,9 +9,11 @@ image in ``--tuning-every`` of it kept for validation (early stopping, threshold
 Methods (one row each, with the CPU time it took to train):
 
 - classic: ``segment_classic`` with its defaults (smooth, k-means threshold, watershed); no training;
-- unet_defaults: ``dlhisto train`` as a user who changes nothing runs it (``train`` with default
-  options), on the training images, validated on the tuning images, then ``predict`` with defaults;
-- unet_imagenet: the same with a mobilenet_v2 encoder started from ImageNet weights;
+- unet_defaults: ``train`` as a user who changes nothing runs it (default options: a
+  mobilenet_v2 encoder from ImageNet weights, 10 epochs), on the training images, validated
+  (instance F1 each epoch, then the object thresholds) on the tuning images, then ``predict``
+  with defaults, and with flips (test-time augmentation: a second row, same training);
+- unet_from_scratch: the same with the encoder started from random weights;
 - stardist: StarDist 2D (stardist 0.9.2, TensorFlow CPU) trained on the same images for the CPU
   time the U-Net with defaults took in the same run (or ``--stardist-cpu-minutes``), thresholds
   tuned on the tuning images; in an environment of its own made from
@@ -45,8 +47,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import reference_data  # noqa: E402
 
-from dlhisto_core import (ClassicOptions, TrainOptions, evaluate_instances, predict, segment_classic,  # noqa: E402
-                          train)
+from dlhisto_core import (ClassicOptions, PredictOptions, TrainOptions, evaluate_instances, predict,  # noqa: E402
+                          segment_classic, train)
 
 THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))
 
@@ -58,18 +60,19 @@ def splits(tuning_every: int) -> tuple[list, list, list]:
     return [p for p in training if p not in tuning], tuning, reference_data.mnfinder_split("validation-data")
 
 
-def classic(training, tuning, held_out, work: Path) -> tuple[list[Path], float]:
+def classic(training, tuning, held_out, work: Path) -> list[tuple[str, list[Path], float]]:
     outputs = []
     for image, _ in held_out:
         labels = segment_classic(tifffile.imread(image).astype(np.float32), ClassicOptions()).labels
         outputs.append(work / f"classic_{image.stem}.tif")
         tifffile.imwrite(outputs[-1], labels.astype(np.uint32))
-    return outputs, 0.0
+    return [("classic", outputs, 0.0)]
 
 
 def unet(name: str, **settings):
-    """A U-Net method: ``train`` with these keyword arguments (defaults otherwise), then ``predict``."""
-    def method(training, tuning, held_out, work: Path) -> tuple[list[Path], float]:
+    """A U-Net method: ``train`` with these keyword arguments (defaults otherwise), then ``predict``
+    with defaults (one row) and with flips (test-time augmentation, a second row)."""
+    def method(training, tuning, held_out, work: Path) -> list[tuple[str, list[Path], float]]:
         start = time.process_time()
         trained = train([image for image, _ in training], [labels for _, labels in training],
                         validation=([image for image, _ in tuning], [labels for _, labels in tuning]), log=None,
@@ -77,11 +80,13 @@ def unet(name: str, **settings):
         seconds = time.process_time() - start
         package = work / f"{name}.zip"
         trained.save(package)
-        outputs = []
-        for image, _ in held_out:
-            outputs.append(work / f"{name}_{image.stem}.tif")
-            predict(package, image, objects=outputs[-1])
-        return outputs, seconds
+        rows = []
+        for row, options in ((name, PredictOptions()), (f"{name} + flips", PredictOptions(flips=True))):
+            outputs = [work / f"{row.replace(' + ', '_')}_{image.stem}.tif" for image, _ in held_out]
+            for (image, _), output in zip(held_out, outputs):
+                predict(package, image, options, objects=output)
+            rows.append((row, outputs, seconds))
+        return rows
     return method
 
 
@@ -118,8 +123,7 @@ def stardist(training, tuning, held_out, work: Path, cpu_seconds: float) -> tupl
 
 METHODS = {"classic": classic,
            "unet_defaults": unet("unet_defaults"),
-           "unet_imagenet": unet("unet_imagenet", encoder="mobilenet_v2",
-                                 options=TrainOptions(encoder_weights="imagenet"))}
+           "unet_from_scratch": unet("unet_from_scratch", options=TrainOptions(encoder_weights="none"))}
 
 
 def scores(held_out, outputs) -> dict:
@@ -154,13 +158,14 @@ def main() -> None:
                 if not budget:
                     sys.exit("StarDist's CPU budget is the U-Net's: list unet_defaults before stardist, or give "
                              "--stardist-cpu-minutes")
-                outputs, seconds = stardist(training, tuning, held_out, work, budget)
+                rows = [("stardist", *stardist(training, tuning, held_out, work, budget))]
             else:
-                outputs, seconds = METHODS[name](training, tuning, held_out, work)
-                budget = budget or (seconds if name == "unet_defaults" else None)
-            s = scores(held_out, outputs)
-            print(f"| {name} | {s['f1']:.3f} | {s['ap50']:.3f} | {s['ap50_95']:.3f} | {s['pq']:.3f} | {s['objects']} "
-                  f"| {seconds / 60:.1f} min |", flush=True)
+                rows = METHODS[name](training, tuning, held_out, work)
+                budget = budget or (rows[0][2] if name == "unet_defaults" else None)
+            for row, outputs, seconds in rows:
+                s = scores(held_out, outputs)
+                print(f"| {row} | {s['f1']:.3f} | {s['ap50']:.3f} | {s['ap50_95']:.3f} | {s['pq']:.3f} | "
+                      f"{s['objects']} | {seconds / 60:.1f} min |", flush=True)
 
 
 if __name__ == "__main__":

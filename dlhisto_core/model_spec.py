@@ -31,7 +31,7 @@ class ModelSpec:
     restoration or translation). Packages record it as ``n_classes``."""
     in_channels: int
     architecture: str = "unet"
-    encoder: str = "resnet18"
+    encoder: str = "mobilenet_v2"
 
     def __post_init__(self):
         if self.task not in TASKS:
