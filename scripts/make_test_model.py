@@ -38,7 +38,7 @@ RECIPES = {  # model: (name, keyword arguments of dlhisto_core.training.train)
     CLASSIFIER: ("dlhisto test stain classifier", dict(
         images=sorted(p.name for p in DATA.glob("tile_*.png")), tile_classes="tile_classes.tsv",
         encoder="mobilenet_v2", data=dict(task="classification", patch_size=64, patches_per_image=32),
-        options=dict(epochs=15))),
+        options=dict(epochs=15, encoder_weights="none"))),
     DENOISER: ("dlhisto test nuclei denoiser", dict(
         images=[f"nuclei_q{q}_noisy.tif" for q in (1, 2, 3)], targets=[f"nuclei_q{q}.tif" for q in (1, 2, 3)],
         encoder="mobilenet_v2", data=dict(task="regression", patch_size=128, patches_per_image=32),
