@@ -103,6 +103,14 @@ def label_objects(probabilities: np.ndarray, thresholds: InstanceThresholds, min
     return grow(labels.astype(np.int32), foreground(probabilities, thresholds), thresholds.growth)
 
 
+def objects_f1(pairs: Sequence[tuple[np.ndarray, np.ndarray]], thresholds: InstanceThresholds,
+               min_area: int = 0) -> metrics.Matching:
+    """The matching at IoU 0.5, pooled over (probabilities, true labels) pairs, of the objects
+    these thresholds make."""
+    return metrics.pool_matchings([metrics.match_instances(truth, label_objects(p, thresholds, min_area), [0.5])[0]
+                                   for p, truth in pairs])
+
+
 @dataclass
 class Tuning:
     """The tuned thresholds and what they scored on the tuning images."""
@@ -130,8 +138,7 @@ def tune_thresholds(pairs: Sequence[tuple[np.ndarray, np.ndarray]], min_area: in
 
     def score(thresholds: InstanceThresholds) -> tuple[float, float]:
         if thresholds not in cache:
-            pooled = metrics.pool_matchings([metrics.match_instances(truth, label_objects(p, thresholds, min_area),
-                                                                     [0.5])[0] for p, truth in pairs])
+            pooled = objects_f1(pairs, thresholds, min_area)
             cache[thresholds] = (pooled.f1 or 0.0, pooled.panoptic_quality or 0.0)
         return cache[thresholds]
 

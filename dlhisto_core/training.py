@@ -32,11 +32,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import dl_data, dl_models, dl_predict, dl_train, instances, metrics, model_package, pretrained, stain
+from . import dl_data, dl_models, dl_predict, dl_train, instances, model_package, pretrained, stain
 from .dl_options import DataOptions, TrainOptions, TransferOptions
 from .dl_train import TrainState
 from .errors import InputError
-from .image_io import image_reader, read_image
+from .image_io import image_reader, read_image, read_labels
 from .inputs import Named, named
 from .stain import StainReference
 from .model_spec import ModelSpec
@@ -320,11 +320,10 @@ def instance_scorer(spec: ModelSpec, images: list[Named], labels: list[Named],
     with the default object thresholds: the per-epoch score of :func:`train` with validation
     images (tuning each epoch would chase noise)."""
     loaders = list(_tuning_pairs(spec, images, labels, stain_reference))
-    thresholds = instances.InstanceThresholds()
 
     def score(model: torch.nn.Module) -> float:
-        return metrics.pool_matchings([metrics.match_instances(truth, instances.label_objects(
-            probabilities(model), thresholds), [0.5])[0] for probabilities, truth in loaders]).f1
+        pairs = [(probabilities(model), truth) for probabilities, truth in loaders]
+        return instances.objects_f1(pairs, instances.InstanceThresholds()).f1
     return score
 
 
@@ -333,8 +332,7 @@ def _tuning_pairs(spec: ModelSpec, images: list[Named], labels: list[Named], sta
     :data:`TUNING_PIXELS`; the probabilities as a function of the model."""
     pixels = 0
     for (image, image_name), (label, label_name) in zip(images, labels):
-        truth = read_image(label, label_name).data
-        truth = truth[..., 0] if truth.ndim == 3 else truth
+        truth = read_labels(label, label_name).data
         if pixels and pixels + truth.size > TUNING_PIXELS:
             return
         with image_reader(image, name=image_name) as reader:
