@@ -136,8 +136,8 @@ def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
 def run_train(args: argparse.Namespace) -> None:
     from . import training  # torch loads only for the deep-learning steps
 
-    trained = training.train(**_training_inputs(args), architecture=args.architecture, encoder=args.encoder,
-                             checkpoint=args.checkpoint, log=_log)
+    trained = training.train(**_training_inputs(args), validation=_validation(args), architecture=args.architecture,
+                             encoder=args.encoder, checkpoint=args.checkpoint, log=_log)
     trained.save(args.model, args.history, args.curve, name=args.model_name, author=args.author)
 
 
@@ -161,6 +161,13 @@ def _training_inputs(args: argparse.Namespace) -> dict:
         class_names=_split(args.class_names) or None,
         data=options_from(args, DataOptions), options=options_from(args, TrainOptions),
         stain_reference=_stain_reference(args))
+
+
+def _validation(args: argparse.Namespace) -> tuple[list, list] | None:
+    """The --validation-image / --validation-labels pairs as train's ``validation``, or None."""
+    pairs = _pairs(args.validation_image, args.validation_labels, args.validation_image_name,
+                   args.validation_labels_name, "validation images", "validation label images")
+    return ([(a, a_name) for a, _, a_name, _ in pairs], [(b, b_name) for _, b, _, b_name in pairs]) if pairs else None
 
 
 def run_predict(args: argparse.Namespace) -> None:

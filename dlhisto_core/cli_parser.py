@@ -5,6 +5,7 @@ declared once. :mod:`cli` runs the steps."""
 from __future__ import annotations
 
 import argparse
+import re
 
 from . import __version__
 from .annotation import AutoAnnotateOptions
@@ -108,8 +109,10 @@ def add_training_arguments(step: argparse.ArgumentParser) -> None:
     add_option(step, options, "seed", help="default %(default)s")
     add_option(step, options, "device", help="default %(default)s")
     step.add_argument("--checkpoint", help="checkpoint file: written every epoch, resumed from if present")
-    step.add_argument("--model-name", default="dlhisto U-Net", help="name of the model package")
-    step.add_argument("--author", default="dlhisto user", help="author recorded in the model package")
+    step.add_argument("--model-name", type=_package_name, default="dlhisto U-Net",
+                      help="name of the model package: 5 to 128 letters, digits, spaces and _+-() (bioimage.io's rule)")
+    step.add_argument("--author", type=_author_name, default="dlhisto user",
+                      help="author recorded in the model package (no slash)")
     add_stain_arguments(step, "map the training images' stains onto --stain-reference first (RGB brightfield); "
                         "the package records the reference and predict maps slides onto it too")
     add_output(step, "--model", required=True, help="output bioimage.io model package (.zip)")
@@ -117,7 +120,37 @@ def add_training_arguments(step: argparse.ArgumentParser) -> None:
     add_output(step, "--curve", help="output: training curve (PNG)")
 
 
-TRAINING_PAIRS = (("image", "labels", "image", "label image", True), ("image", "target", "image", "target image", True))
+TRAINING_PAIRS = (("image", "labels", "image", "label image", True), ("image", "target", "image", "target image", True),
+                  ("validation_image", "validation_labels", "validation image", "validation label image", True))
+
+
+def add_validation_arguments(step: argparse.ArgumentParser) -> None:
+    """train's annotated validation images (segmentation), paired with their labels."""
+    step.add_argument("--validation-image", action="append",
+                      help="segmentation: an annotated image to validate on, never trained on (repeat): early "
+                      "stopping, and for objects their F1 each epoch and the object thresholds (default: with 5 "
+                      "images or more, --validation-fraction of them held out)")
+    step.add_argument("--validation-labels", action="append", help="its label image")
+    step.add_argument("--validation-image-name", action="append", help="display name of each validation image")
+    step.add_argument("--validation-labels-name", action="append", help="display name of each validation label image")
+
+
+PACKAGE_NAME = re.compile(r"^[A-Za-z0-9_+\- ()]{5,128}$")
+"""bioimage.io's rule for a model's name (spec 0.5)."""
+
+
+def _package_name(text: str) -> str:
+    """An argparse type: a model package's name, checked before hours of training, not after."""
+    if not PACKAGE_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"a model name is 5 to 128 letters, digits, spaces and _+-() (bioimage.io), "
+                                         f"not {text!r}")
+    return text
+
+
+def _author_name(text: str) -> str:
+    if not text.strip() or "/" in text or "\\" in text:
+        raise argparse.ArgumentTypeError(f"an author name is not empty and has no slash (bioimage.io), not {text!r}")
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -267,14 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = steps.add_parser("train", help="train a U-Net from annotated images; output a bioimage.io model package")
     add_training_arguments(tr)
-    add_pairing(tr, TRAINING_PAIRS[0], TRAINING_PAIRS[1])
+    add_validation_arguments(tr)
+    add_pairing(tr, *TRAINING_PAIRS)
     add_network_arguments(tr)
     add_option(tr, TrainOptions(), "encoder_weights", help="imagenet: start the encoder from ImageNet weights where "
                "dlhisto ships them (mobilenet_v2; random for the others); none: random (default %(default)s)")
 
     tf = steps.add_parser("transfer", help="fine-tune a pretrained model (package or weights file) on new images")
     add_training_arguments(tf)
-    add_pairing(tf, TRAINING_PAIRS[0], TRAINING_PAIRS[1])
+    add_pairing(tf, *TRAINING_PAIRS[:2])
     tf.add_argument("--pretrained", required=True,
                     help="a dlhisto model package, or a PyTorch state dict / safetensors file (e.g. ImageNet encoder)")
     tf.add_argument("--pretrained-name", help="display name of the pretrained file in messages")

@@ -117,12 +117,15 @@ def test_pixel_classifier_predict_refuses_an_unknown_class_and_leaves_nothing(te
 
 
 def test_train_writes_a_loadable_package_history_and_curve(test_data, tmp_path):
-    """(Its encoder starts from the ImageNet weights dlhisto ships.)"""
+    """(Its encoder starts from the ImageNet weights dlhisto ships; a quadrant validates, whole.)"""
     import json
 
     from dlhisto_core.model_package import load_package
-    result = dlhisto("train", "--image", test_data / "nuclei.tif", "--labels", test_data / "nuclei_groundtruth.tif",
-                     "--task", "instance", "--encoder", "mobilenet_v2", "--encoder-weights", "imagenet",
+    quadrant = "nuclei_q{}{}.tif".format
+    result = dlhisto("train", *[arg for q in (1, 2) for arg in ("--image", test_data / quadrant(q, ""), "--labels",
+                                                                  test_data / quadrant(q, "_groundtruth"))],
+                     "--validation-image", test_data / quadrant(3, ""), "--validation-image-name", "q3",
+                     "--validation-labels", test_data / quadrant(3, "_groundtruth"), "--task", "instance", "--encoder", "mobilenet_v2", "--encoder-weights", "imagenet",
                      "--patch-size", "64", "--patches-per-image", "16", "--epochs", "2", "--batch-size", "4",
                      "--device", "cpu", "--model", tmp_path / "model.zip", "--history", tmp_path / "history.json",
                      "--curve", tmp_path / "curve.png")
@@ -130,12 +133,33 @@ def test_train_writes_a_loadable_package_history_and_curve(test_data, tmp_path):
     assert "epoch 2/2" in result.stdout and "training on cpu: " in result.stdout
     assert "encoder started from ImageNet weights: 312 tensors" in result.stdout
     history = json.loads((tmp_path / "history.json").read_text())
-    assert [e["epoch"] for e in history["epochs"]] == [1, 2] and 0 <= history["best_val_dice"] <= 1
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2] and 0 <= history["best_val_f1"] <= 1
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
     _, spec, rdf = load_package(tmp_path / "model.zip")
     assert spec.task == "instance" and spec.out_channels == 3 and spec.encoder == "mobilenet_v2"
     assert rdf["config"]["dlhisto"]["training"]["epochs_run"] == 2
     assert rdf["config"]["dlhisto"]["training"]["origin"] == "trained from ImageNet encoder weights"
+    assert rdf["config"]["dlhisto"]["instances"]["tuned_on"] == "validation images (1)"
+    assert "q3" in rdf["config"]["dlhisto"]["training"]["images"]
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--model-name", "U-Net v1.2", "a model name is 5 to 128 letters, digits, spaces and _+-() (bioimage.io)"),
+    ("--author", "Lab A/B", "an author name is not empty and has no slash (bioimage.io)")])
+def test_train_refuses_names_the_package_cannot_hold_before_training(test_data, tmp_path, option, value, message):
+    """bioimage.io refuses them when the package is written: after the training, were they not checked first."""
+    result = dlhisto("train", "--image", test_data / "nuclei_q1.tif", "--labels", test_data / "nuclei_q1_groundtruth.tif",
+                     option, value, "--model", tmp_path / "model.zip")
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
+    assert "epoch" not in result.stdout and not (tmp_path / "model.zip").exists()
+
+
+def test_train_refuses_validation_images_without_labels(test_data, tmp_path):
+    result = dlhisto("train", "--image", test_data / "nuclei_q1.tif", "--labels", test_data / "nuclei_q1_groundtruth.tif",
+                     "--validation-image", test_data / "nuclei_q2.tif", "--model", tmp_path / "model.zip")
+    assert result.returncode == 2 and result.stderr == (
+        "dlhisto train: error: 1 validation images but 0 validation label images: give one per image\n")
+    assert not (tmp_path / "model.zip").exists()
 
 
 def test_train_refuses_mismatched_labels_and_leaves_nothing(test_data, tmp_path):
