@@ -23,6 +23,7 @@ evaluate               :func:`evaluate` (all modes, the tool's outputs); :func:`
 crossval               :func:`cross_validate` with :class:`CrossValOptions`
 omero_fetch, _push     :mod:`dlhisto_core.omero`: ``connect``, then ``fetch`` or ``push``
 deposit                :func:`dlhisto_core.deposit.deposit`
+pretrained             :func:`pretrained_model`: dlhisto's pretrained models (:mod:`dlhisto_core.shipped_models`)
 geojson_to_labels      :func:`geojson_to_labels` with :class:`ImportOptions`; the other way (the
                        ``--geojson`` output of segment_classic, the pixel classifier and predict):
                        :func:`labels_to_geojson` with :class:`ExportOptions`
@@ -53,6 +54,7 @@ _EXPORTS = {
     "crossval": ["cross_validate", "CrossValOptions", "AnnotatedImage"],
     "geojson": ["labels_to_geojson", "geojson_to_labels", "ExportOptions", "ImportOptions"],
     "threads": ["limit_threads"],
+    "shipped_models": ["pretrained_model"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["__version__", *_WHERE]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -271,12 +272,28 @@ def run_deposit_upload(args: argparse.Namespace) -> None:
 
 def run_install_model(args: argparse.Namespace) -> None:
     from .model_base import install_from_data_manager
+    from .shipped_models import pretrained_model
 
-    row = install_from_data_manager(args.model, args.data_manager_json, _name(args.model, args.model_name), args.id,
-                                    args.description, args.evaluation,
-                                    args.evaluation and _name(args.evaluation, args.evaluation_name))
+    with tempfile.TemporaryDirectory(prefix="dlhisto-install-") as work:
+        if args.pretrained:  # the shipped model's package, and its held-out evaluation unless one is given
+            args.model = str(pretrained_model(args.pretrained, Path(work) / f"{args.pretrained}.zip",
+                                              Path(work) / "held_out_evaluation.tsv"))
+            args.model_name = args.model_name or args.pretrained
+            if not args.evaluation:
+                args.evaluation = str(Path(work) / "held_out_evaluation.tsv")
+                args.evaluation_name = "held-out images (scripts/build_pretrained.py)"
+        row = install_from_data_manager(args.model, args.data_manager_json, _name(args.model, args.model_name),
+                                        args.id, args.description, args.evaluation,
+                                        args.evaluation and _name(args.evaluation, args.evaluation_name))
     _log(f"'{row['name']}' goes into the model base as '{row['value']}' ({row['task']}, {row['channels']} "
          f"channel(s){', ' + row['pixel_size'] + ' µm' if row['pixel_size'] else ''})")
+
+
+def run_pretrained(args: argparse.Namespace) -> None:
+    from .shipped_models import pretrained_model
+
+    pretrained_model(args.name, args.output, args.evaluation)
+    _log(f"{args.name}: written to {args.output}")
 
 
 STEPS = {name[4:]: function for name, function in globals().items() if name.startswith("run_")}

@@ -19,6 +19,7 @@ from .metrics import IOU_THRESHOLDS
 from .options import add_option
 from .pixel_classifier import ClassifyPixelsOptions, ForestOptions
 from .preprocessing import PreprocessOptions
+from .shipped_models import SHIPPED
 
 DESCRIPTION = "dlhisto: image analysis for digital histology, one subcommand per step (each one a Galaxy tool)"
 
@@ -479,7 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     inst = steps.add_parser("install_model", help="check a bioimage.io package and describe it for the facility's "
                             "model base (the Galaxy data manager of the dlhisto_models table)")
-    inst.add_argument("--model", required=True, help="the package (dlhisto's or one made elsewhere)")
+    source = inst.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="the package (dlhisto's or one made elsewhere)")
+    source.add_argument("--pretrained", choices=list(SHIPPED), help="one of dlhisto's pretrained models, with its "
+                        "evaluation on held-out images (unless --evaluation is given)")
     inst.add_argument("--model-name", help="display name of the package in messages")
     inst.add_argument("--id", help="id of the table row (default: from the package's name)")
     inst.add_argument("--description", help="description of the row (default: the package's)")
@@ -488,5 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument("--evaluation-name", help="display name of the evaluation table")
     inst.add_argument("--data-manager-json", required=True, metavar="FILE",
                       help="Galaxy's data manager parameters (JSON), replaced by the row to add")
+
+    pt = steps.add_parser("pretrained", help="write one of the pretrained models dlhisto ships as a bioimage.io "
+                          "package (for predict, classify, transfer or the model base)")
+    pt.add_argument("name", choices=list(SHIPPED), help="the model: " + "; ".join(
+        f"{model.name}: {model.what}" for model in SHIPPED.values()))
+    add_output(pt, "output", help="the package (zip)")
+    add_output(pt, "--evaluation", metavar="FILE", help="also write its evaluation on held-out images (the table "
+               "of evaluate, TSV), for install_model --evaluation")
 
     return parser

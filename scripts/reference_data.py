@@ -87,3 +87,27 @@ def mnfinder_split(split: str) -> list[tuple[Path, Path]]:
                 pairs.append(stem)
         done.write_text("\n".join(pairs) + "\n")
     return [(target / f"{stem}.tif", target / f"{stem}_labels.tif") for stem in done.read_text().split()]
+
+
+def mnfinder_training_and_tuning(tuning_every: int = 5) -> tuple[list, list]:
+    """mnfinder's ``training-data`` pairs split into (training, tuning): every ``tuning_every``-th
+    image tunes (validation, object thresholds); benchmarks/accuracy.py and the pretrained
+    fluorescence model (scripts/build_pretrained.py) split it the same way."""
+    pairs = mnfinder_split("training-data")
+    tuning = pairs[::tuning_every]
+    return [pair for pair in pairs if pair not in tuning], tuning
+
+
+STARDIST = "stardist==0.9.2"
+STARDIST_NUCLEI = {"img2d.tif": "f9ccc1571b92c861ff87e28463068b43f61bd47357ed0503f711e5cd1eb97750",
+                   "mask2d.tif": "59ad5e820b7982ca9d13e946fa6e7f64e2714899e00a2ae6c69aa79aad53d46f"}
+
+
+def stardist_nuclei() -> tuple[Path, Path]:
+    """The (image, labels) pair of stardist 0.9.2's example data (BSD-3-Clause): a 512 x 512
+    uint16 fluorescence image of the DSB2018 stage 1 training set and its 125 nuclei."""
+    target = CACHE / "reference-data" / "stardist-0.9.2"
+    target.mkdir(parents=True, exist_ok=True)
+    image, labels = (from_wheel(STARDIST, f"stardist/data/images/{name}", sha256, target / name)
+                     for name, sha256 in STARDIST_NUCLEI.items())
+    return image, labels
