@@ -9,11 +9,18 @@ image in ``--tuning-every`` of it kept for validation (early stopping, threshold
 Methods (one row each, with the CPU time it took to train):
 
 - classic: ``segment_classic`` with its defaults (smooth, k-means threshold, watershed); no training;
+- pixel_classifier: the ilastik way, a random forest (default features, 100 trees) on sparse
+  annotations of the training images (PIXELS_PER_CLASS pixels of nucleus and of background per
+  image, drawn at random at least 2 px inside a nucleus or 3 px away from any), then the nucleus
+  class's objects split by watershed, as the nuclei_pixel_classifier workflow does;
 - unet_defaults: ``train`` as a user who changes nothing runs it (default options: a
   mobilenet_v2 encoder from ImageNet weights, 10 epochs), on the training images, validated
   (instance F1 each epoch, then the object thresholds) on the tuning images, then ``predict``
   with defaults, and with flips (test-time augmentation: a second row, same training);
 - unet_from_scratch: the same with the encoder started from random weights;
+- pretrained: dlhisto's shipped ``nuclei_fluorescence`` model (scripts/build_pretrained.py:
+  trained on the same training images and stardist's DSB2018 image, tuned on the same tuning
+  images), applied with defaults; its training time is the build's;
 - stardist: StarDist 2D (stardist 0.9.2, TensorFlow CPU) trained on the same images for the CPU
   time the U-Net with defaults took in the same run (or ``--stardist-cpu-minutes``), thresholds
   tuned on the tuning images; in an environment of its own made from
@@ -24,8 +31,12 @@ Scores (``evaluate_instances``, pooled over the held-out images): F1 at IoU 0.5,
 (TP / (TP + FP + FN), StarDist's ``accuracy``), its mean over IoU 0.5:0.95, and panoptic quality
 at 0.5.
 
+With ``--work DIR``, each row's label images and training time are kept there
+(``DIR/rows/<row>.json``) and a later run with the same folder prints them again instead of
+re-training, so rows measured in separate runs print as one table (``--fresh`` re-measures).
+
 Usage: .venv/bin/python benchmarks/accuracy.py [--methods classic unet_defaults ... stardist] [--tuning-every 5]
-       [--work DIR] [--stardist-cpu-minutes M]
+       [--work DIR [--fresh]] [--stardist-cpu-minutes M]
 """
 
 from __future__ import annotations
@@ -47,17 +58,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import reference_data  # noqa: E402
 
-from dlhisto_core import (ClassicOptions, PredictOptions, TrainOptions, evaluate_instances, predict,  # noqa: E402
-                          segment_classic, train)
+from scipy import ndimage  # noqa: E402
+
+from dlhisto_core import (ClassicOptions, PredictOptions, TrainOptions, evaluate_instances, load_package,  # noqa: E402
+                          pixel_classifier, predict, pretrained_model, segment_classic, train)
+from dlhisto_core.features import FeatureSettings  # noqa: E402
 
 THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))
+PIXELS_PER_CLASS = 1500
 
 
 def splits(tuning_every: int) -> tuple[list, list, list]:
     """(training, tuning, held-out) lists of (image, labels) paths."""
-    training = reference_data.mnfinder_split("training-data")
-    tuning = training[::tuning_every]
-    return [p for p in training if p not in tuning], tuning, reference_data.mnfinder_split("validation-data")
+    return (*reference_data.mnfinder_training_and_tuning(tuning_every),
+            reference_data.mnfinder_split("validation-data"))
 
 
 def classic(training, tuning, held_out, work: Path) -> list[tuple[str, list[Path], float]]:
@@ -67,6 +81,51 @@ def classic(training, tuning, held_out, work: Path) -> list[tuple[str, list[Path
         outputs.append(work / f"classic_{image.stem}.tif")
         tifffile.imwrite(outputs[-1], labels.astype(np.uint32))
     return [("classic", outputs, 0.0)]
+
+
+def pixels(training, tuning, held_out, work: Path) -> list[tuple[str, list[Path], float]]:
+    rng = np.random.default_rng(0)
+    start = time.process_time()
+    pairs = []
+    for image, labels in training:
+        nuclei = tifffile.imread(labels) > 0
+        annotation = np.zeros(nuclei.shape, np.uint8)
+        for value, where in ((1, ndimage.binary_erosion(nuclei, iterations=2)),
+                             (2, ~ndimage.binary_dilation(nuclei, iterations=3))):
+            ys, xs = np.nonzero(where)
+            chosen = rng.choice(len(ys), min(PIXELS_PER_CLASS, len(ys)), replace=False)
+            annotation[ys[chosen], xs[chosen]] = value
+        pairs.append((image, work / f"annotation_{image.stem}.tif"))
+        tifffile.imwrite(pairs[-1][1], annotation)
+    forest = pixel_classifier.train(pairs, FeatureSettings(), ["nucleus", "background"])
+    seconds = time.process_time() - start
+    outputs = []
+    for image, _ in held_out:
+        stem = work / f"pixel_classifier_{image.stem}"
+        pixel_classifier.classify_pixels(forest, image, f"{stem}_p.tif", f"{stem}_classes.tif")
+        pixel_classifier.objects_of_class(forest, f"{stem}_classes.tif", f"{stem}_p.tif", 1, f"{stem}.tif",
+                                          f"{stem}_objects.tsv", f"{stem}_summary.tsv",
+                                          ClassicOptions.min_area, ClassicOptions.min_distance, image.stem)
+        outputs.append(Path(f"{stem}.tif"))
+    return [("pixel_classifier", outputs, seconds)]
+
+
+def pretrained(training, tuning, held_out, work: Path) -> list[tuple[str, list[Path], float]]:
+    package = pretrained_model("nuclei_fluorescence", work / "nuclei_fluorescence.zip")
+    minutes = load_package(package)[2]["config"]["dlhisto"]["training"]["cpu_minutes"]  # the build's
+    return predicted_rows("pretrained", package, held_out, work, minutes * 60)
+
+
+def predicted_rows(name: str, package: Path, held_out, work: Path,
+                   seconds: float) -> list[tuple[str, list[Path], float]]:
+    """Two rows of a package: ``predict`` with defaults, and with flips (test-time augmentation)."""
+    rows = []
+    for row, options in ((name, PredictOptions()), (f"{name} + flips", PredictOptions(flips=True))):
+        outputs = [work / f"{row.replace(' + ', '_')}_{image.stem}.tif" for image, _ in held_out]
+        for (image, _), output in zip(held_out, outputs):
+            predict(package, image, options, objects=output)
+        rows.append((row, outputs, seconds))
+    return rows
 
 
 def unet(name: str, **settings):
@@ -80,13 +139,7 @@ def unet(name: str, **settings):
         seconds = time.process_time() - start
         package = work / f"{name}.zip"
         trained.save(package)
-        rows = []
-        for row, options in ((name, PredictOptions()), (f"{name} + flips", PredictOptions(flips=True))):
-            outputs = [work / f"{row.replace(' + ', '_')}_{image.stem}.tif" for image, _ in held_out]
-            for (image, _), output in zip(held_out, outputs):
-                predict(package, image, options, objects=output)
-            rows.append((row, outputs, seconds))
-        return rows
+        return predicted_rows(name, package, held_out, work, seconds)
     return method
 
 
@@ -122,6 +175,8 @@ def stardist(training, tuning, held_out, work: Path, cpu_seconds: float) -> tupl
 
 
 METHODS = {"classic": classic,
+           "pixel_classifier": pixels,
+           "pretrained": pretrained,
            "unet_defaults": unet("unet_defaults"),
            "unet_from_scratch": unet("unet_from_scratch", options=TrainOptions(encoder_weights="none"))}
 
@@ -140,6 +195,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=[*METHODS, "stardist"], choices=[*METHODS, "stardist"])
     parser.add_argument("--tuning-every", type=int, default=5)
     parser.add_argument("--work", type=Path, help="keep the models and label images in this folder")
+    parser.add_argument("--fresh", action="store_true", help="re-measure rows already kept in --work")
     parser.add_argument("--stardist-cpu-minutes", type=float,
                         help="StarDist's training budget (default: what the U-Net with defaults took)")
     args = parser.parse_args()
@@ -154,18 +210,35 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         budget = args.stardist_cpu_minutes and args.stardist_cpu_minutes * 60
         for name in args.methods:
-            if name == "stardist":
+            rows = None if args.fresh else kept_rows(work, name)
+            if rows is None and name == "stardist":
                 if not budget:
                     sys.exit("StarDist's CPU budget is the U-Net's: list unet_defaults before stardist, or give "
                              "--stardist-cpu-minutes")
                 rows = [("stardist", *stardist(training, tuning, held_out, work, budget))]
-            else:
+            elif rows is None:
                 rows = METHODS[name](training, tuning, held_out, work)
-                budget = budget or (rows[0][2] if name == "unet_defaults" else None)
+            keep_rows(work, name, rows)
+            budget = budget or (rows[0][2] if name == "unet_defaults" else None)
             for row, outputs, seconds in rows:
                 s = scores(held_out, outputs)
                 print(f"| {row} | {s['f1']:.3f} | {s['ap50']:.3f} | {s['ap50_95']:.3f} | {s['pq']:.3f} | "
                       f"{s['objects']} | {seconds / 60:.1f} min |", flush=True)
+
+
+def kept_rows(work: Path, method: str) -> list | None:
+    """The rows of ``method`` a previous run kept in ``work`` (label images still there), or None."""
+    kept = work / "rows" / f"{method}.json"
+    if not kept.is_file():
+        return None
+    rows = [(row, [Path(p) for p in outputs], seconds) for row, outputs, seconds in json.loads(kept.read_text())]
+    return rows if all(p.is_file() for _, outputs, _ in rows for p in outputs) else None
+
+
+def keep_rows(work: Path, method: str, rows: list) -> None:
+    (work / "rows").mkdir(exist_ok=True)
+    (work / "rows" / f"{method}.json").write_text(
+        json.dumps([(row, [str(p) for p in outputs], seconds) for row, outputs, seconds in rows]))
 
 
 if __name__ == "__main__":

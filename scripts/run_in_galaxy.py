@@ -8,7 +8,8 @@ the scores and the evaluation report, publishes the history and takes screenshot
 the report with headless Chromium. Then, in a second history, runs `he_slide_nuclei_qupath` on
 the real Aperio SVS (test-data/cmu_small_region.svs, fetched by scripts/fetch_test_slides.py)
 with the bundled H&E crop as stain reference, and downloads the nuclei count and their QuPath
-GeoJSON.
+GeoJSON. Between the two, dlhisto's pretrained models go into the model base (its data
+manager), and the fluorescence nuclei model is applied to the held-out quadrant and scored.
 
 Usage: python run_in_galaxy.py GALAXY_URL ADMIN_KEY OUTPUT_DIR
 """
@@ -21,6 +22,9 @@ from pathlib import Path
 
 import yaml
 from bioblend.galaxy import GalaxyInstance
+
+SHIPPED = ("nuclei_fluorescence", "tissue_he")
+"""dlhisto's pretrained models (dlhisto_core/shipped_models.py), installed into the model base."""
 
 USER_EMAIL = "demo@dlhisto.local"
 USER_NAME = "demo"
@@ -124,6 +128,8 @@ def main() -> int:
     if not apply_from_model_base(gi, history["id"], outputs["model"]["id"], outputs["scores"]["id"],
                                  collections["images"], out_dir):
         return 1
+    if not apply_pretrained(gi, history["id"], collections["images"], collections["ground_truth"], out_dir):
+        return 1
     slide_history = run_slide_workflow(gi, url, workflows, out_dir)
     if slide_history is None:
         return 1
@@ -157,6 +163,34 @@ def apply_from_model_base(gi: GalaxyInstance, history_id: str, model_id: str, sc
     (out_dir / "model_base_predict_summary.tsv").write_bytes(gi.datasets.download_dataset(summary["id"]))
     print("Predict with 'demo_nuclei_unet' from the model base on q4:\n"
           + (out_dir / "model_base_predict_summary.tsv").read_text())
+    return True
+
+
+def apply_pretrained(gi: GalaxyInstance, history_id: str, images_id: str, truth_id: str, out_dir: Path) -> bool:
+    """dlhisto's pretrained models go into the model base (the data manager makes each package
+    from the weights dlhisto ships, with its held-out evaluation), then the fluorescence nuclei
+    model is applied to the held-out quadrant with no training at all, and scored."""
+    print("\ninstalling dlhisto's pretrained models into the model base: " + ", ".join(SHIPPED), flush=True)
+    for name in SHIPPED:
+        run = gi.tools.run_tool(history_id, "dlhisto_model_installer", {
+            "source|source": "shipped", "source|shipped_model": name, "model_id": name})
+        if not job_ok(gi, run["jobs"][0]["id"]):
+            return False
+    run = gi.tools.run_tool(history_id, "dlhisto_predict", {  # mapped over the collection: element names kept
+        "input": {"batch": True, "values": [{"src": "hdca", "id": images_id}]}, "model_cond|model_source": "base",
+        "model_cond|base_model": "nuclei_fluorescence", "outputs_wanted": "objects", "tile_size": 256})
+    if not all(job_ok(gi, job["id"]) for job in run["jobs"]):
+        return False
+    objects = next(c for c in run["implicit_collections"] if c["output_name"] == "objects")
+    run = gi.tools.run_tool(history_id, "dlhisto_evaluate", {
+        "mode_cond|mode": "instance", "mode_cond|predictions": {"src": "hdca", "id": objects["id"]},
+        "mode_cond|truths": {"src": "hdca", "id": truth_id}, "mode_cond|thresholds": "0.5"})
+    if not job_ok(gi, run["jobs"][0]["id"]):
+        return False
+    scores = next(o for o in run["outputs"] if o["output_name"] == "table")
+    (out_dir / "pretrained_q4_scores.tsv").write_bytes(gi.datasets.download_dataset(scores["id"]))
+    print("The pretrained fluorescence nuclei model on q4, no training:\n" + "".join(
+        line for line in (out_dir / "pretrained_q4_scores.tsv").open() if line.startswith(("image", "all"))))
     return True
 
 
