@@ -10,6 +10,7 @@ ONNX, model card with the evaluation), validated like any other, for ``predict``
 ``transfer`` or the model base.
 
 - ``nuclei_fluorescence``: nuclei instances in one-channel fluorescence images;
+- ``nuclei_he``: nuclei instances in H&E images;
 - ``tissue_he``: tumour / stroma classes of 128 px H&E tiles.
 """
 
@@ -52,6 +53,10 @@ SHIPPED = {model.name: model for model in (
                  "mnfinder 1.2.3 training-data (24 of its 30 images train, 6 tune; MIT) and the DSB2018 image of "
                  "stardist 0.9.2 (img2d.tif, mask2d.tif; BSD-3-Clause); encoder started from torchvision's "
                  "ImageNet MobileNetV2 (BSD-3-Clause)"),
+    ShippedModel("nuclei_he", "nuclei instances in H&E images (RGB)",
+                 "histolytics 0.3.0 hgsc_nest.jpg and its nuclei instance mask hgsc_nest_inst_mask.npz, top 768 of "
+                 "its 1500 rows (576 train, 192 tune; BSD-3-Clause; the mask is a segmentation model's output, not "
+                 "an expert's); encoder started from torchvision's ImageNet MobileNetV2 (BSD-3-Clause)"),
     ShippedModel("tissue_he", "tumour / stroma classes of 128 px H&E tiles",
                  "histolytics 0.3.0 hgsc_nest.jpg and hgsc_stromal_he.jpg, top 640 px (BSD-3-Clause), tiles "
                  "classed from its nuclei types (a model's output); encoder started from ImageNet"),

@@ -31,7 +31,8 @@ polygons (`hgsc_nest.parquet`, GeoParquet), and `hgsc_stromal_he.jpg`. The masks
 a segmentation model's output, not an expert's annotation.
 
 From the two crops, the tissue-map data: training images with classed tiles, and a held-out
-slide with the class of its clear tiles (write_tissue_map_data).
+slide with the class of its clear tiles (write_tissue_map_data); from the nest crop and its
+nuclei mask, the H&E nuclei images of the pretrained nuclei_he model (write_he_nuclei_data).
 
 Outputs (git-ignored): test-data/cmu_*, test-data/hgsc_*.
 """
@@ -458,6 +459,37 @@ def write_tissue_map_data(histolytics: dict[str, Path]) -> list[Path]:
     TISSUE_TRUTH.write_text("image\tx\ty\tclass\n" + "".join(f"{TISSUE_SLIDE.name}\t{x}\t{y}\t{cls}\n"
                                                              for (y, x), cls in sorted(truth.items())))
     return [*TISSUE_TRAIN.values(), TISSUE_TILES, TISSUE_SLIDE, TISSUE_TRUTH]
+
+
+HE_NUCLEI_ROWS = {"train": (0, 576, 2, 2), "tune": (576, 768, 1, 2), "held_out": (768, 1500, 1, 1)}
+"""The H&E nuclei data, by use: rows of the nest crop (start, stop) cut into bands down and pieces
+across: the top 576 rows train (4 images of 288 x 750 px), the next 192 tune (2 images of 192 x
+750), the rest is held out whole (732 x 1500), as the tissue-map slide's nest half is."""
+
+
+def write_he_nuclei_data(histolytics: dict[str, Path]) -> dict[str, list[tuple[Path, Path]]]:
+    """(image, labels) TIFF pairs of the nest crop and its nuclei instance mask, by use (HE_NUCLEI_ROWS).
+
+    The mask is histolytics' segmentation (a model's output); nuclei cut by a crop's edge keep
+    their part inside it."""
+    from PIL import Image
+
+    nest = np.asarray(Image.open(histolytics["hgsc_nest.jpg"]).convert("RGB"))
+    nuclei = np.load(histolytics["hgsc_nest_inst_mask.npz"])["nuc_raster"]
+    pairs = {}
+    for use, (start, stop, down, across) in HE_NUCLEI_ROWS.items():
+        pairs[use] = []
+        height, width = (stop - start) // down, nest.shape[1] // across
+        for top in range(start, stop, height):
+            bottom = top + height
+            for left in range(0, across * width, width):
+                stem = DATA / f"hgsc_nuclei_{use}_{top}_{left}"
+                image, labels = stem.with_suffix(".tif"), stem.with_name(stem.name + "_labels.tif")
+                tifffile.imwrite(image, nest[top:bottom, left:left + width])
+                tifffile.imwrite(labels, nuclei[top:bottom, left:left + width].astype(np.uint16))
+                pairs[use].append((image, labels))
+    return pairs
+
 
 if __name__ == "__main__":
     slide = fetch_slide()

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from bioblend.galaxy import GalaxyInstance
 
-SHIPPED = ("nuclei_fluorescence", "tissue_he")
+SHIPPED = ("nuclei_fluorescence", "nuclei_he", "tissue_he")
 """dlhisto's pretrained models (dlhisto_core/shipped_models.py), installed into the model base."""
 
 USER_EMAIL = "demo@dlhisto.local"
