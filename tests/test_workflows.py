@@ -23,8 +23,10 @@ def missing(inputs, state: dict, connected: set[str], prefix: str = "") -> list[
         if child.tag == "param" and child.get("type") not in ("data", "data_collection"):
             if name not in state:
                 absent.append(path)
-        elif child.tag == "param" and path not in connected and child.get("optional") != "true":
+        elif child.tag == "param" and child.get("optional") != "true":
             absent.append(f"{path} (a data input, neither connected nor optional)")
+        elif child.tag == "param" and name not in state:  # Galaxy wants even an optional one given: null
+            absent.append(f"{path} (an optional data input: null when not connected)")
         elif child.tag == "conditional":
             test = child.find("param")
             chosen = state.get(name)
