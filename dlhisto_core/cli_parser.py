@@ -109,6 +109,8 @@ def add_training_arguments(step: argparse.ArgumentParser) -> None:
     add_option(step, options, "patience", help="early stopping patience in epochs (default %(default)s)")
     add_option(step, options, "seed", help="default %(default)s")
     add_option(step, options, "device", help="default %(default)s")
+    add_option(step, options, "precision", help="auto: mixed precision (float16) on CUDA, float32 on CPUs; fp32; "
+               "bf16: bfloat16, faster on AVX-512 CPUs, less exact (default %(default)s)")
     step.add_argument("--checkpoint", help="checkpoint file: written every epoch, resumed from if present")
     step.add_argument("--model-name", type=_package_name, default="dlhisto U-Net",
                       help="name of the model package: 5 to 128 letters, digits, spaces and _+-() (bioimage.io's rule)")
@@ -340,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
                "(default %(default)s)")
     add_option(pr, defaults, "batch_size", help="windows per forward pass (default %(default)s)")
     add_option(pr, defaults, "device", help="default %(default)s")
+    add_option(pr, defaults, "precision", help="auto: mixed precision (float16) on CUDA, float32 on CPUs; fp32; "
+               "bf16: bfloat16, about 2.5x faster on CPUs with AVX-512 BF16, changes about 0.2 %% of the class map "
+               "(default %(default)s)")
     add_option(pr, defaults, "skip_background",
                help="do not run the network on windows without tissue (they become class 0)")
     add_option(pr, defaults, "min_tissue", help="with --skip-background: smallest tissue fraction of a window that "
@@ -366,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                help="cut each image into tiles of this size (multiple of 32) and classify every tile")
     add_option(cl, defaults, "batch_size", help="default %(default)s")
     add_option(cl, defaults, "device", help="default %(default)s")
+    add_option(cl, defaults, "precision", help="as predict's (default %(default)s)")
     add_option(cl, defaults, "pixel_size", metavar="UM", help="classify at this pixel size in µm (pyramid level "
                "nearest to it, resampled)")
 

@@ -14,6 +14,7 @@ import torch
 
 from .dl_data import normalize_for_network
 from .dl_models import pick_device
+from .precision import Precision, inference_network, inference_precision
 from .errors import InputError
 from .dl_options import ClassifyOptions
 from .dl_predict import at_model_pixel_size
@@ -99,7 +100,8 @@ def classify_tiles(model: torch.nn.Module, spec: ModelSpec, class_names: Sequenc
         raise InputError(f"this model does {spec.task} segmentation; use Predict with a U-Net for it")
     tile_size = options.tile_size
     torch_device = pick_device(options.device)
-    model = model.to(torch_device).eval()
+    precision = inference_precision(options.precision, torch_device)
+    model = inference_network(model, torch_device)
     for path, name in images:
         pixel_size = at_model_pixel_size(options, trained_at, path, name).pixel_size
         with image_reader(path, name=name, pixel_size=pixel_size) as reader:
@@ -113,7 +115,7 @@ def classify_tiles(model: torch.nn.Module, spec: ModelSpec, class_names: Sequenc
             for start in range(0, len(tiles), options.batch_size):
                 batch = tiles[start:start + options.batch_size]
                 inputs = [_network_input(reader.read_region(t.y, t.x, t.height, t.width), tile_size) for t in batch]
-                for tile, probabilities in zip(batch, _probabilities(model, inputs, torch_device)):
+                for tile, probabilities in zip(batch, _probabilities(model, inputs, precision)):
                     row = {"image": name, "x": tile.x, "y": tile.y, "width": tile.width, "height": tile.height,
                            "class": class_names[int(probabilities.argmax())]}
                     row.update({f"p_{c}": float(p) for c, p in zip(class_names, probabilities)})
@@ -139,9 +141,11 @@ def _network_input(region: np.ndarray, tile_size: int | None) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _probabilities(model, inputs: list[np.ndarray], device) -> np.ndarray:
-    if len({x.shape for x in inputs}) == 1:
-        logits = model(torch.from_numpy(np.stack(inputs)).to(device))
-    else:  # whole images of different sizes: one at a time
-        logits = torch.cat([model(torch.from_numpy(x[None]).to(device)) for x in inputs])
-    return torch.softmax(logits, dim=1).cpu().numpy()
+def _probabilities(model, inputs: list[np.ndarray], precision: Precision) -> np.ndarray:
+    device = precision.device
+    with precision.autocast():
+        if len({x.shape for x in inputs}) == 1:
+            logits = model(torch.from_numpy(np.stack(inputs)).to(device))
+        else:  # whole images of different sizes: one at a time
+            logits = torch.cat([model(torch.from_numpy(x[None]).to(device)) for x in inputs])
+    return torch.softmax(logits.float(), dim=1).cpu().numpy()

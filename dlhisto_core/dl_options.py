@@ -10,7 +10,7 @@ from .classic import MAX_AREA
 from .errors import InputError
 from .image_io import PIXEL_SIZE_RANGE_UM
 from .model_spec import ENCODER_WEIGHTS, TASKS
-from .options import (DEVICES, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_SEED, bounded,
+from .options import (DEVICES, PRECISIONS, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_SEED, bounded,
                       check_bounds, check_choices, choice)
 from .tiling import MAX_TILE_SIZE
 
@@ -44,6 +44,8 @@ class TrainOptions:
     seed: int = bounded(0, 0, MAX_SEED)
     augment: bool = True
     device: str = choice("auto", DEVICES)
+    precision: str = choice("auto", PRECISIONS)
+    """'auto': automatic mixed precision on CUDA, float32 on CPUs; 'fp32': float32 (:mod:`precision`)."""
     encoder_weights: str = choice("imagenet", ENCODER_WEIGHTS)
     """A new network's encoder: 'imagenet' starts it from ImageNet weights where dlhisto ships
     them (mobilenet_v2), 'none' from random ones. (Transfer learning starts from its own weights.)"""
@@ -99,6 +101,9 @@ class PredictOptions:
     """Pixels by which neighbouring windows overlap and are blended; a multiple of 32, at most tile_size."""
     batch_size: int = bounded(4, 1, MAX_BATCH_SIZE)
     device: str = choice("auto", DEVICES)
+    precision: str = choice("auto", PRECISIONS)
+    """'auto': bfloat16 on CPUs that run it natively, bfloat16 or float16 on CUDA; 'fp32': float32
+    (:mod:`precision`)."""
     skip_background: bool = False
     min_tissue: float = bounded(0.01, 0, 1)
     """With skip_background: windows with a smaller fraction of tissue pixels are skipped."""
@@ -130,6 +135,8 @@ class ClassifyOptions:
     one class per image."""
     batch_size: int = bounded(16, 1, MAX_BATCH_SIZE)
     device: str = choice("auto", DEVICES)
+    precision: str = choice("auto", PRECISIONS)
+    """As :class:`PredictOptions`."""
     pixel_size: float | None = bounded(None, *PIXEL_SIZE_RANGE_UM)
     """Classify the images at this pixel size (µm), as :class:`PredictOptions` reads them."""
 

@@ -51,9 +51,11 @@ from . import instances, zoo_models
 from .dl_options import PredictOptions
 from .dl_data import SAMPLE_PIXELS, channel_range, scale_channels, target_scale
 from .dl_models import pick_device
+from .precision import inference_network, inference_precision
 from .errors import InputError
 from .inputs import named
 from .outputs import outputs_together
+from .pipeline import in_thread
 from .tables import write_row
 from .image_io import TiledImageReader, TileSink, image_reader, smallest_label_dtype, write_pyramid, write_tiled_image
 from .model_spec import ModelSpec
@@ -76,7 +78,8 @@ class PredictSummary:
     objects: int | None = None
     pixel_size: tuple[float, float] | None = None
     shape: tuple[int, int] = (0, 0)
-    device: str = "cpu"
+    device: str = "cpu, fp32"
+    """Where and in which precision the network ran."""
 
     def row(self, image_name: str) -> dict:
         """The row of the summary table: size, windows, then the fraction of each class (and the
@@ -172,14 +175,24 @@ class SlidePredictor:
             raise ValueError("regression models, and only they, need a target normalisation")
         if spec.task == "regression" and options.skip_background:
             raise InputError("background skipping is for segmentation models; this model predicts pixel values")
-        self.model, self.spec, self.options = model, spec, options
+        self.spec, self.options = spec, options
         self.target_normalization = target_normalization
         self.device = pick_device(options.device)
-        self.model.to(self.device).eval()
+        self.precision = inference_precision(options.precision, self.device)
+        self.model = inference_network(model, self.device)
+
+    def describe(self) -> str:
+        """Device and precision, e.g. 'cpu, fp32'."""
+        return f"{self.device}, {self.precision.name}"
 
     def tiles(self, reader: TiledImageReader, summary: PredictSummary):
         """Yield (Tile, values (h, w, K) float32) for every output tile, row by row: class
-        probabilities, or for regression the pixel values in the target's units."""
+        probabilities, or for regression the pixel values in the target's units.
+
+        The windows are read and normalised in one worker thread and go through the network in
+        another (:mod:`pipeline`), while this generator blends them. A tile whose own window
+        and every window reaching into it are background is class 0 without any blending.
+        """
         n_channels = 1 if len(reader.shape) == 2 else reader.shape[2]
         if n_channels != self.spec.in_channels:
             raise InputError(f"the model expects {self.spec.in_channels}-channel images; "
@@ -189,29 +202,59 @@ class SlidePredictor:
         size, overlap = self.options.tile_size, self.options.overlap
         height, width = reader.shape[:2]
         rows, cols = -(-height // size), -(-width // size)
+        row_weights = [blend_weights(i, rows, size, overlap) for i in range(rows)]
         column_weights = [blend_weights(j, cols, size, overlap) for j in range(cols)]
-        windows = self._window_probabilities(reader, stats, rows, cols, summary)
-        above: dict[int, np.ndarray] = {}  # bottom strips of the previous row of windows
-        for i in range(rows):
-            row_weights = blend_weights(i, rows, size, overlap)
-            below: dict[int, np.ndarray] = {}
-            right = None
-            for j in range(cols):
-                weighted = next(windows) * row_weights[None, :, None] * column_weights[j][None, None, :]
-                tile = weighted[:, :size, :size].copy()
-                if overlap:
-                    if right is not None:
-                        tile[:, :, :overlap] += right
-                    if i > 0:
-                        tile[:, :overlap, :] += above[j][:, :, :size]
+        background = np.zeros((self.spec.out_channels, size + overlap, size + overlap), np.float32)
+        background[0] = 1
+        background_tile = np.moveaxis(background[:, :size, :size], 0, -1)
+        background_tile.flags.writeable = False
+
+        def weighted(window: np.ndarray | None, i: int, j: int) -> np.ndarray:
+            """Window (i, j)'s outputs times its blending weights (None: a background window)."""
+            values = background if window is None else window
+            return values * row_weights[i][None, :, None] * column_weights[j][None, None, :]
+
+        batches = in_thread(self._read_windows(reader, stats, rows, cols, summary),
+                            depth=2 * self.options.batch_size, name="dlhisto-read")
+        windows = in_thread(self._network_outputs(batches), depth=2 * self.options.batch_size,
+                            name="dlhisto-network")
+        try:
+            # the strips a window spills into the tiles right of and below its own: None when the
+            # window was background (computed again in the rare case a tissue tile needs them)
+            above: dict[int, np.ndarray | None] = {}
+            for i in range(rows):
+                below: dict[int, np.ndarray | None] = {}
+                right = None
+                for j in range(cols):
+                    window = next(windows)
+                    h, w = min(size, height - i * size), min(size, width - j * size)
+                    corner = above.pop(j - 1, None) if i > 0 and j > 0 else None
+                    all_background = window is None and (j == 0 or right is None) and (
+                        i == 0 or (above[j] is None and (j == 0 or corner is None)))
+                    if all_background or not overlap and window is None:
+                        right, below[j] = None, None
+                        yield Tile(i * size, j * size, h, w), background_tile[:h, :w]
+                        continue
+                    values = weighted(window, i, j)
+                    tile = values[:, :size, :size].copy()
+                    if overlap:
                         if j > 0:
-                            tile[:, :overlap, :overlap] += above.pop(j - 1)[:, :, size:]
-                    right = weighted[:, :size, size:].copy()  # copies: views would keep whole windows
-                    below[j] = weighted[:, size:, :].copy()
-                h, w = min(size, height - i * size), min(size, width - j * size)
-                values = np.moveaxis(tile[:, :h, :w], 0, -1)
-                yield Tile(i * size, j * size, h, w), values if gain is None else values * gain + offset
-            above = below
+                            tile[:, :, :overlap] += right if right is not None else \
+                                weighted(None, i, j - 1)[:, :size, size:]
+                        if i > 0:
+                            strip = above[j] if above[j] is not None else weighted(None, i - 1, j)[:, size:, :]
+                            tile[:, :overlap, :] += strip[:, :, :size]
+                            if j > 0:
+                                corner = corner if corner is not None else weighted(None, i - 1, j - 1)[:, size:, :]
+                                tile[:, :overlap, :overlap] += corner[:, :, size:]
+                        # copies: views would keep whole windows
+                        right = None if window is None else values[:, :size, size:].copy()
+                        below[j] = None if window is None else values[:, size:, :].copy()
+                    values = np.moveaxis(tile[:, :h, :w], 0, -1)
+                    yield Tile(i * size, j * size, h, w), values if gain is None else values * gain + offset
+                above = below
+        finally:
+            windows.close()
 
     def _output_scale(self, stats: SlideStatistics) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Regression: per-channel gain and offset to the target's units; (None, None) for classes."""
@@ -219,29 +262,40 @@ class SlidePredictor:
             return None, None
         return target_scale(self.target_normalization, stats.low, stats.high)
 
-    def _window_probabilities(self, reader, stats: SlideStatistics, rows: int, cols: int, summary: PredictSummary):
-        """Class probabilities (or regression outputs) (K, W, W) of every window in row-major order.
-
-        Windows with tissue go through the network in full batches, filled across rows, so that
-        every forward pass has the same shape (steady speed and memory); background windows
-        waiting for a batch to fill are only counted, not stored.
-        """
+    def _read_windows(self, reader, stats: SlideStatistics, rows: int, cols: int, summary: PredictSummary):
+        """The normalised (C, W, W) window of every window position in row-major order, or None
+        for a background window (not read)."""
         size = self.options.tile_size + self.options.overlap
-        pending: list[np.ndarray | None] = []  # normalised window, or None for background
-        n_tissue = 0
         for i in range(rows):
             for j in range(cols):
                 y, x = i * self.options.tile_size, j * self.options.tile_size
                 summary.windows += 1
                 if stats.tissue is not None and stats.tissue.fraction(y, x, size) < self.options.min_tissue:
                     summary.skipped += 1
-                    pending.append(None)
+                    yield None
                 else:
-                    pending.append(scale_channels(_read_window(reader, y, x, size), stats.low, stats.high))
-                    n_tissue += 1
-                if n_tissue == self.options.batch_size or (i, j) == (rows - 1, cols - 1):
-                    yield from self._run_batch(pending, size)
+                    yield scale_channels(_read_window(reader, y, x, size), stats.low, stats.high)
+
+    def _network_outputs(self, windows):
+        """Class probabilities (or regression outputs) (K, W, W) of the windows in order, None for
+        background windows.
+
+        Windows with tissue go through the network in full batches, filled across rows, so that
+        every forward pass has the same shape (steady speed and memory); background windows
+        waiting for a batch to fill are only counted, not stored.
+        """
+        pending: list[np.ndarray | None] = []
+        n_tissue = 0
+        try:
+            for window in windows:
+                pending.append(window)
+                n_tissue += window is not None
+                if n_tissue == self.options.batch_size:
+                    yield from self._run_batch(pending)
                     pending, n_tissue = [], 0
+            yield from self._run_batch(pending)
+        finally:
+            windows.close()
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Class probabilities (or regression outputs) of a batch; with ``options.flips``, the
@@ -249,26 +303,34 @@ class SlidePredictor:
         outputs = None
         for dims in ([(), (3,), (2,), (2, 3)] if self.options.flips else [()]):
             flipped = torch.flip(batch, dims) if dims else batch
-            values = self.model(flipped)
+            with self.precision.autocast():
+                values = self.model(flipped).float()
             values = values if self.spec.task == "regression" else torch.softmax(values, dim=1)
             values = torch.flip(values, dims) if dims else values
             outputs = values if outputs is None else outputs + values
         return outputs / 4 if self.options.flips else outputs
 
-    def _run_batch(self, pending: list[np.ndarray | None], size: int):
+    def _run_batch(self, pending: list[np.ndarray | None]):
         batch = [window for window in pending if window is not None]
-        probabilities = iter([])
+        outputs = iter([])
         if batch:
             with torch.inference_mode():
-                outputs = self._forward(torch.from_numpy(np.stack(batch)).to(self.device))
-                probabilities = iter(outputs.cpu().numpy())
+                outputs = iter(self._forward(torch.from_numpy(np.stack(batch)).to(self.device)).cpu().numpy())
         for window in pending:
-            if window is None:
-                background = np.zeros((self.spec.out_channels, size, size), np.float32)
-                background[0] = 1
-                yield background
-            else:
-                yield next(probabilities)
+            yield None if window is None else next(outputs)
+
+
+def class_map(probabilities: np.ndarray) -> np.ndarray:
+    """The (h, w) uint8 argmax of (h, w, K) probabilities (the first class of a tie), one class
+    plane at a time: twice as fast as NumPy's argmax over the last axis."""
+    classes = np.zeros(probabilities.shape[:2], np.uint8)
+    best = probabilities[..., 0]
+    for k in range(1, probabilities.shape[-1]):
+        plane = probabilities[..., k]
+        higher = plane > best
+        classes[higher] = k
+        best = np.maximum(best, plane)
+    return classes
 
 
 def _read_window(reader: TiledImageReader, y: int, x: int, size: int) -> np.ndarray:
@@ -416,7 +478,7 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
     if objects_path and spec.task != "instance":
         raise InputError(f"objects come from instance models; this model does {spec.task} segmentation")
     predictor = SlidePredictor(model, spec, options)
-    summary = PredictSummary(class_pixels=np.zeros(spec.out_channels, np.int64), device=str(predictor.device))
+    summary = PredictSummary(class_pixels=np.zeros(spec.out_channels, np.int64), device=predictor.describe())
     size = options.tile_size
     with image_reader(image_path, name=name, pixel_size=options.pixel_size) as reader, \
             tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)
@@ -433,7 +495,7 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
             objects = stack.enter_context(_ObjectLabeller(work, (height, width), size, thresholds)) \
                 if objects_path else None
             for tile, probabilities in predictor.tiles(reader, summary):
-                classes = probabilities.argmax(axis=-1).astype(np.uint8)
+                classes = class_map(probabilities)
                 summary.class_pixels += np.bincount(classes.ravel(), minlength=spec.out_channels)
                 if "classes" in sinks:
                     sinks["classes"].put(classes)
@@ -469,7 +531,7 @@ def predict_image(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
     slide (a file, a reader or an array) and write it as a pyramidal float32 OME-TIFF with the
     slide's pixel size."""
     predictor = SlidePredictor(model, spec, options, target_normalization)
-    summary = PredictSummary(device=str(predictor.device))
+    summary = PredictSummary(device=predictor.describe())
     sums = np.zeros(spec.out_channels)
     with image_reader(image_path, name=name, pixel_size=options.pixel_size) as reader, \
             tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)

@@ -29,6 +29,8 @@ from .dl_models import pick_device, set_frozen_stages_to_eval
 from .errors import InputError
 from .dl_options import REGRESSION_LOSSES, SEGMENTATION_LOSSES, TrainOptions, default_loss
 from .outputs import atomic_output
+from .precision import training_precision
+from .threads import cpu_threads
 
 METRICS = {"classification": "accuracy", "regression": "psnr"}
 """The validation score of each task that is not scored by the Dice of its classes."""
@@ -125,7 +127,9 @@ def train(model: nn.Module, patches: str | os.PathLike, out_channels: int, optio
     val_set = PatchDataset(patches, val_idx)
     loss_fn = make_loss(options.loss, train_set.task)
     model.to(device)
-    log(f"training on {device}: {len(train_idx)} patches, {len(val_idx)} for validation")
+    precision = training_precision(options.precision, device)
+    scaler = precision.grad_scaler()
+    log(f"training on {device} ({precision.name}): {len(train_idx)} patches, {len(val_idx)} for validation")
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=options.learning_rate, weight_decay=1e-4)
     state, best_weights = TrainState(metric="f1" if scorer else METRICS.get(train_set.task, "dice")), None
@@ -138,8 +142,8 @@ def train(model: nn.Module, patches: str | os.PathLike, out_channels: int, optio
         started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(epoch, options)
-        train_loss = _train_epoch(model, train_set, optimizer, loss_fn, options, epoch, device)
-        val_loss, score = _validate(model, val_set, loss_fn, out_channels, options.batch_size, device)
+        train_loss = _train_epoch(model, train_set, optimizer, loss_fn, options, epoch, device, scaler)
+        val_loss, score = _validate(model, val_set, loss_fn, out_channels, options, device)
         score = scorer(model) if scorer else score
         if not math.isfinite(score):
             raise InputError(f"training diverged at epoch {epoch} (validation {state.metric} {score}); "
@@ -161,36 +165,54 @@ def train(model: nn.Module, patches: str | os.PathLike, out_channels: int, optio
     return state
 
 
-def _train_epoch(model, dataset, optimizer, loss_fn, options, epoch, device) -> float:
+def _train_epoch(model, dataset, optimizer, loss_fn, options, epoch, device, scaler=None) -> float:
+    """One epoch over the training patches; the mean loss. ``scaler`` carries float16's loss
+    scale from epoch to epoch (:meth:`precision.Precision.grad_scaler`)."""
+    precision = training_precision(options.precision, device)
+    scaler = scaler or precision.grad_scaler()
     model.train()
     set_frozen_stages_to_eval(model)
     dataset.epoch = epoch
     generator = torch.Generator().manual_seed(options.seed * 100003 + epoch)
     loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size, shuffle=True,
-                                         generator=generator, drop_last=len(dataset) > options.batch_size)
+                                         generator=generator, drop_last=len(dataset) > options.batch_size,
+                                         num_workers=loader_workers(device), pin_memory=device.type == "cuda")
     total, count = 0.0, 0
     for images, targets in loader:
-        images, targets = images.to(device), targets.to(device)
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images), targets)
-        loss.backward()
-        optimizer.step()
+        with precision.autocast():
+            loss = loss_fn(model(images), targets)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         total += loss.item() * len(images)
         count += len(images)
     return total / count
 
 
+def loader_workers(device: torch.device) -> int:
+    """Processes that read and augment patches while the network trains: on a GPU, up to 4 of
+    the job's cores but one (``--threads``, Galaxy's GALAXY_SLOTS); none on a CPU, whose cores
+    all run the network (augmentation takes a few per cent of a CPU epoch)."""
+    if device.type != "cuda":
+        return 0
+    return min(4, max(0, (cpu_threads() or os.cpu_count() or 1) - 1))
+
+
 @torch.no_grad()
-def _validate(model, dataset, loss_fn, out_channels, batch_size, device) -> tuple[float, float]:
+def _validate(model, dataset, loss_fn, out_channels, options, device) -> tuple[float, float]:
     """Validation loss and score: mean Dice over the foreground classes (segmentation), accuracy
     (tile classes) or PSNR over the normalised range 0..1 (regression)."""
     model.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    precision = training_precision(options.precision, device)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size)
     total, count, correct, squared_error, values = 0.0, 0, 0, 0.0, 0
     inter, sizes = np.zeros(out_channels), np.zeros(out_channels)
     for images, targets in loader:
         images, targets = images.to(device), targets.to(device)
-        outputs = model(images)
+        with precision.autocast():
+            outputs = model(images).float()
         total += loss_fn(outputs, targets).item() * len(images)
         count += len(images)
         if dataset.task == "classification":

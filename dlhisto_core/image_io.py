@@ -16,7 +16,9 @@ half-written file where Galaxy (or a user) would pick it up.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -422,12 +424,55 @@ class Reader:
         self.close()
 
 
+CHUNK_CACHE_BYTES = 64 * 2**20
+"""Decoded TIFF tiles a reader keeps: overlapping windows (prediction) read each tile once."""
+
+
+@functools.cache
+def _chunk_cache_class():
+    """The class of :func:`cached_chunks`, defined on first use (zarr is imported lazily)."""
+    from zarr.storage import WrapperStore
+
+    class ChunkCache(WrapperStore):
+        """The decoded chunks (TIFF tiles or strips) of tifffile's zarr store, the most recently
+        used kept up to :data:`CHUNK_CACHE_BYTES`."""
+
+        def __init__(self, store):
+            super().__init__(store)
+            self._chunks: collections.OrderedDict = collections.OrderedDict()
+            self._bytes, self._lock = 0, threading.Lock()
+
+        async def get(self, key, prototype, byte_range=None):
+            if byte_range is None:
+                with self._lock:
+                    if key in self._chunks:
+                        self._chunks.move_to_end(key)
+                        return self._chunks[key]
+            value = await self._store.get(key, prototype, byte_range)
+            if byte_range is None and value is not None and not key.endswith(".json") and \
+                    len(value) <= CHUNK_CACHE_BYTES // 4:
+                with self._lock:
+                    self._chunks[key] = value
+                    self._bytes += len(value)
+                    while self._bytes > CHUNK_CACHE_BYTES:
+                        self._bytes -= len(self._chunks.popitem(last=False)[1])
+            return value
+
+    return ChunkCache
+
+
+def cached_chunks(store):
+    """tifffile's zarr ``store`` keeping its last decoded chunks (up to :data:`CHUNK_CACHE_BYTES`)."""
+    return _chunk_cache_class()(store)
+
+
 class TiledImageReader(Reader):
     """Read regions of a large (tiled, possibly pyramidal) TIFF without loading the whole slide.
 
     Only the TIFF tiles or strips that a region touches are decoded, so memory follows the
-    region size, not the slide size. PNG and JPEG cannot be read in parts; they are loaded
-    whole (they are small in practice).
+    region size, not the slide size; the last decoded tiles are kept (up to
+    :data:`CHUNK_CACHE_BYTES`), so that overlapping regions decode each tile once. PNG and JPEG
+    cannot be read in parts; they are loaded whole (they are small in practice).
     """
 
     def __init__(self, path: str | os.PathLike, level: int = 0, name: str | None = None):
@@ -450,7 +495,7 @@ class TiledImageReader(Reader):
             self.n_levels = len(series.levels)
             if not 0 <= level < self.n_levels:
                 raise InputError(f"'{self.name}' has {self.n_levels} resolution levels; level {level} does not exist")
-            array = zarr.open(series.aszarr(level=level), mode="r")
+            array = zarr.open(cached_chunks(series.aszarr(level=level)), mode="r")
             axes = series.levels[level].axes
             self.pixel_size = _tiff_pixel_size(self._tif, self.name)
         except InputError:

@@ -23,6 +23,10 @@ MAX_PATCHES_PER_IMAGE = 100_000
 MAX_TREES = 10_000
 DEVICES = ("auto", "cpu", "cuda")
 """Where the deep-learning steps run: 'auto' (CUDA when present), 'cpu' or 'cuda'."""
+PRECISIONS = ("auto", "fp32", "bf16")
+"""How the networks compute: 'auto', mixed precision where it holds (float16 on CUDA), float32
+elsewhere; 'fp32'; 'bf16', bfloat16 autocast, faster on AVX-512 CPUs but less exact
+(:mod:`precision`)."""
 """Limits shared by several steps (training, cross-validation, prediction); a step's own limits
 are declared where its defaults are."""
 

@@ -45,7 +45,7 @@ RECIPES = {  # model: (name, keyword arguments of dlhisto_core.training.train)
         encoder="mobilenet_v2", data=dict(task="regression", patch_size=128, patches_per_image=64),
         options=dict(epochs=10, learning_rate=3e-3, loss="l1"))),
 }
-SOURCES = ["dl_data.py", "dl_models.py", "dl_predict.py", "dl_train.py", "instances.py", "model_card.py",
+SOURCES = ["dl_data.py", "dl_models.py", "dl_predict.py", "dl_train.py", "instances.py", "model_card.py", "precision.py",
            "model_package.py", "training.py"]
 
 

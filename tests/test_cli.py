@@ -130,7 +130,7 @@ def test_train_writes_a_loadable_package_history_and_curve(test_data, tmp_path):
                      "--device", "cpu", "--model", tmp_path / "model.zip", "--history", tmp_path / "history.json",
                      "--curve", tmp_path / "curve.png")
     assert result.returncode == 0, result.stderr
-    assert "epoch 2/2" in result.stdout and "training on cpu: " in result.stdout
+    assert "epoch 2/2" in result.stdout and "training on cpu (fp32): " in result.stdout
     assert "encoder started from ImageNet weights: 312 tensors" in result.stdout
     history = json.loads((tmp_path / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == [1, 2] and 0 <= history["best_val_f1"] <= 1
