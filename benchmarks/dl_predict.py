@@ -7,12 +7,13 @@ The network is an untrained U-Net (mobilenet_v2 encoder by default, instance tas
 (a) Throughput: a grey slide of ``--size`` x ``--size`` pixels, a mosaic of the bundled nuclei
     image stored as a tiled OME-TIFF (tiles of 512), goes through ``dl_predict.predict_slide``
     writing only the class map (reading, normalisation, blending of the overlaps, argmax, tiled
-    pyramidal output). The baseline is the network's forward pass alone (eval mode,
-    ``torch.inference_mode``) on as many windows of ``tile_size + overlap`` pixels, in the same
-    batches as dlhisto forms them (the windows of one row, ``--batch-size`` at a time), with the
-    input tensors prepared beforehand. Both are given in megapixels of slide per second; the
-    ratio dlhisto / bare below 1 means dlhisto is slower. One warm-up forward pass precedes each
-    measurement; the median of ``--repeats`` runs is printed.
+    pyramidal output), in the default precision (float32 on CPUs) and in bfloat16. The
+    baselines are the network's forward pass alone (``torch.inference_mode``) on as many
+    windows of ``tile_size + overlap`` pixels, in the same batches as dlhisto forms them, with
+    the input tensors prepared beforehand: the plain float32 network, and the fastest float32
+    and bfloat16 paths (BARE_PATHS). All are given in megapixels of slide per second; the
+    ratios compare dlhisto with the fastest bare pass (below 1: dlhisto is slower). The median
+    of ``--repeats`` runs is printed.
 
 (b) Peak memory: for each of ``--memory-sizes``, a synthetic slide that looks like a whole-slide
     scan: a constant dark background and a few discs of tissue (filled with the nuclei image,
@@ -28,6 +29,7 @@ Usage: .venv/bin/python benchmarks/dl_predict.py [--size 2048] [--repeats 3]
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -47,6 +49,7 @@ from dlhisto_core.model_spec import ENCODERS, ModelSpec
 from dlhisto_core.dl_data import channel_range, scale_channels
 from dlhisto_core.dl_predict import PredictOptions, predict_slide
 from dlhisto_core.image_io import read_image, write_tiled_image
+from dlhisto_core.precision import inference_network
 from dlhisto_core.tiling import tile_grid
 
 NUCLEI = Path(__file__).resolve().parent.parent / "test-data" / "nuclei.tif"
@@ -127,15 +130,27 @@ def bare_batches(size: int, options: PredictOptions) -> list[int]:
     return [min(options.batch_size, cols - start) for _ in range(rows) for start in range(0, cols, options.batch_size)]
 
 
-def time_bare(model, batches: list[int], window: int, nuclei: np.ndarray) -> float:
+BARE_PATHS = {
+    "fp32": "plain network, float32",
+    "fp32_fast": "BN folded, channels-last, float32",
+    "bf16_fast": "BN folded, channels-last, bfloat16 autocast",
+}
+"""The bare forward passes timed: the textbook one, and the fastest float32 and bfloat16 ones
+found on this CPU (torch.compile is not among them: 28 s to compile, then slower than these)."""
+
+
+def time_bare(model, path: str, batches: list[int], window: int, nuclei: np.ndarray) -> float:
+    """Seconds of the bare forward pass ``path`` (BARE_PATHS) over the batches, inputs prepared beforehand."""
     raw = mosaic_region(nuclei, 0, 0, window, window)
     sample = scale_channels(raw, *channel_range(raw))  # (1, W, W) float32
-    inputs = [torch.from_numpy(np.repeat(sample[None], n, axis=0)) for n in batches]  # prepared beforehand
-    model.eval()
-    start = time.perf_counter()
-    with torch.inference_mode():
+    inputs = [torch.from_numpy(np.repeat(sample[None], n, axis=0)) for n in batches]
+    network = model.eval() if path == "fp32" else inference_network(model, torch.device("cpu"))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=path.startswith("bf16"))
+    with torch.inference_mode(), autocast:
+        network(inputs[0])  # warm-up of this path
+        start = time.perf_counter()
         for batch in inputs:
-            model(batch)
+            network(batch).float()
     return time.perf_counter() - start
 
 
@@ -143,26 +158,35 @@ def throughput(args, nuclei: np.ndarray, work: Path) -> dict:
     model, spec = make_model(args.encoder)
     slide = work / "mosaic.tif"
     write_mosaic_slide(slide, args.size, nuclei)
-    options = options_from(args, skip_background=False)
-    window = options.tile_size + options.overlap
-    batches = bare_batches(args.size, options)
+    window = args.tile_size + args.overlap
+    runs = {"dlhisto_fp32": options_from(args, skip_background=False)}
+    runs["dlhisto_bf16"] = dataclasses.replace(runs["dlhisto_fp32"], precision="bf16")
+    batches = bare_batches(args.size, runs["dlhisto_fp32"])
     megapixels = args.size * args.size / 1e6
     with torch.inference_mode():  # warm-up
-        model.eval()(torch.zeros(options.batch_size, 1, window, window))
-    dlhisto_s, bare_s, summary = [], [], None
-    for _ in range(args.repeats):  # alternate, so that a slow spell of the machine hits both
-        seconds, summary = time_predict(model, spec, slide, options, work)
-        dlhisto_s.append(seconds)
-        bare_s.append(time_bare(model, batches, window, nuclei))
-    dlhisto_s, bare_s = float(np.median(dlhisto_s)), float(np.median(bare_s))
-    print(f"(a) throughput: slide {args.size}x{args.size} ({megapixels:.1f} Mpx), {summary.windows} windows of "
-          f"{window} px (tile {options.tile_size} + overlap {options.overlap}), batch {options.batch_size}; "
+        model.eval()(torch.zeros(args.batch_size, 1, window, window))
+    seconds = {key: [] for key in [*runs, *BARE_PATHS]}
+    for _ in range(args.repeats):  # alternate, so that a slow spell of the machine hits all of them
+        for key, options in runs.items():
+            seconds[key].append(time_predict(model, spec, slide, options, work)[0])
+        for path in BARE_PATHS:
+            seconds[path].append(time_bare(model, path, batches, window, nuclei))
+    seconds = {key: float(np.median(values)) for key, values in seconds.items()}
+    print(f"(a) throughput: slide {args.size}x{args.size} ({megapixels:.1f} Mpx), {len(batches)} batches of up to "
+          f"{args.batch_size} windows of {window} px (tile {args.tile_size} + overlap {args.overlap}); "
           f"median of {args.repeats}")
-    print(f"{'measurement':<48} {'s':>8} {'Mpx/s':>8}")
-    print(f"{'dlhisto predict_slide (class map written)':<48} {dlhisto_s:>8.2f} {megapixels / dlhisto_s:>8.3f}")
-    print(f"{'bare forward pass, same windows and batches':<48} {bare_s:>8.2f} {megapixels / bare_s:>8.3f}")
-    print(f"ratio dlhisto/bare (Mpx/s): {bare_s / dlhisto_s:.2f}", flush=True)
-    return {"megapixels": megapixels, "dlhisto_s": dlhisto_s, "bare_s": bare_s}
+    print(f"{'measurement':<60} {'s':>8} {'Mpx/s':>8}")
+    labels = {"dlhisto_fp32": "dlhisto predict_slide, --precision auto (float32 on CPUs)",
+              "dlhisto_bf16": "dlhisto predict_slide, --precision bf16",
+              **{path: f"bare forward: {label}" for path, label in BARE_PATHS.items()}}
+    for key, label in labels.items():
+        print(f"{label:<60} {seconds[key]:>8.2f} {megapixels / seconds[key]:>8.3f}")
+    fastest_fp32 = min(seconds["fp32"], seconds["fp32_fast"])
+    fastest = min(seconds[path] for path in BARE_PATHS)
+    print(f"ratio dlhisto/fastest bare (Mpx/s): bf16 {fastest / seconds['dlhisto_bf16']:.2f}; "
+          f"float32 {fastest_fp32 / seconds['dlhisto_fp32']:.2f} of the fastest float32, "
+          f"{fastest / seconds['dlhisto_fp32']:.2f} of the fastest", flush=True)
+    return {"megapixels": megapixels, **{f"{key}_s": value for key, value in seconds.items()}}
 
 
 def memory(args, nuclei: np.ndarray, work: Path) -> dict:
