@@ -55,7 +55,7 @@ from .precision import inference_network, inference_precision
 from .errors import InputError
 from .inputs import named
 from .outputs import outputs_together
-from .pipeline import in_thread
+from .pipeline import in_thread, spare_cores
 from .tables import write_row
 from .image_io import TiledImageReader, TileSink, image_reader, smallest_label_dtype, write_pyramid, write_tiled_image
 from .model_spec import ModelSpec
@@ -189,8 +189,9 @@ class SlidePredictor:
         """Yield (Tile, values (h, w, K) float32) for every output tile, row by row: class
         probabilities, or for regression the pixel values in the target's units.
 
-        The windows are read and normalised in one worker thread and go through the network in
-        another (:mod:`pipeline`), while this generator blends them. A tile whose own window
+        Where there are cores to spare (a GPU node, or a CPU job with more cores than PyTorch
+        uses), the windows are read and normalised in one worker thread and go through the
+        network in another (:mod:`pipeline`) while this generator blends them. A tile whose own window
         and every window reaching into it are background is class 0 without any blending.
         """
         n_channels = 1 if len(reader.shape) == 2 else reader.shape[2]
@@ -210,14 +211,22 @@ class SlidePredictor:
         background_tile.flags.writeable = False
 
         def weighted(window: np.ndarray | None, i: int, j: int) -> np.ndarray:
-            """Window (i, j)'s outputs times its blending weights (None: a background window)."""
-            values = background if window is None else window
-            return values * row_weights[i][None, :, None] * column_weights[j][None, None, :]
+            """Window (i, j)'s outputs times its blending weights, in place (None: a background
+            window). The weights differ from 1 only in the bands of the overlaps."""
+            values = background.copy() if window is None else window
+            rows_, columns = row_weights[i], column_weights[j]
+            for band in (slice(0, overlap), slice(size, size + overlap)):
+                values[:, band, :] *= rows_[band, None]
+                values[:, :, band] *= columns[band]
+            return values
 
-        batches = in_thread(self._read_windows(reader, stats, rows, cols, summary),
-                            depth=2 * self.options.batch_size, name="dlhisto-read")
-        windows = in_thread(self._network_outputs(batches), depth=2 * self.options.batch_size,
-                            name="dlhisto-network")
+        reading = self._read_windows(reader, stats, rows, cols, summary)
+        if spare_cores(self.device.type, torch.get_num_threads()):
+            depth = 2 * self.options.batch_size
+            reading = in_thread(reading, depth, "dlhisto-read")
+            windows = in_thread(self._network_outputs(reading), depth, "dlhisto-network")
+        else:
+            windows = self._network_outputs(reading)
         try:
             # the strips a window spills into the tiles right of and below its own: None when the
             # window was background (computed again in the rare case a tissue tile needs them)
@@ -236,7 +245,7 @@ class SlidePredictor:
                         yield Tile(i * size, j * size, h, w), background_tile[:h, :w]
                         continue
                     values = weighted(window, i, j)
-                    tile = values[:, :size, :size].copy()
+                    tile = values[:, :size, :size]  # the strips below and right of it are apart
                     if overlap:
                         if j > 0:
                             tile[:, :, :overlap] += right if right is not None else \

@@ -131,3 +131,40 @@ def test_a_stage_stops_when_its_consumer_does():
     assert [next(stage) for _ in range(3)] == [0, 1, 2]
     stage.close()
     assert threading.active_count() == before and len(produced) < 10
+
+
+def test_training_runs_in_mixed_precision_with_a_scaled_loss(test_data, tmp_path, monkeypatch):
+    """The CUDA path of training (float16 autocast, gradient scaler), run on this CPU."""
+    from dlhisto_core import dl_train
+    from dlhisto_core.training import DataOptions, TrainOptions, train
+    half = Precision(torch.device("cpu"), torch.float16)
+    monkeypatch.setattr(dl_train, "training_precision", lambda choice, device: half)
+    lines = []
+    trained = train([test_data / "nuclei_q1.tif"], labels=[test_data / "nuclei_q1_groundtruth.tif"],
+                    data=DataOptions(patch_size=64, patches_per_image=8),
+                    options=TrainOptions(epochs=2, batch_size=4, device="cpu", encoder_weights="none"),
+                    log=lines.append)
+    assert "training on cpu (fp16)" in lines[0] and trained.state.epoch == 2
+    assert all(np.isfinite(h["train_loss"]) for h in trained.state.history)
+
+
+def test_patches_load_in_worker_processes_on_gpus_only(monkeypatch):
+    from dlhisto_core.dl_train import loader_workers
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    assert loader_workers(torch.device("cpu")) == 0
+    assert loader_workers(torch.device("cuda")) == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert loader_workers(torch.device("cuda")) == 1
+
+
+def test_threaded_stages_predict_what_sequential_ones_do(nuclei_model, test_data, monkeypatch):
+    """The stages run in threads where there are cores to spare (here: forced) with the same result."""
+    from dlhisto_core import dl_predict
+    model, spec, _ = load_package(nuclei_model)
+    options = dict(tile_size=128, overlap=64, batch_size=3)
+    monkeypatch.setattr(dl_predict, "spare_cores", lambda device, threads: False)
+    sequential = probabilities(model, spec, test_data / "nuclei.tif", **options)
+    monkeypatch.setattr(dl_predict, "spare_cores", lambda device, threads: True)
+    threaded = probabilities(model, spec, test_data / "nuclei.tif", **options)
+    np.testing.assert_array_equal(threaded, sequential)
+    assert pipeline.spare_cores("cuda", 64)
