@@ -24,7 +24,7 @@ The network is an untrained U-Net (mobilenet_v2 encoder by default, instance tas
     process with the network built and nothing predicted (imports + model), then the same after
     one forward pass of a full batch of windows (the activations of inference).
 
-Usage: .venv/bin/python benchmarks/dl_predict.py [--size 2048] [--repeats 3]
+Usage: .venv/bin/python benchmarks/dl_predict.py [--size 4096] [--repeats 3]
        [--memory-sizes 2000 8000 20000] [--tissue-fraction 0.05] [--skip-throughput] [--skip-memory]
 """
 
@@ -257,7 +257,9 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--min-tissue", type=float, default=0.01)
-    parser.add_argument("--size", type=int, default=2048, help="(a) side of the mosaic slide")
+    parser.add_argument("--size", type=int, default=4096,
+                        help="(a) side of the mosaic slide (4096: 64 windows, so that the work done once per slide, "
+                        "statistics, network copy and pyramid, weighs little, as on scanner slides)")
     parser.add_argument("--repeats", type=int, default=3, help="(a) runs of each; the median is printed")
     parser.add_argument("--memory-sizes", type=int, nargs="+", default=[2000, 8000, 20000],
                         help="(b) sides of the sparse slides")
