@@ -424,8 +424,11 @@ class Reader:
         self.close()
 
 
-CHUNK_CACHE_BYTES = 64 * 2**20
-"""Decoded TIFF tiles a reader keeps: overlapping windows (prediction) read each tile once."""
+CHUNK_CACHE_BYTES = 16 * 2**20
+"""Decoded TIFF tiles a reader keeps, the most recently used: a prediction window shares the
+tiles of its right edge with the next window, which finds them here (a row of windows decodes
+each tile once instead of twice). Holding the tiles the next row of windows shares would take a
+row of tiles of the slide's width; peak memory is kept flat instead."""
 
 
 @functools.cache
@@ -471,7 +474,7 @@ class TiledImageReader(Reader):
 
     Only the TIFF tiles or strips that a region touches are decoded, so memory follows the
     region size, not the slide size; the last decoded tiles are kept (up to
-    :data:`CHUNK_CACHE_BYTES`), so that overlapping regions decode each tile once. PNG and JPEG
+    :data:`CHUNK_CACHE_BYTES`), so that neighbouring regions do not decode them again. PNG and JPEG
     cannot be read in parts; they are loaded whole (they are small in practice).
     """
 
