@@ -214,10 +214,10 @@ class SlidePredictor:
             """Window (i, j)'s outputs times its blending weights, in place (None: a background
             window). The weights differ from 1 only in the bands of the overlaps."""
             values = background.copy() if window is None else window
-            rows_, columns = row_weights[i], column_weights[j]
+            along_y, along_x = row_weights[i], column_weights[j]
             for band in (slice(0, overlap), slice(size, size + overlap)):
-                values[:, band, :] *= rows_[band, None]
-                values[:, :, band] *= columns[band]
+                values[:, band, :] *= along_y[band, None]
+                values[:, :, band] *= along_x[band]
             return values
 
         reading = self._read_windows(reader, stats, rows, cols, summary)

@@ -169,7 +169,7 @@ def _train_epoch(model, dataset, optimizer, loss_fn, options, epoch, device, sca
     """One epoch over the training patches; the mean loss. ``scaler`` carries float16's loss
     scale from epoch to epoch (:meth:`precision.Precision.grad_scaler`)."""
     precision = training_precision(options.precision, device)
-    scaler = scaler or precision.grad_scaler()
+    scaler = precision.grad_scaler() if scaler is None else scaler
     model.train()
     set_frozen_stages_to_eval(model)
     dataset.epoch = epoch
@@ -194,7 +194,7 @@ def _train_epoch(model, dataset, optimizer, loss_fn, options, epoch, device, sca
 def loader_workers(device: torch.device) -> int:
     """Processes that read and augment patches while the network trains: on a GPU, up to 4 of
     the job's cores but one (``--threads``, Galaxy's GALAXY_SLOTS); none on a CPU, whose cores
-    all run the network (augmentation takes a few per cent of a CPU epoch)."""
+    all run the network (reading and augmenting take about 2 % of a CPU epoch: benchmarks/dl_training.py)."""
     if device.type != "cuda":
         return 0
     return min(4, max(0, (cpu_threads() or os.cpu_count() or 1) - 1))
