@@ -44,12 +44,12 @@ PIXELS_AGREE, F1_CHANGE, REGRESSION_RANGE = 0.999, 0.005, 0.01
 def forced(dtype):
     """Predict and classify run in autocast to ``dtype`` (None: float32), whatever the option."""
     chosen = lambda choice, device: Precision(device, dtype)  # noqa: E731
-    saved = dl_predict.inference_precision, dl_classify.inference_precision
-    dl_predict.inference_precision = dl_classify.inference_precision = chosen
+    saved = dl_predict.network_precision, dl_classify.network_precision
+    dl_predict.network_precision = dl_classify.network_precision = chosen
     try:
         yield
     finally:
-        dl_predict.inference_precision, dl_classify.inference_precision = saved
+        dl_predict.network_precision, dl_classify.network_precision = saved
 
 
 def segmentation(name: str, package: Path, image: Path, truth: Path) -> list[dict]:

@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(pr, defaults, "batch_size", help="windows per forward pass (default %(default)s)")
     add_option(pr, defaults, "device", help="default %(default)s")
     add_option(pr, defaults, "precision", help="auto: mixed precision (float16) on CUDA, float32 on CPUs; fp32; "
-               "bf16: bfloat16, about 2.5x faster on CPUs with AVX-512 BF16, changes about 0.2 %% of the class map "
+               "bf16: bfloat16, about 2x faster on CPUs with AVX-512 BF16, changes about 0.2 %% of the class map "
                "(default %(default)s)")
     add_option(pr, defaults, "skip_background",
                help="do not run the network on windows without tissue (they become class 0)")

@@ -14,7 +14,7 @@ import torch
 
 from .dl_data import normalize_for_network
 from .dl_models import pick_device
-from .precision import Precision, inference_network, inference_precision
+from .precision import Precision, inference_network, network_precision
 from .errors import InputError
 from .dl_options import ClassifyOptions
 from .dl_predict import at_model_pixel_size
@@ -100,7 +100,7 @@ def classify_tiles(model: torch.nn.Module, spec: ModelSpec, class_names: Sequenc
         raise InputError(f"this model does {spec.task} segmentation; use Predict with a U-Net for it")
     tile_size = options.tile_size
     torch_device = pick_device(options.device)
-    precision = inference_precision(options.precision, torch_device)
+    precision = network_precision(options.precision, torch_device)
     model = inference_network(model, torch_device)
     for path, name in images:
         pixel_size = at_model_pixel_size(options, trained_at, path, name).pixel_size

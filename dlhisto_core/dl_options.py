@@ -10,8 +10,8 @@ from .classic import MAX_AREA
 from .errors import InputError
 from .image_io import PIXEL_SIZE_RANGE_UM
 from .model_spec import ENCODER_WEIGHTS, TASKS
-from .options import (DEVICES, PRECISIONS, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_SEED, bounded,
-                      check_bounds, check_choices, choice)
+from .options import (DEVICES, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_SEED, PRECISIONS,
+                      bounded, check_bounds, check_choices, choice)
 from .tiling import MAX_TILE_SIZE
 
 SEGMENTATION_LOSSES = ("ce", "dice", "ce_dice")
@@ -45,7 +45,7 @@ class TrainOptions:
     augment: bool = True
     device: str = choice("auto", DEVICES)
     precision: str = choice("auto", PRECISIONS)
-    """'auto': automatic mixed precision on CUDA, float32 on CPUs; 'fp32': float32 (:mod:`precision`)."""
+    """One of PRECISIONS: 'auto' is automatic mixed precision (float16) on CUDA, float32 on CPUs (:mod:`precision`)."""
     encoder_weights: str = choice("imagenet", ENCODER_WEIGHTS)
     """A new network's encoder: 'imagenet' starts it from ImageNet weights where dlhisto ships
     them (mobilenet_v2), 'none' from random ones. (Transfer learning starts from its own weights.)"""
@@ -102,8 +102,8 @@ class PredictOptions:
     batch_size: int = bounded(4, 1, MAX_BATCH_SIZE)
     device: str = choice("auto", DEVICES)
     precision: str = choice("auto", PRECISIONS)
-    """'auto': bfloat16 on CPUs that run it natively, bfloat16 or float16 on CUDA; 'fp32': float32
-    (:mod:`precision`)."""
+    """One of PRECISIONS: 'auto' is float16 autocast on CUDA, float32 on CPUs; 'bf16' is faster on
+    CPUs with AVX-512 BF16 but less exact (:mod:`precision`)."""
     skip_background: bool = False
     min_tissue: float = bounded(0.01, 0, 1)
     """With skip_background: windows with a smaller fraction of tissue pixels are skipped."""

@@ -51,7 +51,7 @@ from . import instances, zoo_models
 from .dl_options import PredictOptions
 from .dl_data import SAMPLE_PIXELS, channel_range, scale_channels, target_scale
 from .dl_models import pick_device
-from .precision import inference_network, inference_precision
+from .precision import inference_network, network_precision
 from .errors import InputError
 from .inputs import named
 from .outputs import outputs_together
@@ -178,7 +178,7 @@ class SlidePredictor:
         self.spec, self.options = spec, options
         self.target_normalization = target_normalization
         self.device = pick_device(options.device)
-        self.precision = inference_precision(options.precision, self.device)
+        self.precision = network_precision(options.precision, self.device)
         self.model = inference_network(model, self.device)
 
     def describe(self) -> str:

@@ -29,7 +29,7 @@ from .dl_models import pick_device, set_frozen_stages_to_eval
 from .errors import InputError
 from .dl_options import REGRESSION_LOSSES, SEGMENTATION_LOSSES, TrainOptions, default_loss
 from .outputs import atomic_output
-from .precision import training_precision
+from .precision import Precision, network_precision
 from .threads import cpu_threads
 
 METRICS = {"classification": "accuracy", "regression": "psnr"}
@@ -127,7 +127,7 @@ def train(model: nn.Module, patches: str | os.PathLike, out_channels: int, optio
     val_set = PatchDataset(patches, val_idx)
     loss_fn = make_loss(options.loss, train_set.task)
     model.to(device)
-    precision = training_precision(options.precision, device)
+    precision = network_precision(options.precision, device)
     scaler = precision.grad_scaler()
     log(f"training on {device} ({precision.name}): {len(train_idx)} patches, {len(val_idx)} for validation")
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -143,7 +143,7 @@ def train(model: nn.Module, patches: str | os.PathLike, out_channels: int, optio
         for group in optimizer.param_groups:
             group["lr"] = learning_rate_at(epoch, options)
         train_loss = _train_epoch(model, train_set, optimizer, loss_fn, options, epoch, device, scaler)
-        val_loss, score = _validate(model, val_set, loss_fn, out_channels, options, device)
+        val_loss, score = _validate(model, val_set, loss_fn, out_channels, options.batch_size, precision)
         score = scorer(model) if scorer else score
         if not math.isfinite(score):
             raise InputError(f"training diverged at epoch {epoch} (validation {state.metric} {score}); "
@@ -168,7 +168,7 @@ def train(model: nn.Module, patches: str | os.PathLike, out_channels: int, optio
 def _train_epoch(model, dataset, optimizer, loss_fn, options, epoch, device, scaler=None) -> float:
     """One epoch over the training patches; the mean loss. ``scaler`` carries float16's loss
     scale from epoch to epoch (:meth:`precision.Precision.grad_scaler`)."""
-    precision = training_precision(options.precision, device)
+    precision = network_precision(options.precision, device)
     scaler = precision.grad_scaler() if scaler is None else scaler
     model.train()
     set_frozen_stages_to_eval(model)
@@ -201,12 +201,12 @@ def loader_workers(device: torch.device) -> int:
 
 
 @torch.no_grad()
-def _validate(model, dataset, loss_fn, out_channels, options, device) -> tuple[float, float]:
+def _validate(model, dataset, loss_fn, out_channels, batch_size, precision: Precision) -> tuple[float, float]:
     """Validation loss and score: mean Dice over the foreground classes (segmentation), accuracy
     (tile classes) or PSNR over the normalised range 0..1 (regression)."""
     model.eval()
-    precision = training_precision(options.precision, device)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size)
+    device = precision.device
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     total, count, correct, squared_error, values = 0.0, 0, 0, 0.0, 0
     inter, sizes = np.zeros(out_channels), np.zeros(out_channels)
     for images, targets in loader:

@@ -6,20 +6,22 @@ The ``precision`` option of predict, classify and train:
 - ``auto`` (the default): float16 autocast on CUDA (automatic mixed precision; training scales
   its loss), float32 on CPUs;
 - ``fp32``: float32 everywhere;
-- ``bf16``: bfloat16 autocast, on CPUs too: about 2.5x the float32 speed on CPUs with native
+- ``bf16``: bfloat16 autocast, on CPUs too: about 2.2x the float32 speed on CPUs with native
   bfloat16 (AVX-512 BF16, AMX), but less exact.
+
+Inference and training follow the same rule (:func:`network_precision`).
 
 Why float16 and not bfloat16 is the automatic choice: ``benchmarks/precision.py`` runs the
 test models in each precision and compares with float32. float16 (10-bit mantissa) keeps
-99.98 % of the class map and the objects' F1 of the test U-Net; bfloat16 (7-bit mantissa)
-changes 0.2-0.3 % of the pixels (0.16 % with the shipped H&E nuclei model) and one or two of
-125 objects, short of the bar of 99.9 % of pixels and an F1 change under 0.005. CPUs run
+99.97-99.98 % of the class maps and changes the objects' F1 by at most 0.005; bfloat16 (7-bit
+mantissa) changes 0.11-0.23 % of the pixels and the test U-Net's F1 by 0.012, short of the bar
+of 99.9 % of pixels and an F1 change under 0.005. CPUs run
 float16 slowly (10 s instead of 2 s per batch here), so CPUs stay in float32 unless asked.
 
 Inference also runs the network in the layout CPUs and GPUs are fastest in, with no effect on
 the numbers beyond the order of float32 sums (:func:`inference_network`): batch normalisation
 folded into the convolution before it, weights channels-last. On 2 cores of an EPYC this
-alone makes the test U-Net's forward 1.4x faster in float32.
+alone makes a U-Net's forward 1.85x faster in float32 (``benchmarks/dl_predict.py``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .options import PRECISIONS
 
-__all__ = ["PRECISIONS", "Precision", "inference_precision", "training_precision", "inference_network"]
+__all__ = ["PRECISIONS", "Precision", "network_precision", "inference_network"]
 
 
 @dataclass(frozen=True)
@@ -60,19 +62,13 @@ class Precision:
         return torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
 
 
-def inference_precision(choice: str, device: torch.device) -> Precision:
-    """The precision of predict and classify for the option value ``choice`` on ``device``."""
+def network_precision(choice: str, device: torch.device) -> Precision:
+    """The precision of predict, classify and train for the option value ``choice`` on ``device``."""
     if choice == "bf16":
         return Precision(device, torch.bfloat16)
     if choice == "auto" and device.type == "cuda":
         return Precision(device, torch.float16)
     return Precision(device)
-
-
-def training_precision(choice: str, device: torch.device) -> Precision:
-    """The precision of training: as :func:`inference_precision` (automatic mixed precision on
-    CUDA, float32 on CPUs by default)."""
-    return inference_precision(choice, device)
 
 
 def inference_network(model: nn.Module, device: torch.device) -> nn.Module:

@@ -19,7 +19,7 @@ from dlhisto_core.errors import InputError
 from dlhisto_core.image_io import TiledImageReader, read_image, read_labels
 from dlhisto_core.instances import objects_f1
 from dlhisto_core.model_package import instance_thresholds, load_package
-from dlhisto_core.precision import Precision, inference_network, inference_precision
+from dlhisto_core.precision import Precision, inference_network, network_precision
 
 
 def probabilities(model, spec, path, precision=None, **options):
@@ -47,10 +47,10 @@ def test_the_inference_network_computes_what_the_model_does(nuclei_model):
 
 def test_cpus_predict_in_float32_unless_asked(nuclei_model):
     cpu = torch.device("cpu")
-    assert inference_precision("auto", cpu).name == "fp32"
-    assert inference_precision("bf16", cpu).name == "bf16"
-    assert inference_precision("auto", torch.device("cuda")).name == "fp16"
-    assert inference_precision("fp32", torch.device("cuda")).name == "fp32"
+    assert network_precision("auto", cpu).name == "fp32"
+    assert network_precision("bf16", cpu).name == "bf16"
+    assert network_precision("auto", torch.device("cuda")).name == "fp16"
+    assert network_precision("fp32", torch.device("cuda")).name == "fp32"
     with pytest.raises(InputError, match="precision"):
         PredictOptions(precision="fp16").check()
 
@@ -138,7 +138,7 @@ def test_training_runs_in_mixed_precision_with_a_scaled_loss(test_data, tmp_path
     from dlhisto_core import dl_train
     from dlhisto_core.training import DataOptions, TrainOptions, train
     half = Precision(torch.device("cpu"), torch.float16)
-    monkeypatch.setattr(dl_train, "training_precision", lambda choice, device: half)
+    monkeypatch.setattr(dl_train, "network_precision", lambda choice, device: half)
     lines = []
     trained = train([test_data / "nuclei_q1.tif"], labels=[test_data / "nuclei_q1_groundtruth.tif"],
                     data=DataOptions(patch_size=64, patches_per_image=8),
