@@ -1,7 +1,9 @@
 """Count pytest items and Galaxy tool tests; print 'N passed, N failed' and exit 1 on any failure.
 
-Usage: summarize_tests.py REPORTS_DIR RAN_GALAXY(0|1) LINT_FAILED(0|1) PYTEST_EXIT_CODE [NAME...]
-NAMEs are the planemo runs whose reports REPORTS_DIR/tests_NAME.json must exist.
+Usage: summarize_tests.py REPORTS_DIR RAN_GALAXY(0|1) LINT_FAILED(0|1) PYTEST_EXIT_CODE CLUSTER_EXIT_CODE [NAME...]
+The exit codes are pytest's on the core (report REPORTS_DIR/pytest.xml) and on tests/cluster
+against the Galaxy on Slurm (REPORTS_DIR/pytest_cluster.xml); -1 where it was not run. NAMEs are
+the planemo runs whose reports REPORTS_DIR/tests_NAME.json must exist.
 """
 
 import json
@@ -38,16 +40,18 @@ def galaxy_counts(report: Path) -> tuple[int, int, int]:
 
 
 def main() -> int:
-    reports, ran_galaxy, lint_failed, pytest_rc = Path(sys.argv[1]), *map(int, sys.argv[2:5])
-    expected_reports = sys.argv[5:]
+    reports, ran_galaxy, lint_failed, pytest_rc, cluster_rc = Path(sys.argv[1]), *map(int, sys.argv[2:6])
+    expected_reports = sys.argv[6:]
     passed = failed = skipped = 0
-    if pytest_rc == -1:
-        print("pytest: not run (TOOLS given)")
-    else:
-        passed, failed, skipped = pytest_counts(reports / "pytest.xml")
-        print(f"pytest: {passed} passed, {failed} failed, {skipped} skipped (exit code {pytest_rc})")
-        if pytest_rc not in (0, 1):  # 1 = some tests failed (counted); anything else = pytest broke
-            failed = max(failed, 1)
+    for name, rc in (("pytest", pytest_rc), ("pytest_cluster", cluster_rc)):
+        if rc == -1:
+            print(f"{name}: not run")
+            continue
+        run_passed, run_failed, run_skipped = pytest_counts(reports / f"{name}.xml")
+        print(f"{name}: {run_passed} passed, {run_failed} failed, {run_skipped} skipped (exit code {rc})")
+        if rc not in (0, 1):  # 1 = some tests failed (counted); anything else = pytest broke
+            run_failed = max(run_failed, 1)
+        passed, failed, skipped = passed + run_passed, failed + run_failed, skipped + run_skipped
     if ran_galaxy:
         for name in expected_reports:
             gx_passed, gx_failed, gx_skipped = galaxy_counts(reports / f"tests_{name}.json")

@@ -1,0 +1,177 @@
+"""Galaxy on a real Slurm cluster: what Slurm saw of a workflow's jobs, and cancelling a job.
+
+Needs a running Galaxy whose job configuration sends the dlhisto tools to Slurm (scripts/lib.sh,
+write_job_conf) and that cluster's SLURM_CONF (scripts/slurm.sh). The test command starts both
+and runs this folder after the tool tests; elsewhere these tests skip, unless
+DLHISTO_SLURM_REQUIRED is set.
+"""
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+bioblend = pytest.importorskip("bioblend.galaxy")
+
+GALAXY_URL = os.environ.get("DLHISTO_GALAXY_URL")
+ADMIN_KEY = os.environ.get("DLHISTO_GALAXY_ADMIN_KEY")
+if not (GALAXY_URL and ADMIN_KEY and os.environ.get("SLURM_CONF")):
+    if os.environ.get("DLHISTO_SLURM_REQUIRED"):
+        raise RuntimeError("DLHISTO_SLURM_REQUIRED is set but DLHISTO_GALAXY_URL, DLHISTO_GALAXY_ADMIN_KEY or "
+                           "SLURM_CONF is not")
+    pytest.skip("no Galaxy on Slurm to test (scripts/test starts one)", allow_module_level=True)
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "test-data"
+USER_EMAIL = "slurm-test@dlhisto.local"
+TRAINING, HELD_OUT = ("q1", "q2"), ("q3", "q4")
+GPU_PARTITION_TOOLS = {"dlhisto_train": 2, "dlhisto_predict": 2}
+"""The workflow's network steps: sent to partition 'gpu' with one GPU and this many cores."""
+
+
+@pytest.fixture(scope="module")
+def gi():
+    admin = bioblend.GalaxyInstance(GALAXY_URL, key=ADMIN_KEY)
+    users = admin.users.get_users(f_email=USER_EMAIL)
+    user = users[0] if users else admin.users.create_local_user("slurm-test", USER_EMAIL, "slurm-test-password")
+    return bioblend.GalaxyInstance(GALAXY_URL, key=admin.users.get_or_create_user_apikey(user["id"]))
+
+
+@pytest.fixture(scope="module")
+def admin():
+    return bioblend.GalaxyInstance(GALAXY_URL, key=ADMIN_KEY)
+
+
+def sacct(*job_ids: str) -> dict[str, dict[str, str]]:
+    """Slurm's accounting records of these jobs (allocations only, not their steps), by job id."""
+    fields = ["JobID", "JobName", "Partition", "State", "AllocCPUS", "AllocTRES", "ExitCode"]
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", ",".join(fields), "-j", ",".join(job_ids)],
+                         capture_output=True, text=True, check=True).stdout
+    return {row[0]: dict(zip(fields, row)) for row in (line.split("|") for line in out.splitlines())}
+
+
+def squeue_state(job_id: str) -> str:
+    """The job's state as the controller has it now ('' once it has left the queue)."""
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+
+
+def processes_of_slurm_job(job_id: str) -> list[int]:
+    """The processes of this machine that run in that Slurm job (SLURM_JOB_ID in their environment)."""
+    marker = f"SLURM_JOB_ID={job_id}\0".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def upload_list(gi, history_id: str, files: dict[str, Path]) -> dict:
+    elements = []
+    for identifier, path in files.items():
+        dataset = gi.tools.upload_file(str(path), history_id, file_type="tiff", file_name=path.name)["outputs"][0]
+        elements.append({"name": identifier, "src": "hda", "id": dataset["id"]})
+    for element in elements:
+        gi.datasets.wait_for_dataset(element["id"], maxwait=600)
+    return gi.histories.create_dataset_collection(
+        history_id, {"collection_type": "list", "name": "images", "element_identifiers": elements})
+
+
+def test_unet_workflow_runs_every_job_on_slurm(gi, admin):
+    """nuclei_unet over collections of two images: trained on quadrants 1-2, scored on 3-4; every
+    tool job is a Slurm job that sacct lists as completed, in its partition, with its cores as the
+    job's GALAXY_SLOTS."""
+    workflow = yaml.safe_load((REPO / "workflows" / "nuclei_unet.yml").read_text())
+    workflow_id = gi.workflows.import_workflow_dict(workflow)["id"]
+    history = gi.histories.create_history("nuclei_unet on Slurm")
+    inputs = {
+        "training_images": {q: DATA / f"nuclei_{q}.tif" for q in TRAINING},
+        "training_labels": {q: DATA / f"nuclei_{q}_groundtruth.tif" for q in TRAINING},
+        "images": {q: DATA / f"nuclei_{q}.tif" for q in HELD_OUT},
+        "ground_truth": {q: DATA / f"nuclei_{q}_groundtruth.tif" for q in HELD_OUT},
+    }
+    inputs = {name: {"src": "hdca", "id": upload_list(gi, history["id"], files)["id"]}
+              for name, files in inputs.items()}
+    invocation = gi.workflows.invoke_workflow(workflow_id, history_id=history["id"], inputs=inputs, inputs_by="name")
+    invocation = gi.invocations.wait_for_invocation(invocation["id"], maxwait=1800)
+    jobs = [gi.jobs.wait_for_job(job["id"], maxwait=1800, check=False)
+            for job in gi.jobs.get_jobs(invocation_id=invocation["id"])]
+    assert {job["tool_id"] for job in jobs} == {"dlhisto_train", "dlhisto_predict", "dlhisto_evaluate"}
+    assert len(jobs) == 1 + len(HELD_OUT) + 1, "one training, one prediction per image, one evaluation"
+    assert [job["state"] for job in jobs] == ["ok"] * len(jobs)
+
+    # the scores, from the evaluation's table: F1 at IoU 0.5 over both held-out quadrants
+    scores_id = gi.invocations.show_invocation(invocation["id"])["outputs"]["scores"]["id"]
+    rows = [line.split("\t") for line in gi.datasets.download_dataset(scores_id).decode().splitlines()]
+    header, rows = rows[0], rows[1:]
+    overall = next(dict(zip(header, row)) for row in rows if row[0] == "all" and row[1] == "0.5")
+    assert float(overall["f1"]) >= 0.7, overall  # 0.806 on 2 CPU cores (q3 0.72, q4 0.91), seed 0
+    assert {row[0] for row in rows} == {*HELD_OUT, "all"}
+
+    # what Slurm saw: each Galaxy job is a completed Slurm job of its partition
+    details = {job["id"]: admin.jobs.show_job(job["id"], full_details=True) for job in jobs}
+    external = {job_id: detail["external_id"] for job_id, detail in details.items()}
+    records = sacct(*external.values())
+    for job in jobs:
+        record = records[external[job["id"]]]
+        cores = GPU_PARTITION_TOOLS.get(job["tool_id"], 1)
+        assert record["State"] == "COMPLETED" and record["ExitCode"] == "0:0", record
+        assert record["Partition"] == ("gpu" if job["tool_id"] in GPU_PARTITION_TOOLS else "cpu"), record
+        assert ("gres/gpu=1" in record["AllocTRES"]) == (job["tool_id"] in GPU_PARTITION_TOOLS), record
+        assert int(record["AllocCPUS"]) == cores, record
+        metrics = {m["name"]: m["raw_value"] for m in admin.jobs.get_metrics(job["id"])}
+        assert int(float(metrics["galaxy_slots"])) == cores, (job["tool_id"], metrics)
+
+
+def test_cancelling_a_galaxy_job_cancels_its_slurm_job(gi, admin):
+    """A training of many epochs, deleted in Galaxy while Slurm runs it: Slurm cancels it, no
+    process of it is left, and its outputs are discarded with nothing written."""
+    history = gi.histories.create_history("cancelled training on Slurm")
+    images = upload_list(gi, history["id"], {"q1": DATA / "nuclei_q1.tif"})
+    labels = upload_list(gi, history["id"], {"q1": DATA / "nuclei_q1_groundtruth.tif"})
+    run = gi.tools.run_tool(history["id"], "dlhisto_train", {
+        "images": {"batch": False, "values": [{"src": "hdca", "id": images["id"]}]},
+        "task_cond|task": "instance",
+        "task_cond|label_images": {"batch": False, "values": [{"src": "hdca", "id": labels["id"]}]},
+        "encoder_weights": "none",
+        "epochs": 500,
+    })
+    job_id = run["jobs"][0]["id"]
+    try:
+        for _ in range(600):
+            if gi.jobs.show_job(job_id)["state"] == "running":
+                break
+            time.sleep(0.5)
+        external_id = admin.jobs.show_job(job_id, full_details=True)["external_id"]
+        assert squeue_state(external_id) == "RUNNING"
+        assert processes_of_slurm_job(external_id), "the training runs in the Slurm job"
+    finally:  # the cancel, also when a check above failed: no training left running
+        gi.jobs.cancel_job(job_id)
+    for _ in range(120):
+        if not squeue_state(external_id):
+            break
+        time.sleep(0.5)
+    assert not squeue_state(external_id), "Slurm still has the job"
+    for _ in range(60):  # the controller records the job's end in the accounting database soon after
+        state = sacct(external_id)[external_id]["State"]
+        if state != "RUNNING":
+            break
+        time.sleep(0.5)
+    assert state.startswith("CANCELLED"), state
+    assert gi.jobs.wait_for_job(job_id, maxwait=120, check=False)["state"] in ("deleted", "deleting")
+    for _ in range(30):  # scancel sends SIGTERM, then SIGKILL after KillWait (10 s) to what is left
+        if not processes_of_slurm_job(external_id):
+            break
+        time.sleep(0.5)
+    assert not processes_of_slurm_job(external_id), "processes of the cancelled job remain"
+    for output in run["outputs"]:
+        dataset = admin.datasets.show_dataset(output["id"])
+        assert (dataset["state"], dataset["deleted"]) == ("discarded", True), output["output_name"]
+        # Galaxy makes each output's file, empty, when it creates the job: nothing was written to it
+        path = Path(dataset["file_name"])
+        assert not path.exists() or path.stat().st_size == 0, f"{output['output_name']}: {path} was written"
