@@ -98,6 +98,18 @@ def rows(figures: Path) -> list[tuple[str, str, str, str]]:
                 f"peak {ours['peak_mb']:.0f} / {bare['peak_mb']:.0f} MB", "", ""))
     out.append(("Galaxy tool overhead (dlhisto_segment_classic: job - core time)",
                 f"{galaxy['galaxy_job_s']:.1f} s - {galaxy['core_s']:.1f} s = {galaxy['overhead_s']:.1f} s", "", ""))
+    slurm = load("galaxy_slurm")
+    out.append(("the same, the job run by Slurm (scripts/slurm.sh, Galaxy's CLI runner)",
+                f"{slurm['galaxy_job_s']:.1f} s - {slurm['core_s']:.1f} s = {slurm['overhead_s']:.1f} s", "", ""))
+    cohort = load("cohort")
+    runs = {int(n): r["seconds"] for n, r in cohort["runs"].items()}
+    out.append((f"he_slide_nuclei_qupath through Slurm, 1 / 2 / 4 slides of {cohort['slide_megapixels']:.1f} Mpx at "
+                f"once on {cohort['cores']} cores: wall time (per slide)",
+                " / ".join(f"{runs[n]:.0f} s ({runs[n] / n:.0f})" for n in sorted(runs)),
+                "flat per slide until the cores are full", ""))
+    out.append((f"paper estimate, 100 slides on {cohort['nodes']} nodes x {cohort['cores_per_node']} cores: these "
+                f"regions / whole slides of {cohort['slide_gigapixels']:g} Gpx",
+                f"{cohort['estimate_region_s'] / 60:.1f} min / {cohort['estimate_whole_slides_s'] / 3600:.1f} h", "", ""))
     return out
 
 

@@ -9,9 +9,9 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPTS = sorted(p for p in BENCHMARKS.glob("*.py")
-                 if p.name not in ("summarize.py", "galaxy_overhead.py", "stardist_baseline.py"))
-"""summarize.py takes a folder of figures; galaxy_overhead.py runs in planemo's environment (bioblend),
-stardist_baseline.py in StarDist's (accuracy.py makes it)."""
+                 if p.name not in ("summarize.py", "stardist_baseline.py"))
+"""summarize.py takes a folder of figures; stardist_baseline.py runs in StarDist's environment
+(accuracy.py makes it)."""
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
