@@ -6,7 +6,7 @@
 #   scripts/slurm.sh start DIR      a new cluster in DIR (emptied first): write its configuration,
 #                                   start the daemons, wait until the node is idle; prints the
 #                                   SLURM_CONF to export (about 4 s)
-#   scripts/slurm.sh stop DIR       stop them (jobs still running are killed)
+#   scripts/slurm.sh stop DIR       cancel its jobs and stop the daemons
 #
 # Partitions: 'cpu' (default) and 'gpu', both on this one node, its cores as CPUs. The node
 # describes GPUS_PER_NODE GPUs as a generic resource (gres.conf, with stand-in device files), so
@@ -19,7 +19,7 @@
 set -euo pipefail
 
 SLURM_PORT_BASE=${SLURM_PORT_BASE:-16817}
-GPUS_PER_NODE=${GPUS_PER_NODE:-2}
+GPUS_PER_NODE=${GPUS_PER_NODE:-4}
 MUNGE_SOCKET_DIR=/run/munge
 PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 
@@ -156,6 +156,11 @@ start() {
 
 stop_daemons() {
     local pidfile pid
+    # the jobs first: slurmstepd and a job's processes outlive slurmd
+    if [ -s "$DIR/run/slurmctld.pid" ] && kill -0 "$(cat "$DIR/run/slurmctld.pid")" 2>/dev/null; then
+        SLURM_CONF="$DIR/slurm.conf" timeout 10 scancel --full --cluster dlhisto --user root 2>/dev/null || true
+        for _ in $(seq 1 30); do pgrep -x slurmstepd > /dev/null || break; sleep 0.5; done
+    fi
     for name in slurmd slurmctld slurmdbd mariadbd munged; do
         pidfile="$DIR/run/$name.pid"
         [ -s "$pidfile" ] || continue
@@ -165,6 +170,7 @@ stop_daemons() {
         kill -9 "$pid" 2>/dev/null || true
         rm -f "$pidfile"
     done
+    pkill -9 -x slurmstepd 2>/dev/null || true   # one cluster per machine (munge's socket): these are its
 }
 
 case "${1:-}" in
