@@ -118,11 +118,14 @@ data_manager_xmls() {  # the data managers' tool XMLs (not in the tool panel: da
 # network (they use CUDA when the node has a GPU, the CPU otherwise).
 GPU_TOOL_IDS="dlhisto_train dlhisto_transfer dlhisto_predict dlhisto_classify dlhisto_crossval"
 
-# write_job_conf FILE: Galaxy's job configuration for a Slurm cluster (SLURM_CONF set; see
-# scripts/slurm.sh and containers/README.md). Every dlhisto tool runs as a Slurm job through
+# write_job_conf FILE [DOCKER_CMD]: Galaxy's job configuration for a Slurm cluster (SLURM_CONF set;
+# see scripts/slurm.sh and containers/README.md); with DOCKER_CMD, every dlhisto job runs in the
+# tools' container through that docker command (scripts/test_containers). Every dlhisto tool runs as a Slurm job through
 # Galaxy's CLI runner and its Slurm plugin (sbatch, squeue, sacct, scancel): the network steps in
-# partition 'gpu' with one GPU and 2 cores each (the job's GALAXY_SLOTS: the data loader's workers
-# on a GPU), the others in 'cpu' with one core; uploads and Galaxy's own tools stay local. The
+# partition 'gpu' with one GPU each, the others in 'cpu'; uploads and Galaxy's own tools stay
+# local. One core per job (sbatch -c 1, the job's GALAXY_SLOTS), as a 2-core CI machine needs:
+# with 2 cores each, two PyTorch jobs sharing the 2 cores spun on each other's cores and the
+# tests' trainings took 6 times as long. A GPU node gives its GPU jobs several (containers/README.md). The
 # outputs' metadata is set by the Celery worker (embed_metadata_in_job: false), not by a Python
 # process in each job: 11.6 s -> 6.0 s from submission to ready for a 1 s step on 2 cores (local
 # runner: 3.0 s; the rest is sbatch, Slurm scheduling and squeue polls).
@@ -130,7 +133,14 @@ GPU_TOOL_IDS="dlhisto_train dlhisto_transfer dlhisto_predict dlhisto_classify dl
 # separate tasks, and a second worker would finish the job before the metadata is set (Galaxy
 # then logs 'setting metadata externally failed' and sets it again in its own process).
 write_job_conf() {
-    local file=$1 id
+    local file=$1 docker_cmd=${2:-} id container=""
+    if [ -n "$docker_cmd" ]; then
+        container="
+      docker_enabled: true
+      docker_cmd: $docker_cmd
+      docker_sudo: false
+      require_container: true"
+    fi
     cat > "$file" <<EOF
 runners:
   local:
@@ -151,16 +161,16 @@ execution:
       job_partition: cpu
       job_ncpus: 1
       job_time: "02:00:00"
-      embed_metadata_in_job: false
+      embed_metadata_in_job: false$container
     slurm_gpu:
       runner: slurm
       shell_plugin: LocalShell
       job_plugin: Slurm
       job_partition: gpu
-      job_ncpus: 2
+      job_ncpus: 1
       job_time: "02:00:00"
       job_--gres: gpu:1
-      embed_metadata_in_job: false
+      embed_metadata_in_job: false$container
 tools:
 EOF
     for id in $(grep -ho '<tool id="dlhisto_[a-z_]*"' "$REPO_ROOT"/tools/*.xml "$REPO_ROOT"/data_managers/*/data_manager/*.xml \
@@ -175,7 +185,8 @@ EOF
 
 # write_galaxy_config WORK PORT ADMIN_KEY: a tool panel with every dlhisto tool, and
 # requirements resolved from WORK/deps (Galaxy's 'galaxy_packages' resolver) to this checkout.
-# With SLURM_CONF set, the dlhisto tools' jobs run on that Slurm cluster (write_job_conf).
+# With SLURM_CONF set, the dlhisto tools' jobs run on that Slurm cluster (write_job_conf), and
+# with DOCKER_CMD set too, in the tools' container.
 write_galaxy_config() {
     local work=$1 port=$2 admin_key=$3 version
     mkdir -p "$work/config" "$work/data" "$work/tmp"
@@ -239,7 +250,7 @@ galaxy:
   data_manager_config_file: $work/config/data_manager_conf.xml
 EOF
     if [ -n "${SLURM_CONF:-}" ]; then
-        write_job_conf "$work/config/job_conf.yml"
+        write_job_conf "$work/config/job_conf.yml" "${DOCKER_CMD:-}"
         echo "  job_config_file: $work/config/job_conf.yml" >> "$work/config/galaxy.yml"
     fi
     mkdir -p "$work/tool-data"
