@@ -125,6 +125,10 @@ start() {
     local node
     node=$(hostname -s)
     stop_daemons 2>/dev/null || true
+    if pgrep -x slurmctld > /dev/null || pgrep -x munged > /dev/null; then
+        log "another Slurm cluster (or munged) runs on this machine: one at a time (stop it with 'stop ITS_DIR')"
+        return 1
+    fi
     rm -rf "$DIR"   # a new cluster each start: no jobs, node states or accounting from an earlier one
     write_config "$DIR"
     export SLURM_CONF="$DIR/slurm.conf"

@@ -1,6 +1,7 @@
 """Count pytest items and Galaxy tool tests; print 'N passed, N failed' and exit 1 on any failure.
 
-Usage: summarize_tests.py REPORTS_DIR RAN_GALAXY(0|1) LINT_FAILED(0|1) PYTEST_EXIT_CODE CLUSTER_EXIT_CODE [NAME...]
+Usage: summarize_tests.py REPORTS_DIR RAN_GALAXY(0|1) LINT_FAILED(0|1|-1: not run) PYTEST_EXIT_CODE CLUSTER_EXIT_CODE
+       [NAME...]
 The exit codes are pytest's on the core (report REPORTS_DIR/pytest.xml) and on tests/cluster
 against the Galaxy on Slurm (REPORTS_DIR/pytest_cluster.xml); -1 where it was not run. NAMEs are
 the planemo runs whose reports REPORTS_DIR/tests_NAME.json must exist.
@@ -57,8 +58,9 @@ def main() -> int:
             gx_passed, gx_failed, gx_skipped = galaxy_counts(reports / f"tests_{name}.json")
             print(f"Galaxy tests of {name}: {gx_passed} passed, {gx_failed} failed, {gx_skipped} skipped")
             passed, failed, skipped = passed + gx_passed, failed + gx_failed, skipped + gx_skipped
-        print(f"planemo lint: {'FAILED' if lint_failed else 'clean'}")
-        failed += lint_failed
+        if lint_failed != -1:
+            print(f"planemo lint: {'FAILED' if lint_failed else 'clean'}")
+            failed += lint_failed
     print(f"{passed} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
 
