@@ -124,8 +124,8 @@ GPU_TOOL_IDS="dlhisto_train dlhisto_transfer dlhisto_predict dlhisto_classify dl
 # Galaxy's CLI runner and its Slurm plugin (sbatch, squeue, sacct, scancel): the network steps in
 # partition 'gpu' with one GPU each, the others in 'cpu'; uploads and Galaxy's own tools stay
 # local. One core per job (sbatch -c 1, the job's GALAXY_SLOTS), as a 2-core CI machine needs:
-# with 2 cores each, two PyTorch jobs sharing the 2 cores spun on each other's cores and the
-# tests' trainings took 6 times as long. A GPU node gives its GPU jobs several (containers/README.md). The
+# with 2 cores each, two PyTorch jobs sharing the 2 cores spun on each other's cores, and a
+# training of 1.8 min alone ran over 12 min. A GPU node gives its GPU jobs several (containers/README.md). The
 # outputs' metadata is set by the Celery worker (embed_metadata_in_job: false), not by a Python
 # process in each job: 11.6 s -> 6.0 s from submission to ready for a 1 s step on 2 cores (local
 # runner: 3.0 s; the rest is sbatch, Slurm scheduling and squeue polls).

@@ -9,6 +9,7 @@ DLHISTO_SLURM_REQUIRED is set.
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,8 @@ if not (GALAXY_URL and ADMIN_KEY and os.environ.get("SLURM_CONF") and os.environ
     pytest.skip("no Galaxy on Slurm to test (scripts/test starts one)", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+from run_in_galaxy import upload_list  # noqa: E402  (the demo's upload of a list collection)
 DATA = REPO / "test-data"
 USER_EMAIL = "slurm-test@dlhisto.local"
 TRAINING, HELD_OUT = ("q1", "q2"), ("q3", "q4")
@@ -72,17 +75,6 @@ def processes_of_slurm_job(job_id: str) -> list[int]:
     return found
 
 
-def upload_list(gi, history_id: str, files: dict[str, Path]) -> dict:
-    elements = []
-    for identifier, path in files.items():
-        dataset = gi.tools.upload_file(str(path), history_id, file_type="tiff", file_name=path.name)["outputs"][0]
-        elements.append({"name": identifier, "src": "hda", "id": dataset["id"]})
-    for element in elements:
-        gi.datasets.wait_for_dataset(element["id"], maxwait=600)
-    return gi.histories.create_dataset_collection(
-        history_id, {"collection_type": "list", "name": "images", "element_identifiers": elements})
-
-
 def test_unet_workflow_runs_every_job_on_slurm(gi, admin):
     """nuclei_unet over collections of two images: trained on quadrants 1-2, scored on 3-4; every
     tool job is a Slurm job that sacct lists as completed, in its partition, with its cores as the
@@ -96,7 +88,7 @@ def test_unet_workflow_runs_every_job_on_slurm(gi, admin):
         "images": {q: DATA / f"nuclei_{q}.tif" for q in HELD_OUT},
         "ground_truth": {q: DATA / f"nuclei_{q}_groundtruth.tif" for q in HELD_OUT},
     }
-    inputs = {name: {"src": "hdca", "id": upload_list(gi, history["id"], files)["id"]}
+    inputs = {name: {"src": "hdca", "id": upload_list(gi, history["id"], name, files)}
               for name, files in inputs.items()}
     invocation = gi.workflows.invoke_workflow(workflow_id, history_id=history["id"], inputs=inputs, inputs_by="name")
     invocation = gi.invocations.wait_for_invocation(invocation["id"], maxwait=1800)
@@ -145,12 +137,12 @@ def test_cancelling_a_galaxy_job_cancels_its_slurm_job(gi, admin):
     """A training of many epochs, deleted in Galaxy while Slurm runs it: Slurm cancels it, no
     process of it is left, and its outputs are discarded with nothing written."""
     history = gi.histories.create_history("cancelled training on Slurm")
-    images = upload_list(gi, history["id"], {"q1": DATA / "nuclei_q1.tif"})
-    labels = upload_list(gi, history["id"], {"q1": DATA / "nuclei_q1_groundtruth.tif"})
+    images = upload_list(gi, history["id"], "images", {"q1": DATA / "nuclei_q1.tif"})
+    labels = upload_list(gi, history["id"], "labels", {"q1": DATA / "nuclei_q1_groundtruth.tif"})
     run = gi.tools.run_tool(history["id"], "dlhisto_train", {
-        "images": {"batch": False, "values": [{"src": "hdca", "id": images["id"]}]},
+        "images": {"batch": False, "values": [{"src": "hdca", "id": images}]},
         "task_cond|task": "instance",
-        "task_cond|label_images": {"batch": False, "values": [{"src": "hdca", "id": labels["id"]}]},
+        "task_cond|label_images": {"batch": False, "values": [{"src": "hdca", "id": labels}]},
         "encoder_weights": "none",
         "epochs": 500,
     })
