@@ -19,27 +19,17 @@
 # layers are cached. Needs root, podman, buildah and debootstrap (installed when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 TARGET=${1:-cuda}
 VERSION=$(sed -n 's/.*<token name="@TOOL_VERSION@">\(.*\)<\/token>.*/\1/p' tools/macros.xml)
 IMAGE="ghcr.io/dlhisto/dlhisto:$VERSION$([ "$TARGET" = cpu ] && echo -cpu || true)"
-WORK=${IMAGE_WORK:-$HOME/.cache/dlhisto/image-build}
+WORK=${IMAGE_WORK:-$DLHISTO_CACHE/image-build}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # the C libraries Docker Hub's slim images carry for CPython's modules (ssl, sqlite3, ctypes, ...)
 BASE_PACKAGES=ca-certificates,libssl3,libffi8,libsqlite3-0,libbz2-1.0,liblzma5,zlib1g,libreadline8,libncursesw6,libuuid1,libexpat1,libgdbm6,netbase,tzdata
 
 log() { echo "[$(date +%H:%M:%S)] image: $*" >&2; }
-
-install_tools() {
-    local missing=()
-    for package in podman buildah debootstrap crun fuse-overlayfs; do
-        dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing ${missing[*]} from Debian"
-    apt-get update -q > /dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" > /dev/null
-}
 
 # the CPython that CI tests with (pyenv's build of this machine kind), by version
 python_prefix() {
@@ -77,7 +67,7 @@ base_image() {
 }
 
 mkdir -p "$WORK"
-install_tools
+apt_install podman buildah debootstrap crun fuse-overlayfs
 base_image 3.11.7
 base_image 3.13.0
 # pip inside the build: PyPI through this machine's certificate authorities (its network may

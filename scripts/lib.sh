@@ -79,6 +79,34 @@ install_browser() {
     fi
 }
 
+# apt_install PACKAGE...: those of Debian's packages not installed yet (root). A policy-rc.d is
+# put in place if there is none, so that the packages do not start their system services.
+apt_install() {
+    local missing=() package
+    for package in "$@"; do
+        dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing ${missing[*]} from Debian"
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    fi
+    apt-get update -q > /dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" > /dev/null
+}
+
+# Slurm, its accounting database and munge, for scripts/slurm.sh (about 1 minute the first time).
+install_slurm() {
+    apt_install slurm-wlm slurmdbd munge mariadb-server
+}
+
+# start_slurm DIR: scripts/slurm.sh's one-node cluster in DIR, its SLURM_CONF exported.
+start_slurm() {
+    local slurm_env
+    slurm_env=$("$REPO_ROOT/scripts/slurm.sh" start "$1") || return 1
+    eval "$slurm_env"
+}
+
 install_galaxy() {
     mkdir -p "$DLHISTO_CACHE"
     if [ ! -x "$GX_VENV/bin/galaxy-web" ]; then
@@ -114,24 +142,40 @@ data_manager_xmls() {  # the data managers' tool XMLs (not in the tool panel: da
     done
 }
 
+# planemo_test NAME TARGET...: one planemo run against the Galaxy on 127.0.0.1:$PORT (keys
+# $ADMIN_KEY, $USER_KEY), its workspace under $WORK, its reports $REPORTS/tests_NAME.{html,json}
+# and its log $REPORTS/planemo_NAME.log.
+planemo_test() {
+    local name=$1
+    shift
+    mkdir -p "$WORK/planemo/$name"
+    TMPDIR="$WORK/tmp" PLANEMO_GLOBAL_WORKSPACE="$WORK/planemo/$name" \
+    "$PLANEMO_VENV/bin/planemo" test --engine external_galaxy \
+        --galaxy_url "http://127.0.0.1:$PORT" --galaxy_admin_key "$ADMIN_KEY" --galaxy_user_key "$USER_KEY" \
+        --test_data "$REPO_ROOT/test-data" \
+        --test_output "$REPORTS/tests_$name.html" --test_output_json "$REPORTS/tests_$name.json" \
+        "$@" > "$REPORTS/planemo_$name.log" 2>&1
+}
+
 # Tools whose jobs go to the GPU destination when Galaxy runs jobs on Slurm: the steps that run a
 # network (they use CUDA when the node has a GPU, the CPU otherwise).
 GPU_TOOL_IDS="dlhisto_train dlhisto_transfer dlhisto_predict dlhisto_classify dlhisto_crossval"
 
 # write_job_conf FILE [DOCKER_CMD]: Galaxy's job configuration for a Slurm cluster (SLURM_CONF set;
 # see scripts/slurm.sh and containers/README.md); with DOCKER_CMD, every dlhisto job runs in the
-# tools' container through that docker command (scripts/test_containers). Every dlhisto tool runs as a Slurm job through
-# Galaxy's CLI runner and its Slurm plugin (sbatch, squeue, sacct, scancel): the network steps in
-# partition 'gpu' with one GPU each, the others in 'cpu'; uploads and Galaxy's own tools stay
-# local. One core per job (sbatch -c 1, the job's GALAXY_SLOTS), as a 2-core CI machine needs:
-# with 2 cores each, two PyTorch jobs sharing the 2 cores spun on each other's cores, and a
-# training of 1.8 min alone ran over 12 min. A GPU node gives its GPU jobs several (containers/README.md). The
-# outputs' metadata is set by the Celery worker (embed_metadata_in_job: false), not by a Python
-# process in each job: 11.6 s -> 6.0 s from submission to ready for a 1 s step on 2 cores (local
-# runner: 3.0 s; the rest is sbatch, Slurm scheduling and squeue polls).
-# One runner worker: the CLI runner queues a finished job's metadata and its finishing as two
-# separate tasks, and a second worker would finish the job before the metadata is set (Galaxy
-# then logs 'setting metadata externally failed' and sets it again in its own process).
+# tools' container through that docker command (scripts/test_containers).
+# Every dlhisto tool runs as a Slurm job through Galaxy's CLI runner and its Slurm plugin
+# (sbatch, squeue, sacct, scancel): the network steps in partition 'gpu' with one GPU each, the
+# others in 'cpu'; uploads and Galaxy's own tools stay local.
+# - One core per job (sbatch -c 1, the job's GALAXY_SLOTS), as a 2-core CI machine needs: with
+#   2 cores each, two PyTorch jobs sharing the 2 cores spun on each other's cores, and a training
+#   of 1.8 min alone ran over 12 min. A GPU node gives its GPU jobs several (containers/README.md).
+# - The outputs' metadata is set by the Celery worker (embed_metadata_in_job: false), not by a
+#   Python process in each job: 11.6 s -> 6.0 s from submission to ready for a 1 s step on 2
+#   cores (local runner: 3.0 s; the rest is sbatch, Slurm scheduling and squeue polls).
+# - One runner worker: the CLI runner queues a finished job's metadata and its finishing as two
+#   separate tasks, and a second worker would finish the job before the metadata is set (Galaxy
+#   then logs 'setting metadata externally failed' and sets it again in its own process).
 write_job_conf() {
     local file=$1 docker_cmd=${2:-} id container=""
     if [ -n "$docker_cmd" ]; then

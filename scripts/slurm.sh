@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# A real one-node Slurm cluster on this machine, from Debian's packages, for the tests and the
-# cohort benchmark: munged, MariaDB + slurmdbd (accounting: sacct), slurmctld and slurmd.
+# A real one-node Slurm cluster on this machine, from Debian's packages (install_slurm in
+# scripts/lib.sh), for the tests and the cohort benchmark: munged, MariaDB + slurmdbd
+# (accounting: sacct), slurmctld and slurmd.
 #
-#   scripts/slurm.sh install        apt-get the Debian packages (root; skipped when present)
 #   scripts/slurm.sh start DIR      a new cluster in DIR (emptied first): write its configuration,
 #                                   start the daemons, wait until the node is idle; prints the
 #                                   SLURM_CONF to export (about 4 s)
@@ -21,24 +21,8 @@ set -euo pipefail
 SLURM_PORT_BASE=${SLURM_PORT_BASE:-16817}
 GPUS_PER_NODE=${GPUS_PER_NODE:-4}
 MUNGE_SOCKET_DIR=/run/munge
-PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 
 log() { echo "[$(date +%H:%M:%S)] slurm: $*" >&2; }
-
-install_packages() {
-    local missing=()
-    for package in "${PACKAGES[@]}"; do
-        dpkg-query -W -f '${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing ${missing[*]} from Debian (about 1 minute)"
-    # a policy-rc.d keeps the packages from starting their system services (this script starts its own)
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    fi
-    apt-get update -q > /dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" > /dev/null
-}
 
 write_config() {
     local dir=$1 node cpus memory_mb
@@ -109,7 +93,7 @@ EOF
     )
 }
 
-# wait_for DESCRIPTION COMMAND...: up to 60 s for COMMAND to succeed
+# wait_for DESCRIPTION COMMAND...: COMMAND tried every 0.5 s, 120 times, each try cut at 10 s
 wait_for() {
     local what=$1
     shift
@@ -178,8 +162,7 @@ stop_daemons() {
 }
 
 case "${1:-}" in
-    install) install_packages ;;
     start) DIR=$(realpath -m "${2:?usage: $0 start DIR}"); start ;;
     stop) DIR=$(realpath -m "${2:?usage: $0 stop DIR}"); stop_daemons ;;
-    *) echo "usage: $0 install | start DIR | stop DIR" >&2; exit 2 ;;
+    *) echo "usage: $0 start DIR | stop DIR" >&2; exit 2 ;;
 esac
