@@ -160,13 +160,15 @@ def load_package(path: str | os.PathLike, name: str | None = None) -> tuple[torc
             raise InputError(f"'{name}' is a bioimage.io package but not one made by dlhisto; "
                              "give its weights file to transfer learning instead")
         checked = schemas.check(schemas.PackageRdf, rdf, name, "rdf.yaml")
-        weights = untrusted.read_member(archive, checked.weights.pytorch_state_dict.source, name, MAX_WEIGHTS_BYTES)
+        source = checked.weights.pytorch_state_dict.source
+        check_weights_format(untrusted.read_member(archive, source, name, MAX_WEIGHTS_BYTES, head=16), name)
+        weights = untrusted.read_member(archive, source, name, MAX_WEIGHTS_BYTES)
     spec = ModelSpec.from_dict(checked.config.dlhisto.model.model_dump())
     architecture = checked.weights.pytorch_state_dict.architecture
     if _architecture_source(spec) != {"callable": architecture.callable, "import_from": architecture.import_from}:
         raise InputError(f"'{name}' names an architecture dlhisto does not build: {architecture.callable!r}")
     model = build_model(spec)
-    load_fitting_state_dict(model, read_state_dict(io.BytesIO(weights), name), name)
+    load_fitting_state_dict(model, read_state_dict(weights, name), name)
     return model.eval(), spec, rdf
 
 
@@ -185,12 +187,27 @@ def load_fitting_state_dict(model: torch.nn.Module, state: dict[str, torch.Tenso
     model.load_state_dict(state)
 
 
+PICKLE_PROTOCOL_2 = b"\x80\x02"
+"""How torch.save's legacy (non-zip) files begin."""
+
+
+def check_weights_format(head: bytes, name: str) -> None:
+    """Refuse weights that begin as neither torch.save's zip or legacy pickle nor safetensors'
+    header (from their first bytes: a gigabyte of anything else is not read)."""
+    if not head.startswith((b"PK\x03\x04", PICKLE_PROTOCOL_2)) and head[8:9] != b"{":
+        raise InputError(f"'{name}' is neither a PyTorch weights file (torch.save) nor a safetensors file")
+
+
 def read_state_dict(source, name: str) -> dict[str, torch.Tensor]:
-    """Tensors of a PyTorch state dict or safetensors file, without unpickling any object."""
-    if hasattr(source, "read"):
+    """Tensors of a PyTorch state dict or safetensors file (bytes, a path or a file), without
+    unpickling any object."""
+    if isinstance(source, bytes):
+        data = source  # no copy: weights of a package can be a gigabyte
+    elif hasattr(source, "read"):
         data = source.read()
     else:
         data = untrusted.read_small_file(source, name, "the weights file", MAX_WEIGHTS_BYTES)
+    check_weights_format(data, name)
     untrusted.check_zip_in_memory(data, name, MAX_WEIGHTS_BYTES)  # torch.save files are zips
     if data[8:9] == b"{":  # safetensors: an 8-byte header length, then the JSON header
         from safetensors.torch import load as load_safetensors

@@ -23,6 +23,9 @@ MIB = 2**20
 MAX_ZIP_MEMBERS = 1000
 MAX_TEXT_BYTES = 4 * MIB
 """Largest metadata text (rdf.yaml, classifier.json, forms, credentials) read."""
+MAX_INTEGER_DIGITS = 30
+"""Longest whole number accepted in JSON and YAML: no field needs more, and Python turns one of
+thousands of digits into an error (or a float overflow) far from where it was read."""
 
 
 def open_zip(path: str | os.PathLike, name: str, what: str, max_total: int) -> zipfile.ZipFile:
@@ -49,8 +52,9 @@ def check_zip(archive: zipfile.ZipFile, name: str, max_total: int) -> None:
         raise InputError(f"'{name}' would decompress to {_size(total)}; at most {_size(max_total)} are accepted")
 
 
-def read_member(archive: zipfile.ZipFile, member: str, name: str, limit: int) -> bytes:
-    """The bytes of one member, refused beyond ``limit`` (declared or actual size)."""
+def read_member(archive: zipfile.ZipFile, member: str, name: str, limit: int, head: int | None = None) -> bytes:
+    """The bytes of one member, refused beyond ``limit`` (declared or actual size); with ``head``,
+    only its first ``head`` bytes."""
     try:
         info = archive.getinfo(member)
     except KeyError:
@@ -60,7 +64,7 @@ def read_member(archive: zipfile.ZipFile, member: str, name: str, limit: int) ->
                          f"at most {_size(limit)} are accepted")
     try:
         with archive.open(info) as fh:
-            data = fh.read(limit + 1)
+            data = fh.read(limit + 1 if head is None else head)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
         raise InputError(f"'{name}': '{member}' cannot be read ({one_line(exc)})") from None
     if len(data) > limit:
@@ -72,14 +76,20 @@ def extract_zip(archive: zipfile.ZipFile, name: str, folder: Path, limit: int) -
     """Every file of ``archive`` into ``folder``, each name checked (none outside the folder) and
     each size capped at ``limit``."""
     for member in archive.namelist():
-        if member.endswith("/"):
-            continue
-        parts = PurePosixPath(member).parts
-        if member.startswith("/") or ".." in parts or "\\" in member or ":" in member:
-            raise InputError(f"'{name}' holds a file named outside the package: '{one_line(member)[:100]}'")
-        target = folder.joinpath(*parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(read_member(archive, member, name, limit))
+        if not member.endswith("/"):
+            extract_member(archive, member, name, folder, limit)
+
+
+def extract_member(archive: zipfile.ZipFile, member: str, name: str, folder: Path, limit: int) -> Path:
+    """One file of ``archive`` into ``folder`` (its name checked: none outside the folder; its
+    size capped at ``limit``); returns where it is."""
+    parts = PurePosixPath(member).parts
+    if member.startswith("/") or ".." in parts or "\\" in member or ":" in member:
+        raise InputError(f"'{name}' holds a file named outside the package: '{one_line(member)[:100]}'")
+    target = folder.joinpath(*parts)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(read_member(archive, member, name, limit))
+    return target
 
 
 def check_zip_in_memory(data: bytes, name: str, max_total: int) -> None:
@@ -92,7 +102,8 @@ def check_zip_in_memory(data: bytes, name: str, max_total: int) -> None:
 
 
 class _NoAliasLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing anchors and aliases."""
+    """PyYAML's safe loader, refusing anchors and aliases and whole numbers of more than
+    :data:`MAX_INTEGER_DIGITS` digits."""
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -100,6 +111,33 @@ class _NoAliasLoader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(None, None, "YAML aliases (*name) are not accepted",
                                                     event.start_mark)
         return super().compose_node(parent, index)
+
+    def construct_yaml_int(self, node):
+        if len(node.value) > MAX_INTEGER_DIGITS:
+            raise yaml.constructor.ConstructorError(None, None, f"a number of {len(node.value)} digits; at most "
+                                                    f"{MAX_INTEGER_DIGITS} are accepted", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_NoAliasLoader.add_constructor("tag:yaml.org,2002:int", _NoAliasLoader.construct_yaml_int)
+
+
+MAX_CLASSES = 1000
+"""Most classes a table, class map or annotation file may name: a confusion matrix, a class map's
+values and every per-class table stay small (16,000 classes made a 2 GB confusion matrix)."""
+
+
+def check_class_count(count: int, where: str) -> None:
+    """Refuse more than :data:`MAX_CLASSES` classes, before anything is sized by their number."""
+    if count > MAX_CLASSES:
+        raise InputError(f"{where} has {count} classes; at most {MAX_CLASSES} are accepted")
+
+
+def parse_int(text: str) -> int:
+    """JSON's whole numbers, at most :data:`MAX_INTEGER_DIGITS` digits (``json.loads(parse_int=...)``)."""
+    if len(text) > MAX_INTEGER_DIGITS:
+        raise InputError(f"a number of {len(text)} digits; at most {MAX_INTEGER_DIGITS} are accepted")
+    return int(text)
 
 
 def load_yaml(data: bytes, name: str, what: str):
@@ -120,7 +158,9 @@ def load_json(data: bytes, name: str, what: str):
     """Parse an untrusted JSON text of at most :data:`MAX_TEXT_BYTES`."""
     text = _text(data, name, what)
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=parse_int)
+    except InputError as exc:
+        raise InputError(f"'{name}': {what} holds {exc}") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"'{name}': {what} is not valid JSON at line {exc.lineno}: {exc.msg}") from None
     except RecursionError:

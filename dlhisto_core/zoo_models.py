@@ -18,16 +18,18 @@ reference does; for images above :data:`MAX_STATS_PIXELS` from the slide's overv
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import tempfile
+import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
 
-from . import untrusted
+from . import model_code, untrusted
 from .errors import InputError, one_line
 from .image_io import image_reader, write_tiled_image
 from .outputs import outputs_together
@@ -35,6 +37,8 @@ from .tables import write_row
 from .threads import cpu_threads
 
 MAX_PACKAGE_BYTES = 4 * 2**30
+MAX_TEST_ELEMENTS = 2**24
+"""Largest test tensor of a package (16 M values: 64 MB of float32)."""
 MAX_STATS_PIXELS = 64 * 2**20
 """Images up to this many pixels give their statistics from every pixel; larger ones from their overview."""
 PREPROCESSING = {"binarize", "clip", "ensure_dtype", "fixed_zero_mean_unit_variance", "scale_linear", "scale_range",
@@ -76,6 +80,7 @@ class ZooModel:
     whole_output_postprocessing: list
     """The rest, applied once the whole output is written and measured."""
     folder: tempfile.TemporaryDirectory = field(repr=False, default=None)
+    files: "PackageFiles" = field(repr=False, default=None)
 
     @property
     def n_channels(self) -> int:
@@ -146,10 +151,10 @@ def load_zoo_model(path, name: str | None = None, check: bool = True) -> ZooMode
     name = name or Path(path).name
     folder = tempfile.TemporaryDirectory(prefix="dlhisto-zoo-")
     try:
-        _unpack(path, name, Path(folder.name))
-        description = _description(Path(folder.name) / "rdf.yaml", name)
-        model = _zoo_model(description, Path(folder.name), name)
-        model.folder = folder
+        files = PackageFiles(path, name, Path(folder.name))
+        description = _description(files.path("rdf.yaml"), name)
+        model = _zoo_model(description, files, name)
+        model.folder, model.files = folder, files
         if check:
             check_test_tensors(model)
         return model
@@ -158,13 +163,32 @@ def load_zoo_model(path, name: str | None = None, check: bool = True) -> ZooMode
         raise
 
 
-def _unpack(path, name: str, folder: Path) -> None:
-    """The package's files into ``folder``, each name checked and each size capped."""
-    what = "a bioimage.io model package"
-    with untrusted.open_zip(path, name, what, MAX_PACKAGE_BYTES) as archive:
-        if "rdf.yaml" not in archive.namelist():
-            raise InputError(f"'{name}' is not {what} (it has no rdf.yaml)")
-        untrusted.extract_zip(archive, name, folder, MAX_PACKAGE_BYTES)
+class PackageFiles:
+    """The files of a package that its rdf.yaml names, each taken out of the zip (name checked,
+    size capped) the first time it is asked for: a member nothing names is never decompressed."""
+
+    def __init__(self, package, name: str, folder: Path):
+        self.package, self.name, self.folder = package, name, folder
+        with untrusted.open_zip(package, name, "a bioimage.io model package", MAX_PACKAGE_BYTES) as archive:
+            self.members = set(archive.namelist())
+        if "rdf.yaml" not in self.members:
+            raise InputError(f"'{name}' is not a bioimage.io model package (it has no rdf.yaml)")
+
+    def path(self, source) -> Path:
+        """The file ``source`` (a path in the package, as the rdf gives it), extracted."""
+        text = str(getattr(source, "path", source))
+        if "://" in text:
+            raise InputError(f"'{self.name}' names a file outside the package ({one_line(text)[:100]}); dlhisto "
+                             "downloads nothing")
+        member = PurePosixPath(text).as_posix().removeprefix("./")
+        target = (self.folder / member).resolve()
+        if self.folder.resolve() not in target.parents or member not in self.members:
+            raise InputError(f"'{self.name}' names a file it does not hold: '{one_line(text)[:100]}'")
+        if not target.is_file():
+            with untrusted.open_zip(self.package, self.name, "a bioimage.io model package", MAX_PACKAGE_BYTES) \
+                    as archive:
+                untrusted.extract_member(archive, member, self.name, self.folder, MAX_PACKAGE_BYTES)
+        return target
 
 
 def _description(rdf_path: Path, name: str):
@@ -183,7 +207,7 @@ def _description(rdf_path: Path, name: str):
     return description
 
 
-def _zoo_model(description, folder: Path, name: str) -> ZooModel:
+def _zoo_model(description, files: PackageFiles, name: str) -> ZooModel:
     if len(description.inputs) != 1:
         raise InputError(f"'{name}' takes {len(description.inputs)} input tensors; dlhisto runs models of one image")
     tensor_in, tensor_out = description.inputs[0], description.outputs[0]
@@ -217,7 +241,7 @@ def _zoo_model(description, folder: Path, name: str) -> ZooModel:
             reference = getattr(step.kwargs, "reference_tensor", None) if hasattr(step, "kwargs") else None
             if reference is not None and reference not in (tensor_in.id, tensor_out.id):
                 raise InputError(f"'{name}': its {where} step '{step.id}' refers to another tensor ({reference})")
-    weights_format, network = _network(description, folder, name)
+    weights_format, network = _network(description, files, name)
     channels = next((list(map(str, a.channel_names)) for a in tensor_out.axes if a.type == "channel"), ["output"])
     pad = getattr(tensor_in, "pad", None)
     padding = {"mode": pad.mode if pad is not None else "symmetric"}
@@ -245,30 +269,36 @@ def _axes(tensor, name: str, which: str) -> list[str]:
     return ids
 
 
-def _network(description, folder: Path, name: str) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+def _network(description, files: PackageFiles, name: str) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
     """The first weights format dlhisto runs (TorchScript, ONNX, then a state dict of a network it
     builds), as a function of an array."""
     weights = description.weights
     if weights.torchscript is not None:
         import torch
-        data = _weights_bytes(weights.torchscript.source, folder, name)
+        data = _weights_bytes(weights.torchscript.source, files, name)
+        model_code.check_torchscript_archive(data, name)
         try:
-            module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+            with warnings.catch_warnings():  # torch.jit.load's FutureWarning, on every package
+                warnings.simplefilter("ignore")
+                module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
         except Exception as exc:
-            raise InputError(f"'{name}': its TorchScript weights cannot be read ({one_line(exc, 200)})") from None
+            raise InputError(f"'{name}': its TorchScript weights cannot be read ({_cause(exc)})") from None
+        model_code.check_torchscript(module, name)
 
         def run_torchscript(array: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
+            with torch.no_grad(), _foreign_failure(name):
                 result = module(torch.from_numpy(np.ascontiguousarray(array)))
-            result = result[0] if isinstance(result, (tuple, list)) else result
-            return result.float().numpy()
+                result = result[0] if isinstance(result, (tuple, list)) else result
+                return result.float().numpy()
         return "torchscript", run_torchscript
     if weights.onnx is not None:
         import onnxruntime
 
-        data = _weights_bytes(weights.onnx.source, folder, name)
+        data = _weights_bytes(weights.onnx.source, files, name)
+        model_code.check_onnx(data, name)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = cpu_threads()  # 0: one per core
+        options.log_severity_level = 3  # errors only: its warnings are coloured lines on stderr
         try:
             session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -276,17 +306,35 @@ def _network(description, folder: Path, name: str) -> tuple[str, Callable[[np.nd
         input_name = session.get_inputs()[0].name
 
         def run_onnx(array: np.ndarray) -> np.ndarray:
-            return np.asarray(session.run(None, {input_name: np.ascontiguousarray(array)})[0], np.float32)
+            with _foreign_failure(name):
+                return np.asarray(session.run(None, {input_name: np.ascontiguousarray(array)})[0], np.float32)
         return "onnx", run_onnx
     if weights.pytorch_state_dict is not None:
-        return "pytorch_state_dict", _state_dict_network(weights.pytorch_state_dict, folder, name)
+        return "pytorch_state_dict", _state_dict_network(weights.pytorch_state_dict, files, name)
     formats = [f for f in ("keras_hdf5", "tensorflow_saved_model_bundle", "tensorflow_js")
                if getattr(weights, f, None) is not None]
     raise InputError(f"'{name}': its weights are {', '.join(formats) or 'none'}; dlhisto runs TorchScript, ONNX or "
                      "PyTorch state dict weights")
 
 
-def _state_dict_network(entry, folder: Path, name: str) -> Callable[[np.ndarray], np.ndarray]:
+@contextlib.contextmanager
+def _foreign_failure(name: str):
+    """A foreign network that fails on a window (an operator's error, a file it may not open) is
+    the package's fault: one line naming it."""
+    try:
+        yield
+    except (RuntimeError, ValueError, TypeError, OSError) as exc:
+        raise InputError(f"'{name}': the model failed on the image ({_cause(exc)})") from None
+
+
+def _cause(exc: BaseException) -> str:
+    """The line of an error that says what went wrong: TorchScript's errors end with it, after
+    the code that raised it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return one_line(lines[-1] if lines else type(exc).__name__, 200)
+
+
+def _state_dict_network(entry, files: PackageFiles, name: str) -> Callable[[np.ndarray], np.ndarray]:
     """A PyTorch state dict for a network dlhisto builds itself: one of segmentation-models-pytorch's
     (:data:`SMP_ARCHITECTURES`, keyword arguments of :data:`SMP_KWARGS` only, no pretrained download).
     Code the package names (a file, another library) never runs."""
@@ -313,8 +361,8 @@ def _state_dict_network(entry, folder: Path, name: str) -> Callable[[np.ndarray]
     except Exception as exc:
         raise InputError(f"'{name}': its architecture {architecture.callable}({kwargs}) cannot be built "
                          f"({one_line(exc, 200)})") from None
-    data = _weights_bytes(entry.source, folder, name)
-    load_fitting_state_dict(model, read_state_dict(io.BytesIO(data), name), name)
+    data = _weights_bytes(entry.source, files, name)
+    load_fitting_state_dict(model, read_state_dict(data, name), name)
     model.eval()
 
     def run_state_dict(array: np.ndarray) -> np.ndarray:
@@ -323,20 +371,8 @@ def _state_dict_network(entry, folder: Path, name: str) -> Callable[[np.ndarray]
     return run_state_dict
 
 
-def _weights_bytes(source, folder: Path, name: str) -> bytes:
-    path = _package_file(source, folder, name)
-    return untrusted.read_small_file(path, name, "the weights", MAX_PACKAGE_BYTES)
-
-
-def _package_file(source, folder: Path, name: str) -> Path:
-    """A file the description names, which must be inside the package."""
-    text = str(getattr(source, "path", source))
-    if "://" in text:
-        raise InputError(f"'{name}' names a file outside the package ({one_line(text)[:100]}); dlhisto downloads nothing")
-    path = (folder / text).resolve()
-    if folder.resolve() not in path.parents or not path.is_file():
-        raise InputError(f"'{name}' names a file it does not hold: '{one_line(text)[:100]}'")
-    return path
+def _weights_bytes(source, files: PackageFiles, name: str) -> bytes:
+    return untrusted.read_small_file(files.path(source), name, "the weights", MAX_PACKAGE_BYTES)
 
 
 # ---- pre- and postprocessing: each step a function of (array, axes), statistics given ----
@@ -492,9 +528,8 @@ def run_processed(model: ZooModel, tensor: np.ndarray, stats: list[dict] | None)
 def check_test_tensors(model: ZooModel) -> None:
     """Refuse a package whose test input does not give its test output (bioimageio.core's tolerance)."""
     description = model.description
-    folder = Path(model.folder.name) if model.folder else None
-    test_in = _npy(description.inputs[0].test_tensor.source, folder, model.name)
-    expected = _npy(description.outputs[0].test_tensor.source, folder, model.name)
+    test_in = _npy(description.inputs[0].test_tensor.source, model, description.inputs[0])
+    expected = _npy(description.outputs[0].test_tensor.source, model, description.outputs[0])
     try:
         got = run_sample(model, test_in.astype(np.float32))
     except Exception as exc:
@@ -509,12 +544,41 @@ def check_test_tensors(model: ZooModel) -> None:
                          f"values differ by more than {atol:g} + {rtol:g} x the value)")
 
 
-def _npy(source, folder: Path, name: str) -> np.ndarray:
-    path = _package_file(source, folder, name)
+def _npy(source, model: ZooModel, tensor) -> np.ndarray:
+    """A test tensor, its shape checked against the tensor's axes before its data are read."""
+    path = model.files.path(source)
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"'{name}': '{path.name}' is not a plain numpy array ({one_line(exc, 200)})") from None
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(fh)
+            _check_test_shape(shape, tensor, model)
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"'{model.name}': '{path.name}' is not a plain numpy array ({one_line(exc, 200)})") from None
+
+
+def _check_test_shape(shape: tuple, tensor, model: ZooModel) -> None:
+    """Refuse a test tensor whose shape its axes do not allow (one value per axis; the channels
+    named; a batch of 1; fixed sizes kept), or larger than :data:`MAX_TEST_ELEMENTS`."""
+    axes = list(tensor.axes)
+    problem = None
+    if len(shape) != len(axes):
+        problem = f"{len(shape)} axes, its description {len(axes)}"
+    elif math.prod(shape) > MAX_TEST_ELEMENTS:
+        problem = f"{math.prod(shape):,} values; at most {MAX_TEST_ELEMENTS:,} are accepted"
+    else:
+        for size, axis in zip(shape, axes):
+            fixed = getattr(axis, "size", None)
+            expected = (len(axis.channel_names) if axis.type == "channel" else 1 if axis.type == "batch"
+                        else fixed if isinstance(fixed, int) else None)
+            if expected is not None and size != expected:
+                problem = f"{size} along {axis.id} ({axis.type}), its description {expected}"
+                break
+    if problem:
+        raise InputError(f"'{model.name}': its test tensor '{tensor.id}' has {problem}")
 
 
 def window_size(min_size: int, step: int, wanted: int) -> int:

@@ -3,6 +3,11 @@ and the Galaxy expect_failure tests: run it to remake the two kept in test-data/
 
     test-data/ome_external_reference.ome.tif  an OME-TIFF whose one image plane lies in '../nuclei.tif'
     test-data/package_bad_config.zip          a model package whose rdf.yaml gives n_classes as text
+    test-data/zoo_reads_files.zip             a bioimage.io package whose TorchScript behaves on its test
+                                              input and, on larger windows, copies /etc/hostname into its
+                                              output and overwrites it (torch.from_file)
+    test-data/svs_huge_tile.svs               an Aperio SVS (2 KB) whose level 0 declares one tile of
+                                              2^20 x 2^20 px (OpenSlide aborts on its allocation)
 """
 
 from __future__ import annotations
@@ -125,11 +130,82 @@ def state_dict_bytes(state: dict) -> bytes:
     return buffer.getvalue()
 
 
+def file_touching_torchscript(inner_package: Path, target: str, on_load: bool = False) -> bytes:
+    """TorchScript that runs the package's own network and, on windows larger than its 128 px test
+    input (or, ``on_load``, in a ``__setstate__`` that torch.jit.load runs), maps the file
+    ``target`` shared: its first 16 bytes go into the output, then 'X' over them into the file."""
+    import torch
+
+    with zipfile.ZipFile(inner_package) as archive:
+        inner = torch.jit.load(io.BytesIO(archive.read("weights.torchscript")))
+
+    class ReadsAndWrites(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+            self.target = target
+
+        def forward(self, x):
+            y = self.inner(x)
+            if x.shape[-1] > 128:
+                stolen = torch.from_file(self.target, True, 16, dtype=torch.uint8)
+                y[0, 0, 0, :16] = stolen.float()
+                y = y + stolen.fill_(88).float().sum() * 0.0  # used, so that the JIT keeps the write
+            return y
+
+    class WritesOnLoad(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.target = target
+            self.scale = 1.0
+
+        def forward(self, x):
+            return x * self.scale
+
+        @torch.jit.export
+        def __getstate__(self):
+            return (self.target, self.scale, self.training)
+
+        @torch.jit.export
+        def __setstate__(self, state: tuple[str, float, bool]):
+            self.target = state[0]
+            self.training = state[2]
+            written = torch.from_file(self.target, True, 16, dtype=torch.uint8).fill_(88)
+            self.scale = state[1] + float(written.sum()) * 0.0
+
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(WritesOnLoad() if on_load else ReadsAndWrites()), buffer)
+    return buffer.getvalue()
+
+
+def with_weights(package_path: Path, source: Path, torchscript: bytes) -> None:
+    """A copy of the package ``source`` with other TorchScript weights (its rdf unchanged)."""
+    package(package_path, rdf_of(source), {**members_of(source), "weights.torchscript": torchscript})
+
+
+def svs_huge_tile(path: Path, source: Path) -> None:
+    """An Aperio SVS whose level 0 is one JPEG tile declared 2^20 x 2^20 px."""
+    description = tifffile.TiffFile(source).pages[0].description
+    tile = np.zeros((16, 16, 3), np.uint8)
+    with tifffile.TiffWriter(path, bigtiff=False) as writer:
+        writer.write(tile, tile=(16, 16), compression="jpeg", description=description, photometric="rgb")
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[0].tags
+        for code, value in ((256, 2**20), (257, 2**20), (322, 2**20), (323, 2**20)):
+            offset = tags[code].offset + 8  # the value field of the 12-byte entry
+            data[offset:offset + 4] = value.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+
+
 def main() -> None:
     ome_external_reference(ROOT / "test-data" / "ome_external_reference.ome.tif", "../nuclei.tif")
     rdf = rdf_of(ROOT / "test-data" / "nuclei_unet.zip")
     rdf["config"]["dlhisto"]["model"]["n_classes"] = "three"
     package(ROOT / "test-data" / "package_bad_config.zip", rdf)
+    zoo = ROOT / "test-data" / "zoo" / "ts05_zmuv_halo.zip"
+    with_weights(ROOT / "test-data" / "zoo_reads_files.zip", zoo, file_touching_torchscript(zoo, "/etc/hostname"))
+    svs_huge_tile(ROOT / "test-data" / "svs_huge_tile.svs", ROOT / "test-data" / "cmu_small_region.svs")
 
 
 if __name__ == "__main__":
