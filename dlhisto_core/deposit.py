@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import untrusted
-from .errors import InputError
+from .errors import InputError, one_line
 from .image_io import check_pixel_size, read_image, read_labels, write_image, write_labels
 from .outputs import atomic_output, outputs_together
 
@@ -162,8 +162,8 @@ def read_metadata(path: str | os.PathLike, with_labels: bool, with_model: bool) 
     date = form.get("release_date") or datetime.date.today().isoformat()
     try:
         datetime.date.fromisoformat(date)
-    except ValueError:
-        raise InputError(f"'release_date' must be a date like 2026-12-31, got '{date}'") from None
+    except (ValueError, TypeError):
+        raise InputError(f"'release_date' must be a date like 2026-12-31, got '{one_line(str(date), 60)}'") from None
     return {**form, "release_date": date}
 
 
@@ -265,7 +265,7 @@ def crate_metadata(form: dict, files: DepositFiles) -> dict:
 
 def validate(crate: Path, validator_python: str | None) -> dict:
     """The archive validator's verdict on a crate folder (see :mod:`bia_validate`)."""
-    python = validator_python or os.environ.get(VALIDATOR_ENV)
+    python = validator_python_path(validator_python)
     if not python:
         raise InputError(f"no BioImage Archive validator: set {VALIDATOR_ENV} to the Python of an environment with "
                          "bia-ro-crate-validator (scripts/test makes one)")
@@ -276,8 +276,20 @@ def validate(crate: Path, validator_python: str | None) -> dict:
         raise InputError(f"cannot run the BioImage Archive validator '{python}': {exc.strerror}") from None
     if done.returncode != 0 or not done.stdout.strip():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise InputError(f"the BioImage Archive validator failed: {last}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        raise InputError(f"the BioImage Archive validator failed: {one_line(last)}")
+    try:
+        verdict = json.loads(done.stdout.strip().splitlines()[-1])
+    except json.JSONDecodeError:
+        verdict = None
+    if not isinstance(verdict, dict):
+        raise InputError(f"'{python}' is not the Python of a BioImage Archive validator environment: it did not "
+                         "answer with the validator's verdict")
+    return verdict
+
+
+def validator_python_path(given: str | None = None) -> str | None:
+    """The Python of the validator's environment: ``given``, or ``$DLHISTO_BIA_VALIDATOR_PYTHON``."""
+    return given or os.environ.get(VALIDATOR_ENV)
 
 
 def first_issue(validation: dict) -> str:

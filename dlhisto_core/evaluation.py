@@ -15,8 +15,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from . import metrics
-from .errors import InputError
+from . import metrics, untrusted
+from .errors import InputError, one_line
 from .image_io import read_image, read_labels
 from .inputs import named
 from .tables import read_table, read_tile_classes, write_table
@@ -195,6 +195,7 @@ def evaluate_classes(pairs: Sequence[tuple], class_names: Sequence[str] | None =
 def class_rows(loaded: Sequence[tuple], class_names: Sequence[str] | None = None) -> tuple[list[dict], np.ndarray]:
     """:func:`evaluate_classes` on (truth, prediction, name) class-map arrays."""
     n_classes = max(len(class_names or []), max(int(max(t.max(), p.max())) for t, p, _ in loaded) + 1)
+    untrusted.check_class_count(n_classes, "the class maps (their largest value)")
     names = class_list(class_names, n_classes)
     rows, pooled = [], np.zeros((n_classes, n_classes), np.int64)
     for truth, predicted, name in loaded:
@@ -227,11 +228,14 @@ def evaluate_tile_classes(predictions: Sequence[tuple[str, str]], truth: tuple[s
         raise InputError(f"no tile of the prediction tables has a true class in '{truth[1]}'" if unscored
                          else "the prediction tables hold no classified image or tile")
     names = list(class_names or sorted({c for pair in pairs for c in pair}))
+    untrusted.check_class_count(len(names), "the classification tables")
     unknown = sorted({c for pair in pairs for c in pair} - set(names))
     if unknown:
-        raise InputError(f"class '{unknown[0]}' is not among the class names {', '.join(names)}")
-    confusion = metrics.confusion_matrix(np.array([names.index(t) for t, _ in pairs]),
-                                         np.array([names.index(p) for _, p in pairs]), len(names))
+        raise InputError(f"class '{one_line(unknown[0], 80)}' is not among the class names "
+                         f"{one_line(', '.join(names), 200)}")
+    index = {name: k for k, name in enumerate(names)}
+    confusion = metrics.confusion_matrix(np.array([index[t] for t, _ in pairs]),
+                                         np.array([index[p] for _, p in pairs]), len(names))
     overall = metrics.classification_scores(confusion)
     rows = [{"class": names[s["class"]], "tiles": s["true_pixels"], "predicted": s["predicted_pixels"],
              "precision": s["precision"], "recall": s["recall"], "f1": s["dice"]}

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import draw
 
+from . import untrusted
 from .errors import InputError, one_line
 from .image_io import smallest_label_dtype, write_tiled_image
 from .options import bounded, check_bounds, check_choices, choice
@@ -38,6 +39,14 @@ MAX_LABEL = 2**26
 """Largest label exported: per-label bookkeeping grows with the largest label, not the object count."""
 MAX_GEOJSON_BYTES = 2**30
 """Largest GeoJSON file imported (1 GiB: about two million nuclei outlines)."""
+ON_RING = 1e-9
+"""How close to a polygon's edge a pixel centre lies on it."""
+EDGES_AT_ONCE = 65536
+"""Polygon edges rasterised together (their crossings are held in memory at once)."""
+MAX_FEATURE_VERTICES = 250_000
+"""Most vertices of one feature (QuPath's tissue outlines have thousands)."""
+MAX_VERTICES = 50_000_000
+"""Most vertices of one file (a million nuclei outlines of 50 vertices)."""
 _PALETTE = ((200, 0, 0), (0, 150, 0), (0, 0, 180), (220, 160, 0), (150, 0, 150), (0, 160, 160),
             (120, 80, 40), (255, 110, 180))
 
@@ -366,9 +375,8 @@ def read_annotations(path: str | os.PathLike, name: str | None = None, downsampl
     from shapely.geometry import shape
 
     name = name or Path(path).name
-    collection = _load(path, name)
-    annotations = []
-    for number, feature in enumerate(collection["features"], 1):
+    annotations, vertices, classes = [], 0, set()
+    for number, feature in enumerate(_features(path, name), 1):
         what = f"feature {number}"
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
             raise InputError(f"'{name}': {what} is not a GeoJSON Feature")
@@ -387,6 +395,10 @@ def read_annotations(path: str | os.PathLike, name: str | None = None, downsampl
         except Exception as exc:  # shapely's errors for malformed coordinates vary by type
             raise InputError(f"'{name}': {what} has malformed coordinates ({one_line(exc)})") from None
         coordinates = shapely.get_coordinates(parsed)
+        vertices += len(coordinates)
+        if len(coordinates) > MAX_FEATURE_VERTICES or vertices > MAX_VERTICES:
+            raise InputError(f"'{name}': {what} brings the vertices to {vertices:,} ({len(coordinates):,} in it); at "
+                             f"most {MAX_FEATURE_VERTICES:,} per feature and {MAX_VERTICES:,} in all are accepted")
         if not np.isfinite(coordinates).all():
             raise InputError(f"'{name}': {what} has coordinates that are not finite numbers")
         if parsed.is_empty:
@@ -396,34 +408,85 @@ def read_annotations(path: str | os.PathLike, name: str | None = None, downsampl
                              f"{shapely.is_valid_reason(parsed)}")
         if downsample != 1:
             parsed = affinity.scale(parsed, 1 / downsample, 1 / downsample, origin=(0, 0))
-        annotations.append(Annotation(parsed, _class_name(properties.get("classification"), name, what), what))
+        annotation = Annotation(parsed, _class_name(properties.get("classification"), name, what), what)
+        classes.add(annotation.class_name)
+        untrusted.check_class_count(len(classes - {None}), f"'{name}'")
+        annotations.append(annotation)
     return annotations
 
 
 _GEOMETRY_TYPES = ("Polygon", "MultiPolygon", "LineString", "MultiLineString", "Point", "MultiPoint")
 
 
-def _load(path: str | os.PathLike, name: str) -> dict:
+def _features(path: str | os.PathLike, name: str) -> Iterator[dict]:
+    """The features of a FeatureCollection, parsed one at a time: memory holds the text and one
+    feature's objects, not the whole collection's (a 200 MB file took 3.6 GB parsed at once)."""
     try:
         size = os.path.getsize(path)
         if size > MAX_GEOJSON_BYTES:
             raise InputError(f"'{name}' is larger than {MAX_GEOJSON_BYTES // 2**20} MiB")
         with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"'{name}' is not valid JSON at line {exc.lineno}: {exc.msg}") from None
+            text = fh.read()
     except UnicodeDecodeError:
         raise InputError(f"'{name}' is not UTF-8 text") from None
-    except RecursionError:
-        raise InputError(f"'{name}' is nested too deeply") from None
     except OSError as exc:
         raise InputError(f"cannot read '{name}': {exc.strerror or exc}") from None
-    if not isinstance(data, dict) or data.get("type") != "FeatureCollection" \
-            or not isinstance(data.get("features"), list):
-        kind = data.get("type") if isinstance(data, dict) else type(data).__name__
-        raise InputError(f"'{name}' is not a GeoJSON FeatureCollection (found {kind!r}); in QuPath, export "
-                         "with File > Export objects as GeoJSON and tick 'Export as FeatureCollection'")
-    return data
+    decoder = json.JSONDecoder(parse_int=untrusted.parse_int)
+    try:
+        yield from _collection_features(text, decoder, name)
+    except InputError as exc:
+        if str(exc).startswith("a number"):
+            raise InputError(f"'{name}' holds {exc}") from None
+        raise
+    except json.JSONDecodeError as exc:
+        raise InputError(f"'{name}' is not valid JSON at line {exc.lineno}: {exc.msg}") from None
+    except RecursionError:
+        raise InputError(f"'{name}' is nested too deeply") from None
+
+
+def _collection_features(text: str, decoder: json.JSONDecoder, name: str) -> Iterator[dict]:
+    """The elements of the top-level object's "features" array, each decoded when it is reached;
+    the object's other members are decoded whole (they are small: "type", "bbox", ...)."""
+    space = json.decoder.WHITESPACE.match
+    position = space(text, 0).end()
+    if text[position:position + 1] != "{":
+        kind = type(decoder.raw_decode(text, position)[0]).__name__ if text.strip() else "nothing"
+        raise _not_a_collection(name, kind)
+    position, members, found = space(text, position + 1).end(), {}, False
+    while text[position:position + 1] != "}":
+        key, position = decoder.raw_decode(text, position)
+        position = space(text, position).end()
+        if not isinstance(key, str) or text[position:position + 1] != ":":
+            raise json.JSONDecodeError("Expecting ':' after a member name", text, position)
+        position = space(text, position + 1).end()
+        if key == "features" and text[position:position + 1] == "[":
+            found = True
+            if members.get("type", "FeatureCollection") != "FeatureCollection":
+                raise _not_a_collection(name, members["type"])
+            position = space(text, position + 1).end()
+            while text[position:position + 1] != "]":
+                feature, position = decoder.raw_decode(text, position)
+                yield feature
+                position = space(text, position).end()
+                if text[position:position + 1] == ",":
+                    position = space(text, position + 1).end()
+                elif text[position:position + 1] != "]":
+                    raise json.JSONDecodeError("Expecting ',' or ']' between features", text, position)
+            position += 1
+        else:
+            members[key], position = decoder.raw_decode(text, position)
+        position = space(text, position).end()
+        if text[position:position + 1] == ",":
+            position = space(text, position + 1).end()
+        elif text[position:position + 1] != "}":
+            raise json.JSONDecodeError("Expecting ',' or '}' after a member", text, position)
+    if members.get("type") != "FeatureCollection" or not found:
+        raise _not_a_collection(name, members.get("type"))
+
+
+def _not_a_collection(name: str, kind) -> InputError:
+    return InputError(f"'{name}' is not a GeoJSON FeatureCollection (found {one_line(repr(kind), 60)}); in QuPath, "
+                      "export with File > Export objects as GeoJSON and tick 'Export as FeatureCollection'")
 
 
 def _class_name(classification, name: str, what: str) -> str | None:
@@ -522,9 +585,10 @@ def geojson_to_labels(geojson: str | os.PathLike, image, output: str | os.PathLi
         if unknown:
             raise InputError(f"'{name or Path(geojson).name}' has classes {', '.join(unknown)} that are not among "
                              f"{', '.join(classes)}")
+        number = {class_name: k for k, class_name in enumerate(classes, 1)}
         for annotation in annotations:
             if annotation.class_name:
-                kept.append((annotation, classes.index(annotation.class_name) + 1))
+                kept.append((annotation, number[annotation.class_name]))
             else:
                 skipped += 1
     top_value = len(kept) if options.mode == "labels" else len(classes)
@@ -573,8 +637,36 @@ def _draw(strip: np.ndarray, geometry, value: int, top: int) -> None:
             strip[rows[inside], cols[inside]] = value
 
 
-def _ring_pixels(coords, top: int, left: int, shape: tuple[int, int]):
-    """Pixels of the window of ``shape`` at image row ``top`` and column ``left`` whose centres
-    lie inside the ring (skimage's pixel centres are at integer coordinates, ours at half-integers)."""
-    ring = np.asarray(coords)
-    return draw.polygon(ring[:, 1] - 0.5 - top, ring[:, 0] - 0.5 - left, shape)
+def _ring_pixels(coords, top: int, left: int, shape: tuple[int, int]) -> np.ndarray:
+    """The pixels of the window of ``shape`` at image row ``top`` and column ``left`` whose centres
+    lie inside the ring or on it (as scikit-image's ``draw.polygon`` decides), found by scanlines:
+    each edge toggles, on every pixel row it crosses, the pixels right of its crossing (even-odd
+    rule), so that the cost follows the rows the edges cross, not pixels x vertices."""
+    height, width = shape
+    toggles = np.zeros((height, width + 1), np.uint8)
+    on_ring = np.zeros((height, width), bool)
+    points = np.asarray(coords, np.float64) - [left + 0.5, top + 0.5]  # pixel centres at whole numbers
+    _mark_points(on_ring, points[:, 1], points[:, 0])
+    for start in range(0, len(points) - 1, EDGES_AT_ONCE):
+        corners = points[start:start + EDGES_AT_ONCE + 1]
+        (x0, y0), (x1, y1) = corners[:-1].T, corners[1:].T
+        first = np.clip(np.ceil(np.minimum(y0, y1)), 0, height).astype(np.int64)  # rows y0 <= row < y1
+        counts = np.clip(np.ceil(np.maximum(y0, y1)), 0, height).astype(np.int64) - first
+        edge = np.repeat(np.arange(len(counts)), counts)
+        rows = first[edge] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        x = x0[edge] + (rows - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
+        np.add.at(toggles, (rows, np.clip(np.ceil(x), 0, width).astype(np.int64)), 1)
+        _mark_points(on_ring, rows, x)
+        for k in np.nonzero((y0 == y1) & (y0 == np.round(y0)))[0]:  # a horizontal edge along a row of centres
+            low, high = sorted((x0[k], x1[k]))
+            row_points = np.arange(np.ceil(low - ON_RING), np.floor(high + ON_RING) + 1)
+            _mark_points(on_ring, np.full(len(row_points), y0[k]), row_points)
+    return ((np.cumsum(toggles, axis=1, dtype=np.uint32)[:, :width] & 1) > 0) | on_ring
+
+
+def _mark_points(mask: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> None:
+    """Set the pixels whose centres are the given points, where they are pixel centres in the mask."""
+    whole = (np.abs(rows - np.round(rows)) < ON_RING) & (np.abs(columns - np.round(columns)) < ON_RING)
+    r, c = np.round(rows[whole]).astype(np.int64), np.round(columns[whole]).astype(np.int64)
+    inside = (r >= 0) & (r < mask.shape[0]) & (c >= 0) & (c < mask.shape[1])
+    mask[r[inside], c[inside]] = True

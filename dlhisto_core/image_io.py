@@ -35,9 +35,11 @@ from typing import Iterator
 import numpy as np
 import tifffile
 from PIL import Image as PILImage
+from PIL import ImageOps
 from skimage import color
 
 from .errors import InputError, one_line
+from .tiff_structure import check_tiff_structure
 from .outputs import atomic_output
 from .tiling import tile_grid
 
@@ -168,7 +170,9 @@ def open_tiff(path: str | os.PathLike, name: str) -> tifffile.TiffFile:
     OME-XML names files by UUID and FileName), Micro-Manager MMStack and NDTiff series (sibling
     files found by name). Those layouts are switched off, and an OME-XML that names another
     file is refused, so that a crafted upload cannot make a job return another file's pixels.
+    Sizes, tiles and data offsets are checked first (:func:`tiff_structure.check_tiff_structure`).
     """
+    check_tiff_structure(path, name)
     tif = tifffile.TiffFile(path, _multifile=False, is_mmstack=False, is_ndtiff=False)
     try:
         if tif.is_ome and tif.ome_metadata:
@@ -652,7 +656,8 @@ def _read_png_or_jpeg(path: str | os.PathLike, kind: str, name: str) -> np.ndarr
         with PILImage.open(path, formats=[kind.upper()]) as pil:
             width, height = pil.size
             _check_decoded_size(width * height * max(1, len(pil.getbands())) * 4, width, height, name)
-            return np.asarray(_pil_to_supported_mode(pil))
+            upright = ImageOps.exif_transpose(pil)  # a camera's EXIF orientation, as browsers and Fiji show it
+            return np.asarray(_pil_to_supported_mode(upright))
 
 
 PNG_COLOUR_TYPES_WITH_CHANNELS = {2: 3, 4: 2, 6: 4}

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import unicodedata
 from pathlib import Path
 
 from . import untrusted
-from .errors import InputError
+from .errors import InputError, one_line
 from .outputs import atomic_output
 
 TABLE = "dlhisto_models"
@@ -24,7 +25,10 @@ COLUMNS = ("value", "name", "task", "channels", "pixel_size", "description", "pa
 """The data table's columns, as tool_data_table_conf.xml.sample declares them."""
 FOREIGN_TASK = "bioimage.io"
 """The task of a package made elsewhere: its output is written as it comes (probabilities or image)."""
-ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")
+FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
+"""Unicode categories no column may hold: control characters (tab, newline), format characters,
+line and paragraph separators."""
 
 
 def describe_package(package, name: str | None = None, model_id: str | None = None,
@@ -82,18 +86,36 @@ def install(package, target_folder, json_path, name: str | None = None, model_id
     from .model_card import headline, read_evaluation, with_evaluation
 
     row = describe_package(package, name, model_id, description)
+    figures = "" if evaluation is None else headline(*read_evaluation(evaluation, evaluation_name))
+    row["name"] = f"{row['name']}: {figures}" if figures else row["name"]
+    row = {**row, "path": row["value"], "pixel_size": "" if row["pixel_size"] is None else f"{row['pixel_size']:g}"}
+    checked = loc_row(row)  # before anything is written
     folder = Path(target_folder) / row["value"]
     folder.mkdir(parents=True, exist_ok=True)
     if evaluation is not None and row["task"] != FOREIGN_TASK:
-        figures = with_evaluation(package, evaluation, folder / "model.zip", name, evaluation_name)
+        with_evaluation(package, evaluation, folder / "model.zip", name, evaluation_name)
     else:
-        figures = "" if evaluation is None else headline(*read_evaluation(evaluation, evaluation_name))
         shutil.copyfile(package, folder / "model.zip")
-    row["name"] = f"{row['name']}: {figures}" if figures else row["name"]
-    row = {**row, "path": row["value"], "pixel_size": "" if row["pixel_size"] is None else f"{row['pixel_size']:g}"}
-    with atomic_output(json_path) as tmp:  # every column a string: Galaxy writes them into the .loc file as they are
-        Path(tmp).write_text(json.dumps({"data_tables": {TABLE: [{c: str(row[c]) for c in COLUMNS}]}}, indent=2))
+    with atomic_output(json_path) as tmp:
+        Path(tmp).write_text(json.dumps({"data_tables": {TABLE: [checked]}}, indent=2))
     return row
+
+
+def loc_row(row: dict) -> dict:
+    """The row of :data:`TABLE` as Galaxy writes it into ``dlhisto_models.loc`` (one line, its
+    columns separated by tabs): every column a string without tab, line break or other control
+    character, which would split the row or add another; the id and path from :data:`ID_PATTERN`."""
+    checked = {column: str(row[column]) for column in COLUMNS}
+    for column, value in checked.items():
+        bad = next((c for c in value if unicodedata.category(c) in FORBIDDEN_CATEGORIES), None)
+        if bad is not None:
+            raise InputError(f"the model base's {column} would hold the control character U+{ord(bad):04X} "
+                             f"('{one_line(value, 60)}'), which would break its table: refused")
+    for column in ("value", "path"):
+        if not ID_PATTERN.match(checked[column]):
+            raise InputError(f"the model base's {column} {checked[column]!r} must be 1-64 lower-case letters, digits, "
+                             "'_', '.' or '-'")
+    return checked
 
 
 def install_from_data_manager(package, json_path, name: str | None = None, model_id: str | None = None,
@@ -102,11 +124,18 @@ def install_from_data_manager(package, json_path, name: str | None = None, model
     """:func:`install` as a Galaxy data manager job runs it: ``json_path`` holds, when the job
     starts, Galaxy's parameters with the folder (``extra_files_path``) the package goes to; it
     is replaced by the row to add."""
+    return install(package, data_manager_folder(json_path), json_path, name, model_id, description, evaluation,
+                   evaluation_name)
+
+
+def data_manager_folder(json_path) -> str:
+    """The folder (``extra_files_path``) that Galaxy's data manager parameters give the package."""
     params = untrusted.load_json(untrusted.read_small_file(json_path, Path(json_path).name, "the data manager's "
                                                            "parameters"), Path(json_path).name, "its parameters")
     try:
         folder = params["output_data"][0]["extra_files_path"]
     except (KeyError, IndexError, TypeError):
-        raise InputError("the data manager's parameters name no output folder (output_data.0.extra_files_path)") \
-            from None
-    return install(package, folder, json_path, name, model_id, description, evaluation, evaluation_name)
+        folder = None
+    if not isinstance(folder, str) or not folder:
+        raise InputError("the data manager's parameters name no output folder (output_data.0.extra_files_path)")
+    return folder

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 import tempfile
 from pathlib import Path
 
@@ -95,8 +96,16 @@ def headline(columns: list[str], rows: list[dict]) -> str:
             figures.pop()
         if len(figures) == 2:
             break
-    context = [summary[columns[0]]] + [f"{key} {summary[key]}" for key in ("role", "threshold") if summary.get(key)]
+    context = [summary[columns[0]]] + [f"{key} {_label(summary.get(key))}" for key in ("role", "threshold")
+                                       if _label(summary.get(key))]
     return f"{', '.join(figures)} ({', '.join(context)})" if figures else ""
+
+
+def _label(cell) -> str:
+    """A table cell shown in a headline: a number, or a word of letters, digits and ``_.-``; anything
+    else (a cell with tabs, line breaks or markup) is left out."""
+    text = str(cell or "").strip()
+    return text if re.fullmatch(r"[A-Za-z0-9_.+-]{1,40}", text) else ""
 
 
 def evaluation_section(columns: list[str], rows: list[dict], source: str) -> str:

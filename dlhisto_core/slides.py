@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .errors import InputError, one_line
+from .tiff_structure import MAX_IMAGE_PIXELS, TIFF_MAGIC, check_tiff_structure
 from .image_io import (OVERVIEW_SIDE, Reader, TiledImageReader, check_pixel_size, image_reader, overview_level,
                        strided_image)
 
@@ -40,6 +41,8 @@ MRXS_INDEX = b"[GENERAL]"
 """How a 3DHistech MRXS index (Slidedat.ini-like text) begins."""
 SAME_PIXEL_SIZE = 0.01
 """Pixel sizes within 1 % of each other are the same: no resampling."""
+MAX_ENLARGEMENT = 16
+"""Most a slide is enlarged to reach a working pixel size (a 0.03 µm model on a 0.5 µm scan)."""
 RESAMPLING_MARGIN = 2
 """Source pixels read around a resampled region, so that neighbouring regions join without seams."""
 
@@ -58,13 +61,15 @@ def slide_format(path: str | os.PathLike, name: str | None = None) -> str | None
         raise InputError(f"'{name or Path(path).name}' is the index of a 3DHistech MRXS slide, without the folder of "
                          "image data it names (Galaxy stores the index alone): export the slide as OME-TIFF or DICOM "
                          "(QuPath, bfconvert) and use that")
+    is_tiff = head[:4] in TIFF_MAGIC
+    if is_tiff:
+        check_tiff_structure(path, name or Path(path).name)  # before OpenSlide's own parser reads it
     try:
         found = openslide.OpenSlide.detect_format(str(path))
     except openslide.OpenSlideError:
         return None
     if found in (None, "generic-tiff"):
         return None
-    is_tiff = head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
     is_dicom = head[128:132] == b"DICM"
     if found not in SINGLE_FILE_FORMATS or not (is_dicom if found == "dicom" else is_tiff):
         raise InputError(f"'{name or Path(path).name}' is a slide format made of several files ({found}); dlhisto "
@@ -170,7 +175,13 @@ class ResampledReader(Reader):
         self.source, self.pixel_size, self.name = source, pixel_size, source.name
         self.dtype = np.dtype(np.uint8) if source.dtype == np.uint8 else np.dtype(np.float32)
         self.scale = (source.pixel_size[0] / pixel_size[0], source.pixel_size[1] / pixel_size[1])
+        if max(self.scale) > MAX_ENLARGEMENT:
+            raise InputError(f"reading '{source.name}' ({source.pixel_size[1]:g} µm per pixel) at {pixel_size[1]:g} µm "
+                             f"would enlarge it {max(self.scale):.4g} times; at most {MAX_ENLARGEMENT} are accepted")
         height, width = (max(1, round(n * s)) for n, s in zip(source.shape[:2], self.scale))
+        if height * width > MAX_IMAGE_PIXELS:
+            raise InputError(f"'{source.name}' at {pixel_size[1]:g} µm would be {width} x {height} pixels; at most "
+                             f"{MAX_IMAGE_PIXELS / 1e9:.0f} gigapixels are accepted")
         self.shape = (height, width, *source.shape[2:])
 
     def read_region(self, y: int, x: int, height: int, width: int) -> np.ndarray:

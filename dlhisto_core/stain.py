@@ -42,6 +42,16 @@ MIN_OPTICAL_DENSITY = 0.15
 """Macenko: pixels with an optical density below this in any channel are glass (beta)."""
 MIN_STAINED_PIXELS = 100
 FORMAT = "dlhisto-stain-reference"
+UNIT_TOLERANCE = 0.01
+"""Macenko: how far a stain vector's length may be from 1."""
+NEGATIVE_TOLERANCE = 0.1
+"""Macenko: how far below 0 a stain vector's optical density may be (a fit on an image where a
+stain barely absorbs in one channel comes out slightly negative there)."""
+MAX_STAIN_COSINE = 0.99
+"""Macenko: the two stain vectors must be at least 8 degrees apart."""
+MAX_CONCENTRATION = 2 * math.log(255)
+"""Macenko: the largest concentration an 8-bit pixel can give (its optical density is at most
+log(255); two stains at most double it)."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +78,34 @@ class StainReference:
             array = np.asarray(value if value is not None else [], dtype=float)
             if array.shape != shape or not np.isfinite(array).all():
                 raise InputError(f"a {self.method} stain reference needs {' x '.join(map(str, shape))} finite numbers")
-        positive = self.max_concentrations if self.method == "macenko" else self.lab_std
-        if min(positive) <= 0:
-            raise InputError(f"the {self.method} stain reference holds a spread of zero or less: {positive}")
+        if self.method == "macenko":
+            _check_macenko(np.asarray(self.stain_matrix), np.asarray(self.max_concentrations))
+        else:
+            _check_reinhard(np.asarray(self.lab_mean), np.asarray(self.lab_std))
+
+
+def _check_macenko(matrix: np.ndarray, concentrations: np.ndarray) -> None:
+    """Stain vectors as Macenko's method finds them: two unit vectors of optical density, not
+    negative, far from parallel (the matrix is inverted); concentrations that 8-bit images give."""
+    norms = np.linalg.norm(matrix, axis=0)
+    if not np.allclose(norms, 1, atol=UNIT_TOLERANCE) or (matrix < -NEGATIVE_TOLERANCE).any():
+        raise InputError("a macenko stain reference needs two stain vectors of length 1 with no negative optical "
+                         f"density; got lengths {', '.join(f'{n:.3g}' for n in norms)}")
+    if abs(float(matrix[:, 0] @ matrix[:, 1])) > MAX_STAIN_COSINE:
+        raise InputError("the macenko stain reference's two stain vectors are (nearly) the same direction: the "
+                         "stains could not be told apart")
+    if not ((concentrations > 0) & (concentrations <= MAX_CONCENTRATION)).all():
+        raise InputError(f"the macenko stain reference's maximum concentrations must lie in (0, {MAX_CONCENTRATION:g}], "
+                         "the range of 8-bit stained images")
+
+
+def _check_reinhard(mean: np.ndarray, std: np.ndarray) -> None:
+    """L*a*b* statistics of an image: L* in [0, 100], a* and b* in [-128, 127], spreads in (0, 100]."""
+    low, high = np.array([0, -128, -128]), np.array([100, 127, 127])
+    if not ((mean >= low) & (mean <= high)).all():
+        raise InputError("the reinhard stain reference's L*a*b* means must lie in [0, 100], [-128, 127], [-128, 127]")
+    if not ((std > 0) & (std <= 100)).all():
+        raise InputError("the reinhard stain reference's L*a*b* spreads must lie in (0, 100]")
 
 
 def fit(image, method: str = "macenko", name: str | None = None) -> StainReference:

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from . import untrusted
 from .errors import InputError
 from .outputs import atomic_output
 
@@ -34,6 +35,7 @@ def read_tile_classes(path: str | os.PathLike, name: str | None = None) -> dict[
         classes[fields[0]] = fields[1]
     if not classes:
         raise InputError(f"'{name}' lists no image with a class")
+    untrusted.check_class_count(len(set(classes.values())), f"'{name}'")
     return classes
 
 
@@ -63,6 +65,7 @@ def read_class_regions(path: str | os.PathLike, name: str | None = None
         regions.append((row["image"], row["class"], box))
     if not regions:
         raise InputError(f"'{name}' lists no region with a class")
+    untrusted.check_class_count(len({cls for _, cls, _ in regions}), f"'{name}'")
     return regions
 
 
