@@ -10,6 +10,7 @@ is left behind. Unexpected errors (bugs) give one line too, and the traceback wi
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -19,9 +20,11 @@ from pathlib import Path
 from . import stain
 from .annotation import AutoAnnotateOptions
 from .classic import ClassicOptions, segment_classic
-from .cli_parser import build_parser
+from .cli_parser import INPUT_FILES, build_parser
+from .confine import Confinement, run_confined
+from .confine import mode as confine_mode
 from .dl_options import ClassifyOptions, DataOptions, PredictOptions, TrainOptions, TransferOptions
-from .errors import InputError, one_line
+from .errors import InputError, one_line, quiet_libraries
 from .features import FeatureSettings
 from .geojson import ExportOptions, ImportOptions, geojson_to_labels, labels_to_geojson
 from .image_io import read_image, single_channel, write_image, write_labels
@@ -300,6 +303,17 @@ STEPS = {name[4:]: function for name, function in globals().items() if name.star
 """The function that runs each subcommand of :func:`cli_parser.build_parser`."""
 
 
+def _python_environments(python: str) -> list[Path]:
+    """The folders of a Python's virtual environment and of the installation it was made from
+    (each a folder with a ``pyvenv.cfg`` or a ``lib/python3.*``); nothing else around the program."""
+    found = []
+    for program in (Path(python).absolute(), Path(python).resolve()):
+        prefix = program.parent.parent
+        if (prefix / "pyvenv.cfg").is_file() or any(prefix.glob("lib/python3.*")):
+            found.append(prefix)
+    return found
+
+
 def _stain_reference(args: argparse.Namespace):
     """The stain reference of --stain-normalization and --stain-reference (fitted or loaded), or None."""
     if not args.stain_normalization:
@@ -373,18 +387,42 @@ def _pair_by_name(args: argparse.Namespace) -> None:
 
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, confine: bool | None = None) -> int:
+    """Run one step from its command line; returns the exit status.
+
+    ``confine``: run the step in a confined child process (:mod:`confine`); by default when
+    run as the ``dlhisto`` command (``argv`` None), not when called from Python with ``argv``.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = f"dlhisto {args.step}"
+    fail = functools.partial(_fail, prog)
+
+    def checked():
+        outputs, inputs = _outputs_and_inputs(args)
+        check_outputs(outputs, inputs)
+        if (argv is None if confine is None else confine) and confine_mode() != "off":
+            return run_confined(functools.partial(_guarded, args, prog, _run), _confinement(args, outputs, inputs),
+                                fail)
+        return _run(args)
+    return _guarded(args, prog, checked)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.threads:
+        limit_threads(args.threads)
+    with cancel_on_signals():
+        if getattr(args, "pair_by_name", False):
+            _pair_by_name(args)
+        STEPS[args.step](args)
+    return 0
+
+
+def _guarded(args: argparse.Namespace, prog: str, run) -> int:
+    """``run(args)``'s exit status, an error turned into its one line and exit status."""
     try:
-        if args.threads:
-            limit_threads(args.threads)
-        with cancel_on_signals():
-            check_outputs(*_outputs_and_inputs(args))
-            if getattr(args, "pair_by_name", False):
-                _pair_by_name(args)
-            STEPS[args.step](args)
+        with quiet_libraries():
+            return run(args) if run is _run else run()
     except Cancelled as exc:
         return _fail(prog, f"cancelled by {exc}; no output was written", 128 + exc.signum)
     except InputError as exc:
@@ -398,7 +436,35 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         return _fail(prog, f"internal error: {type(exc).__name__}: {exc} "
                      "(please report it; DLHISTO_DEBUG=1 shows the traceback)", 4, label="")
-    return 0
+
+
+NETWORK_STEPS = {"omero_fetch", "omero_push", "deposit_upload"}
+"""Steps that talk to a server: confined like the others, but with TCP."""
+
+
+def _confinement(args: argparse.Namespace, outputs: dict, inputs: list) -> Confinement:
+    """What the step may touch: its inputs, its outputs, and the folders some steps write whole."""
+    confinement = Confinement(read=[Path(p) for p in inputs], outputs=[Path(p) for p in outputs.values() if p],
+                              network=args.step in NETWORK_STEPS)
+    if getattr(args, "checkpoint", None):
+        confinement.write.append(Path(args.checkpoint).resolve().parent)
+    if getattr(args, "output_dir", None):
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        confinement.write.append(Path(args.output_dir))
+    if args.step == "install_model":  # Galaxy's parameters, replaced by the row; the package's folder
+        from .model_base import data_manager_folder
+
+        confinement.outputs.append(Path(args.data_manager_json))
+        folder = Path(data_manager_folder(args.data_manager_json))
+        folder.mkdir(parents=True, exist_ok=True)
+        confinement.write.append(folder)
+    if args.step == "deposit":
+        from .deposit import validator_python_path
+
+        python = validator_python_path(args.validator_python)
+        if python:  # the validator's environment, and the Python it was made from
+            confinement.read += [Path(python).absolute(), *_python_environments(python)]
+    return confinement
 
 
 def _fail(prog: str, message: str, status: int, label: str = "error: ") -> int:
@@ -408,14 +474,15 @@ def _fail(prog: str, message: str, status: int, label: str = "error: ") -> int:
 
 
 def _outputs_and_inputs(args: argparse.Namespace) -> tuple[dict, list]:
-    """The step's output paths, and every other argument naming an existing file (its inputs)."""
+    """The step's output paths, and the existing files and folders its input arguments name
+    (:data:`cli_parser.INPUT_FILES`)."""
     flags = getattr(args, "outputs", None) or {}
     outputs = {flag: getattr(args, dest) for dest, flag in flags.items()}
     inputs = []
-    for dest, value in vars(args).items():
-        if dest not in flags and dest != "checkpoint":
-            inputs += [item for item in (value if isinstance(value, list) else [value])
-                       if isinstance(item, str) and os.path.isfile(item)]
+    for dest in sorted(INPUT_FILES - set(flags)):
+        value = getattr(args, dest, None)
+        inputs += [item for item in (value if isinstance(value, list) else [value])
+                   if isinstance(item, str) and os.path.exists(item)]
     return outputs, inputs
 
 

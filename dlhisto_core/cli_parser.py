@@ -24,6 +24,16 @@ from .shipped_models import SHIPPED
 DESCRIPTION = "dlhisto: image analysis for digital histology, one subcommand per step (each one a Galaxy tool)"
 
 
+INPUT_FILES = frozenset({
+    "input", "image", "labels", "target", "annotation", "geojson", "reference", "marker", "classifier", "model",
+    "pretrained", "prediction", "truth", "tile_classes", "stain_reference", "validation_image", "validation_labels",
+    "validation_annotation", "test_image", "test_labels", "metadata", "credentials", "evaluation", "attach", "bundle",
+    "table", "data_manager_json"})
+"""The arguments (dests) that name input files, in any step where they are not an output
+(:func:`add_output`): the only files a confined step may read besides the software, and the
+files an output may not overwrite. Names, descriptions and other text never grant access."""
+
+
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one line, like every other dlhisto error."""
 
@@ -156,17 +166,23 @@ def _author_name(text: str) -> str:
     return text
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+MAX_THREADS = 256
+"""Most threads a step may be given (--threads): more than any node's cores, fewer than would
+exhaust the process's threads (ONNX Runtime starts them all at once)."""
+
+
+def _thread_count(text: str) -> int:
+    """An argparse type: a whole number of threads, 1 to :data:`MAX_THREADS`."""
+    text = text.strip()
+    if not text.isdigit() or len(text) > 6 or not 1 <= int(text) <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_THREADS}, not {text[:20]!r}")
     return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dlhisto", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"dlhisto {__version__}")
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
+    parser.add_argument("--threads", type=_thread_count, metavar="N",
                         help="CPU threads of each library (Galaxy: the job's GALAXY_SLOTS; default: one per core)")
     steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
 

@@ -2,14 +2,21 @@
 
 Every output is written to a hidden ``.<name>.<random>.part`` file beside its final path and
 moved into place only when the whole step has succeeded; a step with several outputs moves
-them together (:func:`outputs_together`). A failed step, a full disk, a job cancelled with
-SIGTERM or Ctrl-C (:func:`cancel_on_signals`) or killed with SIGKILL therefore never leaves a
-result that looks complete where Galaxy, or a user, would pick it up.
+them together (:func:`outputs_together`), holding a lock on their folders while it does
+(:func:`commit`), so that runs writing the same outputs at once never leave one run's output
+beside another's. A failed step, a full disk, a job cancelled with SIGTERM or Ctrl-C
+(:func:`cancel_on_signals`) or killed with SIGKILL therefore never leaves a result that looks
+complete where Galaxy, or a user, would pick it up.
+
+A confined step (:mod:`confine`) cannot create files beside its outputs: their .part files are
+made before it starts (:func:`reserve`), and it only records which are complete
+(:func:`defer_commits`); the unconfined parent moves them once the step has succeeded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import tempfile
@@ -22,7 +29,13 @@ from .errors import InputError
 _pending: set[Path] = set()
 """The .part files being written, removed by :func:`cancel_on_signals` if the job is cancelled."""
 _pending_lock = threading.Lock()
+_reserved: dict[str, Path] = {}
+"""Final path (real path) -> its .part file, made by :func:`reserve` before a confined step starts."""
+_deferred_record: Path | None = None
+"""In a confined step: the file that lists the outputs ready to be moved by the parent."""
 
+MAX_PART_NAME_BYTES = 200
+"""Most bytes of an output's name kept in its .part file's name (which adds 15, within 255)."""
 SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT (Ctrl-C)"}
 
 
@@ -56,27 +69,89 @@ def outputs_together(*paths: str | os.PathLike | None) -> Iterator[list[Path | N
     (['a.txt', 'b.txt'], None)
     """
     finals = [None if p is None else Path(p) for p in paths]
+    nested = [final for final in finals if final is not None and _is_pending(final)]
+    finals = [None if final in nested else final for final in finals]  # written whole already by an outer block
     temps: list[Path | None] = []
     try:
         for final in finals:
             temps.append(None if final is None else _new_part(final))
         try:
-            yield list(temps)
+            yield [Path(p) if p is not None and Path(p) in nested else temp for p, temp in zip(paths, temps)]
             mode = 0o666 & ~_current_umask()  # mkstemp made them private
             for temp in temps:
                 if temp is not None:
                     os.chmod(temp, mode)
-            for temp, final in zip(temps, finals):
-                if temp is not None:
-                    os.replace(temp, final)
+            written = [(temp, final) for temp, final in zip(temps, finals) if temp is not None]
+            deferred = [(t, f) for t, f in written if _deferred_record is not None and _is_reserved(t, f)]
+            commit([pair for pair in written if pair not in deferred])
+            if deferred:
+                with open(_deferred_record, "a") as fh:
+                    fh.writelines(f"{os.path.realpath(final)}\n" for _, final in deferred)
         except OSError as exc:
             raise _naming_final_path(exc, temps, finals) from exc
     finally:
         for temp in temps:
             if temp is not None:
-                temp.unlink(missing_ok=True)
+                if temp not in _reserved.values():  # reserved ones are the parent's to remove
+                    temp.unlink(missing_ok=True)
                 with _pending_lock:
                     _pending.discard(temp)
+
+
+def commit(pairs: list[tuple[Path, Path]]) -> None:
+    """Move each (.part file, final path) into place, holding an exclusive lock on every folder
+    involved (in a fixed order), so that two runs committing the same outputs do it one after
+    the other, each set whole."""
+    folders = sorted({os.path.realpath(os.path.dirname(os.path.abspath(final))) for _, final in pairs})
+    with contextlib.ExitStack() as locks:
+        for folder in folders:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            locks.callback(os.close, fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        for temp, final in pairs:
+            os.replace(temp, final)
+
+
+def reserve(paths: list[str | os.PathLike]) -> dict[str, Path]:
+    """Make the .part file of each output now (final real path -> .part file), for a step that
+    will not be allowed to create files beside its outputs; :func:`release` removes what is left."""
+    reserved = {}
+    try:
+        for path in paths:
+            reserved[os.path.realpath(path)] = _new_part(Path(path))
+    except BaseException:
+        release(reserved)
+        raise
+    _reserved.update(reserved)
+    return reserved
+
+
+def release(reserved: dict[str, Path]) -> None:
+    """Remove the reserved .part files that were not moved into place."""
+    for key, part in reserved.items():
+        _reserved.pop(key, None)
+        part.unlink(missing_ok=True)
+        with _pending_lock:
+            _pending.discard(part)
+
+
+def defer_commits(reserved: dict[str, Path], record: Path) -> None:
+    """In a confined step: write outputs into their ``reserved`` .part files and list the complete
+    ones in ``record`` instead of moving them (the parent moves them when the step succeeded)."""
+    global _deferred_record
+    _reserved.clear()
+    _reserved.update(reserved)
+    _deferred_record = record
+
+
+def _is_pending(path: Path) -> bool:
+    """True for a .part file being written: an outer block already moves it into place whole."""
+    with _pending_lock:
+        return path in _pending
+
+
+def _is_reserved(temp: Path, final: Path) -> bool:
+    return _reserved.get(os.path.realpath(final)) == temp
 
 
 @contextlib.contextmanager
@@ -132,12 +207,19 @@ def remove_pending() -> None:
         pending = list(_pending)
         _pending.clear()
     for path in pending:
-        path.unlink(missing_ok=True)
+        if path not in _reserved.values():  # reserved ones are the parent's to remove
+            path.unlink(missing_ok=True)
 
 
 def _new_part(final: Path) -> Path:
+    reserved = _reserved.get(os.path.realpath(final))
+    if reserved is not None and reserved.exists():
+        with open(reserved, "wb"):  # empty, as a new one would be
+            pass
+        return reserved
+    shown = final.name.encode()[:MAX_PART_NAME_BYTES].decode(errors="ignore")  # the whole name within 255 bytes
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{shown}.", suffix=".part", dir=final.parent)
     except OSError as exc:
         raise type(exc)(exc.errno, exc.strerror, os.fspath(final)) from exc
     os.close(fd)
