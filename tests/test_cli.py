@@ -230,8 +230,9 @@ def test_threads_caps_every_library_the_step_uses(test_data, tmp_path):
     assert (tmp_path / "labels.tif").exists()
 
 
-def test_threads_must_be_a_positive_count(test_data, tmp_path):
-    result = dlhisto("--threads", "0", *segment_args(test_data / "nuclei.tif", tmp_path))
-    assert result.returncode == 2
-    assert "--threads: expected a whole number of at least 1, not '0'" in result.stderr
+@pytest.mark.parametrize("count,shown", [("0", "'0'"), ("100000", "'100000'"), ("9" * 5000, "'" + "9" * 20 + "'")])
+def test_threads_must_be_a_count_a_node_has(count, shown, test_data, tmp_path):
+    result = dlhisto("--threads", count, *segment_args(test_data / "nuclei.tif", tmp_path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"--threads: expected a whole number from 1 to 256, not {shown}" in result.stderr
     assert not list(tmp_path.iterdir())

@@ -98,12 +98,28 @@ def test_references_round_trip_and_hostile_ones_are_refused(reference_image, tmp
         "another format": ({**saved, "format": "other"}, "is not a dlhisto stain reference"),
         "two columns short": ({**saved, "stain_matrix": [[1, 2]]}, "needs 3 x 2 finite numbers"),
         "NaN": ({**saved, "max_concentrations": [float("nan"), 1]}, "needs 2 finite numbers"),
-        "zero spread": ({**saved, "max_concentrations": [0, 1]}, "a spread of zero or less"),
+        "zero spread": ({**saved, "max_concentrations": [0, 1]}, r"concentrations must lie in \(0, 11.08"),
+        "stain vectors of zeros": ({**saved, "stain_matrix": [[0, 0]] * 3}, "stain vectors of length 1"),
+        "values of 1e308": ({**saved, "stain_matrix": [[1e308, 1e308]] * 3}, "stain vectors of length 1"),
+        "one stain twice": ({**saved, "stain_matrix": [[0.6, 0.6], [0.64, 0.64], [0.48, 0.48]]},
+                            "the same direction"),
+        "negative densities": ({**saved, "stain_matrix": [[-0.6, 0.3], [-0.64, 0.78], [-0.48, 0.55]]},
+                               "no negative optical density"),
+        "huge concentration": ({**saved, "max_concentrations": [1e308, 1]}, "concentrations must lie in"),
+        "a 5000-digit number": (json.dumps({**saved, "max_concentrations": "N"}).replace('"N"', f"[{'9' * 5000}, 1]"),
+                                "a number of 5000 digits"),
+        "a 400-digit number": (json.dumps({**saved, "max_concentrations": "N"}).replace('"N"', f"[{'9' * 400}, 1]"),
+                               "a number of 400 digits"),
         "unknown field": ({**saved, "code": "import os"}, "unknown field"),
         "unknown method": ({**saved, "method": "vahadane"}, "unknown stain normalisation 'vahadane'"),
     }
+    saved_reinhard = json.loads((tmp_path / "reinhard.json").read_text())
+    cases |= {
+        "lightness above 100": ({**saved_reinhard, "lab_mean": [140, 0, 0]}, "means must lie in"),
+        "no spread": ({**saved_reinhard, "lab_std": [10, 0, 5]}, r"spreads must lie in \(0, 100\]"),
+    }
     for case, (data, message) in cases.items():
-        (tmp_path / "bad.json").write_text(json.dumps(data))
+        (tmp_path / "bad.json").write_text(data if isinstance(data, str) else json.dumps(data))
         with pytest.raises(InputError, match=message):
             stain.load(tmp_path / "bad.json")
     with pytest.raises(InputError, match="needs an RGB brightfield image"):
