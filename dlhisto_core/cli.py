@@ -4,7 +4,8 @@ function of the package and writes what it returns.
 
 Errors in the input end the command with one line on stderr and exit status 2; no output file
 is left behind. Unexpected errors (bugs) give one line too, and the traceback with
-``DLHISTO_DEBUG=1``.
+``DLHISTO_DEBUG=1``. Run as the ``dlhisto`` command, each step runs in a confined child process
+(:mod:`confine`): it reads only the files its input arguments name (:data:`cli_parser.INPUT_FILES`).
 """
 
 from __future__ import annotations
@@ -393,19 +394,20 @@ def main(argv: list[str] | None = None, confine: bool | None = None) -> int:
     ``confine``: run the step in a confined child process (:mod:`confine`); by default when
     run as the ``dlhisto`` command (``argv`` None), not when called from Python with ``argv``.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     prog = f"dlhisto {args.step}"
-    fail = functools.partial(_fail, prog)
+    confined = argv is None if confine is None else confine
+    return _guarded(prog, functools.partial(_start, args, prog, confined))
 
-    def checked():
-        outputs, inputs = _outputs_and_inputs(args)
-        check_outputs(outputs, inputs)
-        if (argv is None if confine is None else confine) and confine_mode() != "off":
-            return run_confined(functools.partial(_guarded, args, prog, _run), _confinement(args, outputs, inputs),
-                                fail)
-        return _run(args)
-    return _guarded(args, prog, checked)
+
+def _start(args: argparse.Namespace, prog: str, confined: bool) -> int:
+    """Check the outputs, then run the step here or in a confined child."""
+    outputs, inputs = _outputs_and_inputs(args)
+    check_outputs(outputs, inputs)
+    if confined and confine_mode() != "off":
+        return run_confined(functools.partial(_guarded, prog, functools.partial(_run, args)),
+                            _confinement(args, outputs, inputs), functools.partial(_fail, prog))
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -418,11 +420,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guarded(args: argparse.Namespace, prog: str, run) -> int:
-    """``run(args)``'s exit status, an error turned into its one line and exit status."""
+def _guarded(prog: str, run) -> int:
+    """``run()``'s exit status, an error turned into its one line and exit status."""
     try:
         with quiet_libraries():
-            return run(args) if run is _run else run()
+            return run()
     except Cancelled as exc:
         return _fail(prog, f"cancelled by {exc}; no output was written", 128 + exc.signum)
     except InputError as exc:

@@ -187,14 +187,16 @@ def load_fitting_state_dict(model: torch.nn.Module, state: dict[str, torch.Tenso
     model.load_state_dict(state)
 
 
-PICKLE_PROTOCOL_2 = b"\x80\x02"
-"""How torch.save's legacy (non-zip) files begin."""
+PICKLE_PROTOCOLS = b"\x02\x03\x04\x05"
+"""Pickle protocols (the byte after 0x80) of torch.save's legacy, non-zip files and plain pickles,
+which the safe unpickler then reads or refuses."""
 
 
 def check_weights_format(head: bytes, name: str) -> None:
-    """Refuse weights that begin as neither torch.save's zip or legacy pickle nor safetensors'
-    header (from their first bytes: a gigabyte of anything else is not read)."""
-    if not head.startswith((b"PK\x03\x04", PICKLE_PROTOCOL_2)) and head[8:9] != b"{":
+    """Refuse weights that begin as neither torch.save's zip, a pickle (legacy torch.save) nor
+    safetensors' header (from their first bytes: a gigabyte of anything else is not read)."""
+    is_pickle = head[:1] == b"\x80" and head[1:2] in PICKLE_PROTOCOLS
+    if not head.startswith(b"PK\x03\x04") and not is_pickle and head[8:9] != b"{":
         raise InputError(f"'{name}' is neither a PyTorch weights file (torch.save) nor a safetensors file")
 
 

@@ -68,15 +68,16 @@ def outputs_together(*paths: str | os.PathLike | None) -> Iterator[list[Path | N
     >>> sorted(p.name for p in folder.iterdir()), nothing
     (['a.txt', 'b.txt'], None)
     """
-    finals = [None if p is None else Path(p) for p in paths]
-    nested = [final for final in finals if final is not None and _is_pending(final)]
-    finals = [None if final in nested else final for final in finals]  # written whole already by an outer block
+    given = [None if p is None else Path(p) for p in paths]
+    nested = [path for path in given if path is not None and _is_pending(path)]  # an outer block's .part files
+    finals = [None if path in nested else path for path in given]
     temps: list[Path | None] = []
     try:
         for final in finals:
             temps.append(None if final is None else _new_part(final))
+        written_to = [path if path in nested else temp for path, temp in zip(given, temps)]
         try:
-            yield [Path(p) if p is not None and Path(p) in nested else temp for p, temp in zip(paths, temps)]
+            yield written_to
             mode = 0o666 & ~_current_umask()  # mkstemp made them private
             for temp in temps:
                 if temp is not None:
@@ -87,8 +88,8 @@ def outputs_together(*paths: str | os.PathLike | None) -> Iterator[list[Path | N
             if deferred:
                 with open(_deferred_record, "a") as fh:
                     fh.writelines(f"{os.path.realpath(final)}\n" for _, final in deferred)
-        except OSError as exc:
-            raise _naming_final_path(exc, temps, finals) from exc
+        except OSError as exc:  # a nested block names the outer block's .part file, which that block renames
+            raise _naming_final_path(exc, written_to, given) from exc
     finally:
         for temp in temps:
             if temp is not None:

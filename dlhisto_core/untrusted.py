@@ -55,13 +55,7 @@ def check_zip(archive: zipfile.ZipFile, name: str, max_total: int) -> None:
 def read_member(archive: zipfile.ZipFile, member: str, name: str, limit: int, head: int | None = None) -> bytes:
     """The bytes of one member, refused beyond ``limit`` (declared or actual size); with ``head``,
     only its first ``head`` bytes."""
-    try:
-        info = archive.getinfo(member)
-    except KeyError:
-        raise InputError(f"'{name}' has no file '{one_line(member)[:100]}'") from None
-    if info.file_size > limit:
-        raise InputError(f"'{name}': '{member}' would decompress to {_size(info.file_size)}; "
-                         f"at most {_size(limit)} are accepted")
+    info = _member_info(archive, member, name, limit)
     try:
         with archive.open(info) as fh:
             data = fh.read(limit + 1 if head is None else head)
@@ -70,6 +64,18 @@ def read_member(archive: zipfile.ZipFile, member: str, name: str, limit: int, he
     if len(data) > limit:
         raise InputError(f"'{name}': '{member}' is larger than {_size(limit)}")
     return data
+
+
+def _member_info(archive: zipfile.ZipFile, member: str, name: str, limit: int) -> zipfile.ZipInfo:
+    """The member's entry, refused when it is missing or declares more than ``limit`` bytes."""
+    try:
+        info = archive.getinfo(member)
+    except KeyError:
+        raise InputError(f"'{name}' has no file '{one_line(member)[:100]}'") from None
+    if info.file_size > limit:
+        raise InputError(f"'{name}': '{member}' would decompress to {_size(info.file_size)}; "
+                         f"at most {_size(limit)} are accepted")
+    return info
 
 
 def extract_zip(archive: zipfile.ZipFile, name: str, folder: Path, limit: int) -> None:
@@ -88,7 +94,17 @@ def extract_member(archive: zipfile.ZipFile, member: str, name: str, folder: Pat
         raise InputError(f"'{name}' holds a file named outside the package: '{one_line(member)[:100]}'")
     target = folder.joinpath(*parts)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(read_member(archive, member, name, limit))
+    info = _member_info(archive, member, name, limit)  # its declared size, before anything is decompressed
+    try:
+        with archive.open(info) as source, open(target, "wb") as copy:
+            copied = 0
+            while chunk := source.read(MIB):  # in chunks: memory stays small, whatever the member's size
+                copied += len(chunk)
+                if copied > limit:
+                    raise InputError(f"'{name}': '{one_line(member)[:100]}' is larger than {_size(limit)}")
+                copy.write(chunk)
+    except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise InputError(f"'{name}': '{member}' cannot be read ({one_line(exc)})") from None
     return target
 
 

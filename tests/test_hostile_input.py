@@ -22,6 +22,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import make_hostile_inputs as craft  # noqa: E402
+from cli_checks import assert_refused  # noqa: E402
 
 from dlhisto_core import cli, metrics  # noqa: E402
 
@@ -41,15 +42,6 @@ def in_process(capsys, *args):
     status = cli.main([str(a) for a in args])
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(args, status, captured.out, captured.err)
-
-
-def assert_refused(result, message, out=None, status=2):
-    assert result.returncode == status, result.stderr
-    assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n"), result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
-    assert message in result.stderr, result.stderr
-    if out is not None:
-        assert sorted(p.name for p in out.iterdir()) == [], "left behind"
 
 
 @pytest.fixture
@@ -413,7 +405,8 @@ def test_a_cancelled_training_cleans_up(signum, status, name, test_data, tmp_pat
          test_data / "nuclei_groundtruth.tif", "--patch-size", "64", "--patches-per-image", "16", "--epochs", "50",
          "--device", "cpu", "--model", out / "model.zip", "--history", out / "history.json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    assert _wait_for(lambda: any(work.glob("dlhisto-train-*/checkpoint.pt")) or process.poll() is not None)
+    # the confined step's TMPDIR is a private folder inside the job's
+    assert _wait_for(lambda: any(work.glob("**/dlhisto-train-*/checkpoint.pt")) or process.poll() is not None)
     assert process.poll() is None, "training ended before it could be cancelled"
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
