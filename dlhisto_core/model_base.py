@@ -110,7 +110,8 @@ def loc_row(row: dict) -> dict:
         bad = next((c for c in value if unicodedata.category(c) in FORBIDDEN_CATEGORIES), None)
         if bad is not None:
             raise InputError(f"the model base's {column} would hold the control character U+{ord(bad):04X} "
-                             f"('{one_line(value, 60)}'), which would break its table: refused")
+                             f"('{one_line(value.encode('unicode_escape').decode('ascii'), 80)}'), which would "
+                             "break its table: refused")
     for column in ("value", "path"):
         if not ID_PATTERN.match(checked[column]):
             raise InputError(f"the model base's {column} {checked[column]!r} must be 1-64 lower-case letters, digits, "

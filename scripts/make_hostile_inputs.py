@@ -6,6 +6,8 @@ and the Galaxy expect_failure tests: run it to remake the two kept in test-data/
     test-data/zoo_reads_files.zip             a bioimage.io package whose TorchScript behaves on its test
                                               input and, on larger windows, copies /etc/hostname into its
                                               output and overwrites it (torch.from_file)
+    test-data/zoo_control_description.zip     a bioimage.io package whose description holds terminal escapes
+                                              (control characters that must not reach the model base's table)
     test-data/svs_huge_tile.svs               an Aperio SVS (2 KB) whose level 0 declares one tile of
                                               2^20 x 2^20 px (OpenSlide aborts on its allocation)
 """
@@ -206,6 +208,9 @@ def main() -> None:
     zoo = ROOT / "test-data" / "zoo" / "ts05_zmuv_halo.zip"
     with_weights(ROOT / "test-data" / "zoo_reads_files.zip", zoo, file_touching_torchscript(zoo, "/etc/hostname"))
     svs_huge_tile(ROOT / "test-data" / "svs_huge_tile.svs", ROOT / "test-data" / "cmu_small_region.svs")
+    rdf = rdf_of(zoo)
+    rdf["description"] = "three convolutions\x1b[2J and a forged row"
+    package(ROOT / "test-data" / "zoo_control_description.zip", rdf, members_of(zoo))
 
 
 if __name__ == "__main__":
