@@ -70,9 +70,8 @@ class Confinement:
         rules = landlock.Rules(network=self.network)
         for path in (*SYSTEM_READ, *_software_paths(), *self.read):
             rules.allow(path, landlock.READ)
-        everything = (1 << 16) - 1
         for path in (*DEVICES, *_gpu_devices(), work, *self.write):
-            rules.allow(path, everything)
+            rules.allow(path, landlock.EVERYTHING)
         for part in parts:
             rules.allow(part, landlock.READ_FILE | landlock.WRITE_FILE | landlock.TRUNCATE)
         return rules
@@ -98,28 +97,30 @@ def run_confined(step: Callable[[], int], confinement: Confinement, fail: Callab
     record = work / ".committed"
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     try:
         pid = os.fork()
         if pid == 0:  # the child: confined, then the step; it never returns from here
-            os._exit(_child(step, confinement.rules(work, list(reserved.values())), work, record, reserved))
+            os._exit(_child(step, confinement.rules(work, list(reserved.values())), work, record, reserved, parent))
         return _parent(pid, reserved, record, fail)
     finally:
         outputs.release(reserved)
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _child(step: Callable[[], int], rules: landlock.Rules, work: Path, record: Path, reserved: dict) -> int:
+def _child(step: Callable[[], int], rules: landlock.Rules, work: Path, record: Path, reserved: dict,
+           parent: int) -> int:
     status = 4
     try:
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the parent killed: so is the child
-        if os.getppid() == 1:
+        if os.getppid() != parent:  # it was killed before that took effect
             return 143
         try:
             landlock.restrict_self(rules)
         except OSError:  # e.g. a container whose seccomp profile refuses Landlock's calls
             if mode() == "required":
                 raise
-        for variable in ("TMPDIR", "HOME", "MPLCONFIGDIR"):  # matplotlib's font list: made anew, 0.1 s
+        for variable in ("TMPDIR", "HOME", "MPLCONFIGDIR"):  # matplotlib makes its font list there
             os.environ[variable] = str(work)
         tempfile.tempdir = str(work)
         outputs.defer_commits(reserved, record)

@@ -27,6 +27,8 @@ _FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV
 """The rights a rule on a file (not a folder) may hold."""
 READ = READ_FILE | READ_DIR | EXECUTE
 """Read and run what is below a path."""
+EVERYTHING = (1 << 16) - 1
+"""Every file right Landlock knows (a folder the process owns)."""
 NET_BIND_TCP, NET_CONNECT_TCP = 1 << 0, 1 << 1
 SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
 
