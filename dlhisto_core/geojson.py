@@ -43,6 +43,8 @@ ON_RING = 1e-9
 """How close to a polygon's edge a pixel centre lies on it."""
 EDGES_AT_ONCE = 65536
 """Polygon edges rasterised together (their crossings are held in memory at once)."""
+MAX_FEATURES = 2_000_000
+"""Most features of one file (each checked feature keeps about 400 bytes: two million, 0.8 GB)."""
 MAX_FEATURE_VERTICES = 250_000
 """Most vertices of one feature (QuPath's tissue outlines have thousands)."""
 MAX_VERTICES = 50_000_000
@@ -377,6 +379,8 @@ def read_annotations(path: str | os.PathLike, name: str | None = None, downsampl
     name = name or Path(path).name
     annotations, vertices, classes = [], 0, set()
     for number, feature in enumerate(_features(path, name), 1):
+        if number > MAX_FEATURES:
+            raise InputError(f"'{name}' holds more than {MAX_FEATURES:,} features; at most {MAX_FEATURES:,} are accepted")
         what = f"feature {number}"
         if not isinstance(feature, dict) or feature.get("type") != "Feature":
             raise InputError(f"'{name}': {what} is not a GeoJSON Feature")

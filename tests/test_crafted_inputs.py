@@ -162,6 +162,18 @@ def test_a_large_geojson_is_read_feature_by_feature(tmp_path, out, test_data):
     assert peak < baseline + 2.5 * path.stat().st_size / 2**20, (peak, baseline)  # the text, not its objects
 
 
+def test_the_number_of_features_is_bounded(tmp_path, monkeypatch):
+    """2,000,000 features at most (about 0.8 GB of checked geometries); here the bound made 10."""
+    from dlhisto_core import geojson as module
+    from dlhisto_core.errors import InputError
+
+    monkeypatch.setattr(module, "MAX_FEATURES", 10)
+    points = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [k, k]}} for k in range(11)]
+    assert len(module.read_annotations(geojson(tmp_path / "ten.geojson", points[:10]))) == 10
+    with pytest.raises(InputError, match="'eleven.geojson' holds more than 10 features; at most 10 are accepted"):
+        module.read_annotations(geojson(tmp_path / "eleven.geojson", points))
+
+
 def test_a_test_tensor_larger_than_its_axes_allow_is_refused_before_loading(zoo, tmp_path, out, test_data):
     source = zoo["ts05_zmuv_halo"]
     members = craft.members_of(source)
