@@ -160,6 +160,7 @@ def with_evaluation(package, evaluation, output, name: str | None = None,
         config = rdf.get("config") if isinstance(rdf, dict) else None
         if not isinstance(config, dict) or not isinstance(config.get("dlhisto"), dict):
             raise InputError(f"'{name}' was not made by dlhisto: its model card is its maker's and is left as it is")
+        validate(rdf_path, name)  # as given (checksums included), before its card changes
         documentation = rdf.get("documentation")
         card = folder / str(documentation.get("source") if isinstance(documentation, dict) else "")
         if not isinstance(documentation, dict) or card.name != "README.md" or not card.is_file():

@@ -379,12 +379,15 @@ def _file(folder: Path, name: str) -> dict:
     return {"source": name, "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()}
 
 
-def validate(rdf_path: Path) -> None:
-    """Refuse a package that bioimageio.spec finds invalid (with its files checked)."""
+def validate(rdf_path: Path, name: str | None = None) -> None:
+    """Refuse a package that bioimageio.spec finds invalid (with its files checked): one that
+    dlhisto wrote (a bug), or with ``name`` one given by a user (an :class:`InputError`)."""
     from bioimageio.spec import ValidationContext, load_description
     with ValidationContext(perform_io_checks=True):
         description = load_description(rdf_path)
     if description.validation_summary.status == "failed":
         errors = [f"{'.'.join(map(str, e.loc))}: {e.msg}" for d in description.validation_summary.details
                   for e in d.errors]
+        if name is not None:
+            raise InputError(f"'{name}' is not a valid bioimage.io package: {one_line('; '.join(errors), 300)}")
         raise RuntimeError(f"dlhisto wrote an invalid bioimage.io package: {'; '.join(errors)[:500]}")

@@ -298,7 +298,8 @@ def _network(description, files: PackageFiles, name: str) -> tuple[str, Callable
         model_code.check_onnx(data, name)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = cpu_threads()  # 0: one per core
-        options.log_severity_level = 3  # errors only: its warnings are coloured lines on stderr
+        onnxruntime.set_default_logger_severity(3)  # errors only: its warnings are coloured lines on stderr
+        options.log_severity_level = 3
         try:
             session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:

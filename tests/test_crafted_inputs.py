@@ -75,6 +75,17 @@ def test_a_control_character_in_a_model_base_row_is_refused(description, charact
     assert json_path.read_text() == before and not any((tmp_path / "files").rglob("*.zip"))
 
 
+def test_a_package_whose_checksums_are_wrong_is_one_line_in_the_model_base(nuclei_model, test_data, tmp_path):
+    rdf = craft.rdf_of(nuclei_model)
+    rdf["weights"]["pytorch_state_dict"]["sha256"] = "0" * 64
+    package = tmp_path / "wrong_checksum.zip"
+    craft.package(package, rdf, craft.members_of(nuclei_model))
+    result = dlhisto("install_model", "--model", package, "--id", "wrong", "--data-manager-json", params(tmp_path),
+                     "--evaluation", test_data / "nuclei_evaluation.tsv")
+    assert_refused(result, "'wrong_checksum.zip' is not a valid bioimage.io package: weights.pytorch_state_dict: "
+                   "Value error, SHA256 mismatch")
+
+
 def test_model_base_rows_are_checked_column_by_column():
     from dlhisto_core.errors import InputError
     from dlhisto_core.model_base import COLUMNS, loc_row
