@@ -43,6 +43,8 @@ ON_RING = 1e-9
 """How close to a polygon's edge a pixel centre lies on it."""
 EDGES_AT_ONCE = 65536
 """Polygon edges rasterised together (their crossings are held in memory at once)."""
+MAX_COORDINATE = 1e9
+"""Largest coordinate accepted, in slide pixels (a 40x slide is about 10^5 pixels wide)."""
 MAX_FEATURES = 2_000_000
 """Most features of one file (each checked feature keeps about 400 bytes: two million, 0.8 GB)."""
 MAX_FEATURE_VERTICES = 250_000
@@ -405,6 +407,9 @@ def read_annotations(path: str | os.PathLike, name: str | None = None, downsampl
                              f"most {MAX_FEATURE_VERTICES:,} per feature and {MAX_VERTICES:,} in all are accepted")
         if not np.isfinite(coordinates).all():
             raise InputError(f"'{name}': {what} has coordinates that are not finite numbers")
+        if np.abs(coordinates).max() > MAX_COORDINATE:
+            raise InputError(f"'{name}': {what} has a coordinate of {np.abs(coordinates).max():.3g} pixels; "
+                             f"coordinates must lie within ±{MAX_COORDINATE:.0e} (no slide is larger)")
         if parsed.is_empty:
             raise InputError(f"'{name}': {what} has an empty geometry")
         if not parsed.is_valid:
@@ -658,7 +663,7 @@ def _ring_pixels(coords, top: int, left: int, shape: tuple[int, int]) -> np.ndar
         counts = np.clip(np.ceil(np.maximum(y0, y1)), 0, height).astype(np.int64) - first
         edge = np.repeat(np.arange(len(counts)), counts)
         rows = first[edge] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        x = x0[edge] + (rows - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
+        x = x0[edge] + (rows - y0[edge]) / (y1[edge] - y0[edge]) * (x1[edge] - x0[edge])
         np.add.at(toggles, (rows, np.clip(np.ceil(x), 0, width).astype(np.int64)), 1)
         _mark_points(on_ring, rows, x)
         for k in np.nonzero((y0 == y1) & (y0 == np.round(y0)))[0]:  # a horizontal edge along a row of centres
@@ -670,7 +675,7 @@ def _ring_pixels(coords, top: int, left: int, shape: tuple[int, int]) -> np.ndar
 
 def _mark_points(mask: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> None:
     """Set the pixels whose centres are the given points, where they are pixel centres in the mask."""
+    inside = (rows > -1) & (rows < mask.shape[0]) & (columns > -1) & (columns < mask.shape[1])
+    rows, columns = rows[inside], columns[inside]
     whole = (np.abs(rows - np.round(rows)) < ON_RING) & (np.abs(columns - np.round(columns)) < ON_RING)
-    r, c = np.round(rows[whole]).astype(np.int64), np.round(columns[whole]).astype(np.int64)
-    inside = (r >= 0) & (r < mask.shape[0]) & (c >= 0) & (c < mask.shape[1])
-    mask[r[inside], c[inside]] = True
+    mask[np.round(rows[whole]).astype(np.int64), np.round(columns[whole]).astype(np.int64)] = True

@@ -263,12 +263,15 @@ def test_whole_numbers_of_hundreds_of_digits_are_one_line(digits, zoo, tmp_path,
     assert_refused(result, f"a number of {digits} digits; at most 30 are accepted", out)
 
 
-def test_nan_coordinates_are_one_line(tmp_path, out, test_data):
-    path = tmp_path / "nan.geojson"
+@pytest.mark.parametrize("corner,message", [("NaN", "feature 1 has coordinates that are not finite numbers"),
+                                            ("1e308", "feature 1 has a coordinate of 1e+308 pixels; coordinates must "
+                                                      "lie within ±1e+09")])
+def test_coordinates_that_are_no_pixel_are_one_line(corner, message, tmp_path, out, test_data):
+    path = tmp_path / "corner.geojson"
     path.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": {"type": "Polygon", '
-                    '"coordinates": [[[0, 0], [NaN, 5], [5, 5], [0, 0]]]}}]}')
+                    f'"coordinates": [[[0, 0], [{corner}, 5], [5, 5], [0, 0]]]}}}}]}}')
     result = dlhisto("geojson_to_labels", path, "--image", test_data / "nuclei.tif", "--output", out / "l.tif")
-    assert_refused(result, "feature 1 has coordinates that are not finite numbers", out)
+    assert_refused(result, message, out)
 
 
 # ---- left from the first pass -------------------------------------------------------------------------
