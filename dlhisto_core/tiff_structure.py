@@ -25,11 +25,8 @@ MAX_TILE_PIXELS = 2**24
 MAX_PAGES = 10_000
 """Most images (pages) in one file."""
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
-
-
-def is_tiff(path: str | os.PathLike) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) in TIFF_MAGIC
+_checked: set[tuple[str, int, int]] = set()
+"""Files (real path, size, modification time) whose structure passed."""
 
 
 def check_tiff_structure(path: str | os.PathLike, name: str | None = None) -> None:
@@ -37,7 +34,11 @@ def check_tiff_structure(path: str | os.PathLike, name: str | None = None) -> No
     :data:`MAX_IMAGE_PIXELS`, has tiles larger than :data:`MAX_TILE_PIXELS`, or keeps pixel data
     outside the file."""
     name = name or Path(path).name
-    size = os.path.getsize(path)
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key in _checked:  # each pyramid level is opened on its own: the header is checked once
+        return
+    size = stat.st_size
     try:
         with tifffile.TiffFile(path, _multifile=False, is_mmstack=False, is_ndtiff=False) as tif:
             tif.pages.useframes = False
@@ -50,6 +51,7 @@ def check_tiff_structure(path: str | os.PathLike, name: str | None = None) -> No
             for page in pages + [_subifd(tif, offset) for offset in levels]:
                 if page is not None:
                     _check_page(page, size, name)
+        _checked.add(key)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - tifffile's errors for damaged headers vary
