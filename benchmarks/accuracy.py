@@ -60,9 +60,9 @@ import reference_data  # noqa: E402
 
 from scipy import ndimage  # noqa: E402
 
-from dlhisto_core import (ClassicOptions, PredictOptions, TrainOptions, evaluate_instances, load_package,  # noqa: E402
-                          pixel_classifier, predict, pretrained_model, segment_classic, train)
-from dlhisto_core.features import FeatureSettings  # noqa: E402
+from dlhisto_core import ClassicOptions, PredictOptions, TrainOptions, evaluate_instances, load_package, predict, pretrained_model, segment_classic, train
+from dlhisto_core.ml import pixel_classifier
+from dlhisto_core.imaging.features import FeatureSettings  # noqa: E402
 
 THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))
 PIXELS_PER_CLASS = 1500

@@ -5,7 +5,7 @@ The network is an untrained U-Net (mobilenet_v2 encoder by default, instance tas
 1 channel, seed 0); its weights do not change the amount of work.
 
 (a) Throughput: a grey slide of ``--size`` x ``--size`` pixels, a mosaic of the bundled nuclei
-    image stored as a tiled OME-TIFF (tiles of 512), goes through ``dl_predict.predict_slide``
+    image stored as a tiled OME-TIFF (tiles of 512), goes through ``prediction.predict_slide``
     writing only the class map (reading, normalisation, blending of the overlaps, argmax, tiled
     pyramidal output), in the default precision (float32 on CPUs) and in bfloat16. The
     baselines are the network's forward pass alone (``torch.inference_mode``) on as many
@@ -44,13 +44,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlhisto_core import dl_models
-from dlhisto_core.model_spec import ENCODERS, ModelSpec
-from dlhisto_core.dl_data import channel_range, scale_channels
-from dlhisto_core.dl_predict import PredictOptions, predict_slide
-from dlhisto_core.image_io import read_image, write_tiled_image
-from dlhisto_core.precision import inference_network
-from dlhisto_core.tiling import tile_grid
+from dlhisto_core.models import networks
+from dlhisto_core.models.spec import ENCODERS, ModelSpec
+from dlhisto_core.imaging.intensity import channel_range, scale_channels
+from dlhisto_core.dl.options import PredictOptions
+from dlhisto_core.dl.prediction import predict_slide
+from dlhisto_core.io.images import read_image
+from dlhisto_core.io.writers import write_tiled_image
+from dlhisto_core.dl.precision import inference_network
+from dlhisto_core.io.tiling import tile_grid
 
 NUCLEI = Path(__file__).resolve().parent.parent / "test-data" / "nuclei.tif"
 SLIDE_TILE = 512
@@ -58,7 +60,7 @@ SLIDE_TILE = 512
 
 def make_model(encoder: str) -> tuple[torch.nn.Module, ModelSpec]:
     spec = ModelSpec("instance", 3, 1, "unet", encoder)
-    return dl_models.build_model(spec, seed=0), spec
+    return networks.build_model(spec, seed=0), spec
 
 
 def options_from(args, skip_background: bool) -> PredictOptions:

@@ -1,18 +1,18 @@
 """Training throughput (samples/s) of dlhisto's training loop against a bare PyTorch loop.
 
 Patches (instance task: background / interior / boundary) are sampled with
-``dl_data.sample_patches`` from the bundled DSB2018 nuclei image into an HDF5 file, and split
-with ``dl_train.split_indices`` as ``dl_train.train`` does; only the training part is used.
+``patches.sample_patches`` from the bundled DSB2018 nuclei image into an HDF5 file, and split
+with ``loop.split_indices`` as ``loop.train`` does; only the training part is used.
 
-- dlhisto: ``dl_train._train_epoch`` called directly (the per-epoch loop of ``dl_train.train``:
+- dlhisto: ``loop._train_epoch`` called directly (the per-epoch loop of ``loop.train``:
   ``PatchDataset`` read through a ``DataLoader``, AdamW, loss ``ce_dice``), so that validation and
   the checkpoint written after each epoch are not timed. Measured with augmentation on (what
-  ``dl_train.train`` does by default) and off.
+  ``loop.train`` does by default) and off.
 - bare PyTorch: the same network built with the same seed, the same training patches already in
   memory as one tensor, the same batch size, AdamW (same learning rate and weight decay), the same
-  loss ``dl_train.make_loss("ce_dice", task)``, a random permutation per epoch; no augmentation, no
+  loss ``loop.make_loss("ce_dice", task)``, a random permutation per epoch; no augmentation, no
   validation, no checkpoint.
-- for information: the whole ``dl_train.train`` (validation and checkpoint included), counting
+- for information: the whole ``loop.train`` (validation and checkpoint included), counting
   only the training samples, and the data loading alone (the DataLoader of ``_train_epoch``
   iterated without the network).
 
@@ -37,42 +37,44 @@ from pathlib import Path
 import h5py
 import torch
 
-from dlhisto_core import dl_data, dl_models, dl_train
-from dlhisto_core.dl_options import TrainOptions
-from dlhisto_core.model_spec import ENCODERS, ModelSpec
+from dlhisto_core.dl import loop, precision
+from dlhisto_core.dl.patches import PatchDataset, sample_patches
+from dlhisto_core.models import networks
+from dlhisto_core.dl.options import TrainOptions
+from dlhisto_core.models.spec import ENCODERS, ModelSpec
 
 TEST_DATA = Path(__file__).resolve().parent.parent / "test-data"
 
 
 def dlhisto_epochs(spec, patches, train_idx, options, epochs: int, augment: bool) -> tuple[int, float]:
-    """Samples and seconds of ``epochs`` epochs of dl_train._train_epoch after one warm-up epoch."""
-    model = dl_models.build_model(spec, seed=options.seed)
-    device = dl_models.pick_device(options.device)
+    """Samples and seconds of ``epochs`` epochs of loop._train_epoch after one warm-up epoch."""
+    model = networks.build_model(spec, seed=options.seed)
+    device = precision.pick_device(options.device)
     model.to(device)
-    dataset = dl_data.PatchDataset(patches.path, train_idx, augment=augment, seed=options.seed)
+    dataset = PatchDataset(patches.path, train_idx, augment=augment, seed=options.seed)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=options.learning_rate, weight_decay=1e-4)
-    loss_fn = dl_train.make_loss(options.loss, spec.task)
-    dl_train._train_epoch(model, dataset, optimizer, loss_fn, options, 1, device)  # warm-up
+    loss_fn = loop.make_loss(options.loss, spec.task)
+    loop._train_epoch(model, dataset, optimizer, loss_fn, options, 1, device)  # warm-up
     per_epoch = (len(dataset) // options.batch_size) * options.batch_size if len(dataset) > options.batch_size \
         else len(dataset)
     start = time.perf_counter()
     for epoch in range(2, epochs + 2):
-        dl_train._train_epoch(model, dataset, optimizer, loss_fn, options, epoch, device)
+        loop._train_epoch(model, dataset, optimizer, loss_fn, options, epoch, device)
     return per_epoch * epochs, time.perf_counter() - start
 
 
 def bare_epochs(spec, patches, train_idx, options, epochs: int) -> tuple[int, float]:
     """The textbook loop over tensors in memory."""
-    model = dl_models.build_model(spec, seed=options.seed)
-    device = dl_models.pick_device(options.device)
+    model = networks.build_model(spec, seed=options.seed)
+    device = precision.pick_device(options.device)
     model.to(device)
     with h5py.File(patches.path, "r") as h5:
         images = torch.from_numpy(h5["images"][...][train_idx])
         targets = torch.from_numpy(h5["targets"][...][train_idx]).long()
     images, targets = images.to(device), targets.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=1e-4)
-    loss_fn = dl_train.make_loss(options.loss, spec.task)
+    loss_fn = loop.make_loss(options.loss, spec.task)
     batch = options.batch_size
     n_batches = len(images) // batch if len(images) > batch else 1
 
@@ -96,15 +98,15 @@ def bare_epochs(spec, patches, train_idx, options, epochs: int) -> tuple[int, fl
 
 
 def full_train(spec, patches, options, epochs: int, work: Path) -> tuple[int, float]:
-    """dl_train.train as run by `dlhisto train`: training seconds + validation + checkpoint per epoch
+    """loop.train as run by `dlhisto train`: training seconds + validation + checkpoint per epoch
     (the first epoch is the warm-up and is left out)."""
-    model = dl_models.build_model(spec, seed=options.seed)
+    model = networks.build_model(spec, seed=options.seed)
     checkpoint = work / "checkpoint.pt"
     checkpoint.unlink(missing_ok=True)  # a left-over checkpoint would be resumed
-    state = dl_train.train(model, patches.path, patches.out_channels,
+    state = loop.train(model, patches.path, patches.out_channels,
                            dataclasses.replace(options, epochs=epochs + 1, patience=epochs + 2),
                            checkpoint, log=lambda _: None)
-    train_idx, _ = dl_train.split_indices(patches.n_patches, options.validation_fraction, options.seed)
+    train_idx, _ = loop.split_indices(patches.n_patches, options.validation_fraction, options.seed)
     n = len(train_idx)
     per_epoch = (n // options.batch_size) * options.batch_size if n > options.batch_size else n
     return per_epoch * epochs, sum(h["seconds"] for h in state.history[1:])
@@ -112,7 +114,7 @@ def full_train(spec, patches, options, epochs: int, work: Path) -> tuple[int, fl
 
 def data_only(patches, train_idx, options, epochs: int) -> tuple[int, float]:
     """The DataLoader of _train_epoch (augmentation on) iterated without any network."""
-    dataset = dl_data.PatchDataset(patches.path, train_idx, augment=True, seed=options.seed)
+    dataset = PatchDataset(patches.path, train_idx, augment=True, seed=options.seed)
     samples, start = 0, time.perf_counter()
     for epoch in range(2, epochs + 2):
         dataset.epoch = epoch
@@ -126,24 +128,24 @@ def data_only(patches, train_idx, options, epochs: int) -> tuple[int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", choices=ENCODERS, default="mobilenet_v2")
-    parser.add_argument("--architecture", choices=list(dl_models.ARCHITECTURES), default="unet")
+    parser.add_argument("--architecture", choices=list(networks.ARCHITECTURES), default="unet")
     parser.add_argument("--patch-size", type=int, default=128)
     parser.add_argument("--patches", type=int, default=64, help="patches sampled from the image (80%% train)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs, after one warm-up epoch")
     parser.add_argument("--rounds", type=int, default=3, help="repeat every measurement; the median is printed")
-    parser.add_argument("--skip-full", action="store_true", help="skip the whole dl_train.train measurement")
+    parser.add_argument("--skip-full", action="store_true", help="skip the whole loop.train measurement")
     parser.add_argument("--json", help="also write the samples/s to this JSON file (benchmarks/run)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count())
 
     with tempfile.TemporaryDirectory(prefix="dl-training-bench-") as tmp:
         work = Path(tmp)
-        patches = dl_data.sample_patches([(TEST_DATA / "nuclei.tif", TEST_DATA / "nuclei_groundtruth.tif")],
+        patches = sample_patches([(TEST_DATA / "nuclei.tif", TEST_DATA / "nuclei_groundtruth.tif")],
                                          work / "patches.h5", "instance", args.patch_size, args.patches, seed=0)
         spec = ModelSpec("instance", patches.out_channels, patches.n_channels, args.architecture, args.encoder)
         options = TrainOptions(batch_size=args.batch_size, loss="ce_dice", seed=0, device="cpu")
-        train_idx, _ = dl_train.split_indices(patches.n_patches, options.validation_fraction, options.seed)
+        train_idx, _ = loop.split_indices(patches.n_patches, options.validation_fraction, options.seed)
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
               f"({torch.get_num_threads()} threads), CPU; {spec.architecture} {spec.encoder}, "
               f"{len(train_idx)} training patches of {args.patch_size} px, batch {args.batch_size}, "

@@ -37,8 +37,8 @@ def write_mosaic(path: Path, n_nuclei: int) -> tuple[int, int]:
     """A tiled uint32 TIFF of copies of the histolytics nuclei: (objects, side in pixels)."""
     from fetch_test_slides import fetch_histolytics
 
-    from dlhisto_core.image_io import write_tiled_image
-    from dlhisto_core.tiling import tile_grid
+    from dlhisto_core.io.writers import write_tiled_image
+    from dlhisto_core.io.tiling import tile_grid
 
     nuclei = np.load(fetch_histolytics()["hgsc_nest_inst_mask.npz"], allow_pickle=False)["nuc_raster"]
     per_copy, side = int(nuclei.max()), nuclei.shape[0]
@@ -57,7 +57,7 @@ def write_mosaic(path: Path, n_nuclei: int) -> tuple[int, int]:
 
 
 def export_dlhisto(labels: str, out: str) -> int:
-    from dlhisto_core.geojson import labels_to_geojson
+    from dlhisto_core.io.geojson import labels_to_geojson
 
     return labels_to_geojson(labels, out)
 

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from dlhisto_core import pixel_classifier
-from dlhisto_core.classic import objects_from_mask
-from dlhisto_core.features import FeatureSettings, compute_features, features_of_tile
-from dlhisto_core.image_io import TiledImageReader, read_image
-from dlhisto_core.measure import measure_objects
-from dlhisto_core.tiling import map_in_order, tile_grid
+from dlhisto_core.ml import pixel_classifier
+from dlhisto_core.classic.segmentation import objects_from_mask
+from dlhisto_core.imaging.features import FeatureSettings, compute_features, features_of_tile
+from dlhisto_core.io.readers import TiledImageReader
+from dlhisto_core.io.images import read_image
+from dlhisto_core.classic.measure import measure_objects
+from dlhisto_core.io.tiling import map_in_order, tile_grid
 
 TEST_DATA = Path(__file__).resolve().parent.parent / "test-data"
 MODES = {

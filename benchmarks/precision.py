@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlhisto_core import dl_classify, dl_predict, instances, model_package, shipped_models
-from dlhisto_core.dl_options import ClassifyOptions, PredictOptions
-from dlhisto_core.image_io import read_image, read_labels
-from dlhisto_core.precision import Precision
+from dlhisto_core.dl import classification, prediction, instances
+from dlhisto_core.models import packages, shipped
+from dlhisto_core.dl.options import ClassifyOptions, PredictOptions
+from dlhisto_core.io.images import read_image, read_labels
+from dlhisto_core.dl.precision import Precision
 
 DATA = Path(__file__).resolve().parent.parent / "test-data"
 DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -44,22 +45,22 @@ PIXELS_AGREE, F1_CHANGE, REGRESSION_RANGE = 0.999, 0.005, 0.01
 def forced(dtype):
     """Predict and classify run in autocast to ``dtype`` (None: float32), whatever the option."""
     chosen = lambda choice, device: Precision(device, dtype)  # noqa: E731
-    saved = dl_predict.network_precision, dl_classify.network_precision
-    dl_predict.network_precision = dl_classify.network_precision = chosen
+    saved = prediction.network_precision, classification.network_precision
+    prediction.network_precision = classification.network_precision = chosen
     try:
         yield
     finally:
-        dl_predict.network_precision, dl_classify.network_precision = saved
+        prediction.network_precision, classification.network_precision = saved
 
 
 def segmentation(name: str, package: Path, image: Path, truth: Path) -> list[dict]:
-    model, spec, rdf = model_package.load_package(package, package.name)
-    thresholds = model_package.instance_thresholds(rdf, package.name)
+    model, spec, rdf = packages.load_package(package, package.name)
+    thresholds = packages.instance_thresholds(rdf, package.name)
     true_labels = read_labels(truth).data
     outputs = {}
     for label, dtype in DTYPES.items():
         with forced(dtype):
-            outputs[label] = dl_predict.probabilities_in_memory(model, spec, image, PredictOptions(device="cpu"))
+            outputs[label] = prediction.probabilities_in_memory(model, spec, image, PredictOptions(device="cpu"))
     reference = outputs["fp32"].argmax(-1)
     f1 = {label: instances.objects_f1([(p, true_labels)], thresholds).f1 for label, p in outputs.items()}
     rows = []
@@ -73,14 +74,14 @@ def segmentation(name: str, package: Path, image: Path, truth: Path) -> list[dic
 
 
 def regression(name: str, package: Path, image: Path, clean: Path) -> list[dict]:
-    model, spec, rdf = model_package.load_package(package, package.name)
-    normalization = model_package.target_normalization(rdf, spec, package.name)
+    model, spec, rdf = packages.load_package(package, package.name)
+    normalization = packages.target_normalization(rdf, spec, package.name)
     target = read_image(clean).data.astype(np.float64)
     outputs = {}
     for label, dtype in DTYPES.items():
         with forced(dtype), tempfile.TemporaryDirectory() as work:
             path = Path(work) / "out.tif"
-            dl_predict.predict_image(model, spec, image, PredictOptions(device="cpu"), path, normalization)
+            prediction.predict_image(model, spec, image, PredictOptions(device="cpu"), path, normalization)
             outputs[label] = read_image(path).data.astype(np.float64)
     reference = outputs["fp32"]
     span = float(reference.max() - reference.min())
@@ -98,13 +99,13 @@ def regression(name: str, package: Path, image: Path, clean: Path) -> list[dict]
     return rows
 
 
-def classification(name: str, package: Path, images: list[Path], tile_size: int) -> list[dict]:
-    model, spec, rdf = model_package.load_package(package, package.name)
+def tile_classification(name: str, package: Path, images: list[Path], tile_size: int) -> list[dict]:
+    model, spec, rdf = packages.load_package(package, package.name)
     class_names = rdf["outputs"][0]["axes"][1]["channel_names"]
     classes = {}
     for label, dtype in DTYPES.items():
         with forced(dtype):
-            rows = dl_classify.classify_tiles(model, spec, class_names, [(str(p), p.name) for p in images],
+            rows = classification.classify_tiles(model, spec, class_names, [(str(p), p.name) for p in images],
                                               ClassifyOptions(tile_size=tile_size, device="cpu"))
             classes[label] = [row["class"] for row in rows]
     out = []
@@ -125,7 +126,7 @@ def main() -> None:
                         DATA / "nuclei_groundtruth.tif")
     rows += regression("test denoiser (regression)", DATA / "nuclei_denoiser.zip", DATA / "nuclei_q4_noisy.tif",
                        DATA / "nuclei_q4.tif")
-    rows += classification("test stain classifier", DATA / "stain_classifier.zip",
+    rows += tile_classification("test stain classifier", DATA / "stain_classifier.zip",
                            [DATA / "he_right.png", DATA / "ihc_right.png"], 64)
     if not args.skip_shipped:
         with tempfile.TemporaryDirectory() as work:
@@ -135,7 +136,7 @@ def main() -> None:
                 if not (DATA / image).is_file():
                     print(f"({name}: {image} is not here; scripts/fetch_test_slides.py writes it)")
                     continue
-                package = shipped_models.pretrained_model(name, Path(work) / f"{name}.zip")
+                package = shipped.pretrained_model(name, Path(work) / f"{name}.zip")
                 rows += segmentation(f"shipped {name}", package, DATA / image, DATA / truth)
     print(f"against float32 on this CPU; bar: pixels (or tiles) agree >= {PIXELS_AGREE:.1%}, objects' F1 "
           f"changes < {F1_CHANGE}, regression within {REGRESSION_RANGE:.0%} of its range")

@@ -18,9 +18,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import feature, filters, measure, morphology, segmentation
 
-from dlhisto_core.image_io import read_image
-from dlhisto_core.measure import measure_objects
-from dlhisto_core.classic import ClassicOptions, segment_classic
+from dlhisto_core.io.images import read_image
+from dlhisto_core.classic.measure import measure_objects
+from dlhisto_core.classic.segmentation import ClassicOptions, segment_classic
 
 NUCLEI = Path(__file__).resolve().parent.parent / "test-data" / "nuclei.tif"
 

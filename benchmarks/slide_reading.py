@@ -12,7 +12,7 @@ row order; every measurement is the best of ``--repeats``. Figures: Mpx/s of out
 - 0.998 µm (2x): ``ResampledReader`` over level 0, against the bare read of the level-0 regions
   it needs (the resampling is the difference).
 
-Prediction: ``dl_predict.predict_slide`` with an untrained 3-channel instance U-Net (the weights
+Prediction: ``prediction.predict_slide`` with an untrained 3-channel instance U-Net (the weights
 do not change the work) on the same slide, writing the class map: at full resolution, at
 0.998 µm (2x, level 0 resampled) and at 1.996 µm (4x, level 1 read as it is). A model trained at
 0.5 µm/px applied to a 0.25 µm/px scan does the second kind of work: 4x fewer pixels.
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from fetch_test_slides import PYRAMID, fetch_slide, write_pyramid  # noqa: E402
 
-from dlhisto_core.slides import open_slide  # noqa: E402
+from dlhisto_core.io.slides import open_slide  # noqa: E402
 
 REGION = 256
 
@@ -91,10 +91,10 @@ def predict_times(slide_path: Path) -> dict:
 
     import torch
 
-    from dlhisto_core.dl_models import build_model
-    from dlhisto_core.dl_options import PredictOptions
-    from dlhisto_core.dl_predict import predict_slide
-    from dlhisto_core.model_spec import ModelSpec
+    from dlhisto_core.models.networks import build_model
+    from dlhisto_core.dl.options import PredictOptions
+    from dlhisto_core.dl.prediction import predict_slide
+    from dlhisto_core.models.spec import ModelSpec
 
     torch.manual_seed(0)
     spec = ModelSpec(task="instance", out_channels=3, in_channels=3, encoder="mobilenet_v2")

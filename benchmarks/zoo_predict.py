@@ -8,7 +8,7 @@ softmax postprocessing, through its TorchScript weights, then (TorchScript entry
 its ONNX weights with onnxruntime. The image is a ``--size`` x ``--size`` mosaic of the bundled
 nuclei image.
 
-- dlhisto: ``zoo_models.predict_zoo`` with windows of ``--tile-size`` px, writing the output
+- dlhisto: ``zoo.predict_zoo`` with windows of ``--tile-size`` px, writing the output
   (float32 OME-TIFF) and the class map; the package was loaded (and its test output checked)
   beforehand.
 - bioimageio.core: ``create_prediction_pipeline(weight_format=...)`` then
@@ -36,10 +36,10 @@ import tifffile
 import torch
 import yaml
 
-from dlhisto_core import dl_models
-from dlhisto_core.model_package import PackageInfo, export_package
-from dlhisto_core.model_spec import ModelSpec
-from dlhisto_core.zoo_models import load_zoo_model, predict_zoo
+from dlhisto_core.models import networks
+from dlhisto_core.models.packages import PackageInfo, export_package
+from dlhisto_core.models.spec import ModelSpec
+from dlhisto_core.models.zoo import load_zoo_model, predict_zoo
 
 NUCLEI = Path(__file__).resolve().parent.parent / "test-data" / "nuclei.tif"
 
@@ -47,7 +47,7 @@ NUCLEI = Path(__file__).resolve().parent.parent / "test-data" / "nuclei.tif"
 def foreign_packages(work: Path) -> dict[str, Path]:
     """The U-Net as a foreign package once with TorchScript weights and once with ONNX weights."""
     spec = ModelSpec("instance", 3, 1, "unet", "mobilenet_v2")
-    model = dl_models.build_model(spec, seed=0)
+    model = networks.build_model(spec, seed=0)
     info = PackageInfo(name="benchmark U-Net", description="untrained U-Net for timings",
                        class_names=["background", "interior", "boundary"], channel_names=["nuclei"],
                        authors=["dlhisto benchmarks"], training={})

@@ -12,7 +12,7 @@ preprocess             :func:`preprocess` with :class:`PreprocessOptions`; stain
 segment_classic        :func:`segment_classic` with :class:`ClassicOptions`
 auto_annotate          :func:`auto_annotate` with :class:`AutoAnnotateOptions`
 pixel_classifier_*     :mod:`dlhisto_core.pixel_classifier` (``train``, ``classify_pixels``, ``save``, ``load``)
-train, transfer        :func:`train`, :func:`transfer` (:mod:`dlhisto_core.training`)
+train, transfer        :func:`train`, :func:`transfer` (:mod:`dlhisto_core.dl.training`)
 predict                :func:`predict` with :class:`PredictOptions` (a package file); with a
                        loaded model (:func:`load_package`): :func:`predict_slide`
                        (segmentation) or :func:`predict_image` (regression); a package made
@@ -23,7 +23,7 @@ evaluate               :func:`evaluate` (all modes, the tool's outputs); :func:`
 crossval               :func:`cross_validate` with :class:`CrossValOptions`
 omero_fetch, _push     :mod:`dlhisto_core.omero`: ``connect``, then ``fetch`` or ``push``
 deposit                :func:`dlhisto_core.deposit.deposit`
-pretrained             :func:`pretrained_model`: dlhisto's pretrained models (:mod:`dlhisto_core.shipped_models`)
+pretrained             :func:`pretrained_model`: dlhisto's pretrained models (:mod:`dlhisto_core.models.shipped`)
 geojson_to_labels      :func:`geojson_to_labels` with :class:`ImportOptions`; the other way (the
                        ``--geojson`` output of segment_classic, the pixel classifier and predict):
                        :func:`labels_to_geojson` with :class:`ExportOptions`
@@ -32,6 +32,10 @@ geojson_to_labels      :func:`geojson_to_labels` with :class:`ImportOptions`; th
 Images are read with :func:`read_image` / :func:`read_labels` (or tile by tile with
 :class:`TiledImageReader`) and written with :func:`write_image` / :func:`write_labels`.
 :func:`limit_threads` caps the CPU threads of every library (the command line's ``--threads``).
+
+The code lives in sub-packages by concern, each importing only those below it: ``base``, ``io``,
+``imaging``, ``classic``, ``evaluation``, ``ml``, ``models``, ``dl``, ``share``, ``study``, ``cli``
+(each ``__init__`` says what it holds).
 """
 
 import importlib
@@ -39,30 +43,37 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "image_io": ["Image", "read_image", "read_labels", "write_image", "write_labels", "TiledImageReader"],
-    "preprocessing": ["preprocess", "PreprocessOptions"],
-    "classic": ["segment_classic", "ClassicOptions"],
-    "annotation": ["auto_annotate", "AutoAnnotateOptions"],
-    "measure": ["measure_objects"],
-    "training": ["train", "transfer", "fine_tune", "TrainedModel"],
-    "dl_options": ["TrainOptions", "DataOptions", "TransferOptions", "PredictOptions", "ClassifyOptions"],
-    "model_package": ["load_package"],
-    "dl_predict": ["predict", "predict_slide", "predict_image"],
-    "zoo_models": ["load_zoo_model", "predict_zoo", "ZooModel"],
-    "dl_classify": ["classify"],
-    "evaluation": ["evaluate", "Evaluation", "evaluate_instances", "evaluate_classes", "evaluate_tile_classes"],
-    "crossval": ["cross_validate", "CrossValOptions", "AnnotatedImage"],
-    "geojson": ["labels_to_geojson", "geojson_to_labels", "ExportOptions", "ImportOptions"],
-    "threads": ["limit_threads"],
-    "shipped_models": ["pretrained_model"],
+    "io.images": ["Image", "read_image", "read_labels"],
+    "io.readers": ["TiledImageReader"],
+    "io.writers": ["write_image", "write_labels"],
+    "imaging.preprocessing": ["preprocess", "PreprocessOptions"],
+    "classic.segmentation": ["segment_classic", "ClassicOptions"],
+    "classic.annotation": ["auto_annotate", "AutoAnnotateOptions"],
+    "classic.measure": ["measure_objects"],
+    "dl.training": ["train", "transfer", "fine_tune", "TrainedModel"],
+    "dl.options": ["TrainOptions", "DataOptions", "TransferOptions", "PredictOptions", "ClassifyOptions"],
+    "models.packages": ["load_package"],
+    "dl.prediction": ["predict", "predict_slide", "predict_image"],
+    "models.zoo": ["load_zoo_model", "predict_zoo", "ZooModel"],
+    "dl.classification": ["classify"],
+    "evaluation.scoring": ["evaluate", "Evaluation", "evaluate_instances", "evaluate_classes", "evaluate_tile_classes"],
+    "study.crossval": ["cross_validate", "CrossValOptions", "AnnotatedImage"],
+    "io.geojson": ["labels_to_geojson", "geojson_to_labels", "ExportOptions", "ImportOptions"],
+    "base.threads": ["limit_threads"],
+    "models.shipped": ["pretrained_model"],
 }
+_MODULES = {"stain": "imaging.stain", "pixel_classifier": "ml.pixel_classifier", "omero": "share.omero",
+            "deposit": "share.deposit"}
+"""Steps whose API is a module of several functions, under a short public name."""
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = ["__version__", *_WHERE]
+__all__ = ["__version__", *_WHERE, *_MODULES]
 
 
 def __getattr__(name: str):
     if name in _WHERE:
         return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    if name in _MODULES:
+        return importlib.import_module(f".{_MODULES[name]}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -1,7 +1,7 @@
-"""Build dlhisto's pretrained models (dlhisto_core/weights/*.safetensors) from data in registry packages.
+"""Build dlhisto's pretrained models (dlhisto_core/models/weights/*.safetensors) from data in registry packages.
 
 Each recipe trains through the Python API (``train``, seed 0, CPU), scores the model on images
-it never trained or tuned on, and keeps it as a compact file (``shipped_models.compact``) with
+it never trained or tuned on, and keeps it as a compact file (``shipped.compact``) with
 that evaluation, which the package's model card then shows. Run it again to rebuild a model
 (CPU times on 2 cores in each recipe's docstring); the held-out scores of the last build are in
 README.md's table of pretrained models and in each model card.
@@ -32,9 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fetch_test_slides  # noqa: E402
 import reference_data  # noqa: E402
 
-from dlhisto_core import (ClassifyOptions, DataOptions, PredictOptions, TrainOptions, classify, evaluate,  # noqa: E402
-                          predict, train)
-from dlhisto_core.shipped_models import SHIPPED, compact, expand  # noqa: E402
+from dlhisto_core import ClassifyOptions, DataOptions, PredictOptions, TrainOptions, classify, evaluate, predict, train
+from dlhisto_core.models.shipped import SHIPPED, compact, expand  # noqa: E402
 
 AUTHOR = "dlhisto"
 

@@ -12,8 +12,8 @@ import numpy as np
 import tifffile
 from skimage import transform
 
-from dlhisto_core.annotation import reference_plane
-from dlhisto_core.image_io import read_image
+from dlhisto_core.classic.annotation import reference_plane
+from dlhisto_core.io.images import read_image
 
 TEST_DATA = Path(__file__).resolve().parent.parent / "test-data"
 KNOWN = transform.EuclideanTransform(rotation=np.radians(-5), translation=(20.4, 9.6))

@@ -20,7 +20,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import draw, measure
 
-from dlhisto_core.image_io import read_labels, write_labels
+from dlhisto_core.io.images import read_labels
+from dlhisto_core.io.writers import write_labels
 
 TEST_DATA = Path(__file__).resolve().parent.parent / "test-data"
 BACKGROUND_STROKES = [((20, 40), (20, 200)), ((150, 300), (250, 480)), ((480, 60), (400, 250)),

@@ -1,7 +1,7 @@
 """Train the small models that the predict/transfer/classify tests and tool tests use.
 
 The model packages (50 and 18 MB) are not kept in git: they are made here, deterministically
-(fixed seed, CPU) through the Python API (`dlhisto_core.training.train`), from bundled annotated
+(fixed seed, CPU) through the Python API (`dlhisto_core.dl.training.train`), from bundled annotated
 images, and made again when the training code changes.
 Outputs (git-ignored):
 
@@ -31,7 +31,7 @@ ENCODER = DATA / "nuclei_unet_encoder.safetensors"
 CLASSIFIER = DATA / "stain_classifier.zip"
 DENOISER = DATA / "nuclei_denoiser.zip"
 AUTHOR = "dlhisto tests"
-RECIPES = {  # model: (name, keyword arguments of dlhisto_core.training.train)
+RECIPES = {  # model: (name, keyword arguments of dlhisto_core.dl.training.train)
     MODEL: ("dlhisto test nuclei U-Net", dict(
         images=["nuclei.tif"], labels=["nuclei_groundtruth.tif"], encoder="mobilenet_v2",
         data=dict(patch_size=128, patches_per_image=64), options=dict(epochs=12))),
@@ -45,8 +45,8 @@ RECIPES = {  # model: (name, keyword arguments of dlhisto_core.training.train)
         encoder="mobilenet_v2", data=dict(task="regression", patch_size=128, patches_per_image=64),
         options=dict(epochs=10, learning_rate=3e-3, loss="l1"))),
 }
-SOURCES = ["dl_data.py", "dl_models.py", "dl_predict.py", "dl_train.py", "instances.py", "model_card.py", "precision.py",
-           "model_package.py", "training.py"]
+SOURCES = ["dl/patches.py", "dl/loop.py", "dl/prediction.py", "dl/instances.py", "dl/precision.py", "dl/training.py",
+           "imaging/intensity.py", "models/networks.py", "models/cards.py", "models/packages.py", "models/spec.py"]
 
 
 def fingerprint() -> str:
@@ -58,7 +58,7 @@ def fingerprint() -> str:
 
 def train(name: str, recipe: dict, path: Path) -> None:
     """Train one test model (seed 0, CPU) through the Python API, as ``dlhisto train`` would."""
-    from dlhisto_core import training
+    from dlhisto_core.dl import training
 
     def in_data(value):
         return [(str(DATA / v), v) for v in value] if isinstance(value, list) else (str(DATA / value), value)
@@ -90,7 +90,7 @@ def make_test_model() -> Path:
     for path, (name, recipe) in RECIPES.items():
         train(name, recipe, path)
     from safetensors.torch import save_file
-    from dlhisto_core.model_package import load_package
+    from dlhisto_core.models.packages import load_package
     model = load_package(MODEL)[0]
     save_file({k: v.contiguous() for k, v in model.encoder.state_dict().items()}, ENCODER)
     stamp.write_text(fingerprint())

@@ -350,7 +350,7 @@ def write_expected_outputs(made: dict[str, Path]) -> list[Path]:
     """zoo/<package>_expected.tif for each package of :data:`GALAXY_IMAGES` (once per build)."""
     import tifffile
 
-    from dlhisto_core.image_io import read_image
+    from dlhisto_core.io.images import read_image
 
     written = []
     for name, image in GALAXY_IMAGES.items():

@@ -24,7 +24,7 @@ import yaml
 from bioblend.galaxy import GalaxyInstance
 
 SHIPPED = ("nuclei_fluorescence", "nuclei_he", "tissue_he")
-"""dlhisto's pretrained models (dlhisto_core/shipped_models.py), installed into the model base."""
+"""dlhisto's pretrained models (dlhisto_core/models/shipped.py), installed into the model base."""
 
 USER_EMAIL = "demo@dlhisto.local"
 USER_NAME = "demo"

@@ -353,7 +353,7 @@ def seed_nuclei(store: Store, test_data) -> None:
     import tifffile
     from skimage.measure import regionprops
 
-    from dlhisto_core.omero import mask_shape
+    from dlhisto_core.share.omero import mask_shape
 
     pixels = tifffile.imread(f"{test_data}/nuclei.tif")
     image_id = store.add_image(pixels, "nuclei.tif", 0.65, dataset_id=7, image_id=1)

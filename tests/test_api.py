@@ -9,9 +9,10 @@ import tifffile
 
 import dlhisto_core
 from dlhisto_core import PredictOptions, TiledImageReader, load_package, predict_slide, read_image
-from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import ArrayReader, image_reader
-from dlhisto_core.inputs import pair_by_name
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.readers import ArrayReader
+from dlhisto_core.io.slides import image_reader
+from dlhisto_core.io.inputs import pair_by_name
 
 
 def test_every_exported_name_resolves_and_the_package_imports_without_torch():
@@ -59,7 +60,7 @@ def test_inputs_pair_by_name_whatever_their_order_and_refuse_strays():
 
 def test_the_command_pairs_repeated_inputs_by_name_when_asked(test_data, tmp_path, capsys):
     from dlhisto_core.cli import main
-    from dlhisto_core.tables import read_table
+    from dlhisto_core.io.tables import read_table
 
     labels, truth = str(test_data / "nuclei_labels.tif"), str(test_data / "nuclei_groundtruth.tif")
     common = ["evaluate", "--thresholds", "0.5", "--pair-by-name",

@@ -10,12 +10,12 @@ import pytest
 import tifffile
 from skimage import transform
 
-from dlhisto_core.annotation import AutoAnnotateOptions, auto_annotate, reference_plane
-from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import Image, read_image, read_labels
-from dlhisto_core.metrics import match_instances
-from dlhisto_core.register import register
-from dlhisto_core.classic import segment_classic
+from dlhisto_core.classic.annotation import AutoAnnotateOptions, auto_annotate, reference_plane
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.images import Image, read_image, read_labels
+from dlhisto_core.evaluation.metrics import match_instances
+from dlhisto_core.classic.registration import register
+from dlhisto_core.classic.segmentation import segment_classic
 
 KNOWN = transform.EuclideanTransform(rotation=np.radians(7), translation=(12.3, -8.7))
 

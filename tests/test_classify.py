@@ -3,12 +3,12 @@
 import pytest
 
 from dlhisto_core.cli import main
-from dlhisto_core.dl_classify import classify_tiles
-from dlhisto_core.dl_options import ClassifyOptions
-from dlhisto_core.dl_data import PatchDataset, sample_tiles
-from dlhisto_core.tables import read_class_regions, read_tile_classes
-from dlhisto_core.errors import InputError
-from dlhisto_core.model_package import load_package
+from dlhisto_core.dl.classification import classify_tiles
+from dlhisto_core.dl.options import ClassifyOptions
+from dlhisto_core.dl.patches import PatchDataset, sample_tiles
+from dlhisto_core.io.tables import read_class_regions, read_tile_classes
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.models.packages import load_package
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +43,8 @@ def test_a_table_of_classed_tiles_trains_on_those_tiles_only(test_data, tmp_path
     tile, normalised on its own, as classify normalises each tile."""
     import numpy as np
 
-    from dlhisto_core.dl_data import normalize_for_network
-    from dlhisto_core.image_io import read_image
+    from dlhisto_core.imaging.intensity import normalize_for_network
+    from dlhisto_core.io.images import read_image
 
     table = tmp_path / "tiles.tsv"
     table.write_text("image\tx\ty\twidth\theight\tclass\nhe.jpg\t0\t0\t64\t64\ttumour\n"

@@ -71,7 +71,7 @@ def test_unwritable_output_is_a_clear_error(test_data, tmp_path):
 
 
 def test_internal_errors_are_one_line_unless_debugging(test_data, tmp_path, monkeypatch):
-    script = ("import sys, dlhisto_core.cli as c\n"
+    script = ("import sys, dlhisto_core.cli.commands as c\n"
               "c.read_image = lambda *args: 1 / 0\n"
               "sys.exit(c.main(sys.argv[1:]))\n")
     args = [sys.executable, "-c", script, "preprocess", str(test_data / "nuclei.tif"), str(tmp_path / "o.tif")]
@@ -120,7 +120,7 @@ def test_train_writes_a_loadable_package_history_and_curve(test_data, tmp_path):
     """(Its encoder starts from the ImageNet weights dlhisto ships; a quadrant validates, whole.)"""
     import json
 
-    from dlhisto_core.model_package import load_package
+    from dlhisto_core.models.packages import load_package
     quadrant = "nuclei_q{}{}.tif".format
     result = dlhisto("train", *[arg for q in (1, 2) for arg in ("--image", test_data / quadrant(q, ""), "--labels",
                                                                   test_data / quadrant(q, "_groundtruth"))],
@@ -178,7 +178,7 @@ TRANSFER_DATA = ("--patch-size", "64", "--patches-per-image", "8", "--batch-size
 def test_transfer_from_a_package_runs_both_phases(test_data, tmp_path, nuclei_model):
     import json
 
-    from dlhisto_core.model_package import load_package
+    from dlhisto_core.models.packages import load_package
     result = dlhisto("transfer", "--image", test_data / "nuclei.tif", "--labels", test_data / "nuclei_groundtruth.tif",
                      "--pretrained", nuclei_model, "--freeze-stages", "4", "--epochs", "1", "--finetune-epochs", "1",
                      *TRANSFER_DATA, "--model", tmp_path / "model.zip", "--history", tmp_path / "history.json")

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import make_hostile_inputs as craft  # noqa: E402
 from cli_checks import assert_refused  # noqa: E402
 
-from dlhisto_core import landlock  # noqa: E402
+from dlhisto_core.cli import landlock  # noqa: E402
 
 SECRET = b"secret-of-another-user-0123456789\n"
 
@@ -43,8 +43,8 @@ def dlhisto(*args, env=None, patch="", timeout=600):
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 
-NO_ALLOWLIST = ("from dlhisto_core import model_code; model_code.check_torchscript = lambda *a: None; "
-                "model_code.check_torchscript_archive = lambda *a: None")
+NO_ALLOWLIST = ("from dlhisto_core.models import code_allowlist; code_allowlist.check_torchscript = lambda *a: None; "
+                "code_allowlist.check_torchscript_archive = lambda *a: None")
 
 
 @pytest.fixture
@@ -107,8 +107,8 @@ def test_confinement_alone_stops_the_read_and_the_write(on_load, zoo, victim, tm
 @needs_landlock
 def test_a_confined_step_reads_nothing_beside_its_inputs(tmp_path, out, test_data, victim):
     """Read from Python inside the step (as a reader's bug would): refused, the step fails cleanly."""
-    patch = ("from dlhisto_core import cli; step = cli.STEPS['segment_classic']; "
-             f"cli.STEPS['segment_classic'] = lambda args: (open({str(victim)!r}).read(), step(args))")
+    patch = ("from dlhisto_core.cli import commands; step = commands.STEPS['segment_classic']; "
+             f"commands.STEPS['segment_classic'] = lambda args: (open({str(victim)!r}).read(), step(args))")
     result = dlhisto("segment_classic", test_data / "nuclei.tif", "--labels", out / "l.tif", "--measurements",
                      out / "m.tsv", "--summary", out / "s.tsv", "--image-name", victim, patch=patch)  # a name: no access
     assert_refused(result, f"Permission denied: {victim}", status=3)
@@ -144,7 +144,7 @@ def test_a_native_crash_is_one_line_and_leaves_nothing(tmp_path, out, test_data)
     """OpenSlide aborting on a crafted slide, with the structure check that now refuses it switched off."""
     slide = tmp_path / "huge_tile.svs"
     craft.svs_huge_tile(slide, test_data / "cmu_small_region.svs")
-    patch = ("from dlhisto_core import cli; import openslide; cli.STEPS['segment_classic'] = "
+    patch = ("from dlhisto_core.cli import commands; import openslide; commands.STEPS['segment_classic'] = "
              f"lambda args: openslide.OpenSlide({str(slide)!r}).read_region((0, 0), 0, (16, 16))")
     args = ("segment_classic", slide, "--labels", out / "l.tif", "--measurements", out / "m.tsv",
             "--summary", out / "s.tsv")
@@ -159,8 +159,8 @@ def test_a_native_crash_is_one_line_and_leaves_nothing(tmp_path, out, test_data)
 
 def test_a_step_that_ignores_sigterm_is_ended_and_leaves_nothing(tmp_path, out, test_data):
     """A native loop that never returns to Python: the child blocks SIGTERM; the parent kills it."""
-    patch = ("import signal, time; from dlhisto_core import cli; "
-             "cli.STEPS['segment_classic'] = lambda args: (signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}), "
+    patch = ("import signal, time; from dlhisto_core.cli import commands; "
+             "commands.STEPS['segment_classic'] = lambda args: (signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}), "
              "time.sleep(120))")
     code = f"import sys\n{patch}\nfrom dlhisto_core import cli\nsys.exit(cli.main(sys.argv[1:], confine=True))\n"
     process = subprocess.Popen(

@@ -87,8 +87,8 @@ def test_a_package_whose_checksums_are_wrong_is_one_line_in_the_model_base(nucle
 
 
 def test_model_base_rows_are_checked_column_by_column():
-    from dlhisto_core.errors import InputError
-    from dlhisto_core.model_base import COLUMNS, loc_row
+    from dlhisto_core.base.errors import InputError
+    from dlhisto_core.models.model_base import COLUMNS, loc_row
 
     row = {c: "x" for c in COLUMNS} | {"value": "ok", "path": "ok"}
     assert loc_row(row)["value"] == "ok"
@@ -175,8 +175,8 @@ def test_a_large_geojson_is_read_feature_by_feature(tmp_path, out, test_data):
 
 def test_the_number_of_features_is_bounded(tmp_path, monkeypatch):
     """2,000,000 features at most (about 0.8 GB of checked geometries); here the bound made 10."""
-    from dlhisto_core import geojson as module
-    from dlhisto_core.errors import InputError
+    from dlhisto_core.io import geojson as module
+    from dlhisto_core.base.errors import InputError
 
     monkeypatch.setattr(module, "MAX_FEATURES", 10)
     points = [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [k, k]}} for k in range(11)]
@@ -231,7 +231,7 @@ def test_sixteen_thousand_classes_are_refused_before_a_confusion_matrix(tmp_path
 
 def test_weights_of_zeros_at_the_size_cap_are_refused_without_reading_them_twice(nuclei_model, tmp_path, out,
                                                                                 test_data):
-    from dlhisto_core.model_package import MAX_WEIGHTS_BYTES
+    from dlhisto_core.models.packages import MAX_WEIGHTS_BYTES
 
     rdf = craft.rdf_of(nuclei_model)
     package = tmp_path / "zero_weights.zip"
@@ -277,7 +277,7 @@ def test_coordinates_that_are_no_pixel_are_one_line(corner, message, tmp_path, o
 # ---- left from the first pass -------------------------------------------------------------------------
 
 def test_a_jpeg_is_read_as_its_exif_orientation_shows_it(tmp_path):
-    from dlhisto_core.image_io import read_image
+    from dlhisto_core.io.images import read_image
 
     pixels = np.zeros((40, 60, 3), np.uint8)
     pixels[:10, :20] = 255  # a white corner, top left as stored

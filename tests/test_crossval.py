@@ -5,12 +5,13 @@ import csv
 import numpy as np
 import pytest
 
-from dlhisto_core import crossval
+from dlhisto_core.study import crossval
 from dlhisto_core.cli import main
-from dlhisto_core.errors import InputError
-from dlhisto_core.evaluation import evaluate_instances
-from dlhisto_core.image_io import read_image, read_labels, single_channel, write_labels
-from dlhisto_core.classic import ClassicOptions, segment_classic
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.evaluation.scoring import evaluate_instances
+from dlhisto_core.io.images import read_image, read_labels, single_channel
+from dlhisto_core.io.writers import write_labels
+from dlhisto_core.classic.segmentation import ClassicOptions, segment_classic
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from dlhisto_core import deposit
+from dlhisto_core.share import deposit
 from dlhisto_core.cli import main
-from dlhisto_core.errors import InputError
+from dlhisto_core.base.errors import InputError
 
 VALIDATOR = os.environ.get(deposit.VALIDATOR_ENV)
 needs_validator = pytest.mark.skipif(

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from dlhisto_core.dl_data import PatchDataset, augment_patch, make_target, sample_patches
-from dlhisto_core.dl_models import (ModelSpec, build_model, encoder_stages, freeze_encoder_stages,
-                                    load_matching_weights)
-from dlhisto_core.dl_train import TrainOptions, split_indices, train, learning_rate_at
-from dlhisto_core.errors import InputError
+from dlhisto_core.dl.patches import PatchDataset, augment_patch, make_target, sample_patches
+from dlhisto_core.models.spec import ModelSpec
+from dlhisto_core.models.networks import build_model, encoder_stages, freeze_encoder_stages, load_matching_weights
+from dlhisto_core.dl.options import TrainOptions
+from dlhisto_core.dl.loop import split_indices, train, learning_rate_at
+from dlhisto_core.base.errors import InputError
 
 torch.set_num_threads(2)
 
@@ -148,7 +149,7 @@ def test_the_shipped_imagenet_weights_recognise_a_photo_and_fill_the_mobilenet_e
     import torchvision
     from skimage import data, transform
 
-    from dlhisto_core import pretrained
+    from dlhisto_core.models import pretrained
 
     source = pretrained.IMAGENET["mobilenet_v2"]
     raw = metadata.distribution(source.distribution).locate_file(source.member).read_bytes()
@@ -172,7 +173,7 @@ def test_the_shipped_imagenet_weights_recognise_a_photo_and_fill_the_mobilenet_e
 def test_altered_imagenet_weights_are_refused(monkeypatch):
     import dataclasses
 
-    from dlhisto_core import pretrained
+    from dlhisto_core.models import pretrained
 
     altered = dataclasses.replace(pretrained.IMAGENET["mobilenet_v2"], sha256="0" * 64)
     monkeypatch.setitem(pretrained.IMAGENET, "mobilenet_v2", altered)

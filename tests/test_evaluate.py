@@ -9,8 +9,8 @@ import pytest
 import tifffile
 
 from dlhisto_core.cli import main
-from dlhisto_core.evaluation import evaluate_classes, evaluate_instances
-from dlhisto_core.errors import InputError
+from dlhisto_core.evaluation.scoring import evaluate_classes, evaluate_instances
+from dlhisto_core.base.errors import InputError
 
 
 def test_instance_evaluation_pools_counts_over_images(test_data):
@@ -26,7 +26,8 @@ def test_instance_evaluation_pools_counts_over_images(test_data):
 
 
 def test_semantic_evaluation_of_the_pixel_classifier(test_data, tmp_path):
-    from dlhisto_core.image_io import read_labels, write_labels
+    from dlhisto_core.io.images import read_labels
+    from dlhisto_core.io.writers import write_labels
     classes = read_labels(test_data / "nuclei_classes.tif").data  # 1 nucleus, 2 background
     write_labels(tmp_path / "foreground.tif", (classes == 1).astype("uint8"))
     rows, confusion = evaluate_classes([(test_data / "nuclei_foreground.tif", tmp_path / "foreground.tif",
@@ -56,7 +57,7 @@ def test_restoration_scores_of_a_denoised_real_image(test_data, tmp_path):
     the gain of a simple denoiser on a noisy real image."""
     from skimage.filters import gaussian
 
-    from dlhisto_core.image_io import read_image
+    from dlhisto_core.io.images import read_image
 
     clean = read_image(test_data / "nuclei.tif").data.astype(np.float32)
     noisy = clean + np.random.default_rng(0).normal(0, 20, clean.shape).astype(np.float32)

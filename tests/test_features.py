@@ -2,11 +2,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from dlhisto_core.errors import InputError
-from dlhisto_core.features import (FEATURES, FeatureSettings, compute_features, features_of_tile,
-                                   symmetric_eigenvalues)
-from dlhisto_core.image_io import TiledImageReader
-from dlhisto_core.tiling import Tile, tile_grid
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.imaging.features import FEATURES, FeatureSettings, compute_features, features_of_tile, symmetric_eigenvalues
+from dlhisto_core.io.readers import TiledImageReader
+from dlhisto_core.io.tiling import Tile, tile_grid
 
 
 def test_feature_count_and_names_follow_the_settings():

@@ -10,11 +10,11 @@ import shapely
 import tifffile
 from shapely.geometry import shape
 
-from dlhisto_core.errors import InputError
-from dlhisto_core.geojson import (ExportOptions, ImportOptions, features_of_labels, geojson_to_labels,
-                                  labels_to_geojson, mask_polygons, read_annotations)
-from dlhisto_core.image_io import ArrayReader, read_labels
-from dlhisto_core.measure import measure_objects
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.geojson import ExportOptions, ImportOptions, features_of_labels, geojson_to_labels, labels_to_geojson, mask_polygons, read_annotations
+from dlhisto_core.io.readers import ArrayReader
+from dlhisto_core.io.images import read_labels
+from dlhisto_core.classic.measure import measure_objects
 
 
 def _round_trip(labels: np.ndarray, tmp_path, **export) -> np.ndarray:

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import make_hostile_inputs as craft  # noqa: E402
 from cli_checks import assert_refused  # noqa: E402
 
-from dlhisto_core import cli, metrics  # noqa: E402
+from dlhisto_core import cli
+from dlhisto_core.evaluation import metrics  # noqa: E402
 
 
 def dlhisto(*args, env=None, limit_file_size=None):
@@ -37,7 +38,7 @@ def dlhisto(*args, env=None, limit_file_size=None):
 
 
 def in_process(capsys, *args):
-    """The same command run by ``cli.main`` in this process: the same code, exit status and
+    """The same command run by ``commands.main`` in this process: the same code, exit status and
     stderr, without a new Python and PyTorch each time (for the grids of cases)."""
     status = cli.main([str(a) for a in args])
     captured = capsys.readouterr()
@@ -87,7 +88,8 @@ def test_an_ome_tiff_pointing_at_another_file_is_refused(reference, step, tmp_pa
 
 
 def test_a_single_file_ome_tiff_naming_itself_is_read(tmp_path, test_data):
-    from dlhisto_core.image_io import TiledImageReader, read_image
+    from dlhisto_core.io.readers import TiledImageReader
+    from dlhisto_core.io.images import read_image
     data = tifffile.imread(test_data / "nuclei.tif")[:64, :64]
     path = tmp_path / "bioformats.ome.tif"
     craft.ome_self_reference(path, data)
@@ -257,7 +259,7 @@ def test_a_pixel_size_that_is_no_length_is_refused(physical_size, message, tmp_p
 def test_a_16_bit_rgb_png_keeps_its_depth(tmp_path):
     import imagecodecs
 
-    from dlhisto_core.image_io import read_image
+    from dlhisto_core.io.images import read_image
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 8601, (40, 50, 3), dtype=np.uint16)
     pixels[0, 0, 0] = 8600

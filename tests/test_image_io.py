@@ -5,9 +5,11 @@ import pytest
 import tifffile
 from PIL import Image as PILImage
 
-from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import TiledImageReader, read_image, read_labels, write_image, write_labels
-from dlhisto_core.outputs import atomic_output
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.readers import TiledImageReader
+from dlhisto_core.io.images import read_image, read_labels
+from dlhisto_core.io.writers import write_image, write_labels
+from dlhisto_core.io.outputs import atomic_output
 
 
 def test_reads_grey_tiff_and_rgb_png(test_data):

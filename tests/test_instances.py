@@ -8,12 +8,14 @@ import pytest
 import tifffile
 from scipy import ndimage as ndi
 
-from dlhisto_core import DataOptions, TrainOptions, metrics, predict, train
-from dlhisto_core.dl_data import make_target
-from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import read_labels
-from dlhisto_core.instances import InstanceThresholds, label_objects, tune_thresholds
-from dlhisto_core.model_package import load_package
+from dlhisto_core import DataOptions, TrainOptions, predict, train
+from dlhisto_core.evaluation import metrics
+from dlhisto_core.dl.patches import make_target
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.images import read_labels
+from dlhisto_core.models.spec import InstanceThresholds
+from dlhisto_core.dl.instances import label_objects, tune_thresholds
+from dlhisto_core.models.packages import load_package
 
 
 def blurred_probabilities(truth: np.ndarray, sigma: float) -> np.ndarray:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from dlhisto_core.measure import measure_objects, measurement_columns, summarize_objects
-from dlhisto_core.tables import write_table
+from dlhisto_core.classic.measure import measure_objects, measurement_columns, summarize_objects
+from dlhisto_core.io.tables import write_table
 
 
 def test_measurements_of_a_rectangle():

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from dlhisto_core.errors import InputError
-from dlhisto_core.metrics import (aggregated_jaccard_index, classification_scores, confusion_matrix,
-                                  match_instances, per_class_scores)
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.evaluation.metrics import aggregated_jaccard_index, classification_scores, confusion_matrix, match_instances, per_class_scores
 
 
 def test_pixel_scores_of_a_hand_made_case():

@@ -1,4 +1,4 @@
-"""The facility's model base (dlhisto_core.model_base): the data manager's row for a package,
+"""The facility's model base (dlhisto_core.models.model_base): the data manager's row for a package,
 checked as predict loads it, and the JSON Galaxy's data managers return."""
 
 import hashlib
@@ -7,8 +7,8 @@ import json
 import pytest
 
 from dlhisto_core.cli import main
-from dlhisto_core.errors import InputError
-from dlhisto_core.model_base import COLUMNS, describe_package
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.models.model_base import COLUMNS, describe_package
 
 
 def test_a_row_describes_dlhisto_and_foreign_packages(nuclei_model, zoo):
@@ -54,9 +54,9 @@ def test_an_evaluation_goes_into_the_model_card_and_the_name(nuclei_model, zoo, 
 
     import yaml
 
-    from dlhisto_core.model_base import install
-    from dlhisto_core.model_card import EVALUATION_HEADING
-    from dlhisto_core.model_package import load_package
+    from dlhisto_core.models.model_base import install
+    from dlhisto_core.models.cards import EVALUATION_HEADING
+    from dlhisto_core.models.packages import load_package
 
     evaluation = test_data / "nuclei_evaluation.tsv"
     row = install(nuclei_model, tmp_path / "files", tmp_path / "row.json", model_id="nuclei", evaluation=evaluation)

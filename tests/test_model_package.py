@@ -9,10 +9,11 @@ import pytest
 import torch
 import yaml
 
-from dlhisto_core.dl_models import ModelSpec, build_model
-from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import read_image
-from dlhisto_core.model_package import PackageInfo, export_package, load_package, read_state_dict
+from dlhisto_core.models.spec import ModelSpec
+from dlhisto_core.models.networks import build_model
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.images import read_image
+from dlhisto_core.models.packages import PackageInfo, export_package, load_package, read_state_dict
 
 
 @pytest.fixture(scope="module")

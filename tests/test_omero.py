@@ -13,11 +13,11 @@ import pytest
 if not os.environ.get("DLHISTO_OMERO_REQUIRED"):  # the test command installs the extra and sets it
     pytest.importorskip("omero", reason="OMERO extra not installed (pip install 'dlhisto[omero]')")
 
-from dlhisto_core import omero as dlhisto_omero  # noqa: E402
+from dlhisto_core.share import omero as dlhisto_omero  # noqa: E402
 from dlhisto_core.cli import main  # noqa: E402
-from dlhisto_core.errors import InputError  # noqa: E402
-from dlhisto_core.image_io import read_image, read_labels  # noqa: E402
-from dlhisto_core.metrics import match_instances  # noqa: E402
+from dlhisto_core.base.errors import InputError  # noqa: E402
+from dlhisto_core.io.images import read_image, read_labels  # noqa: E402
+from dlhisto_core.evaluation.metrics import match_instances  # noqa: E402
 
 from omero_test_server import OmeroTestServer  # noqa: E402
 

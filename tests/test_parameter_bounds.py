@@ -2,7 +2,7 @@
 zero, NaN, infinite, absurdly large): the step either works or ends with exit status 2 and one
 line naming the parameter, and writes nothing; never an internal error, a traceback or a hang.
 
-The steps run in-process (``cli.main``), so that the whole grid takes seconds, not minutes.
+The steps run in-process (``commands.main``), so that the whole grid takes seconds, not minutes.
 """
 
 import argparse
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from dlhisto_core import cli, cli_parser
+from dlhisto_core import cli
+from dlhisto_core.cli.parser import build_parser
 
 BAD_FLOATS = ["nan", "inf", "-1", "1e12"]
 BAD_INTS = ["-1", "0", "1000000000000"]
@@ -59,7 +60,7 @@ STEPS = {
 
 
 def numeric_options(step: str) -> list[tuple[str, type]]:
-    parser = cli_parser.build_parser()
+    parser = build_parser()
     steps = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return [(a.option_strings[0], a.type) for a in steps.choices[step]._actions
             if a.type in (int, float) and a.option_strings]

@@ -6,10 +6,10 @@ import pytest
 import skops.io
 import tifffile
 
-from dlhisto_core import pixel_classifier
-from dlhisto_core.errors import InputError
-from dlhisto_core.features import FeatureSettings
-from dlhisto_core.image_io import read_labels
+from dlhisto_core.ml import pixel_classifier
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.imaging.features import FeatureSettings
+from dlhisto_core.io.images import read_labels
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,9 @@ def test_a_classifier_records_its_pixel_size_and_works_at_it(test_data, tmp_path
     """Trained on nuclei.tif recorded at 0.5 µm, a classifier works at 0.5 µm on the same section
     scanned at 0.25 µm (twice the pixels): its filters, sized in pixels, see nuclei at the size
     they learned; asked for 0.25 µm, it works at that."""
-    from dlhisto_core.image_io import TiledImageReader, read_image, write_image
+    from dlhisto_core.io.readers import TiledImageReader
+    from dlhisto_core.io.images import read_image
+    from dlhisto_core.io.writers import write_image
 
     nuclei = read_image(test_data / "nuclei.tif").data
     write_image(tmp_path / "half_micron.ome.tif", nuclei, (0.5, 0.5))

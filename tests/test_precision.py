@@ -10,16 +10,18 @@ import pytest
 import tifffile
 import torch
 
-from dlhisto_core import pipeline
+from dlhisto_core.base import pipeline
 from dlhisto_core.cli import main
-from dlhisto_core.dl_data import scale_channels
-from dlhisto_core.dl_models import ModelSpec
-from dlhisto_core.dl_predict import PredictOptions, blend_weights, probabilities_in_memory, slide_statistics
-from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import TiledImageReader, read_image, read_labels
-from dlhisto_core.instances import objects_f1
-from dlhisto_core.model_package import instance_thresholds, load_package
-from dlhisto_core.precision import Precision, inference_network, network_precision
+from dlhisto_core.imaging.intensity import scale_channels
+from dlhisto_core.models.spec import ModelSpec
+from dlhisto_core.dl.options import PredictOptions
+from dlhisto_core.dl.prediction import blend_weights, probabilities_in_memory, slide_statistics
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.readers import TiledImageReader
+from dlhisto_core.io.images import read_image, read_labels
+from dlhisto_core.dl.instances import objects_f1
+from dlhisto_core.models.packages import instance_thresholds, load_package
+from dlhisto_core.dl.precision import Precision, inference_network, network_precision
 
 
 def probabilities(model, spec, path, **options):
@@ -51,11 +53,11 @@ def test_cpus_predict_in_float32_unless_asked(nuclei_model):
 def test_float16_holds_on_the_test_unet(nuclei_model, test_data, monkeypatch):
     """What --precision auto does on CUDA, computed on this CPU: >= 99.9 % of the class map and
     an F1 change below 0.005 (benchmarks/precision.py: 99.98 %, no change)."""
-    from dlhisto_core import dl_predict
+    from dlhisto_core.dl import prediction
     model, spec, rdf = load_package(nuclei_model)
     image, truth = test_data / "nuclei.tif", read_labels(test_data / "nuclei_groundtruth.tif").data
     single = probabilities(model, spec, image)
-    monkeypatch.setattr(dl_predict, "network_precision", lambda choice, device: Precision(device, torch.float16))
+    monkeypatch.setattr(prediction, "network_precision", lambda choice, device: Precision(device, torch.float16))
     half = probabilities(model, spec, image)
     assert not np.array_equal(single, half)  # float16 did run
     assert (single.argmax(-1) == half.argmax(-1)).mean() >= 0.999
@@ -131,10 +133,11 @@ def test_a_stage_stops_when_its_consumer_does():
 
 def test_training_runs_in_mixed_precision_with_a_scaled_loss(test_data, tmp_path, monkeypatch):
     """The CUDA path of training (float16 autocast, gradient scaler), run on this CPU."""
-    from dlhisto_core import dl_train
-    from dlhisto_core.training import DataOptions, TrainOptions, train
+    from dlhisto_core.dl import loop
+    from dlhisto_core.dl.options import DataOptions, TrainOptions
+    from dlhisto_core.dl.training import train
     half = Precision(torch.device("cpu"), torch.float16)
-    monkeypatch.setattr(dl_train, "network_precision", lambda choice, device: half)
+    monkeypatch.setattr(loop, "network_precision", lambda choice, device: half)
     lines = []
     trained = train([test_data / "nuclei_q1.tif"], labels=[test_data / "nuclei_q1_groundtruth.tif"],
                     data=DataOptions(patch_size=64, patches_per_image=8),
@@ -145,7 +148,7 @@ def test_training_runs_in_mixed_precision_with_a_scaled_loss(test_data, tmp_path
 
 
 def test_patches_load_in_worker_processes_on_gpus_only(monkeypatch):
-    from dlhisto_core.dl_train import loader_workers
+    from dlhisto_core.dl.loop import loader_workers
     monkeypatch.setenv("OMP_NUM_THREADS", "8")
     assert loader_workers(torch.device("cpu")) == 0
     assert loader_workers(torch.device("cuda")) == 4
@@ -155,12 +158,12 @@ def test_patches_load_in_worker_processes_on_gpus_only(monkeypatch):
 
 def test_threaded_stages_predict_what_sequential_ones_do(nuclei_model, test_data, monkeypatch):
     """The stages run in threads where there are cores to spare (here: forced) with the same result."""
-    from dlhisto_core import dl_predict
+    from dlhisto_core.dl import prediction
     model, spec, _ = load_package(nuclei_model)
     options = dict(tile_size=128, overlap=64, batch_size=3)
-    monkeypatch.setattr(dl_predict, "spare_cores", lambda device, threads: False)
+    monkeypatch.setattr(prediction, "spare_cores", lambda device, threads: False)
     sequential = probabilities(model, spec, test_data / "nuclei.tif", **options)
-    monkeypatch.setattr(dl_predict, "spare_cores", lambda device, threads: True)
+    monkeypatch.setattr(prediction, "spare_cores", lambda device, threads: True)
     threaded = probabilities(model, spec, test_data / "nuclei.tif", **options)
     np.testing.assert_array_equal(threaded, sequential)
     assert pipeline.spare_cores("cuda", 64)

@@ -10,15 +10,19 @@ import torch
 from scipy import ndimage as ndi
 
 from dlhisto_core.cli import main
-from dlhisto_core.dl_data import channel_range, make_target, scale_channels
-from dlhisto_core.dl_models import ModelSpec
-from dlhisto_core.dl_predict import (PredictOptions, PredictSummary, SlidePredictor,
-                                     _ObjectLabeller, blend_weights, predict_slide, probabilities_in_memory)
-from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import TiledImageReader, read_image, read_labels, write_tiled_image
-from dlhisto_core.instances import InstanceThresholds, label_objects
-from dlhisto_core.model_package import load_package
-from dlhisto_core.tiling import tile_grid
+from dlhisto_core.imaging.intensity import channel_range, scale_channels
+from dlhisto_core.dl.patches import make_target
+from dlhisto_core.models.spec import ModelSpec
+from dlhisto_core.dl.options import PredictOptions
+from dlhisto_core.dl.prediction import PredictSummary, SlidePredictor, _ObjectLabeller, blend_weights, predict_slide, probabilities_in_memory
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.readers import TiledImageReader
+from dlhisto_core.io.images import read_image, read_labels
+from dlhisto_core.io.writers import write_tiled_image
+from dlhisto_core.models.spec import InstanceThresholds
+from dlhisto_core.dl.instances import label_objects
+from dlhisto_core.models.packages import load_package
+from dlhisto_core.io.tiling import tile_grid
 
 torch.set_num_threads(2)
 

@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 from skimage import color, draw
 
-from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import Image, read_image
-from dlhisto_core.preprocessing import (PreprocessOptions, deconvolve_stains, enhance_ridges, gaussian_smooth,
-                                     normalize_percentiles, preprocess, rescale_to_pixel_size)
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.images import Image, read_image
+from dlhisto_core.imaging.preprocessing import PreprocessOptions, deconvolve_stains, enhance_ridges, gaussian_smooth, normalize_percentiles, preprocess, rescale_to_pixel_size
 
 
 def test_gaussian_smoothing_keeps_the_mean_and_lowers_the_noise():

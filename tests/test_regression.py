@@ -13,13 +13,17 @@ import torch
 import yaml
 
 from dlhisto_core.cli import main
-from dlhisto_core.dl_data import augment_patch, channel_range, sample_patches, scale_channels
-from dlhisto_core.dl_models import ModelSpec, build_model
-from dlhisto_core.dl_predict import PredictOptions, predict_image
-from dlhisto_core.dl_train import TrainOptions, make_loss, train
-from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import read_image
-from dlhisto_core.model_package import PackageInfo, export_package, load_package, target_normalization
+from dlhisto_core.dl.patches import augment_patch, sample_patches
+from dlhisto_core.imaging.intensity import channel_range, scale_channels
+from dlhisto_core.models.spec import ModelSpec
+from dlhisto_core.models.networks import build_model
+from dlhisto_core.dl.options import PredictOptions
+from dlhisto_core.dl.prediction import predict_image
+from dlhisto_core.dl.options import TrainOptions
+from dlhisto_core.dl.loop import make_loss, train
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.images import read_image
+from dlhisto_core.models.packages import PackageInfo, export_package, load_package, target_normalization
 
 torch.set_num_threads(2)
 

@@ -12,7 +12,7 @@ import numpy as np
 import tifffile
 import torch
 
-from dlhisto_core.model_package import load_package
+from dlhisto_core.models.packages import load_package
 
 
 def start(*args):

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from dlhisto_core.cli import main
-from dlhisto_core.image_io import read_labels, write_labels
-from dlhisto_core.report import COLOURS
+from dlhisto_core.io.images import read_labels
+from dlhisto_core.io.writers import write_labels
+from dlhisto_core.evaluation.report import COLOURS
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM and not os.environ.get("DLHISTO_BROWSER_REQUIRED"),

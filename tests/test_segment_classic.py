@@ -4,10 +4,10 @@ from scipy import ndimage as ndi
 from scipy.cluster.vq import kmeans
 from skimage import draw, filters
 
-from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import read_image, read_labels, single_channel
-from dlhisto_core.preprocessing import gaussian_smooth
-from dlhisto_core.classic import ClassicOptions, kmeans_threshold, segment_classic, threshold_value
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.images import read_image, read_labels, single_channel
+from dlhisto_core.imaging.preprocessing import gaussian_smooth
+from dlhisto_core.classic.segmentation import ClassicOptions, kmeans_threshold, segment_classic, threshold_value
 
 
 def two_touching_disks(shape=(80, 120)) -> np.ndarray:

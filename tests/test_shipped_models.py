@@ -12,9 +12,9 @@ import pytest
 import tifffile
 
 from dlhisto_core import ClassifyOptions, classify, evaluate, evaluate_instances, predict, pretrained_model
-from dlhisto_core.errors import InputError
-from dlhisto_core.model_card import read_evaluation
-from dlhisto_core.shipped_models import SHIPPED, compact, expand
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.models.cards import read_evaluation
+from dlhisto_core.models.shipped import SHIPPED, compact, expand
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))

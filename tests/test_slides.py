@@ -6,9 +6,12 @@ import pytest
 import tifffile
 
 from dlhisto_core import PredictOptions, predict
-from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import TiledImageReader, image_reader, read_image
-from dlhisto_core.slides import OpenSlideReader, ResampledReader, open_slide
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.readers import TiledImageReader
+from dlhisto_core.io.slides import image_reader
+from dlhisto_core.io.images import read_image
+from dlhisto_core.io.slides import OpenSlideReader, open_slide
+from dlhisto_core.io.readers import ResampledReader
 
 
 def test_a_real_aperio_slide_is_read_with_its_vendor_metadata(test_slides):
@@ -183,7 +186,7 @@ def test_predict_and_classify_work_at_the_pixel_size_asked(test_slides, tmp_path
     """The nuclei U-Net on nuclei.tif (0.5 µm) asked for 1 µm; the stain classifier on the H&E
     pyramid at level 1 (2 µm): the outputs are in the working frame and record its pixel size."""
     from dlhisto_core import ClassifyOptions, classify
-    from dlhisto_core.image_io import Image
+    from dlhisto_core.io.images import Image
 
     image = read_image(test_data / "nuclei.tif").data
     summary = predict(test_data / "nuclei_unet.zip", Image(image, (0.5, 0.5)),
@@ -205,7 +208,7 @@ def test_a_package_records_its_pixel_size_and_predict_works_at_it(test_data, tmp
     import zipfile
 
     from dlhisto_core import DataOptions, TrainOptions, train
-    from dlhisto_core.image_io import write_image, write_labels
+    from dlhisto_core.io.writers import write_image, write_labels
 
     image, labels = read_image(test_data / "nuclei.tif").data, read_image(test_data / "nuclei_groundtruth.tif").data
     write_image(tmp_path / "at_0.5.tif", image, (0.5, 0.5))
@@ -246,7 +249,7 @@ def test_the_overview_is_read_from_a_coarse_pyramid_level(test_slides):
 def test_background_windows_are_decided_on_the_overview_and_never_read(nuclei_model, test_data, tmp_path):
     """nuclei_on_empty_slide.tif: the nuclei image in the top-left quarter of an empty 1024 x 1024
     slide. With background skipping, only windows over tissue are read at full resolution."""
-    from dlhisto_core.image_io import ArrayReader
+    from dlhisto_core.io.readers import ArrayReader
 
     class CountingReader(ArrayReader):
         windows = 0
@@ -268,7 +271,7 @@ def test_classify_works_at_the_pixel_size_its_package_records(test_slides, test_
     """A tile classifier trained on tiles at 1 µm classifies the 0.499 µm pyramid at 1 µm: 1022 px,
     8 x 8 tiles of 128, unless another pixel size is asked for."""
     from dlhisto_core import ClassifyOptions, DataOptions, TrainOptions, classify, train
-    from dlhisto_core.image_io import write_image
+    from dlhisto_core.io.writers import write_image
 
     tiles = []
     for path in sorted(test_data.glob("tile_*.png")):

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from dlhisto_core import stain
+from dlhisto_core.imaging import stain
 from dlhisto_core.cli import main
-from dlhisto_core.errors import InputError
-from dlhisto_core.image_io import read_image
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.images import read_image
 
 from torchstain.numpy import normalizers as torchstain_normalizers  # the reference (requirements-test.lock)
 
@@ -158,7 +158,7 @@ def test_predict_normalises_the_slide_as_it_reads_it(test_data, tmp_path, capsys
     """An RGB U-Net (1 epoch: its weights do not matter here) predicts the IHC image with its stains
     mapped onto the H&E reference exactly as it predicts the copy preprocess normalised first."""
     from dlhisto_core import DataOptions, PredictOptions, TrainOptions, predict, train
-    from dlhisto_core.image_io import write_labels
+    from dlhisto_core.io.writers import write_labels
 
     he = read_image(test_data / "he.jpg").data
     write_labels(tmp_path / "dark.tif", (he.mean(axis=2) < 150).astype(np.uint8))
@@ -188,9 +188,9 @@ def test_a_model_trained_on_normalised_stains_records_its_reference_and_predict_
     import zipfile
 
     from dlhisto_core import DataOptions, PredictOptions, TrainOptions, predict, train
-    from dlhisto_core.dl_predict import predict_slide
-    from dlhisto_core.image_io import write_labels
-    from dlhisto_core.model_package import load_package
+    from dlhisto_core.dl.prediction import predict_slide
+    from dlhisto_core.io.writers import write_labels
+    from dlhisto_core.models.packages import load_package
 
     reference = stain.fit(test_data / "he.jpg", "macenko")
     ihc = read_image(test_data / "ihc.png").data

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from dlhisto_core.classic import objects_from_mask
-from dlhisto_core.image_io import read_image, read_labels
-from dlhisto_core.measure import measure_objects
-from dlhisto_core.tiled_objects import objects_by_strips
+from dlhisto_core.classic.segmentation import objects_from_mask
+from dlhisto_core.io.images import read_image, read_labels
+from dlhisto_core.classic.measure import measure_objects
+from dlhisto_core.classic.tiled_objects import objects_by_strips
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_split_objects_are_those_of_the_whole_mask_up_to_watershed_ties(blobs, t
 
 
 def test_pixel_classifier_objects_do_not_depend_on_the_tile_size(test_data, tmp_path):
-    from dlhisto_core import pixel_classifier
+    from dlhisto_core.ml import pixel_classifier
 
     classifier = pixel_classifier.load(test_data / "nuclei_classifier.zip")
     summaries, labels = [], []

@@ -1,5 +1,5 @@
 """Every Galaxy tool parameter that sets a command-line option agrees with the option, and so
-with the options dataclass the option is built from (``options.add_option``): same default, a
+with the options dataclass the option is built from (``bounds.add_option``): same default, a
 range inside the accepted bounds, choices among the accepted ones. (A parameter without a min
 or max is allowed: the step refuses a value out of its bounds in one line, which some tool
 tests check through Galaxy.)"""
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dlhisto_core.cli_parser import build_parser
+from dlhisto_core.cli.parser import build_parser
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 TOOL_XMLS = sorted(p for p in TOOLS.glob("*.xml") if p.name != "macros.xml")

@@ -1,4 +1,4 @@
-"""bioimage.io models made elsewhere (dlhisto_core.zoo_models), on packages built the zoo's way
+"""bioimage.io models made elsewhere (dlhisto_core.models.zoo), on packages built the zoo's way
 with bioimageio.spec's own classes (scripts/make_zoo_packages.py): each passes bioimageio.core's
 test_model, and dlhisto's tiled prediction equals bioimageio.core's own on the same image."""
 
@@ -12,9 +12,9 @@ import tifffile
 import yaml
 
 from dlhisto_core import predict
-from dlhisto_core.dl_options import PredictOptions
-from dlhisto_core.errors import InputError
-from dlhisto_core.zoo_models import is_foreign, load_zoo_model, predict_zoo
+from dlhisto_core.dl.options import PredictOptions
+from dlhisto_core.base.errors import InputError
+from dlhisto_core.models.zoo import is_foreign, load_zoo_model, predict_zoo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import make_zoo_packages  # noqa: E402 - the test packages and their references
@@ -85,7 +85,7 @@ def test_postprocessing_with_statistics_of_the_whole_output_follows_the_spec(zoo
 def test_reference_statistics_that_do_not_fit_the_output_are_refused():
     """scale_mean_variance to an input of 3 channels, on an output without a channel axis: there
     is no one value to take (it used to take the first channel's)."""
-    from dlhisto_core.zoo_models import _like
+    from dlhisto_core.models.zoo import _like
 
     per_channel = np.arange(3.0).reshape(1, 3, 1, 1)
     assert _like(per_channel, ["batch", "channel", "y", "x"], ["batch", "y", "x", "channel"]).shape == (1, 1, 1, 3)
@@ -98,7 +98,9 @@ def test_reference_statistics_that_do_not_fit_the_output_are_refused():
 def test_predict_runs_a_foreign_package_at_its_pixel_size_with_a_class_map(zoo, test_data, tmp_path):
     """Through dlhisto's predict (API of the CLI and the Galaxy tool): the package states 0.5 µm;
     an image recorded at 0.25 µm is read at 0.5 µm; the class map thresholds the one probability."""
-    from dlhisto_core.image_io import TiledImageReader, read_image, write_image
+    from dlhisto_core.io.readers import TiledImageReader
+    from dlhisto_core.io.images import read_image
+    from dlhisto_core.io.writers import write_image
 
     nuclei = read_image(test_data / "nuclei.tif").data
     write_image(tmp_path / "quarter.ome.tif", np.repeat(np.repeat(nuclei, 2, 0), 2, 1), (0.25, 0.25))

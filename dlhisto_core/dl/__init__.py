@@ -1,0 +1,18 @@
+"""Deep learning: training networks and running them over images and slides.
+
+May import every sub-package below it (:mod:`base`, :mod:`io`, :mod:`imaging`, :mod:`segmentation`,
+:mod:`scoring`, :mod:`models`).
+
+==================  =============================================================================
+module              holds
+==================  =============================================================================
+``options``         the options of train, transfer, predict and classify (no PyTorch)
+``patches``         training patches: sampling into HDF5, targets, augmentation
+``loop``            the resumable, reproducible training loop
+``training``        the train and transfer steps (:func:`train`, :func:`transfer`)
+``precision``       device, mixed precision, the network as inference runs it
+``prediction``      whole-slide prediction (:func:`predict`)
+``instances``       objects from an instance model's probabilities; tuning their thresholds
+``classification``  tile classification (:func:`classify`)
+==================  =============================================================================
+"""
