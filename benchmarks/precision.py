@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dlhisto_core.dl import classification, prediction, instances
+from dlhisto_core.dl import classification, engine, instances, prediction
 from dlhisto_core.models import packages, shipped
 from dlhisto_core.dl.options import ClassifyOptions, PredictOptions
 from dlhisto_core.io.images import read_image, read_labels
@@ -45,12 +45,12 @@ PIXELS_AGREE, F1_CHANGE, REGRESSION_RANGE = 0.999, 0.005, 0.01
 def forced(dtype):
     """Predict and classify run in autocast to ``dtype`` (None: float32), whatever the option."""
     chosen = lambda choice, device: Precision(device, dtype)  # noqa: E731
-    saved = prediction.network_precision, classification.network_precision
-    prediction.network_precision = classification.network_precision = chosen
+    saved = engine.network_precision, classification.network_precision
+    engine.network_precision = classification.network_precision = chosen
     try:
         yield
     finally:
-        prediction.network_precision, classification.network_precision = saved
+        engine.network_precision, classification.network_precision = saved
 
 
 def segmentation(name: str, package: Path, image: Path, truth: Path) -> list[dict]:

@@ -39,7 +39,8 @@ import yaml
 from dlhisto_core.models import networks
 from dlhisto_core.models.packages import PackageInfo, export_package
 from dlhisto_core.models.spec import ModelSpec
-from dlhisto_core.models.zoo import load_zoo_model, predict_zoo
+from dlhisto_core.dl.foreign import predict_zoo
+from dlhisto_core.models.zoo import load_zoo_model
 
 NUCLEI = Path(__file__).resolve().parent.parent / "test-data" / "nuclei.tif"
 

@@ -15,7 +15,8 @@ from dlhisto_core.cli import main
 from dlhisto_core.imaging.intensity import scale_channels
 from dlhisto_core.models.spec import ModelSpec
 from dlhisto_core.dl.options import PredictOptions
-from dlhisto_core.dl.prediction import blend_weights, probabilities_in_memory, slide_statistics
+from dlhisto_core.dl.engine import blend_weights, slide_range, tissue_map
+from dlhisto_core.dl.prediction import probabilities_in_memory
 from dlhisto_core.base.errors import InputError
 from dlhisto_core.io.readers import TiledImageReader
 from dlhisto_core.io.images import read_image, read_labels
@@ -53,11 +54,11 @@ def test_cpus_predict_in_float32_unless_asked(nuclei_model):
 def test_float16_holds_on_the_test_unet(nuclei_model, test_data, monkeypatch):
     """What --precision auto does on CUDA, computed on this CPU: >= 99.9 % of the class map and
     an F1 change below 0.005 (benchmarks/precision.py: 99.98 %, no change)."""
-    from dlhisto_core.dl import prediction
+    from dlhisto_core.dl import engine
     model, spec, rdf = load_package(nuclei_model)
     image, truth = test_data / "nuclei.tif", read_labels(test_data / "nuclei_groundtruth.tif").data
     single = probabilities(model, spec, image)
-    monkeypatch.setattr(prediction, "network_precision", lambda choice, device: Precision(device, torch.float16))
+    monkeypatch.setattr(engine, "network_precision", lambda choice, device: Precision(device, torch.float16))
     half = probabilities(model, spec, image)
     assert not np.array_equal(single, half)  # float16 did run
     assert (single.argmax(-1) == half.argmax(-1)).mean() >= 0.999
@@ -88,16 +89,16 @@ def test_skipped_background_windows_give_what_blending_them_would(test_data, tmp
     predicted = probabilities(model, spec, tmp_path / "slide.tif", tile_size=size, overlap=overlap,
                               skip_background=True)
     with TiledImageReader(tmp_path / "slide.tif") as reader:
-        stats = slide_statistics(reader, True)
+        (low, high), tissue = slide_range(reader), tissue_map(reader)
     with torch.no_grad():
-        pixelwise = torch.softmax(model(torch.from_numpy(scale_channels(canvas, stats.low, stats.high))[None]), 1)
+        pixelwise = torch.softmax(model(torch.from_numpy(scale_channels(canvas, low, high))[None]), 1)
     pixelwise = np.moveaxis(pixelwise[0].numpy(), 0, -1)
     expected, count, skipped = np.zeros((1024 + overlap, 1024 + overlap, 3), np.float32), 1024 // size, 0
     for i in range(count):
         for j in range(count):
             y, x = i * size, j * size
             weights = np.outer(blend_weights(i, count, size, overlap), blend_weights(j, count, size, overlap))
-            if stats.tissue.fraction(y, x, size + overlap) < PredictOptions().min_tissue:
+            if tissue.fraction(y, x, size + overlap) < PredictOptions().min_tissue:
                 window, skipped = np.eye(3, dtype=np.float32)[0], skipped + 1
             else:
                 window = np.pad(pixelwise, ((0, overlap), (0, overlap), (0, 0)), mode="reflect")[
@@ -158,12 +159,12 @@ def test_patches_load_in_worker_processes_on_gpus_only(monkeypatch):
 
 def test_threaded_stages_predict_what_sequential_ones_do(nuclei_model, test_data, monkeypatch):
     """The stages run in threads where there are cores to spare (here: forced) with the same result."""
-    from dlhisto_core.dl import prediction
+    from dlhisto_core.dl import engine
     model, spec, _ = load_package(nuclei_model)
     options = dict(tile_size=128, overlap=64, batch_size=3)
-    monkeypatch.setattr(prediction, "spare_cores", lambda device, threads: False)
+    monkeypatch.setattr(engine, "spare_cores", lambda device, threads: False)
     sequential = probabilities(model, spec, test_data / "nuclei.tif", **options)
-    monkeypatch.setattr(prediction, "spare_cores", lambda device, threads: True)
+    monkeypatch.setattr(engine, "spare_cores", lambda device, threads: True)
     threaded = probabilities(model, spec, test_data / "nuclei.tif", **options)
     np.testing.assert_array_equal(threaded, sequential)
     assert pipeline.spare_cores("cuda", 64)

@@ -14,7 +14,8 @@ from dlhisto_core.imaging.intensity import channel_range, scale_channels
 from dlhisto_core.dl.patches import make_target
 from dlhisto_core.models.spec import ModelSpec
 from dlhisto_core.dl.options import PredictOptions
-from dlhisto_core.dl.prediction import PredictSummary, SlidePredictor, _ObjectLabeller, blend_weights, predict_slide, probabilities_in_memory
+from dlhisto_core.dl.engine import Engine, NetworkWindows, WindowCount, blend_weights
+from dlhisto_core.dl.prediction import _ObjectLabeller, predict_slide, probabilities_in_memory
 from dlhisto_core.base.errors import InputError
 from dlhisto_core.io.readers import TiledImageReader
 from dlhisto_core.io.images import read_image, read_labels
@@ -48,7 +49,7 @@ def test_tiled_prediction_equals_whole_image_prediction_for_a_pointwise_model(te
     predicted = np.zeros_like(expected)
     with TiledImageReader(test_data / "nuclei.tif") as reader:
         options = PredictOptions(tile_size=tile_size, overlap=overlap, batch_size=3, device="cpu")
-        for tile, probabilities in SlidePredictor(model, spec, options).tiles(reader, PredictSummary()):
+        for tile, probabilities in Engine(NetworkWindows(model, spec), options).tiles(reader, WindowCount()):
             predicted[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = probabilities
     np.testing.assert_allclose(predicted, expected, atol=2e-6)
 

@@ -1,4 +1,4 @@
-"""bioimage.io models made elsewhere (dlhisto_core.models.zoo), on packages built the zoo's way
+"""bioimage.io models made elsewhere (dlhisto_core.models.zoo, run by dlhisto_core.dl.foreign), on packages built the zoo's way
 with bioimageio.spec's own classes (scripts/make_zoo_packages.py): each passes bioimageio.core's
 test_model, and dlhisto's tiled prediction equals bioimageio.core's own on the same image."""
 
@@ -14,7 +14,8 @@ import yaml
 from dlhisto_core import predict
 from dlhisto_core.dl.options import PredictOptions
 from dlhisto_core.base.errors import InputError
-from dlhisto_core.models.zoo import is_foreign, load_zoo_model, predict_zoo
+from dlhisto_core.dl.foreign import predict_zoo
+from dlhisto_core.models.zoo import is_foreign, load_zoo_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import make_zoo_packages  # noqa: E402 - the test packages and their references
@@ -112,6 +113,31 @@ def test_predict_runs_a_foreign_package_at_its_pixel_size_with_a_class_map(zoo, 
         p, c = probabilities.read_region(0, 0, 512, 512), classes.read_region(0, 0, 512, 512)
     assert np.array_equal(c, (p >= 0.5).astype(np.uint8))
     assert "mean_foreground" in (tmp_path / "s.tsv").read_text().splitlines()[0]
+
+
+def test_foreign_models_run_on_the_engine_with_every_prediction_option(zoo, test_data, tmp_path):
+    """predict's options reach a model made elsewhere as they reach dlhisto's own: batches give
+    the same output as single windows, bfloat16 and flips change it a little, and what such a
+    model cannot do (background skipping, ONNX off the CPU or in bfloat16) is refused in one line."""
+    image = test_data / "nuclei.tif"
+
+    def run(name, **options):
+        output = tmp_path / f"{name}_{'_'.join(f'{k}-{v}' for k, v in options.items())}.tif"
+        summary = predict(zoo[name], image, PredictOptions(tile_size=128, overlap=0, **options), probabilities=output)
+        return summary, tifffile.imread(output)
+
+    single, one = run("ts05_zmuv_halo", batch_size=1)
+    batched, four = run("ts05_zmuv_halo", batch_size=4)
+    assert single.windows == batched.windows == 16 and np.array_equal(one, four)
+    bf16, half = run("ts05_zmuv_halo", precision="bf16")
+    assert bf16.device == "cpu, bf16" and single.device == "cpu, fp32"
+    assert 0 < np.abs(half - one).max() < 0.01
+    _, flipped = run("ts05_zmuv_halo", flips=True)
+    assert 0 < np.abs(flipped - one).max() < 0.2
+    with pytest.raises(InputError, match="background skipping needs to know which output is background"):
+        run("ts05_zmuv_halo", skip_background=True)
+    with pytest.raises(InputError, match="ONNX weights only, which dlhisto runs on the CPU in float32"):
+        run("onnx05_fixed_zmuv", precision="bf16")
 
 
 def _repacked(source, target, change_rdf=None, drop=()):

@@ -11,7 +11,9 @@ module              holds
 ``loop``            the resumable, reproducible training loop
 ``training``        the train and transfer steps (:func:`train`, :func:`transfer`)
 ``precision``       device, mixed precision, the network as inference runs it
-``prediction``      whole-slide prediction (:func:`predict`)
+``engine``          the one engine every model runs on: windows, batches, blending, background
+``prediction``      whole-slide prediction with a package (:func:`predict`)
+``foreign``         packages made elsewhere on the same engine (:func:`predict_zoo`)
 ``instances``       objects from an instance model's probabilities; tuning their thresholds
 ``classification``  tile classification (:func:`classify`)
 ==================  =============================================================================

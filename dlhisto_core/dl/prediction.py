@@ -1,28 +1,11 @@
-"""Whole-slide inference with a segmentation network, tile by tile in bounded memory.
+"""Whole-slide prediction with a model package: the predict step, the outputs of segmentation
+(probabilities, class map, objects) and regression models, written tile by tile in bounded memory.
 
-The slide is cut into output tiles of ``T`` pixels (the TIFF tiles of the outputs). The network
-sees windows of ``T + overlap`` pixels: window (i, j) starts at the corner of output tile (i, j)
-and reaches ``overlap`` pixels into the next tiles. Where two windows overlap, their
-probabilities are blended with weights sin^2 / cos^2 that add up to exactly 1, so there is no
-seam and every pixel near a window edge is mostly predicted by the window that sees it with
-context. Because each window only spills into the tiles right of and below its own tile, an
-output tile is complete as soon as its own window is done: tiles are written in TIFF order while
-the slide is read, and only the overlap strips of one row of windows are held (memory grows
-with ``slide width x overlap``, a few MB, never with the slide area).
-
-Before the pass, a subsample of the slide (every pixel for images up to 4 Mpx) gives the
-per-channel percentiles of the normalisation the model was trained with. For
-``skip_background``, tissue is found on the slide's overview (a coarse pyramid level, about
-2048 pixels on its longest side, :meth:`readers.Reader.overview`), not on full-resolution
-windows: an Otsu threshold of the tissue signal (colour saturation of brightfield RGB,
-intensity otherwise) gives a tissue mask, and a window whose footprint on it holds too little
-tissue is neither read nor sent through the network: it is background (class 0) with
-probability 1.
-
-Regression models (image restoration or translation) give pixel values instead of class
-probabilities; they are blended the same way and scaled back to the target's units: with the
-slide's own percentiles for targets normalised by their input, with the package's fixed values
-for targets normalised over the training set (``dl_data``).
+Every model runs on one engine (:mod:`engine`): dlhisto's networks as :class:`engine.NetworkWindows`,
+packages made elsewhere through :mod:`foreign`. Regression models (image restoration or
+translation) give pixel values instead of class probabilities, scaled back to the target's
+units: with the slide's own percentiles for targets normalised by their input, with the
+package's fixed values for targets normalised over the training set (:mod:`patches`).
 
 Instance models (background / interior / boundary) become label images as :mod:`instances`
 describes, with the thresholds the package records, without ever holding the slide: seeds are
@@ -35,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,30 +27,23 @@ import torch
 from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from skimage.filters import threshold_otsu
 
-from . import instances
-from ..models import zoo
-from .options import PredictOptions
-from .patches import SAMPLE_PIXELS
-from ..imaging.intensity import channel_range, scale_channels
-from ..models.packages import target_scale
-from .precision import pick_device
-from .precision import inference_network, network_precision
 from ..base.errors import InputError
+from ..imaging.stain import NormalizedReader
+from ..io.images import smallest_label_dtype
 from ..io.inputs import named
 from ..io.outputs import outputs_together
-from ..base.pipeline import in_thread, spare_cores
-from ..io.tables import write_row
 from ..io.readers import TiledImageReader
-from ..io.writers import TileSink, write_pyramid, write_tiled_image
-from ..io.slides import image_reader
-from ..io.images import smallest_label_dtype
-from ..models.spec import InstanceThresholds, ModelSpec
-from ..io.slides import downsample_to_slide
-from ..imaging.stain import NormalizedReader
+from ..io.slides import downsample_to_slide, image_reader
+from ..io.tables import write_row
 from ..io.tiling import Tile, tile_grid
-
+from ..io.writers import TileSink, write_pyramid, write_tiled_image
+from ..models.spec import InstanceThresholds, ModelSpec
+from ..models.zoo import is_foreign, load_zoo_model
+from . import instances
+from .engine import Engine, NetworkWindows, WindowCount
+from .foreign import predict_zoo
+from .options import PredictOptions
 
 
 @dataclass
@@ -106,235 +81,6 @@ class PredictSummary:
                 + ("" if self.objects is None else f", {self.objects} objects") + f" ({self.device})")
 
 
-@dataclass
-class TissueMap:
-    """Where the tissue is, on the slide's overview: ``mask`` (bool) and ``scale`` (overview
-    pixels per slide pixel, y and x)."""
-
-    mask: np.ndarray
-    scale: tuple[float, float]
-
-    def fraction(self, y: int, x: int, size: int) -> float:
-        """The tissue fraction of the slide's square window at (y, x) of ``size`` pixels."""
-        (sy, sx), (height, width) = self.scale, self.mask.shape
-        top, left = min(int(y * sy), height - 1), min(int(x * sx), width - 1)
-        bottom, right = max(math.ceil((y + size) * sy), top + 1), max(math.ceil((x + size) * sx), left + 1)
-        return float(self.mask[top:bottom, left:right].mean())
-
-
-def tissue_map(reader) -> TissueMap:
-    """The tissue mask of a slide from its overview: Otsu's threshold of the tissue signal."""
-    overview, scale = reader.overview()
-    signal = tissue_signal(overview)
-    threshold = float(threshold_otsu(signal)) if signal.min() < signal.max() else float(signal.max())
-    return TissueMap(signal > threshold, scale)
-
-
-@dataclass
-class SlideStatistics:
-    low: np.ndarray
-    high: np.ndarray
-    tissue: TissueMap | None
-
-
-def slide_statistics(reader: TiledImageReader, skip_background: bool, chunk: int = 1024) -> SlideStatistics:
-    """Normalisation percentiles from pixels on a regular grid of the slide (and its tissue map)."""
-    height, width = reader.shape[:2]
-    stride = max(1, math.ceil(math.sqrt(height * width / SAMPLE_PIXELS)))
-    samples = []
-    for tile in tile_grid(height, width, chunk):
-        region = reader.read_region(tile.y, tile.x, tile.height, tile.width)
-        samples.append(region[(-tile.y) % stride::stride, (-tile.x) % stride::stride].reshape(-1, *region.shape[2:]))
-    sample = np.concatenate(samples)[:, None]  # (N, 1[, C]): an image of one column
-    low, high = channel_range(sample)
-    return SlideStatistics(low, high, tissue_map(reader) if skip_background else None)
-
-
-def tissue_signal(region: np.ndarray) -> np.ndarray:
-    """Per pixel: colour saturation for RGB brightfield (glass is grey-white), intensity otherwise."""
-    if region.ndim == 3 and region.shape[2] in (3, 4):
-        rgb = region[..., :3].astype(np.float32)
-        brightest = rgb.max(axis=-1)
-        return (brightest - rgb.min(axis=-1)) / np.maximum(brightest, 1e-6)
-    return (region.mean(axis=-1) if region.ndim == 3 else region).astype(np.float32)
-
-
-def blend_weights(index: int, count: int, tile_size: int, overlap: int) -> np.ndarray:
-    """1-D weights of window ``index`` of ``count`` along one axis: rising over its first
-    ``overlap`` pixels (shared with the previous window), 1 inside, falling over the last ones."""
-    weights = np.ones(tile_size + overlap, np.float32)
-    if overlap:
-        rising = np.sin(np.pi / 2 * (np.arange(overlap) + 0.5) / overlap) ** 2
-        if index > 0:
-            weights[:overlap] = rising
-        weights[tile_size:] = 1 - rising if index < count - 1 else 0
-    return weights
-
-
-class SlidePredictor:
-    """Runs a network over a slide and yields blended probability tiles in TIFF order."""
-
-    def __init__(self, model: torch.nn.Module, spec: ModelSpec, options: PredictOptions,
-                 target_normalization: dict | None = None):
-        options.check()
-        if (spec.task == "regression") != (target_normalization is not None):
-            raise ValueError("regression models, and only they, need a target normalisation")
-        if spec.task == "regression" and options.skip_background:
-            raise InputError("background skipping is for segmentation models; this model predicts pixel values")
-        self.spec, self.options = spec, options
-        self.target_normalization = target_normalization
-        self.device = pick_device(options.device)
-        self.precision = network_precision(options.precision, self.device)
-        self.model = inference_network(model, self.device)
-
-    def describe(self) -> str:
-        """Device and precision, e.g. 'cpu, fp32'."""
-        return f"{self.device}, {self.precision.name}"
-
-    def tiles(self, reader: TiledImageReader, summary: PredictSummary):
-        """Yield (Tile, values (h, w, K) float32) for every output tile, row by row: class
-        probabilities, or for regression the pixel values in the target's units.
-
-        Where there are cores to spare (a GPU node, or a CPU job with more cores than PyTorch
-        uses), the windows are read and normalised in one worker thread and go through the
-        network in another (:mod:`pipeline`) while this generator blends them. A tile whose own window
-        and every window reaching into it are background is class 0 without any blending.
-        """
-        n_channels = 1 if len(reader.shape) == 2 else reader.shape[2]
-        if n_channels != self.spec.in_channels:
-            raise InputError(f"the model expects {self.spec.in_channels}-channel images; "
-                             f"'{reader.name}' has {n_channels}")
-        stats = slide_statistics(reader, self.options.skip_background)
-        gain, offset = self._output_scale(stats)
-        size, overlap = self.options.tile_size, self.options.overlap
-        height, width = reader.shape[:2]
-        rows, cols = -(-height // size), -(-width // size)
-        row_weights = [blend_weights(i, rows, size, overlap) for i in range(rows)]
-        column_weights = [blend_weights(j, cols, size, overlap) for j in range(cols)]
-        background = np.zeros((self.spec.out_channels, size + overlap, size + overlap), np.float32)
-        background[0] = 1
-        background_tile = np.moveaxis(background[:, :size, :size], 0, -1)
-        background_tile.flags.writeable = False
-
-        def weighted(window: np.ndarray | None, i: int, j: int) -> np.ndarray:
-            """Window (i, j)'s outputs times its blending weights, in place (None: a background
-            window). The weights differ from 1 only in the bands of the overlaps."""
-            values = background.copy() if window is None else window
-            along_y, along_x = row_weights[i], column_weights[j]
-            for band in (slice(0, overlap), slice(size, size + overlap)):
-                values[:, band, :] *= along_y[band, None]
-                values[:, :, band] *= along_x[band]
-            return values
-
-        reading = self._read_windows(reader, stats, rows, cols, summary)
-        if spare_cores(self.device.type, torch.get_num_threads()):
-            depth = 2 * self.options.batch_size
-            reading = in_thread(reading, depth, "dlhisto-read")
-            windows = in_thread(self._network_outputs(reading), depth, "dlhisto-network")
-        else:
-            windows = self._network_outputs(reading)
-        try:
-            # the strips a window spills into the tiles right of and below its own: None when the
-            # window was background (computed again in the rare case a tissue tile needs them)
-            above: dict[int, np.ndarray | None] = {}
-            for i in range(rows):
-                below: dict[int, np.ndarray | None] = {}
-                right = None
-                for j in range(cols):
-                    window = next(windows)
-                    h, w = min(size, height - i * size), min(size, width - j * size)
-                    corner = above.pop(j - 1, None) if i > 0 and j > 0 else None
-                    all_background = window is None and (j == 0 or right is None) and (
-                        i == 0 or (above[j] is None and (j == 0 or corner is None)))
-                    if all_background or not overlap and window is None:
-                        right, below[j] = None, None
-                        yield Tile(i * size, j * size, h, w), background_tile[:h, :w]
-                        continue
-                    values = weighted(window, i, j)
-                    tile = values[:, :size, :size]  # the strips below and right of it are apart
-                    if overlap:
-                        if j > 0:
-                            tile[:, :, :overlap] += right if right is not None else \
-                                weighted(None, i, j - 1)[:, :size, size:]
-                        if i > 0:
-                            strip = above[j] if above[j] is not None else weighted(None, i - 1, j)[:, size:, :]
-                            tile[:, :overlap, :] += strip[:, :, :size]
-                            if j > 0:
-                                corner = corner if corner is not None else weighted(None, i - 1, j - 1)[:, size:, :]
-                                tile[:, :overlap, :overlap] += corner[:, :, size:]
-                        # copies: views would keep whole windows
-                        right = None if window is None else values[:, :size, size:].copy()
-                        below[j] = None if window is None else values[:, size:, :].copy()
-                    values = np.moveaxis(tile[:, :h, :w], 0, -1)
-                    yield Tile(i * size, j * size, h, w), values if gain is None else values * gain + offset
-                above = below
-        finally:
-            windows.close()
-
-    def _output_scale(self, stats: SlideStatistics) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Regression: per-channel gain and offset to the target's units; (None, None) for classes."""
-        if self.target_normalization is None:
-            return None, None
-        return target_scale(self.target_normalization, stats.low, stats.high)
-
-    def _read_windows(self, reader, stats: SlideStatistics, rows: int, cols: int, summary: PredictSummary):
-        """The normalised (C, W, W) window of every window position in row-major order, or None
-        for a background window (not read)."""
-        size = self.options.tile_size + self.options.overlap
-        for i in range(rows):
-            for j in range(cols):
-                y, x = i * self.options.tile_size, j * self.options.tile_size
-                summary.windows += 1
-                if stats.tissue is not None and stats.tissue.fraction(y, x, size) < self.options.min_tissue:
-                    summary.skipped += 1
-                    yield None
-                else:
-                    yield scale_channels(_read_window(reader, y, x, size), stats.low, stats.high)
-
-    def _network_outputs(self, windows):
-        """Class probabilities (or regression outputs) (K, W, W) of the windows in order, None for
-        background windows.
-
-        Windows with tissue go through the network in full batches, filled across rows, so that
-        every forward pass has the same shape (steady speed and memory); background windows
-        waiting for a batch to fill are only counted, not stored.
-        """
-        pending: list[np.ndarray | None] = []
-        n_tissue = 0
-        try:
-            for window in windows:
-                pending.append(window)
-                n_tissue += window is not None
-                if n_tissue == self.options.batch_size:
-                    yield from self._run_batch(pending)
-                    pending, n_tissue = [], 0
-            yield from self._run_batch(pending)
-        finally:
-            windows.close()
-
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (or regression outputs) of a batch; with ``options.flips``, the
-        mean over the batch and its flips along x, y and both, each flipped back."""
-        outputs = None
-        for dims in ([(), (3,), (2,), (2, 3)] if self.options.flips else [()]):
-            flipped = torch.flip(batch, dims) if dims else batch
-            with self.precision.autocast():
-                values = self.model(flipped).float()
-            values = values if self.spec.task == "regression" else torch.softmax(values, dim=1)
-            values = torch.flip(values, dims) if dims else values
-            outputs = values if outputs is None else outputs + values
-        return outputs / 4 if self.options.flips else outputs
-
-    def _run_batch(self, pending: list[np.ndarray | None]):
-        batch = [window for window in pending if window is not None]
-        outputs = iter([])
-        if batch:
-            with torch.inference_mode():
-                outputs = iter(self._forward(torch.from_numpy(np.stack(batch)).to(self.device)).cpu().numpy())
-        for window in pending:
-            yield None if window is None else next(outputs)
-
-
 def class_map(probabilities: np.ndarray) -> np.ndarray:
     """The (h, w) uint8 argmax of (h, w, K) probabilities (the first class of a tie), one class
     plane at a time: twice as fast as NumPy's argmax over the last axis."""
@@ -346,17 +92,6 @@ def class_map(probabilities: np.ndarray) -> np.ndarray:
         classes[higher] = k
         best = np.maximum(best, plane)
     return classes
-
-
-def _read_window(reader: TiledImageReader, y: int, x: int, size: int) -> np.ndarray:
-    """The (size, size, C) window at (y, x), mirrored where it reaches past the slide."""
-    region = reader.read_region(y, x, size, size)
-    region = region[..., None] if region.ndim == 2 else region
-    pad_y, pad_x = size - region.shape[0], size - region.shape[1]
-    if pad_y or pad_x:
-        mode = "reflect" if min(region.shape[:2]) > 1 else "edge"
-        region = np.pad(region, ((0, pad_y), (0, pad_x), (0, 0)), mode=mode)
-    return region
 
 
 def predict(package, image, options: PredictOptions | None = None, *, probabilities=None, classes=None,
@@ -407,7 +142,7 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
     image_name = None
     if isinstance(image, tuple):
         image, image_name = image
-    if zoo.is_foreign(path, model_name):
+    if is_foreign(path, model_name):
         return _predict_foreign(path, model_name, image, image_name, options, probabilities, classes, objects,
                                 predicted_image, summary, geojson, stain_reference)
     model, spec, rdf = packages.load_package(path, model_name)
@@ -448,7 +183,7 @@ def predict(package, image, options: PredictOptions | None = None, *, probabilit
 
 def _predict_foreign(path, model_name: str, image, image_name: str | None, options: PredictOptions, probabilities,
                      classes, objects, predicted_image, summary, geojson, stain_reference):
-    """:func:`predict` with a bioimage.io package made elsewhere (:mod:`zoo`): its output
+    """:func:`predict` with a bioimage.io package made elsewhere (:mod:`models.zoo`): its output
     tensor goes to ``probabilities`` or ``predicted_image``, whichever is asked."""
     if objects or geojson:
         raise InputError(f"'{model_name}' is a bioimage.io model from elsewhere: dlhisto writes its output "
@@ -456,12 +191,12 @@ def _predict_foreign(path, model_name: str, image, image_name: str | None, optio
     if probabilities and predicted_image:
         raise InputError(f"'{model_name}' has one output: ask for the probabilities or the predicted image")
     with contextlib.ExitStack() as stack:
-        model = stack.enter_context(zoo.load_zoo_model(path, model_name))
+        model = stack.enter_context(load_zoo_model(path, model_name))
         if stain_reference is not None:
             image = NormalizedReader(stack.enter_context(image_reader(image, name=image_name)), stain_reference)
         options = at_model_pixel_size(options, model.pixel_size, image, image_name)
-        return zoo.predict_zoo(model, image, probabilities or predicted_image, classes, summary,
-                                      options.tile_size, options.pixel_size, image_name)
+        return predict_zoo(model, image, probabilities or predicted_image, classes, summary,
+                           image_name=image_name, options=options)
 
 
 def at_model_pixel_size(options, trained_at: float | None, image, name: str | None = None):
@@ -492,8 +227,8 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
         raise InputError("ask for at least one output: probabilities, classes or objects")
     if objects_path and spec.task != "instance":
         raise InputError(f"objects come from instance models; this model does {spec.task} segmentation")
-    predictor = SlidePredictor(model, spec, options)
-    summary = PredictSummary(class_pixels=np.zeros(spec.out_channels, np.int64), device=predictor.describe())
+    engine = Engine(NetworkWindows(model, spec), options)
+    summary = PredictSummary(class_pixels=np.zeros(spec.out_channels, np.int64), device=engine.describe())
     size = options.tile_size
     with image_reader(image_path, name=name, pixel_size=options.pixel_size) as reader, \
             tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)
@@ -509,7 +244,7 @@ def predict_slide(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
                     TileSink(work / "probabilities.tif", (height, width, spec.out_channels), np.float32, size))
             objects = stack.enter_context(_ObjectLabeller(work, (height, width), size, thresholds)) \
                 if objects_path else None
-            for tile, probabilities in predictor.tiles(reader, summary):
+            for tile, probabilities in engine.tiles(reader, summary):
                 classes = class_map(probabilities)
                 summary.class_pixels += np.bincount(classes.ravel(), minlength=spec.out_channels)
                 if "classes" in sinks:
@@ -532,10 +267,10 @@ def probabilities_in_memory(model: torch.nn.Module, spec: ModelSpec, image, opti
                             name: str | None = None) -> np.ndarray:
     """The (H, W, K) class probabilities of a whole image, held in memory: for images, not
     slides (tuning the object thresholds on annotated images)."""
-    predictor = SlidePredictor(model, spec, options or PredictOptions())
+    engine = Engine(NetworkWindows(model, spec), options or PredictOptions())
     with image_reader(image, name=name) as reader:
         values = np.zeros((*reader.shape[:2], spec.out_channels), np.float32)
-        for tile, probabilities in predictor.tiles(reader, PredictSummary()):
+        for tile, probabilities in engine.tiles(reader, WindowCount()):
             values[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = probabilities
     return values
 
@@ -545,8 +280,8 @@ def predict_image(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
     """Predict the image of pixel values of a regression model (restoration, translation) for a
     slide (a file, a reader or an array) and write it as a pyramidal float32 OME-TIFF with the
     slide's pixel size."""
-    predictor = SlidePredictor(model, spec, options, target_normalization)
-    summary = PredictSummary(device=predictor.describe())
+    engine = Engine(NetworkWindows(model, spec, target_normalization), options)
+    summary = PredictSummary(device=engine.describe())
     sums = np.zeros(spec.out_channels)
     with image_reader(image_path, name=name, pixel_size=options.pixel_size) as reader, \
             tempfile.TemporaryDirectory(prefix="dlhisto-predict-") as work:  # honours TMPDIR (Galaxy: per job)
@@ -555,7 +290,7 @@ def predict_image(model: torch.nn.Module, spec: ModelSpec, image_path, options: 
         level0 = Path(work) / "predicted.tif"
         shape = (height, width) if spec.out_channels == 1 else (height, width, spec.out_channels)
         with TileSink(level0, shape, np.float32, options.tile_size) as sink:
-            for _, values in predictor.tiles(reader, summary):
+            for _, values in engine.tiles(reader, summary):
                 sums += values.sum(axis=(0, 1), dtype=np.float64)
                 sink.put(values[..., 0] if spec.out_channels == 1 else values)
         write_pyramid(output_path, level0, options.tile_size, reader.pixel_size)

@@ -1,5 +1,6 @@
-"""bioimage.io models from anyone: a package of the model zoo (spec 0.4 or 0.5), run tile by
-tile on images and slides as its rdf.yaml declares.
+"""bioimage.io models from anyone: a package of the model zoo (spec 0.4 or 0.5), opened,
+checked and ready to run window by window as its rdf.yaml declares (the engine that runs it over
+images and slides: :mod:`dlhisto_core.dl.foreign`).
 
 The package's TorchScript or ONNX weights run, or its ``pytorch_state_dict`` when the network
 is one dlhisto builds itself (segmentation-models-pytorch's; a network in a file or another
@@ -11,9 +12,6 @@ Nothing in the package is trusted: the zip's sizes are capped before anything is
 member names may not leave the package, the rdf is parsed by bioimageio.spec (safe YAML) with no
 download, test tensors are read without pickle. On load the package's test input must give its
 test output within the tolerance bioimageio.core's ``test_model`` applies.
-
-Per-sample statistics (mean and spread, percentiles) are taken from the whole image as the
-reference does; for images above :data:`MAX_STATS_PIXELS` from the slide's overview.
 """
 
 from __future__ import annotations
@@ -25,29 +23,22 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 import numpy as np
 
 from . import code_allowlist
 from ..io import untrusted
 from ..base.errors import InputError, one_line
-from ..io.slides import image_reader
-from ..io.writers import write_tiled_image
-from ..io.outputs import outputs_together
-from ..io.tables import write_row
 from ..base.threads import cpu_threads
 
 MAX_PACKAGE_BYTES = 4 * 2**30
 MAX_TEST_ELEMENTS = 2**24
 """Largest test tensor of a package (16 M values: 64 MB of float32)."""
-MAX_STATS_PIXELS = 64 * 2**20
-"""Images up to this many pixels give their statistics from every pixel; larger ones from their overview."""
 PREPROCESSING = {"binarize", "clip", "ensure_dtype", "fixed_zero_mean_unit_variance", "scale_linear", "scale_range",
                  "sigmoid", "softmax", "zero_mean_unit_variance"}
 OUTPUT_STATISTICS = {"zero_mean_unit_variance", "scale_range", "scale_mean_variance"}
 """Postprocessing steps that need statistics of the whole output: from the first of them on, the
-output is written once, measured, then processed tile by tile (see :func:`predict_zoo`)."""
+output is written once, measured, then processed tile by tile (see :func:`dlhisto_core.dl.foreign.predict_zoo`)."""
 POSTPROCESSING = {"binarize", "clip", "ensure_dtype", "fixed_zero_mean_unit_variance", "scale_linear", "sigmoid",
                   "softmax"} | OUTPUT_STATISTICS
 SMP_ARCHITECTURES = {"Unet", "UnetPlusPlus", "FPN"}
@@ -66,7 +57,8 @@ class ZooModel:
     name: str
     description: object
     weights_format: str
-    network: Callable[[np.ndarray], np.ndarray]
+    network: "TorchNetwork | OnnxNetwork"
+    """The network: called with an array of the input's axes, it runs on the CPU in float32."""
     input_axes: list[str]
     output_axes: list[str]
     window_sizes: dict[str, tuple[int, int]]
@@ -271,7 +263,54 @@ def _axes(tensor, name: str, which: str) -> list[str]:
     return ids
 
 
-def _network(description, files: PackageFiles, name: str) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+class TorchNetwork:
+    """A foreign TorchScript module, or an smp network dlhisto built, on one device."""
+
+    runs_on_cpu_only = False
+
+    def __init__(self, module, name: str):
+        self.module, self.name = module, name
+
+    def to(self, device) -> None:
+        self.module.to(device)
+
+    def run(self, tensor):
+        """The output tensor of an input tensor (in the input's axes), on the tensor's device."""
+        import torch
+
+        with torch.inference_mode(), _foreign_failure(self.name):
+            result = self.module(tensor)
+            return result[0] if isinstance(result, (tuple, list)) else result
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        import torch
+
+        return self.run(torch.from_numpy(np.ascontiguousarray(array))).float().cpu().numpy()
+
+
+class OnnxNetwork:
+    """A foreign ONNX graph in ONNX Runtime, on the CPU."""
+
+    runs_on_cpu_only = True
+
+    def __init__(self, session, name: str):
+        self.session, self.name = session, name
+        self.input_name = session.get_inputs()[0].name
+
+    def to(self, device) -> None:
+        pass
+
+    def run(self, tensor):
+        import torch
+
+        return torch.from_numpy(self(tensor.cpu().numpy())).to(tensor.device)
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        with _foreign_failure(self.name):
+            return np.asarray(self.session.run(None, {self.input_name: np.ascontiguousarray(array)})[0], np.float32)
+
+
+def _network(description, files: PackageFiles, name: str) -> tuple[str, TorchNetwork | OnnxNetwork]:
     """The first weights format dlhisto runs (TorchScript, ONNX, then a state dict of a network it
     builds), as a function of an array."""
     weights = description.weights
@@ -286,13 +325,7 @@ def _network(description, files: PackageFiles, name: str) -> tuple[str, Callable
         except Exception as exc:
             raise InputError(f"'{name}': its TorchScript weights cannot be read ({_cause(exc)})") from None
         code_allowlist.check_torchscript(module, name)
-
-        def run_torchscript(array: np.ndarray) -> np.ndarray:
-            with torch.no_grad(), _foreign_failure(name):
-                result = module(torch.from_numpy(np.ascontiguousarray(array)))
-                result = result[0] if isinstance(result, (tuple, list)) else result
-                return result.float().numpy()
-        return "torchscript", run_torchscript
+        return "torchscript", TorchNetwork(module, name)
     if weights.onnx is not None:
         import onnxruntime
 
@@ -306,12 +339,7 @@ def _network(description, files: PackageFiles, name: str) -> tuple[str, Callable
             session = onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise InputError(f"'{name}': its ONNX weights cannot be read ({one_line(exc, 200)})") from None
-        input_name = session.get_inputs()[0].name
-
-        def run_onnx(array: np.ndarray) -> np.ndarray:
-            with _foreign_failure(name):
-                return np.asarray(session.run(None, {input_name: np.ascontiguousarray(array)})[0], np.float32)
-        return "onnx", run_onnx
+        return "onnx", OnnxNetwork(session, name)
     if weights.pytorch_state_dict is not None:
         return "pytorch_state_dict", _state_dict_network(weights.pytorch_state_dict, files, name)
     formats = [f for f in ("keras_hdf5", "tensorflow_saved_model_bundle", "tensorflow_js")
@@ -337,11 +365,10 @@ def _cause(exc: BaseException) -> str:
     return one_line(lines[-1] if lines else type(exc).__name__, 200)
 
 
-def _state_dict_network(entry, files: PackageFiles, name: str) -> Callable[[np.ndarray], np.ndarray]:
+def _state_dict_network(entry, files: PackageFiles, name: str) -> TorchNetwork:
     """A PyTorch state dict for a network dlhisto builds itself: one of segmentation-models-pytorch's
     (:data:`SMP_ARCHITECTURES`, keyword arguments of :data:`SMP_KWARGS` only, no pretrained download).
     Code the package names (a file, another library) never runs."""
-    import torch
 
     from .packages import load_fitting_state_dict, read_state_dict
 
@@ -366,12 +393,7 @@ def _state_dict_network(entry, files: PackageFiles, name: str) -> Callable[[np.n
                          f"({one_line(exc, 200)})") from None
     data = _weights_bytes(entry.source, files, name)
     load_fitting_state_dict(model, read_state_dict(data, name), name)
-    model.eval()
-
-    def run_state_dict(array: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(np.ascontiguousarray(array))).float().numpy()
-    return run_state_dict
+    return TorchNetwork(model.eval(), name)
 
 
 def _weights_bytes(source, files: PackageFiles, name: str) -> bytes:
@@ -481,7 +503,7 @@ def _along(value, kwargs, axes: list[str], array: np.ndarray):
     return values.reshape(shape)
 
 
-# ---- running the network on an image ----
+# ---- running the network on a sample ----
 
 def to_tensor(image: np.ndarray, axes: list[str]) -> np.ndarray:
     """(Y, X[, C]) pixels as a float32 array of the input's axes."""
@@ -582,178 +604,3 @@ def _check_test_shape(shape: tuple, tensor, model: ZooModel) -> None:
                 break
     if problem:
         raise InputError(f"'{model.name}': its test tensor '{tensor.id}' has {problem}")
-
-
-def window_size(min_size: int, step: int, wanted: int) -> int:
-    """The smallest size the network takes that is at least ``wanted`` (or its fixed size)."""
-    if step == 0 or wanted <= min_size:
-        return min_size
-    return min_size + step * math.ceil((wanted - min_size) / step)
-
-
-@dataclass
-class ZooSummary:
-    """What a foreign model's prediction produced (one row of the summary table)."""
-
-    model: str
-    shape: tuple[int, int]
-    windows: int
-    channel_names: list[str]
-    channel_means: list[float]
-
-    def row(self, image_name: str) -> dict:
-        return {"image": image_name, "model": self.model, "height": self.shape[0], "width": self.shape[1],
-                "windows": self.windows, **{f"mean_{n}": m for n, m in zip(self.channel_names, self.channel_means)}}
-
-    def describe(self) -> str:
-        means = ", ".join(f"{n} {m:.4g}" for n, m in zip(self.channel_names, self.channel_means))
-        return f"{self.shape[1]} x {self.shape[0]} px in {self.windows} windows; mean output: {means}"
-
-
-def predict_zoo(model: ZooModel, image, output_path=None, classes_path=None, summary_path=None,
-                tile_size: int = 512, pixel_size: float | None = None, image_name: str | None = None) -> ZooSummary:
-    """Run a foreign model over an image or slide window by window, and write its output (float32
-    OME-TIFF, channels last), its class map (the most probable channel, 0..C-1; a single channel
-    thresholded at 0.5) and a one-row summary, together or not at all.
-
-    Windows have a size the network takes (at least ``tile_size`` where it can choose); each
-    output tile keeps the window's centre, ``halo`` pixels away from the window's sides except at
-    the image's border, so that no tile is cut where the network lacks context.
-    """
-    with outputs_together(output_path, classes_path, summary_path) as (output, classes, summary_file), \
-            tempfile.TemporaryDirectory(prefix="dlhisto-zoo-") as work, \
-            image_reader(image, name=image_name, pixel_size=pixel_size) as reader:
-        height, width = reader.shape[:2]
-        channels = 1 if len(reader.shape) == 2 else reader.shape[2]
-        if channels != model.n_channels:
-            raise InputError(f"'{model.name}' takes {model.n_channels}-channel images; '{reader.name}' has {channels}")
-        pre = model.description.inputs[0].preprocessing
-        stats_input = to_tensor(_stats_image(reader, model), model.input_axes)
-        stats = measure(pre, stats_input, model.input_axes)
-        windows = {axis: window_size(*model.window_sizes[axis], tile_size + 2 * model.halo[axis]) for axis in ("y", "x")}
-        tile = {axis: max(16, (windows[axis] - 2 * model.halo[axis]) // 16 * 16) for axis in ("y", "x")}
-        if tile["y"] != tile["x"]:
-            tile["y"] = tile["x"] = min(tile.values())
-        step = tile["y"]
-        means = _ChannelMeans(len(model.channel_names))
-        tail = model.whole_output_postprocessing
-
-        def window_tiles():
-            for y in range(0, height, step):
-                for x in range(0, width, step):
-                    th, tw = min(step, height - y), min(step, width - x)
-                    yield _window_output(model, reader, stats, (y, x, th, tw), windows, (height, width))
-        n_windows = math.ceil(height / step) * math.ceil(width / step)
-        out_shape = (height, width, len(model.channel_names)) if len(model.channel_names) > 1 else (height, width)
-        target = output or Path(work) / "output.ome.tif"  # the class map is made from it
-        if tail:  # the output before those steps, measured, then processed tile by tile
-            first = Path(work) / "before_statistics.ome.tif"
-            write_tiled_image(first, map(_squeezed, window_tiles()), out_shape, np.float32, step, reader.pixel_size)
-            reference = {str(model.description.inputs[0].id): (apply_all(pre, stats_input, model.input_axes, stats),
-                                                               model.input_axes)}
-            tiles = _processed_tiles(first, tail, reference, out_shape, step)
-        else:
-            tiles = window_tiles()
-        write_tiled_image(target, (_squeezed(means.add(t)) for t in tiles), out_shape, np.float32, step,
-                          reader.pixel_size)
-        if classes:
-            _write_classes(target, classes, out_shape, step, reader.pixel_size)
-        result = ZooSummary(model.name, (height, width), n_windows, model.channel_names, means.means())
-        if summary_file:
-            write_row(summary_file, result.row(image_name or reader.name))
-        return result
-
-
-class _ChannelMeans:
-    """The mean of each channel over the tiles of an output, (Y, X, C) tile by tile."""
-
-    def __init__(self, channels: int):
-        self.sums, self.count = np.zeros(channels), 0
-
-    def add(self, tile: np.ndarray) -> np.ndarray:
-        self.sums += tile.reshape(-1, tile.shape[-1]).sum(axis=0)
-        self.count += tile.shape[0] * tile.shape[1]
-        return tile
-
-    def means(self) -> list[float]:
-        return list(self.sums / max(self.count, 1))
-
-
-def _squeezed(tile: np.ndarray) -> np.ndarray:
-    """A (Y, X, C) tile as written: (Y, X) for one channel."""
-    return tile if tile.shape[-1] > 1 else tile[..., 0]
-
-
-def _with_channels(values: np.ndarray) -> np.ndarray:
-    """(Y, X) or (Y, X, C) pixels as (Y, X, C)."""
-    return values[..., None] if values.ndim == 2 else values
-
-
-def _stored_tiles(output, shape, tile_size: int):
-    """The tiles of an open output (:class:`TiledImageReader`), (Y, X, C), in the order written."""
-    for y in range(0, shape[0], tile_size):
-        for x in range(0, shape[1], tile_size):
-            yield _with_channels(output.read_region(y, x, tile_size, tile_size))
-
-
-def _processed_tiles(first: Path, steps, reference, shape, tile_size: int):
-    """The tiles of the output written to ``first`` with the postprocessing ``steps`` applied, their
-    statistics taken on the whole output (its overview beyond :data:`MAX_STATS_PIXELS`)."""
-    from ..io.readers import TiledImageReader
-
-    axes = ["y", "x", "channel"]
-    with TiledImageReader(first) as output:
-        whole = output.overview()[0] if shape[0] * shape[1] > MAX_STATS_PIXELS else output.read_region(
-            0, 0, shape[0], shape[1])
-        stats = measure(steps, _with_channels(whole), axes, reference)
-        del whole
-        for tile in _stored_tiles(output, shape, tile_size):
-            yield apply_all(steps, tile, axes, stats)
-
-
-def _stats_image(reader, model: ZooModel) -> np.ndarray:
-    """The pixels per-sample statistics come from, as the reference takes them: the whole image
-    extended by the halo as the package pads it; for a large slide, its overview."""
-    height, width = reader.shape[:2]
-    if height * width > MAX_STATS_PIXELS:
-        return reader.overview()[0]
-    return _padded_region(reader, -model.halo["y"], -model.halo["x"], height + 2 * model.halo["y"],
-                          width + 2 * model.halo["x"], model.padding)
-
-
-def _padded_region(reader, top: int, left: int, height: int, width: int, padding: dict) -> np.ndarray:
-    """Pixels [top:top+height, left:left+width] of the image, extended beyond its borders as the
-    package pads its input (``np.pad`` keywords)."""
-    image_height, image_width = reader.shape[:2]
-    y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + height, image_height), min(left + width, image_width)
-    pixels = reader.read_region(y0, x0, y1 - y0, x1 - x0)
-    widths = [(y0 - top, top + height - y1), (x0 - left, left + width - x1)]
-    if any(a or b for a, b in widths):
-        pixels = np.pad(pixels, widths + [(0, 0)] * (pixels.ndim - 2), **padding)
-    return pixels
-
-
-def _window_output(model: ZooModel, reader, stats, box, windows, shape) -> np.ndarray:
-    """The output for the tile ``box`` (y, x, h, w), from a window of the network's size holding
-    the tile and its halo: inside the image extended by the halo (as the reference extends it)
-    wherever the window fits there, further extended where the image is smaller."""
-    (y, x, th, tw), (height, width) = box, shape
-    (wy, wx), (hy, hx) = (windows["y"], windows["x"]), (model.halo["y"], model.halo["x"])
-    top = max(min(y - hy, height + hy - wy), -hy)
-    left = max(min(x - hx, width + hx - wx), -hx)
-    tensor = to_tensor(_padded_region(reader, top, left, wy, wx, model.padding), model.input_axes)
-    output = from_tensor(run_processed(model, tensor, stats), model.output_axes)
-    return output[y - top:y - top + th, x - left:x - left + tw]
-
-
-def _write_classes(output_path, classes_path, shape, tile_size: int, pixel_size) -> None:
-    """The class map of a written output: the most probable channel, or one channel >= 0.5."""
-    from ..io.readers import TiledImageReader
-
-    def classes_of(values: np.ndarray) -> np.ndarray:
-        return (values[..., 0] >= 0.5 if values.shape[-1] == 1 else values.argmax(axis=-1)).astype(np.uint8)
-
-    with TiledImageReader(output_path) as output:
-        write_tiled_image(classes_path, map(classes_of, _stored_tiles(output, shape, tile_size)), shape[:2], np.uint8,
-                          tile_size, pixel_size)
