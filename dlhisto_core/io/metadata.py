@@ -29,7 +29,7 @@ class _Checked(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
 
-def check(schema: type[BaseModel], data: Any, name: str, what: str) -> BaseModel:
+def check_metadata(schema: type[BaseModel], data: Any, name: str, what: str) -> BaseModel:
     """``data`` checked against ``schema``; the first problem as one :class:`InputError` line."""
     try:
         return schema.model_validate(data)

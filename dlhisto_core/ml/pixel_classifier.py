@@ -333,7 +333,7 @@ def load(path: str | os.PathLike, name: str | None = None) -> PixelClassifier:
     from sklearn.ensemble import RandomForestClassifier
 
     from . import classifier_schema
-    from ..io import metadata
+    from ..io.metadata import check_metadata
 
     name = name or Path(path).name
     what = "a dlhisto pixel classifier"
@@ -346,7 +346,7 @@ def load(path: str | os.PathLike, name: str | None = None) -> PixelClassifier:
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
             found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
             raise InputError(f"'{name}' is not {what} (format {found!r})")
-        checked = metadata.check(classifier_schema.ClassifierMetadata, metadata, name, "classifier.json")
+        checked = check_metadata(classifier_schema.ClassifierMetadata, metadata, name, "classifier.json")
         forest_bytes = untrusted.read_member(archive, "forest.skops", name, MAX_CLASSIFIER_BYTES)
     untrusted.check_zip_in_memory(forest_bytes, name, MAX_CLASSIFIER_BYTES)  # a skops file is a zip too
     try:

@@ -29,7 +29,8 @@ import torch
 import yaml
 
 from .. import __version__
-from ..io import metadata, untrusted
+from ..io import untrusted
+from ..io.metadata import check_metadata
 from . import cards, schemas
 from ..imaging.intensity import NORMALIZATION
 from .networks import build_model
@@ -163,7 +164,7 @@ def load_package(path: str | os.PathLike, name: str | None = None) -> tuple[torc
         if not isinstance(config, dict) or not isinstance(config.get("dlhisto"), dict):
             raise InputError(f"'{name}' is a bioimage.io package but not one made by dlhisto; "
                              "give its weights file to transfer learning instead")
-        checked = metadata.check(schemas.PackageRdf, rdf, name, "rdf.yaml")
+        checked = check_metadata(schemas.PackageRdf, rdf, name, "rdf.yaml")
         source = checked.weights.pytorch_state_dict.source
         check_weights_format(untrusted.read_member(archive, source, name, MAX_WEIGHTS_BYTES, head=16), name)
         weights = untrusted.read_member(archive, source, name, MAX_WEIGHTS_BYTES)
