@@ -21,6 +21,7 @@ import numpy as np
 from skimage import feature, measure, registration, transform
 
 from ..base.errors import InputError
+from ..imaging.intensity import channel_range, stretch
 
 METHODS = ("phase", "rigid", "similarity", "affine")
 _MODELS = {"rigid": transform.EuclideanTransform, "similarity": transform.SimilarityTransform,
@@ -85,11 +86,10 @@ def register(reference: np.ndarray, marker: np.ndarray, method: str = "rigid",
 def _normalised(image: np.ndarray) -> np.ndarray:
     if image.ndim != 2:
         raise InputError(f"registration needs single-channel images, got shape {image.shape}")
-    image = image.astype(np.float32)
-    low, high = np.percentile(image, (1, 99.8))
-    if high <= low:
+    low, high = channel_range(image)
+    if high[0] <= low[0]:
         raise InputError("an image to register is uniform: there is nothing to align")
-    return np.clip((image - low) / (high - low), 0, 1)
+    return np.clip(stretch(image, low[0], high[0]), 0, 1)
 
 
 def _matched_keypoints(reference: np.ndarray, marker: np.ndarray, keypoints: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ from .. import __version__
 from . import metrics  # noqa: E402
 from ..io.outputs import atomic_output  # noqa: E402
 from ..io.tables import format_value  # noqa: E402
+from ..imaging.intensity import channel_range, stretch
 
 OVERLAY_MAX_SIDE = 1024
 """Pictures of the errors are shrunk (every n-th pixel) to at most this many pixels a side."""
@@ -127,10 +128,9 @@ def restoration_report(path: str | os.PathLike, rows: Sequence[dict], loaded: Se
         _table(rows, ("image", "psnr", "ssim", "nrmse", "mae"), "pooled"), "<h2>Images</h2>"]
     for truth, predicted, name in loaded:
         truth_plane, predicted_plane = (_shrink(a if a.ndim == 2 else a.mean(axis=-1)) for a in (truth, predicted))
-        low, high = np.percentile(truth_plane, (1, 99.8))
-        scale = max(high - low, 1e-12)
-        pictures = [_grey((truth_plane - low) / scale), _grey((predicted_plane - low) / scale),
-                    _grey(np.abs(predicted_plane - truth_plane) / scale)]
+        (low,), (high,) = channel_range(truth_plane)
+        pictures = [_grey(stretch(truth_plane, low, high)), _grey(stretch(predicted_plane, low, high)),
+                    _grey(stretch(np.abs(predicted_plane - truth_plane), 0, high - low))]
         row = next(r for r in rows if r["image"] == name)
         sections.append(_figure(" ".join(_png(p) for p in pictures), (
             f"{html.escape(name)}: target, prediction, absolute difference; PSNR {format_value(row['psnr'])} dB, "
@@ -224,8 +224,8 @@ def _background(truth: np.ndarray, image: np.ndarray | None) -> np.ndarray:
     if image is None:
         return _grey(np.where(_shrink(truth) > 0, 90 / 255, 30 / 255))
     plane = _shrink(image if image.ndim == 2 else image.mean(axis=-1)).astype(np.float32)
-    low, high = np.percentile(plane, (1, 99.8))
-    return _grey((plane - low) / max(high - low, 1e-12))
+    (low,), (high,) = channel_range(plane)
+    return _grey(stretch(plane, low, high))
 
 
 def _instance_errors(truth, predicted, true_ids, pred_ids, image) -> np.ndarray:

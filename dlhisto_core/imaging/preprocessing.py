@@ -24,6 +24,7 @@ from ..io.images import single_channel
 from ..base.bounds import bounded, check_bounds, check_choices, check_number, choice
 from .stain import METHODS as STAIN_METHODS
 from .stain import StainNormalizer, StainReference
+from .intensity import channel_range, stretch
 
 MAX_SIGMA = 100.0
 """Largest Gaussian sigma (and ridge scale) in pixels; a nucleus is 5 to 50 pixels across."""
@@ -165,14 +166,12 @@ def enhance_ridges(data: np.ndarray, method: str, sigmas=(1.0, 2.0, 3.0), dark_r
 
 
 def normalize_percentiles(data: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
-    """Map the ``low`` and ``high`` percentiles of each channel to 0 and 1 (CSBDeep style, not clipped)."""
+    """Map the ``low`` and ``high`` percentiles of each channel to 0 and 1 (CSBDeep style, not
+    clipped; :func:`intensity.stretch`)."""
     if not (0 <= low < high <= 100):
         raise InputError(f"percentiles must satisfy 0 <= low < high <= 100, got {low} and {high}")
-    data = data.astype(np.float32, copy=False)
-    axes = (0, 1)
-    lo = np.percentile(data, low, axis=axes, keepdims=True)
-    hi = np.percentile(data, high, axis=axes, keepdims=True)
-    return ((data - lo) / np.maximum(hi - lo, 1e-12)).astype(np.float32)
+    lo, hi = channel_range(data, percentiles=(low, high))
+    return stretch(data, lo if data.ndim == 3 else lo[0], hi if data.ndim == 3 else hi[0])
 
 
 def deconvolve_stains(rgb: np.ndarray, stain: str) -> np.ndarray:

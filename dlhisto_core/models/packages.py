@@ -32,7 +32,7 @@ from .. import __version__
 from ..io import untrusted
 from ..io.metadata import check_metadata
 from . import cards, schemas
-from ..imaging.intensity import NORMALIZATION
+from ..imaging.intensity import EPS, NORMALIZATION, stretch
 from .networks import build_model
 from ..base.errors import InputError, one_line
 from .spec import InstanceThresholds
@@ -53,7 +53,6 @@ MAX_PACKAGE_BYTES = 4 * 2**30
 TORCHSCRIPT_FILE = "model.torchscript"
 ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17
-EPS = 1e-6
 
 
 @dataclass
@@ -378,9 +377,8 @@ def _scale_range(raw: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """bioimage.io's scale_range as the package declares it, on a (1, C, Y, X) array."""
     low, high = NORMALIZATION
     axes = (1, 2, 3) if spec.task == "classification" else (2, 3)
-    lo = np.percentile(raw, low, axis=axes, keepdims=True)
-    hi = np.percentile(raw, high, axis=axes, keepdims=True)
-    return ((raw - lo) / (hi - lo + EPS)).astype(np.float32)
+    return stretch(raw, np.percentile(raw, low, axis=axes, keepdims=True),
+                   np.percentile(raw, high, axis=axes, keepdims=True))
 
 
 def _file(folder: Path, name: str) -> dict:
@@ -470,4 +468,4 @@ def target_scale(normalization: dict, input_low: np.ndarray, input_high: np.ndar
         low, high = (np.asarray(normalization[k], np.float32) for k in ("low", "high"))
     else:
         low, high = np.asarray(input_low, np.float32), np.asarray(input_high, np.float32)
-    return np.maximum(high - low, 1e-12).astype(np.float32), low
+    return (high - low + np.float32(EPS)).astype(np.float32), low
