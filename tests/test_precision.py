@@ -48,7 +48,7 @@ def test_cpus_predict_in_float32_unless_asked(nuclei_model):
     assert network_precision("auto", torch.device("cuda")).name == "fp16"
     assert network_precision("fp32", torch.device("cuda")).name == "fp32"
     with pytest.raises(InputError, match="precision"):
-        PredictOptions(precision="fp16").check()
+        PredictOptions(precision="fp16")
 
 
 def test_float16_holds_on_the_test_unet(nuclei_model, test_data, monkeypatch):

@@ -111,7 +111,6 @@ class Engine:
     """Runs a :class:`WindowModel` over a slide and yields its output tiles in TIFF order."""
 
     def __init__(self, model: WindowModel, options: PredictOptions):
-        options.check()
         self.model, self.options = model, options
         self.layout = model.layout(options)
         self.background = model.background() if options.skip_background else None

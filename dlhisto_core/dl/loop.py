@@ -116,7 +116,6 @@ def train(model: nn.Module, patches: str | os.PathLike, out_channels: int, optio
     the best weights so far and the history. The returned state's model is the best one (highest
     validation Dice, background excluded when there are several classes).
     """
-    options.check()
     device = pick_device(options.device)
     train_idx, val_idx = split or split_indices(count_patches(patches), options.validation_fraction, options.seed)
     if len(train_idx) < 2:  # batch normalisation cannot train on one patch

@@ -49,7 +49,7 @@ class TrainOptions:
     """A new network's encoder: 'imagenet' starts it from ImageNet weights where dlhisto ships
     them (mobilenet_v2), 'none' from random ones. (Transfer learning starts from its own weights.)"""
 
-    def check(self) -> None:
+    def __post_init__(self):
         check_bounds(self)
         check_choices(self)
         if not 0 < self.validation_fraction < 1:  # bounds are inclusive; both ends leave a split empty
@@ -116,7 +116,7 @@ class PredictOptions:
     coarser and resample the rest; the outputs have this pixel size. None: the pixel size the
     model was trained at when the package and the slide both record one, else the slide's own."""
 
-    def check(self) -> None:
+    def __post_init__(self):
         check_bounds(self)
         check_choices(self)
         if self.tile_size % 32:  # the ranges are the fields' bounds

@@ -365,7 +365,6 @@ def test_patch(image: np.ndarray) -> np.ndarray:
 def _options(options: TrainOptions | None, data: DataOptions) -> TrainOptions:
     """The training options, checked against the task before any patch is cut."""
     options = options or TrainOptions()
-    options.check()
     loop.make_loss(options.loss, data.task)  # refuses another task's loss
     return options
 
