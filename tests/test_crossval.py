@@ -5,6 +5,7 @@ import csv
 import numpy as np
 import pytest
 
+from dlhisto_core.dl.options import DataOptions, TrainOptions
 from dlhisto_core.study import crossval
 from dlhisto_core.cli import main
 from dlhisto_core.base.errors import InputError
@@ -73,8 +74,8 @@ def test_pixel_classifier_crossval_on_classes(quadrants, tmp_path):
 
 
 def test_unet_crossval_trains_one_network_per_fold(quadrants):
-    options = crossval.CrossValOptions(method="unet", folds=2, epochs=1, patch_size=64, patches_per_image=8,
-                                       batch_size=8, device="cpu")
+    options = crossval.CrossValOptions(method="unet", folds=2, train=TrainOptions(epochs=1, batch_size=8, device="cpu"),
+                                       data=DataOptions(patch_size=64, patches_per_image=8))
     lines = []
     rows = crossval.cross_validate(quadrants[:2], [], options, log=lines.append)
     assert [(r["fold"], r["role"], r["best_epoch"]) for r in rows[:2]] == [(1, "validation", 1), (2, "validation", 1)]
@@ -101,4 +102,4 @@ def test_crossval_command_writes_the_table_and_refuses_bad_roles(test_data, tmp_
     assert "2 images but 1 label images for --labels" in capsys.readouterr().err
     assert not (tmp_path / "bad.tsv").exists()
     with pytest.raises(InputError, match="at least 2 folds"):
-        crossval.CrossValOptions(folds=1).check(3)
+        crossval.CrossValOptions(folds=1)

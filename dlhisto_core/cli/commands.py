@@ -216,7 +216,8 @@ def run_crossval(args: argparse.Namespace) -> None:
             _pairs(args.test_image, args.test_labels, args.test_image_name, None, "test images",
                    "label images for --test-labels")]
     options = options_from(args, crossval.CrossValOptions, classic=options_from(args, ClassicOptions),
-                           sigmas=tuple(_numbers(args.sigmas, "sigmas")))
+                           sigmas=tuple(_numbers(args.sigmas, "sigmas")), train=options_from(args, TrainOptions),
+                           data=options_from(args, DataOptions, task=args.task))
     rows = crossval.cross_validate(pool, test, options, log=_log)
     write_table(args.table, rows, list(dict.fromkeys(key for row in rows for key in row)))
     for line in crossval.describe(rows, options):

@@ -444,8 +444,11 @@ def build_parser() -> argparse.ArgumentParser:
                help="pixels drawn per class and image from the labels (default %(default)s)")
     add_option(forest, defaults, "trees", help="trees of the random forest (default %(default)s)")
     unet = cv.add_argument_group("U-Net")
-    for name in ("epochs", "patch_size", "patches_per_image", "batch_size", "learning_rate", "encoder", "device"):
-        add_option(unet, defaults, name, help="default %(default)s")
+    for name in ("epochs", "batch_size", "learning_rate", "device"):
+        add_option(unet, defaults.train, name, help="default %(default)s")
+    for name in ("patch_size", "patches_per_image"):
+        add_option(unet, defaults.data, name, help="default %(default)s")
+    add_option(unet, defaults, "encoder", help="default %(default)s")
 
     of = steps.add_parser("omero_fetch", help="fetch images and their ROIs (as label images) and annotations from OMERO")
     of.add_argument("--credentials", help="JSON file: host, port, user + password or session_key, group; default: "

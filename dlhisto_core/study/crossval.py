@@ -32,7 +32,8 @@ from ..imaging.features import FeatureSettings
 from ..io.images import read_image, read_labels, single_channel
 from ..io.writers import write_labels
 from ..models.spec import ENCODERS
-from ..base.bounds import DEVICES, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_PATCH_SIZE, MAX_PATCHES_PER_IMAGE, MAX_SEED, MAX_TREES, bounded, check_bounds, check_choices, choice
+from ..base.bounds import MAX_SEED, MAX_TREES, bounded, check_bounds, check_choices, choice
+from ..dl.options import DataOptions, TrainOptions
 from ..imaging.preprocessing import MAX_SIGMA
 from ..classic.segmentation import ClassicOptions, objects_from_mask, segment_classic
 
@@ -66,21 +67,18 @@ class CrossValOptions:
     features: FeatureSettings = field(default_factory=FeatureSettings)
     pixels_per_class: int = bounded(2000, 1, 10**7)
     trees: int = bounded(100, 1, MAX_TREES)
-    epochs: int = bounded(20, 1, MAX_EPOCHS)
-    patch_size: int = bounded(128, 16, MAX_PATCH_SIZE)
-    patches_per_image: int = bounded(32, 1, MAX_PATCHES_PER_IMAGE)
-    batch_size: int = bounded(8, 1, MAX_BATCH_SIZE)
-    learning_rate: float = bounded(1e-3, 1e-9, 10)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    """unet: each fold's training, as the train step takes it (the same defaults); its ``seed``
+    is this ``seed``."""
+    data: DataOptions = field(default_factory=DataOptions)
+    """unet: the training patches (``patch_size``, ``patches_per_image``); their task is this ``task``."""
     encoder: str = choice("mobilenet_v2", ENCODERS)
-    device: str = choice("auto", DEVICES)
 
-    def check(self, n_pool: int) -> None:
+    def __post_init__(self):
         if self.method not in METHODS:
             raise InputError(f"unknown method '{self.method}'; choose one of {', '.join(METHODS)}")
         if self.folds < 2:
             raise InputError(f"cross-validation needs at least 2 folds, got {self.folds}")
-        if n_pool < self.folds:
-            raise InputError(f"{self.folds} folds need at least {self.folds} annotated images, got {n_pool}")
         if not 0 < self.iou_threshold <= 1:
             raise InputError(f"the IoU threshold must be between 0 and 1, got {self.iou_threshold}")
         if self.method == "classic" and not self.sigmas:
@@ -118,7 +116,8 @@ def cross_validate(pool: Sequence[AnnotatedImage], test: Sequence[AnnotatedImage
     >>> mean["role"], 0.5 < mean["f1"] < 1
     ('validation', True)
     """
-    options.check(len(pool))
+    if len(pool) < options.folds:
+        raise InputError(f"{options.folds} folds need at least {options.folds} annotated images, got {len(pool)}")
     overlap = sorted({i.name for i in pool} & {i.name for i in test})
     if overlap:
         raise InputError(f"image '{overlap[0]}' is both in the cross-validation pool and in the test set")
@@ -257,7 +256,6 @@ def train_unet(training, validation, options: CrossValOptions, n_classes: int, w
     """U-Net trained on the training folds, validated (early stopping, best epoch; for instances
     also the object thresholds) on the fold."""
     from ..dl import prediction
-    from ..dl.options import DataOptions, TrainOptions
     from ..dl.training import train
 
     def pairs(items):
@@ -265,15 +263,11 @@ def train_unet(training, validation, options: CrossValOptions, n_classes: int, w
 
     images, labels = pairs(training)
     trained = train(images, labels, validation=pairs(validation),
-                    data=DataOptions(task=options.task, patch_size=options.patch_size,
-                                     patches_per_image=options.patches_per_image),
-                    options=TrainOptions(epochs=options.epochs, batch_size=options.batch_size,
-                                         learning_rate=options.learning_rate, seed=options.seed,
-                                         device=options.device, patience=options.epochs),
+                    data=replace(options.data, task=options.task), options=replace(options.train, seed=options.seed),
                     architecture="unet", encoder=options.encoder, log=None)
     model, spec, state = trained.model, trained.spec, trained.state
-    predict_options = prediction.PredictOptions(tile_size=256, overlap=64, batch_size=options.batch_size,
-                                                device=options.device, min_area=options.classic.min_area)
+    predict_options = prediction.PredictOptions(tile_size=256, overlap=64, batch_size=options.train.batch_size,
+                                                device=options.train.device, min_area=options.classic.min_area)
 
     def segment(item: AnnotatedImage) -> np.ndarray:
         output = work / "prediction.tif"
