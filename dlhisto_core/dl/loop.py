@@ -102,10 +102,10 @@ def dice_per_class(logits: torch.Tensor, target: torch.Tensor, out_channels: int
     return inter, total
 
 
-def train(model: nn.Module, patches: str | os.PathLike, out_channels: int, options: TrainOptions,
-          checkpoint: str | os.PathLike, log: Callable[[str], None] = print,
-          split: tuple[Sequence[int], Sequence[int]] | None = None,
-          scorer: Callable[[nn.Module], float] | None = None) -> TrainState:
+def fit(model: nn.Module, patches: str | os.PathLike, out_channels: int, options: TrainOptions,
+        checkpoint: str | os.PathLike, log: Callable[[str], None] = print,
+        split: tuple[Sequence[int], Sequence[int]] | None = None,
+        scorer: Callable[[nn.Module], float] | None = None) -> TrainState:
     """Train ``model`` on the patches, resuming from ``checkpoint`` if it holds a compatible run.
     ``split`` gives the (training, validation) patch indices; by default a seeded random split
     by ``options.validation_fraction``. ``scorer``, if given, scores the model after each epoch

@@ -194,7 +194,7 @@ def train(images: Sequence[Named | str], labels: Sequence[Named | str] | None = 
                       else (images, named(labels or []), "training images"))
         scorer = instance_scorer(spec, *tuning_set[:2], stain_reference) \
             if validation and data.task == "instance" else None
-        state = loop.train(model, patches.path, spec.out_channels, options,
+        state = loop.fit(model, patches.path, spec.out_channels, options,
                                checkpoint or Path(work) / "checkpoint.pt", log=log or _quiet, split=split,
                                scorer=scorer)
     tuning = tune_objects(model, spec, *tuning_set, stain_reference, log or _quiet) if data.task == "instance" else None
@@ -289,7 +289,7 @@ def fine_tune(model: torch.nn.Module, patches: str | os.PathLike, out_channels: 
     checkpoint = Path(checkpoint)
     frozen = networks.freeze_encoder_stages(model, phases.freeze_stages)
     log(f"phase 1: {phases.freeze_stages} encoder stage(s) frozen ({frozen} parameters), {options.epochs} epochs")
-    first = loop.train(model, patches, out_channels, options, checkpoint.with_name(checkpoint.name + ".frozen"),
+    first = loop.fit(model, patches, out_channels, options, checkpoint.with_name(checkpoint.name + ".frozen"),
                            log=log, split=split)
     if not phases.finetune_epochs:
         return first
@@ -298,7 +298,7 @@ def fine_tune(model: torch.nn.Module, patches: str | os.PathLike, out_channels: 
     finetune = dataclasses.replace(options, epochs=phases.finetune_epochs,
                                    learning_rate=options.learning_rate * phases.finetune_lr_factor)
     log(f"phase 2: all layers trainable, learning rate {finetune.learning_rate:g}, {phases.finetune_epochs} epochs")
-    second = loop.train(model, patches, out_channels, finetune, checkpoint, log=log, split=split)
+    second = loop.fit(model, patches, out_channels, finetune, checkpoint, log=log, split=split)
     if second.best_score < first.best_score:
         model.load_state_dict(best_frozen)
     return loop.join_phases(first, second)
