@@ -179,13 +179,8 @@ def _thread_count(text: str) -> int:
     return int(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="dlhisto", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"dlhisto {__version__}")
-    parser.add_argument("--threads", type=_thread_count, metavar="N",
-                        help="CPU threads of each library (Galaxy: the job's GALAXY_SLOTS; default: one per core)")
-    steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
-
+def _preprocess(steps) -> None:
+    """The arguments of ``dlhisto preprocess``."""
     pre = steps.add_parser("preprocess", help="deconvolve stains, rescale, enhance ridges, smooth, normalise")
     pre.add_argument("input", help="TIFF, OME-TIFF, PNG or JPEG image")
     add_output(pre, "output", help="output image: float32 OME-TIFF")
@@ -208,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "output stays 8-bit RGB, written tile by tile)")
     add_output(pre, "--stain-reference-out", metavar="FILE", help="output: the stain reference (JSON), to reuse")
 
+
+def _segment_classic(steps) -> None:
+    """The arguments of ``dlhisto segment_classic``."""
     seg = steps.add_parser("segment_classic",
                            help="smooth, threshold, remove small objects, watershed, measure")
     seg.add_argument("input", help="TIFF, OME-TIFF, PNG or JPEG image")
@@ -231,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(seg, defaults, "exclude_border", help="drop objects touching the border")
     add_geojson_output(seg, "the objects, with area and intensity measurements,")
 
+
+def _geojson_to_labels(steps) -> None:
+    """The arguments of ``dlhisto geojson_to_labels``."""
     gj = steps.add_parser("geojson_to_labels", help="QuPath GeoJSON annotations -> a label image (one id per area) "
                           "or a class map (scribbles for the pixel classifier)")
     gj.add_argument("geojson", help="GeoJSON FeatureCollection, as QuPath exports it")
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     gj.add_argument("--pixel-size", type=float, metavar="UM", help="write the output at this pixel size in µm "
                     "(the slide's coordinates are scaled to it)")
 
+
+def _auto_annotate(steps) -> None:
+    """The arguments of ``dlhisto auto_annotate``."""
     aa = steps.add_parser("auto_annotate", help="training labels from a second image of the same section: register "
                                                 "the marker onto the reference, segment it, labels in the reference frame")
     aa.add_argument("reference", help="the image the labels are for (e.g. the H&E scan)")
@@ -267,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(aa, defaults.segmentation, "threshold", help="threshold method (default %(default)s)")
     add_option(aa, defaults.segmentation, "min_area", help="smallest marker object kept (pixels, default %(default)s)")
 
+
+def _pixel_classifier_train(steps) -> None:
+    """The arguments of ``dlhisto pixel_classifier_train``."""
     train = steps.add_parser("pixel_classifier_train",
                              help="train a random forest pixel classifier from sparse annotations")
     train.add_argument("--image", action="append", required=True, help="training image (repeat for several)")
@@ -292,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(train, forest, "trees", help="number of trees (default %(default)s)")
     add_option(train, forest, "seed", help="random seed (same seed, same classifier)")
 
+
+def _pixel_classifier_predict(steps) -> None:
+    """The arguments of ``dlhisto pixel_classifier_predict``."""
     predict = steps.add_parser("pixel_classifier_predict",
                                help="classify every pixel of an image, tile by tile; optionally label objects")
     predict.add_argument("input", help="image to classify (TIFF, OME-TIFF, PNG, JPEG)")
@@ -317,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                "(default %(default)s)")
     add_geojson_output(predict, "the objects, classified with the class's name,")
 
+
+def _train(steps) -> None:
+    """The arguments of ``dlhisto train``."""
     tr = steps.add_parser("train", help="train a U-Net from annotated images; output a bioimage.io model package")
     add_training_arguments(tr)
     add_validation_arguments(tr)
@@ -325,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(tr, TrainOptions(), "encoder_weights", help="imagenet: start the encoder from ImageNet weights where "
                "dlhisto ships them (mobilenet_v2; random for the others); none: random (default %(default)s)")
 
+
+def _transfer(steps) -> None:
+    """The arguments of ``dlhisto transfer``."""
     tf = steps.add_parser("transfer", help="fine-tune a pretrained model (package or weights file) on new images")
     add_training_arguments(tf)
     add_pairing(tf, *TRAINING_PAIRS[:2])
@@ -340,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(tf, phases, "finetune_lr_factor", help="phase 2 learning rate = this x --learning-rate "
                "(default %(default)s)")
 
+
+def _predict(steps) -> None:
+    """The arguments of ``dlhisto predict``."""
     pr = steps.add_parser("predict", help="apply a U-Net model package (segmentation or regression) to a whole slide, "
                           "tile by tile")
     pr.add_argument("input", help="image or whole slide (tiled/pyramidal TIFF, OME-TIFF, PNG, JPEG)")
@@ -374,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_stain_arguments(pr, "map the slide's stains onto --stain-reference as it is read (RGB brightfield), e.g. "
                         "onto a training image's (default: the reference the package records, if any)")
 
+
+def _classify(steps) -> None:
+    """The arguments of ``dlhisto classify``."""
     cl = steps.add_parser("classify", help="classify images, or the tiles of a slide, with a tile classifier package")
     cl.add_argument("--image", action="append", required=True, help="image to classify (repeat for several)")
     cl.add_argument("--image-name", action="append", help="display name of each image, in order")
@@ -391,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_option(cl, defaults, "pixel_size", metavar="UM", help="classify at this pixel size in µm (pyramid level "
                "nearest to it, resampled)")
 
+
+def _evaluate(steps) -> None:
+    """The arguments of ``dlhisto evaluate``."""
     ev = steps.add_parser("evaluate", help="compare predictions with ground truth: instance matching or pixel classes")
     ev.add_argument("--prediction", action="append", required=True, help="label image, class map or classify table (repeatable)")
     ev.add_argument("--truth", action="append", required=True, help="its ground truth, in the same order (classification: one table of true classes)")
@@ -412,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(ev, "--confusion", help="output confusion matrix (pooled; semantic, classification)")
     add_output(ev, "--report", help="output: HTML report with tables, plots and pictures of the errors")
 
+
+def _crossval(steps) -> None:
+    """The arguments of ``dlhisto crossval``."""
     cv = steps.add_parser("crossval", help="k-fold cross-validation of a segmentation method, with a held-out test set")
     defaults = CrossValOptions()
     add_option(cv, defaults, "method", help="default %(default)s")
@@ -450,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_option(unet, defaults.data, name, help="default %(default)s")
     add_option(unet, defaults, "encoder", help="default %(default)s")
 
+
+def _omero_fetch(steps) -> None:
+    """The arguments of ``dlhisto omero_fetch``."""
     of = steps.add_parser("omero_fetch", help="fetch images and their ROIs (as label images) and annotations from OMERO")
     of.add_argument("--credentials", help="JSON file: host, port, user + password or session_key, group; default: "
                     "the environment variables OMERO_HOST, OMERO_PORT, OMERO_USER, OMERO_PASSWORD, OMERO_SESSION_KEY, "
@@ -460,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(of, "--rois", help="output table: the ROIs and the label each became")
     add_output(of, "--annotations", help="output table: tags and key-value pairs of the images")
 
+
+def _omero_push(steps) -> None:
+    """The arguments of ``dlhisto omero_push``."""
     op = steps.add_parser("omero_push", help="push a label image (as ROIs), files and key-value pairs to an OMERO image")
     op.add_argument("--credentials", help="JSON file or, by default, OMERO_* environment variables, as for omero_fetch")
     target = op.add_mutually_exclusive_group(required=True)
@@ -478,6 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="recorded in a key-value map on the image (repeatable); dlhisto.version is always added")
     add_output(op, "--table", help="output table: what was created in OMERO (kind, id)")
 
+
+def _deposit(steps) -> None:
+    """The arguments of ``dlhisto deposit``."""
     dp = steps.add_parser("deposit", help="a BioImage Archive submission: RO-Crate (REMBI), file list, checksums, "
                           "images as OME-TIFF, in one zip, checked by the archive's validator")
     dp.add_argument("--metadata", required=True, help="metadata form (JSON): study, authors, REMBI fields")
@@ -496,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(dp, "--bundle", required=True, help="output: the submission (zip)")
     add_output(dp, "--report", required=True, help="output: the validator's verdict and the file list (JSON)")
 
+
+def _deposit_upload(steps) -> None:
+    """The arguments of ``dlhisto deposit_upload``."""
     du = steps.add_parser("deposit_upload", help="upload a deposit bundle to the BioImage Archive's FTP area "
                           "(uses the network; only with --network)")
     du.add_argument("bundle", help="the bundle made by dlhisto deposit")
@@ -503,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     du.add_argument("--folder", required=True, help="your submission's private folder on it")
     du.add_argument("--network", action="store_true", help="allow this command to use the network")
 
+
+def _install_model(steps) -> None:
+    """The arguments of ``dlhisto install_model``."""
     inst = steps.add_parser("install_model", help="check a bioimage.io package and describe it for the facility's "
                             "model base (the Galaxy data manager of the dlhisto_models table)")
     source = inst.add_mutually_exclusive_group(required=True)
@@ -518,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument("--data-manager-json", required=True, metavar="FILE",
                       help="Galaxy's data manager parameters (JSON), replaced by the row to add")
 
+
+def _pretrained(steps) -> None:
+    """The arguments of ``dlhisto pretrained``."""
     pt = steps.add_parser("pretrained", help="write one of the pretrained models dlhisto ships as a bioimage.io "
                           "package (for predict, classify, transfer or the model base)")
     pt.add_argument("name", choices=list(SHIPPED), help="the model: " + "; ".join(
@@ -526,4 +572,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_output(pt, "--evaluation", metavar="FILE", help="also write its evaluation on held-out images (the table "
                "of evaluate, TSV), for install_model --evaluation")
 
+
+STEP_PARSERS = (
+    _preprocess, _segment_classic, _geojson_to_labels, _auto_annotate, _pixel_classifier_train,
+    _pixel_classifier_predict, _train, _transfer, _predict, _classify, _evaluate, _crossval, _omero_fetch,
+    _omero_push, _deposit, _deposit_upload, _install_model, _pretrained)
+"""One function per step adds its arguments, in the order ``dlhisto --help`` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dlhisto", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"dlhisto {__version__}")
+    parser.add_argument("--threads", type=_thread_count, metavar="N",
+                        help="CPU threads of each library (Galaxy: the job's GALAXY_SLOTS; default: one per core)")
+    steps = parser.add_subparsers(dest="step", required=True, metavar="STEP")
+    for add_step in STEP_PARSERS:
+        add_step(steps)
     return parser
