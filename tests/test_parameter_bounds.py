@@ -1,6 +1,7 @@
 """Every numeric parameter of every step, given a value outside what the step can do (negative,
-zero, NaN, infinite, absurdly large): the step either works or ends with exit status 2 and one
-line naming the parameter, and writes nothing; never an internal error, a traceback or a hang.
+zero, NaN, infinite, absurdly large) ends with exit status 2 and one line naming the parameter,
+and writes nothing; never an internal error, a traceback or a hang. The few values of that grid
+that a step can do (ACCEPTED, each with what it means) must work instead.
 
 The steps run in-process (``commands.main``), so that the whole grid takes seconds, not minutes.
 """
@@ -76,19 +77,56 @@ def test_every_step_with_numeric_options_is_covered():
     assert len(CASES) > 150
 
 
-@pytest.mark.parametrize("step,option,value", CASES, ids=[f"{s} {o} {v}" for s, o, v in CASES])
-def test_out_of_range_numbers_are_refused_in_one_line(step, option, value, inputs, tmp_path, capsys):
-    out = tmp_path / "out"
-    out.mkdir()
+ACCEPTED = {
+    ("segment_classic", "--manual-threshold", "-1"): "a threshold in the image's units: every pixel is foreground",
+    ("segment_classic", "--manual-threshold", "1e12"): "a threshold in the image's units: no pixel is foreground",
+    ("segment_classic", "--min-area", "0"): "every object kept",
+    ("auto_annotate", "--min-area", "0"): "every object kept",
+    ("pixel_classifier_predict", "--min-area", "0"): "every object kept",
+    ("predict", "--min-area", "0"): "every object kept",
+    ("crossval", "--min-area", "0"): "every object kept",
+    ("pixel_classifier_train", "--seed", "0"): "a seed",
+    ("train", "--seed", "0"): "a seed",
+    ("transfer", "--seed", "0"): "a seed",
+    ("crossval", "--seed", "0"): "a seed",
+    ("transfer", "--freeze-stages", "0"): "no encoder stage frozen",
+    ("transfer", "--finetune-epochs", "0"): "no second phase",
+    ("predict", "--overlap", "0"): "windows side by side",
+}
+"""The values of the grid that a step can do, and what they mean: they must work."""
+REFUSED = [case for case in CASES if case not in ACCEPTED]
+
+
+def run_step(step: str, option: str, value: str, inputs, out) -> int:
+    """The exit status of the step with ``option value`` added to its arguments."""
     argv = [a.format(out=out, **inputs) for a in STEPS[step]]
     argv += [option, *[value] * NOT_ONLY_NUMBERS.get(option, 1)]
     try:
-        status = cli.main([step, *argv])
+        return cli.main([step, *argv])
     except SystemExit as exc:  # argparse: a value that is not a number of that kind
-        status = exc.code
+        return exc.code
+
+
+def test_every_accepted_value_is_in_the_grid():
+    assert set(ACCEPTED) <= set(CASES)
+
+
+@pytest.mark.parametrize("step,option,value", REFUSED, ids=[f"{s} {o} {v}" for s, o, v in REFUSED])
+def test_out_of_range_numbers_are_refused_in_one_line(step, option, value, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    status = run_step(step, option, value, inputs, out)
     captured = capsys.readouterr()
-    assert status in (0, 2), captured.err
-    if status == 2:
-        assert captured.err.count("\n") == 1 and "internal error" not in captured.err, captured.err
-        assert "unrecognized arguments" not in captured.err and "arguments are required" not in captured.err, captured.err
-        assert list(out.iterdir()) == []
+    assert status == 2, captured.err
+    assert captured.err.count("\n") == 1 and "internal error" not in captured.err, captured.err
+    assert "unrecognized arguments" not in captured.err and "arguments are required" not in captured.err, captured.err
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("step,option,value", list(ACCEPTED), ids=[f"{s} {o} {v}" for s, o, v in ACCEPTED])
+def test_values_at_the_edge_that_a_step_can_do_work(step, option, value, inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    status = run_step(step, option, value, inputs, out)
+    assert status == 0, capsys.readouterr().err
+    assert list(out.iterdir()) != []

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..imaging import stain
 from ..classic.annotation import AutoAnnotateOptions
-from ..classic.segmentation import ClassicOptions, segment_classic
+from ..classic.segmentation import MAX_DISTANCE, ClassicOptions, segment_classic
 from .parser import INPUT_FILES, build_parser
 from .confine import Confinement, run_confined
 from .confine import mode as confine_mode
@@ -32,7 +32,7 @@ from ..io.images import read_image, single_channel
 from ..io.writers import write_image, write_labels
 from ..io.inputs import pair_by_name
 from ..classic.measure import write_objects
-from ..base.bounds import options_from
+from ..base.bounds import check_number, options_from
 from ..io.outputs import Cancelled, cancel_on_signals, check_outputs, outputs_together
 from ..imaging.preprocessing import PreprocessOptions, check_stain_reference, preprocess
 from ..io.slides import downsample_to_slide
@@ -123,6 +123,7 @@ def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
         raise InputError("--objects-class needs --objects, --measurements and --summary")
     else:
         classifier.check_class(args.objects_class)  # before the work
+        check_number(args.min_distance, "min distance", 1, MAX_DISTANCE)  # refused even when not splitting
     with outputs_together(args.probabilities, args.classes, *objects, args.geojson) \
             as (probabilities, classes, *objects, geojson):
         options = options_from(args, pixel_classifier.ClassifyPixelsOptions)
