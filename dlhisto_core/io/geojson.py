@@ -633,9 +633,9 @@ def _draw(strip: np.ndarray, geometry, value: int, top: int) -> None:
             return
         mask = np.zeros((y1 - y0, x1 - x0), bool)
         for polygon in getattr(geometry, "geoms", [geometry]):
-            mask[_ring_pixels(polygon.exterior.coords, top + y0, x0, mask.shape)] = True
+            mask[ring_pixels(polygon.exterior.coords, top + y0, x0, mask.shape)] = True
             for interior in polygon.interiors:
-                mask[_ring_pixels(interior.coords, top + y0, x0, mask.shape)] = False
+                mask[ring_pixels(interior.coords, top + y0, x0, mask.shape)] = False
         strip[y0:y1, x0:x1][mask] = value
         return
     for part in getattr(geometry, "geoms", [geometry]):
@@ -647,7 +647,7 @@ def _draw(strip: np.ndarray, geometry, value: int, top: int) -> None:
             strip[rows[inside], cols[inside]] = value
 
 
-def _ring_pixels(coords, top: int, left: int, shape: tuple[int, int]) -> np.ndarray:
+def ring_pixels(coords, top: int, left: int, shape: tuple[int, int]) -> np.ndarray:
     """The pixels of the window of ``shape`` at image row ``top`` and column ``left`` whose centres
     lie inside the ring or on it (as scikit-image's ``draw.polygon`` decides), found by scanlines:
     each edge toggles, on every pixel row it crosses, the pixels right of its crossing (even-odd

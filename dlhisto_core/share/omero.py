@@ -28,6 +28,7 @@ from skimage import draw, measure
 
 from ..io import untrusted
 from ..base.errors import InputError
+from ..io.geojson import mask_polygons, ring_pixels
 from ..io.pixel_size import check_pixel_size
 
 NAMESPACE = "dlhisto"
@@ -222,7 +223,8 @@ class Session:
             roi = RoiI()
             roi.setImage(ImageI(image_id, False))
             roi.setName(rstring(f"{name} {region.label}"))
-            roi.addShape(mask_shape(region) if shape == "mask" else polygon_shape(region))
+            for made in ([mask_shape(region)] if shape == "mask" else polygon_shapes(region)):
+                roi.addShape(made)
             rois.append(roi)
         if not rois:
             return []
@@ -464,16 +466,21 @@ def mask_shape(region):
     return mask
 
 
-def polygon_shape(region):
-    """An OMERO polygon along the object's outline (pixel-centre coordinates)."""
+def polygon_shapes(region) -> list:
+    """OMERO polygons along the object's outline, one per connected part: the pixel edges, as
+    the GeoJSON export draws them (:func:`geojson.mask_polygons`), so that the pixels whose
+    centres they enclose are the object's again. OMERO polygons have no holes: an object's holes
+    are filled."""
     from omero.model import PolygonI
     from omero.rtypes import rstring
 
     y0, x0 = region.bbox[:2]
-    outline = max(measure.find_contours(np.pad(region.image, 1).astype(float), 0.5), key=len)
-    polygon = PolygonI()
-    polygon.setPoints(rstring(" ".join(f"{x + x0 - 1:g},{y + y0 - 1:g}" for y, x in outline)))
-    return polygon
+    shapes = []
+    for rings in mask_polygons(region.image):
+        polygon = PolygonI()
+        polygon.setPoints(rstring(" ".join(f"{x + x0},{y + y0}" for x, y in rings[0][:-1])))
+        shapes.append(polygon)
+    return shapes
 
 
 def rois_to_labels(rois: Sequence, shape: tuple[int, int]) -> tuple[np.ndarray, list[FetchedRoi]]:
@@ -510,12 +517,13 @@ def shape_mask(shape_, image_shape: tuple[int, int]) -> np.ndarray:
     elif isinstance(shape_, EllipseI):
         rows, cols = draw.ellipse(value("y"), value("x"), value("radiusY"), value("radiusX"), shape=image_shape)
         covered[rows, cols] = True
-    elif isinstance(shape_, PolygonI):
+    elif isinstance(shape_, PolygonI):  # the pixels whose centres it encloses or passes through
         points = np.array([[float(v) for v in p.split(",")] for p in shape_.points.val.split()])
-        rows, cols = draw.polygon(points[:, 1], points[:, 0], shape=image_shape)
-        covered[rows, cols] = True
-        rows, cols = draw.polygon_perimeter(np.round(points[:, 1]), np.round(points[:, 0]), shape=image_shape)
-        covered[rows, cols] = True
+        ring = np.vstack([points, points[:1]])
+        top, left = (max(int(np.floor(ring[:, k].min())), 0) for k in (1, 0))
+        bottom, right = (min(int(np.ceil(ring[:, k].max())) + 1, image_shape[1 - k]) for k in (1, 0))
+        if bottom > top and right > left:
+            covered[top:bottom, left:right] |= ring_pixels(ring, top, left, (bottom - top, right - left))
     return covered
 
 
