@@ -93,20 +93,67 @@ def run_confined(step: Callable[[], int], confinement: Confinement, fail: Callab
     required = mode() == "required"
     if required and landlock.abi_version() == 0:
         return fail("DLHISTO_CONFINEMENT=required, but this kernel has no Landlock to confine the step", 2)
-    work = Path(tempfile.mkdtemp(prefix="dlhisto-job-"))
-    reserved = outputs.reserve(confinement.outputs)
-    record = work / ".committed"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    parent = os.getpid()
+    signals = _Signals()  # before anything is reserved: a SIGTERM from now on is the step's cancellation
+    work, reserved = None, {}
     try:
+        work = Path(tempfile.mkdtemp(prefix="dlhisto-job-"))
+        reserved = outputs.reserve(confinement.outputs)
+        record = work / ".committed"
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
+        if signals.received:
+            return signals.cancelled(fail)
         pid = os.fork()
         if pid == 0:  # the child: confined, then the step; it never returns from here
+            signals.restore()
             os._exit(_child(step, confinement.rules(work, list(reserved.values())), work, record, reserved, parent))
-        return _parent(pid, reserved, record, fail)
+        signals.forward_to(pid)
+        return _parent(pid, reserved, record, fail, signals)
     finally:
+        signals.restore()
         outputs.release(reserved)
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+class _Signals:
+    """SIGTERM and SIGINT (and the grace timer after them) while a confined step runs: received
+    before the fork, they cancel the step before it starts; after it, they are forwarded to the
+    child, which gets :data:`GRACE_SECONDS` to clean up before it is killed. Handlers are process-
+    wide, so no thread of the parent (a library's) can die of a signal meant for the step."""
+
+    def __init__(self):
+        self.received: list[int] = []
+        self.child: int | None = None
+        self.previous = {number: signal.signal(number, self._forward) for number in outputs.SIGNAL_NAMES}
+        self.previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._too_late)
+
+    def _forward(self, signum, frame) -> None:
+        if not self.received:
+            self.received.append(signum)
+            signal.setitimer(signal.ITIMER_REAL, GRACE_SECONDS)
+        if self.child is not None:
+            _kill(self.child, signum)
+
+    def _too_late(self, signum, frame) -> None:
+        if self.child is not None:
+            _kill(self.child, signal.SIGKILL)
+
+    def forward_to(self, pid: int) -> None:
+        """From now on signals go to ``pid``; one that came before the fork goes now."""
+        self.child = pid
+        if self.received:
+            _kill(pid, self.received[0])
+
+    def cancelled(self, fail: Callable[[str, int], int]) -> int:
+        return fail(f"cancelled by {outputs.SIGNAL_NAMES[self.received[0]]}; no output was written",
+                    128 + self.received[0])
+
+    def restore(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
 
 def _child(step: Callable[[], int], rules: landlock.Rules, work: Path, record: Path, reserved: dict,
@@ -146,33 +193,15 @@ def _native_stderr_to(path: Path) -> None:
     sys.stderr = open(user_stderr, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
 
 
-def _parent(pid: int, reserved: dict, record: Path, fail: Callable[[str, int], int]) -> int:
-    cancelled: list[int] = []
-
-    def forward(signum, frame):
-        if not cancelled:
-            cancelled.append(signum)
-            signal.setitimer(signal.ITIMER_REAL, GRACE_SECONDS)
-        _kill(pid, signum)
-
-    def too_late(signum, frame):
-        _kill(pid, signal.SIGKILL)
-
-    previous = {number: signal.signal(number, forward) for number in outputs.SIGNAL_NAMES}
-    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, too_late)
-    try:
-        _, wait_status = os.waitpid(pid, 0)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+def _parent(pid: int, reserved: dict, record: Path, fail: Callable[[str, int], int], signals: _Signals) -> int:
+    _, wait_status = os.waitpid(pid, 0)
     status = os.waitstatus_to_exitcode(wait_status)
     if status == 0:
         ready = record.read_text().splitlines() if record.exists() else []
         outputs.commit([(reserved[final], Path(final)) for final in ready if final in reserved])
         return 0
-    if cancelled and status < 0:
-        return fail(f"cancelled by {outputs.SIGNAL_NAMES[cancelled[0]]}; no output was written", 128 + cancelled[0])
+    if signals.received and status < 0:
+        return signals.cancelled(fail)
     if status < 0:
         return fail(_crash_message(-status, _last_line(record.with_name(NATIVE_STDERR))), 128 - status)
     return status
