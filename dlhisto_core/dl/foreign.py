@@ -34,6 +34,8 @@ from .precision import Precision, network_precision, pick_device
 
 MAX_STATS_PIXELS = 64 * 2**20
 """Beyond this many pixels, per-sample statistics come from the image's overview."""
+MIN_TILE = 64
+"""Smallest output tile (:func:`tiling.check_tile_size`)."""
 
 
 class ForeignWindows:
@@ -46,15 +48,20 @@ class ForeignWindows:
         """The preprocessed statistics image, which output steps may refer to (set by :meth:`normaliser`)."""
 
     def layout(self, options: PredictOptions) -> Layout:
-        """Per axis: the context is the halo, or half the overlap where larger and the window
-        leaves a tile of 16 pixels; the window the smallest the network takes around a tile of
-        ``tile_size``; tiles (multiples of 16, as TIFF's) what the windows leave, the same along y and x."""
+        """Per axis: the window is the smallest the network takes around a tile of ``tile_size``
+        and its context; the context is the halo, or half the overlap where larger and the window
+        still leaves a tile of :data:`MIN_TILE`; tiles (multiples of 16, as TIFF's) are what the
+        windows leave, the same along y and x."""
         context, window = {}, {}
         for axis in ("y", "x"):
-            wanted = max(self.zoo.halo[axis], options.overlap // 2)
+            halo = self.zoo.halo[axis]
+            wanted = max(halo, options.overlap // 2)
             window[axis] = window_size(*self.zoo.window_sizes[axis], options.tile_size + 2 * wanted)
-            context[axis] = max(self.zoo.halo[axis], min(wanted, (window[axis] - 16) // 2))
-        tile = min(max(16, (window[axis] - 2 * context[axis]) // 16 * 16) for axis in ("y", "x"))
+            if window[axis] - 2 * halo < MIN_TILE:
+                raise InputError(f"'{self.name}': its {window[axis]} px windows leave less than {MIN_TILE} px along "
+                                 f"{axis} once its halo of {halo} is cut off; dlhisto writes tiles of {MIN_TILE} px or more")
+            context[axis] = max(halo, min(wanted, (window[axis] - MIN_TILE) // 2))
+        tile = min((window[axis] - 2 * context[axis]) // 16 * 16 for axis in ("y", "x"))
         return Layout(tile, (window["y"], window["x"]), (context["y"], context["x"]))
 
     def place(self, options: PredictOptions) -> Precision:
