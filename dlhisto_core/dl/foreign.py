@@ -46,6 +46,10 @@ class ForeignWindows:
         self.in_channels, self.out_channels = model.n_channels, len(model.channel_names)
         self.reference = None
         """The preprocessed statistics image, which output steps may refer to (set by :meth:`normaliser`)."""
+        batch_axes = [axis for axis in model.description.inputs[0].axes if axis.type == "batch"]
+        self._batches = bool(batch_axes) and getattr(batch_axes[0], "size", None) != 1 \
+            and "batch" in model.output_axes
+        """Whether several windows go through the network in one call, along its batch axis."""
 
     def layout(self, options: PredictOptions) -> Layout:
         """Per axis: the window is the smallest the network takes around a tile of ``tile_size``
@@ -90,17 +94,20 @@ class ForeignWindows:
         return np.pad(region, [*widths, (0, 0)], **self.zoo.padding)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Each window in the input's axes, through the network, then the output's postprocessing
-        that needs no statistics of the whole output."""
+        """The windows in the input's axes, through the network in one call where the package's
+        batch axis takes several (one by one where it has none or a batch of 1), then the output's
+        postprocessing that needs no statistics of the whole output."""
         zoo, device = self.zoo, batch.device
-        windows = batch.float().cpu().numpy()
+        tensors = [to_tensor(np.moveaxis(window, 0, -1), zoo.input_axes) for window in batch.float().cpu().numpy()]
+        groups = [np.concatenate(tensors, axis=zoo.input_axes.index("batch"))] if self._batches else \
+            tensors
+        head = zoo.window_postprocessing
         outputs = []
-        for window in windows:
-            tensor = to_tensor(np.moveaxis(window, 0, -1), zoo.input_axes)
-            output = zoo.network.run(torch.from_numpy(tensor).to(device)).float().cpu().numpy()
-            head = zoo.window_postprocessing
+        for group in groups:
+            output = zoo.network.run(torch.from_numpy(group).to(device)).float().cpu().numpy()
             output = apply_all(head, output, zoo.output_axes, [{}] * len(head))
-            outputs.append(np.moveaxis(from_tensor(output, zoo.output_axes), -1, 0))
+            parts = np.split(output, len(group), axis=zoo.output_axes.index("batch")) if self._batches else [output]
+            outputs += [np.moveaxis(from_tensor(part, zoo.output_axes), -1, 0) for part in parts]
         return torch.from_numpy(np.stack(outputs)).to(device)
 
     def activation(self, values: torch.Tensor) -> torch.Tensor:
