@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from dlhisto_core.dl.patches import PatchDataset, augment_patch, make_target, sample_patches
+from dlhisto_core.dl.augmentation import HALO_LEVEL, SCALE_RANGE, _halo, _stain_jitter, augment_patch
+from dlhisto_core.dl.patches import PatchDataset, make_target, sample_patches
 from dlhisto_core.models.spec import ModelSpec
 from dlhisto_core.models.networks import build_model, encoder_stages, freeze_encoder_stages, load_matching_weights
 from dlhisto_core.dl.options import TrainOptions
 from dlhisto_core.dl.loop import fit, learning_rate_at, split_indices
 from dlhisto_core.base.errors import InputError
+from dlhisto_core.io.images import read_image
 
 torch.set_num_threads(2)
 
@@ -49,6 +51,39 @@ def test_augmentation_moves_image_and_target_together():
         image, moved = augment_patch(target[None].astype(np.float32), target, np.random.default_rng(seed))
         agree = ((image[0] > 0.5) == (moved > 0)).mean()
         assert agree > 0.98  # bilinear image vs nearest-neighbour target differ only on edges
+
+
+def test_strong_augmentation_moves_image_and_target_together_and_scales_them_within_its_range():
+    target = np.zeros((64, 64), np.uint8)
+    target[24:40, 24:40] = 1  # 256 px, in the middle: the zoom keeps it inside the patch
+    areas = []
+    for seed in range(40):
+        image, moved = augment_patch(target[None].astype(np.float32), target, np.random.default_rng(seed),
+                                     colour_jitter=False, strong=True)
+        assert ((image[0] > 0.5) == (moved > 0)).mean() > 0.97
+        areas.append((moved > 0).sum() / 256)
+    low, high = SCALE_RANGE
+    assert low**2 * 0.8 < min(areas) < 0.6 and 1.8 < max(areas) < high**2 * 1.2  # both ways, within the range
+
+
+def test_stain_augmentation_changes_hematoxylin_and_eosin_not_the_layout(test_data):
+    rgb = read_image(test_data / "he.jpg").data[:64, :64, :3].astype(np.float32) / 255
+    patch = rgb.transpose(2, 0, 1)
+    changed = [_stain_jitter(patch, np.random.default_rng(seed)) for seed in range(8)]
+    differences = [np.abs(c - patch).mean() for c in changed]
+    assert min(differences) > 0.002 and max(differences) < 0.2  # a visible change, not a new image
+    for c in changed:  # the same tissue: the darkest pixels stay the darkest
+        assert np.corrcoef(c.sum(0).ravel(), patch.sum(0).ravel())[0, 1] > 0.9
+
+
+def test_halos_lie_outside_the_objects_and_are_dimmer_than_them():
+    objects = np.zeros((64, 64), bool)
+    objects[20:30, 20:30] = objects[40:50, 35:45] = True
+    image = objects[None].astype(np.float32)
+    haloed = _halo(image, objects, np.random.default_rng(0), p=1)
+    added = haloed[0] - image[0]
+    assert np.all(added[objects] == 0) and added[~objects].max() > 0.01
+    assert added.max() <= HALO_LEVEL[1] * 2  # at most twice the brightest level (the texture)
 
 
 def test_freezing_the_first_stages_keeps_them_fixed_while_the_rest_learns():

@@ -13,7 +13,8 @@ import torch
 import yaml
 
 from dlhisto_core.cli import main
-from dlhisto_core.dl.patches import augment_patch, sample_patches
+from dlhisto_core.dl.augmentation import augment_patch
+from dlhisto_core.dl.patches import sample_patches
 from dlhisto_core.imaging.intensity import channel_range, scale_channels
 from dlhisto_core.models.spec import ModelSpec
 from dlhisto_core.models.networks import build_model

@@ -117,6 +117,8 @@ def add_training_arguments(step: argparse.ArgumentParser) -> None:
     add_option(step, options, "loss", help="segmentation: ce, dice or ce_dice (default); regression: l1 (default) or l2")
     add_option(step, options, "validation_fraction", help="default %(default)s")
     add_option(step, options, "patience", help="early stopping patience in epochs (default %(default)s)")
+    add_option(step, options, "strong_augment", help="also augment scale (0.6-1.6x), stains (HED), intensity, blur, "
+               "noise and, for fluorescence, cytoplasm-like halos: for models meant for other labs' images")
     add_option(step, options, "seed", help="default %(default)s")
     add_option(step, options, "device", help="default %(default)s")
     add_option(step, options, "precision", help="auto: mixed precision (float16) on CUDA, float32 on CPUs; fp32; "

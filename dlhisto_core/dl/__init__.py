@@ -7,7 +7,8 @@ May import every sub-package below it (:mod:`base`, :mod:`io`, :mod:`imaging`, :
 module              holds
 ==================  =============================================================================
 ``options``         the options of train, transfer, predict and classify (no PyTorch)
-``patches``         training patches: sampling into HDF5, targets, augmentation
+``patches``         training patches: sampling into HDF5, targets, the dataset that draws them
+``augmentation``    what a patch may become: flips, elastic, colour; scale, stain, intensity, halos
 ``loop``            the resumable, reproducible training loop
 ``training``        the train and transfer steps (:func:`train`, :func:`transfer`)
 ``precision``       device, mixed precision, the network as inference runs it

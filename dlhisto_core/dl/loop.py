@@ -121,7 +121,8 @@ def fit(model: nn.Module, patches: str | os.PathLike, out_channels: int, options
     if len(train_idx) < 2:  # batch normalisation cannot train on one patch
         raise InputError(f"{len(train_idx)} patch(es) left for training after the validation split; "
                          "give more images or patches per image")
-    train_set = PatchDataset(patches, train_idx, augment=options.augment, seed=options.seed)
+    train_set = PatchDataset(patches, train_idx, augment=options.augment, seed=options.seed,
+                             strong=options.augment and options.strong_augment)
     val_set = PatchDataset(patches, val_idx)
     loss_fn = make_loss(options.loss, train_set.task)
     model.to(device)

@@ -42,6 +42,11 @@ class TrainOptions:
     """Stop when the validation score (Dice, instance F1, accuracy or PSNR) has not improved for this many epochs."""
     seed: int = bounded(0, 0, MAX_SEED)
     augment: bool = True
+    """Flips, rotations, elastic deformation, colour jitter (:mod:`augmentation`)."""
+    strong_augment: bool = False
+    """With ``augment``, also scale (0.6-1.6x), stain (HED), intensity, blur, noise and, beside
+    fluorescence nuclei, cytoplasm-like halos: for models meant to hold on other labs' images
+    (the pretrained models train with it). Slower to learn: give it more epochs."""
     device: str = choice("auto", DEVICES)
     precision: str = choice("auto", PRECISIONS)
     """One of PRECISIONS: 'auto' is automatic mixed precision (float16) on CUDA, float32 on CPUs (:mod:`precision`)."""

@@ -1,5 +1,5 @@
 """Training data for the deep-learning steps: patches sampled into an HDF5 file, targets per task,
-and the augmentations applied when a patch is drawn.
+and the dataset that draws them (augmented: :mod:`augmentation`).
 
 Images are normalised per image (percentiles 1 and 99.8 of each channel mapped to 0 and 1, the
 rule recorded in the model package), so that models trained on one scanner transfer to another.
@@ -29,9 +29,9 @@ from typing import Sequence
 import h5py
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 from skimage import segmentation
 
+from .augmentation import augment_patch
 from .options import TARGET_NORMALIZATIONS
 from ..base.errors import InputError
 from ..io.images import read_image, read_labels
@@ -259,14 +259,16 @@ def count_patches(path: str | os.PathLike) -> int:
 class PatchDataset(torch.utils.data.Dataset):
     """Patches of an HDF5 file made by :func:`sample_patches`, augmented when ``augment`` is set.
 
-    Augmentations: the 8 flips/rotations by 90 degrees; a small elastic deformation; for RGB
-    images a brightness/contrast/saturation jitter (H&E staining varies between labs), except
-    for regression, whose target keeps its relation to the input's values. Each draw uses a
-    generator seeded from (seed, epoch, index), so a run is reproducible.
+    Augmentations (:mod:`augmentation`): flips, rotations, elastic deformation and colour
+    jitter; with ``strong`` also scale, stain, intensity, blur, noise and halos. Regression
+    targets keep their relation to the input's values. Each draw uses a generator seeded from
+    (seed, epoch, index), so a run is reproducible.
     """
 
-    def __init__(self, path: str | os.PathLike, indices: Sequence[int], augment: bool = False, seed: int = 0):
+    def __init__(self, path: str | os.PathLike, indices: Sequence[int], augment: bool = False, seed: int = 0,
+                 strong: bool = False):
         self.path, self.indices, self.augment, self.seed = Path(path), list(indices), augment, seed
+        self.strong = strong
         self.epoch = 0
         with h5py.File(self.path, "r") as h5:
             self.images = h5["images"][...]
@@ -282,55 +284,10 @@ class PatchDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         if target.ndim == 0:  # a tile class
             if self.augment:
-                image, _ = augment_patch(image, None, rng)
+                image, _ = augment_patch(image, None, rng, strong=self.strong)
             return torch.from_numpy(np.ascontiguousarray(image)), torch.tensor(int(target))
         regression = self.task == "regression"
         if self.augment:
-            image, target = augment_patch(image, target, rng, colour_jitter=not regression)
+            image, target = augment_patch(image, target, rng, colour_jitter=not regression, strong=self.strong)
         target = torch.from_numpy(np.ascontiguousarray(target))
         return torch.from_numpy(np.ascontiguousarray(image)), target if regression else target.long()
-
-
-def augment_patch(image: np.ndarray, target: np.ndarray | None, rng: np.random.Generator,
-                  colour_jitter: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """Random flip/rotation, elastic deformation (p=0.3) and, for 3 channels with
-    ``colour_jitter``, colour jitter. ``target`` is moved with the image: a (Y, X) class map, a
-    (C, Y, X) float image (regression), or None (tile classes)."""
-    k = int(rng.integers(4))
-    image = np.rot90(image, k, axes=(1, 2))
-    flip = rng.random() < 0.5
-    image = image[:, :, ::-1] if flip else image
-    if target is not None:
-        target = np.rot90(target, k, axes=(-2, -1))
-        target = target[..., ::-1] if flip else target
-    if rng.random() < 0.3:
-        image, target = _elastic(image, target, rng)
-    if image.shape[0] == 3 and colour_jitter:
-        brightness, contrast = rng.uniform(-0.1, 0.1), rng.uniform(0.9, 1.1)
-        grey = image.mean(axis=0, keepdims=True)
-        saturation = rng.uniform(0.9, 1.1)
-        image = ((grey + saturation * (image - grey)) - 0.5) * contrast + 0.5 + brightness
-    return image.astype(np.float32), target
-
-
-def _elastic(image: np.ndarray, target: np.ndarray | None, rng: np.random.Generator, alpha: float = 4.0,
-             sigma: float = 8.0) -> tuple[np.ndarray, np.ndarray | None]:
-    """Smooth random displacement field of at most ``alpha`` pixels (Simard et al. 2003):
-    the image (and a regression target) is resampled bilinearly, a class target by nearest
-    neighbour."""
-    shape = image.shape[1:]
-    displacement = []
-    for _ in range(2):
-        field = ndi.gaussian_filter(rng.uniform(-1, 1, shape), sigma)
-        displacement.append(field / max(np.abs(field).max(), 1e-12) * alpha)
-    yy, xx = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
-    coords = np.array([yy + displacement[0], xx + displacement[1]])
-
-    def warp(channels: np.ndarray, order: int) -> np.ndarray:
-        return np.stack([ndi.map_coordinates(c, coords, order=order, mode="reflect") for c in channels])
-
-    if target is None:
-        return warp(image, 1), None
-    if target.ndim == 3:  # regression: pixel values, resampled like the image
-        return warp(image, 1), warp(target, 1)
-    return warp(image, 1), warp(target[None], 0)[0]

@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from . import instances, loop, prediction
+from . import augmentation, instances, loop, prediction
 from .patches import PatchSet, sample_patches, sample_tiles
 from ..models import networks, packages, pretrained
 from ..imaging import stain
@@ -92,6 +92,7 @@ class TrainedModel:
                     f"best_val_{state.metric}": state.best_score,
                     "loss": "ce" if spec.task == "classification" else self.options.loss or loop.default_loss(spec.task),
                     "patch_size": self.data.patch_size, "seed": self.options.seed, "origin": self.origin,
+                    "augmentation": augmentation.describe(self.options.augment, self.options.strong_augment),
                     "images": [image_name for _, image_name in self.images][:MAX_IMAGE_NAMES]}
         info = packages.PackageInfo(
             name=name, description=f"{network} {self.origin} with dlhisto on {len(self.images)} image(s); "
