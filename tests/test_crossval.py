@@ -73,13 +73,15 @@ def test_pixel_classifier_crossval_on_classes(quadrants, tmp_path):
     assert 0.9 < mean["test"]["pixel_accuracy"] < 1
 
 
-def test_unet_crossval_trains_one_network_per_fold(quadrants):
+def test_unet_crossval_trains_one_network_per_fold_and_tunes_it_on_its_training_folds(quadrants):
     options = crossval.CrossValOptions(method="unet", folds=2, train=TrainOptions(epochs=1, batch_size=8, device="cpu"),
                                        data=DataOptions(patch_size=64, patches_per_image=8))
     lines = []
     rows = crossval.cross_validate(quadrants[:2], [], options, log=lines.append)
     assert [(r["fold"], r["role"], r["best_epoch"]) for r in rows[:2]] == [(1, "validation", 1), (2, "validation", 1)]
     assert [r["fold"] for r in rows[2:]] == ["mean", "sd"] and len(lines) == 4
+    # the object thresholds come from the training fold: the validation fold's score is held out
+    assert [r["tuned_on"] for r in rows[:2]] == ["training images (1)"] * 2
 
 
 def test_crossval_command_writes_the_table_and_refuses_bad_roles(test_data, tmp_path, capsys):

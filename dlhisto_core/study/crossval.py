@@ -12,8 +12,10 @@ What "training" means per method:
   training folds (the rest of the pipeline as given);
 - ``pixel_classifier``: a random forest on filter-bank features of pixels drawn from the
   training folds' labels (a given number per class and image, like sparse annotations);
-- ``unet``: a U-Net trained on patches of the training folds, with the validation fold for
-  early stopping and choosing the best epoch, then predicted tile by tile as ``predict`` does.
+- ``unet``: a U-Net trained on patches of the training folds, which also choose its best epoch
+  and (objects) tune its thresholds, as ``train`` does without validation images (a part of the
+  training folds' images held out whole, or of their patches); then predicted tile by tile as
+  ``predict`` does. The validation fold never chooses anything, so its score is a held-out one.
 """
 
 from __future__ import annotations
@@ -253,8 +255,8 @@ def train_pixel_classifier(training, validation, options: CrossValOptions, n_cla
 
 
 def train_unet(training, validation, options: CrossValOptions, n_classes: int, work: Path):
-    """U-Net trained on the training folds, validated (early stopping, best epoch; for instances
-    also the object thresholds) on the fold."""
+    """U-Net trained, stopped early and tuned on the training folds alone (``train``'s own split);
+    ``validation`` only scores it."""
     from ..dl import prediction
     from ..dl.training import train
 
@@ -262,7 +264,7 @@ def train_unet(training, validation, options: CrossValOptions, n_classes: int, w
         return [(item.image, item.name) for item in items], [(item.labels, f"labels of {item.name}") for item in items]
 
     images, labels = pairs(training)
-    trained = train(images, labels, validation=pairs(validation),
+    trained = train(images, labels,
                     data=replace(options.data, task=options.task), options=replace(options.train, seed=options.seed),
                     architecture="unet", encoder=options.encoder, log=None)
     model, spec, state = trained.model, trained.spec, trained.state
@@ -277,7 +279,8 @@ def train_unet(training, validation, options: CrossValOptions, n_classes: int, w
         else:
             prediction.predict_slide(model, spec, item.image, predict_options, classes_path=output, name=item.name)
         return read_labels(output).data.astype(np.int64)
-    return segment, {"best_epoch": state.best_epoch}
+    tuned = {} if trained.tuning is None else {"tuned_on": trained.tuning.images}
+    return segment, {"best_epoch": state.best_epoch, **tuned}
 
 
 TRAINERS = {"classic": train_classic, "pixel_classifier": train_pixel_classifier, "unet": train_unet}
