@@ -27,6 +27,11 @@ Methods (one row each, with the CPU time it took to train):
   ``benchmarks/requirements-stardist.lock`` ($DLHISTO_CACHE/stardist-0.9.2), by
   ``benchmarks/stardist_baseline.py``.
 
+Speed, with StarDist: both predict the same MOSAIC_SIDE x MOSAIC_SIDE mosaic of the held-out
+images (wall time on the same cores, reading and normalisation included): StarDist's
+``predict_instances_big`` (1024 px blocks) with the model it trained, dlhisto's ``predict`` with
+its shipped ``nuclei_fluorescence`` model and defaults; Mpx/s and objects per second.
+
 Scores (``evaluate_instances``, pooled over the held-out images): F1 at IoU 0.5, AP at IoU 0.5
 (TP / (TP + FP + FN), StarDist's ``accuracy``), its mean over IoU 0.5:0.95, and panoptic quality
 at 0.5.
@@ -66,6 +71,7 @@ from dlhisto_core.imaging.features import FeatureSettings  # noqa: E402
 
 THRESHOLDS = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2))
 PIXELS_PER_CLASS = 1500
+MOSAIC_SIDE = 4096
 
 
 def splits(tuning_every: int) -> tuple[list, list, list]:
@@ -159,10 +165,42 @@ def stardist_environment() -> Path:
     return python
 
 
+def mosaic(held_out, work: Path) -> Path:
+    """The held-out images side by side, repeated, cut to MOSAIC_SIDE x MOSAIC_SIDE (uint16)."""
+    path = work / "mosaic.tif"
+    if not path.is_file():
+        images = [tifffile.imread(image).astype(np.uint16) for image, _ in held_out]
+        height = min(image.shape[0] for image in images)
+        row = np.concatenate([image[:height] for image in images], axis=1)
+        tifffile.imwrite(path, np.tile(row, (-(-MOSAIC_SIDE // height), -(-MOSAIC_SIDE // row.shape[1])))
+                         [:MOSAIC_SIDE, :MOSAIC_SIDE])
+    return path
+
+
+def dlhisto_throughput(image: Path, work: Path) -> dict:
+    """Seconds and objects of ``predict`` with the shipped fluorescence model on ``image``."""
+    package = pretrained_model("nuclei_fluorescence", work / "nuclei_fluorescence.zip")
+    start = time.perf_counter()
+    summary = predict(package, image, objects=work / "mosaic_dlhisto.tif")
+    return {"seconds": time.perf_counter() - start, "objects": int(summary.objects)}
+
+
+def print_throughput(rows: dict) -> None:
+    pixels = MOSAIC_SIDE**2 / 1e6
+    print(f"\n{MOSAIC_SIDE} x {MOSAIC_SIDE} mosaic of the held-out images, {torch.get_num_threads()} threads:")
+    print("| method | seconds | Mpx/s | objects | objects/s |")
+    print("|---|---|---|---|---|")
+    for name, row in rows.items():
+        print(f"| {name} | {row['seconds']:.1f} | {pixels / row['seconds']:.2f} | {row['objects']} | "
+              f"{row['objects'] / row['seconds']:.0f} |")
+    ratio = rows["stardist predict_instances_big"]["seconds"] / rows["dlhisto predict (pretrained)"]["seconds"]
+    print(f"# dlhisto predict: {ratio:.2f}x StarDist's speed on the same image")
+
+
 def stardist(training, tuning, held_out, work: Path, cpu_seconds: float) -> tuple[list[Path], float]:
     job = {"training": [[str(a), str(b)] for a, b in training], "tuning": [[str(a), str(b)] for a, b in tuning],
            "held_out": [[str(a), str(b)] for a, b in held_out], "cpu_seconds": cpu_seconds,
-           "output": str(work / "stardist")}
+           "output": str(work / "stardist"), "mosaic": str(mosaic(held_out, work))}
     (work / "stardist_job.json").write_text(json.dumps(job))
     result = subprocess.run([str(stardist_environment()), str(HERE / "stardist_baseline.py"),
                              str(work / "stardist_job.json")], capture_output=True, text=True,
@@ -171,6 +209,7 @@ def stardist(training, tuning, held_out, work: Path, cpu_seconds: float) -> tupl
         sys.exit(f"StarDist failed:\n{result.stderr[-3000:]}")
     report = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"# stardist: {report['epochs']} epochs of 50 steps, thresholds {report['thresholds']}", flush=True)
+    (work / "stardist_mosaic.json").write_text(json.dumps(report["mosaic"]))
     return [work / "stardist" / f"stardist_{image.stem}.tif" for image, _ in held_out], report["cpu_seconds"]
 
 
@@ -224,6 +263,9 @@ def main() -> None:
                 s = scores(held_out, outputs)
                 print(f"| {row} | {s['f1']:.3f} | {s['ap50']:.3f} | {s['ap50_95']:.3f} | {s['pq']:.3f} | "
                       f"{s['objects']} | {seconds / 60:.1f} min |", flush=True)
+        if (work / "stardist_mosaic.json").is_file() and "stardist" in args.methods:
+            print_throughput({"dlhisto predict (pretrained)": dlhisto_throughput(mosaic(held_out, work), work),
+                              "stardist predict_instances_big": json.loads((work / "stardist_mosaic.json").read_text())})
 
 
 def kept_rows(work: Path, method: str) -> list | None:

@@ -5,8 +5,9 @@ dlhisto dependencies). Reads a JSON job: training, tuning and held-out (image, l
 CPU-time budget in seconds and an output folder. Trains StarDist2D (32 rays, grid 2 x 2, the
 example notebook's configuration) on random 128 px patches, epoch after epoch until the budget is
 spent, tunes its probability and NMS thresholds on the tuning images (``optimize_thresholds``),
-and writes the held-out predictions as label TIFFs. Prints one JSON line: epochs, CPU seconds,
-thresholds.
+and writes the held-out predictions as label TIFFs. With a ``mosaic`` (a large image), also
+times ``predict_instances_big`` on it, normalisation included, as a user predicts a slide.
+Prints one JSON line: epochs, CPU seconds, thresholds and the mosaic's seconds and objects.
 
 Usage (inside that environment): python stardist_baseline.py JOB.json
 """
@@ -49,7 +50,14 @@ def main() -> None:
         x = normalize(tifffile.imread(image).astype(np.float32), 1, 99.8, axis=(0, 1))
         labels, _ = model.predict_instances(x)
         tifffile.imwrite(out / f"stardist_{Path(image).stem}.tif", labels.astype(np.uint32))
-    print(json.dumps({"epochs": epochs, "cpu_seconds": trained, "thresholds": thresholds}))
+    report = {"epochs": epochs, "cpu_seconds": trained, "thresholds": thresholds}
+    if job.get("mosaic"):
+        start = time.perf_counter()
+        x = normalize(tifffile.imread(job["mosaic"]).astype(np.float32), 1, 99.8, axis=(0, 1))
+        labels, _ = model.predict_instances_big(x, axes="YX", block_size=1024, min_overlap=64, context=64,
+                                                show_progress=False)
+        report["mosaic"] = {"seconds": time.perf_counter() - start, "objects": int(len(np.unique(labels)) - 1)}
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
