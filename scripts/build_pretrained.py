@@ -6,16 +6,15 @@ that evaluation, which the package's model card then shows. Run it again to rebu
 (CPU times on 2 cores in each recipe's docstring); the held-out scores of the last build are in
 README.md's table of pretrained models and in each model card.
 
-- nuclei_fluorescence: mnfinder 1.2.3 ``training-data`` (24 images train, every 5th of its 30
-  tunes, as benchmarks/accuracy.py splits it) and stardist's DSB2018 image train; mnfinder's
-  ``validation-data`` (3 images, 235 nuclei) is held out and scores it; its ``test-data`` is
-  never read.
-- nuclei_he: histolytics' H&E nest crop and its nuclei instance mask (a segmentation model's
-  output; scripts/fetch_test_slides.py HE_NUCLEI_ROWS): its top 576 rows train (4 images), the
-  next 192 tune, the last 732 (599 nuclei) are held out and score it.
+- nuclei_fluorescence and nuclei_he: the sources of scripts/pretrained_data.py, each cut into a
+  part that trains, one that tunes (best epoch, object thresholds) and one held out, which scores
+  the model, source by source and pooled; strong augmentation (scale, stain, intensity, blur,
+  noise, halos: dlhisto_core/dl/augmentation.py) at the working pixel size, which the package
+  records.
 - tissue_he: the tumour / stroma tiles of the tissue-map test data (scripts/fetch_test_slides.py:
-  the top 640 px of the nest and stroma crops, 14 tumour and 65 stroma tiles) train; the held-out
-  slide made of the next 640 px of both (82 classed tiles) scores it.
+  the top 640 px of the nest and stroma crops, 14 tumour and 65 stroma tiles) train, recorded at
+  histolytics' estimated pixel size; the held-out slide made of the next 640 px of both (82
+  classed tiles) scores it.
 
 Usage: .venv/bin/python scripts/build_pretrained.py [NAME ...] [--work DIR]
 """
@@ -28,9 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fetch_test_slides  # noqa: E402
-import reference_data  # noqa: E402
+import pretrained_data  # noqa: E402
 
 from dlhisto_core import ClassifyOptions, DataOptions, PredictOptions, TrainOptions, classify, evaluate, predict, train
 from dlhisto_core.models.shipped import SHIPPED, compact, expand  # noqa: E402
@@ -39,67 +40,97 @@ AUTHOR = "dlhisto"
 
 
 def nuclei_fluorescence(work: Path) -> tuple:
-    """About 50 min on 2 cores (92.6 CPU-min on 2026-12-04)."""
-    training, tuning = reference_data.mnfinder_training_and_tuning()
-    training.append(reference_data.stardist_nuclei())
-    trained = train([i for i, _ in training], [l for _, l in training],
-                    validation=([i for i, _ in tuning], [l for _, l in tuning]),
-                    options=TrainOptions(epochs=15, seed=0), log=print)
-    return trained, "dlhisto nuclei (fluorescence)", reference_data.mnfinder_split("validation-data"), "instance"
+    """About 25 min on 2 cores (42.6 CPU-min on 2026-12-07)."""
+    return _nuclei(pretrained_data.fluorescence_nuclei(), DataOptions(patches_per_image=64), epochs=12)
 
 
 def nuclei_he(work: Path) -> tuple:
-    """About 12 min on 2 cores (23.5 CPU-min on 2026-12-04, other work on the cores for 3 of its 12 epochs)."""
-    pairs = fetch_test_slides.write_he_nuclei_data(fetch_test_slides.fetch_histolytics())
-    trained = train([i for i, _ in pairs["train"]], [l for _, l in pairs["train"]],
-                    validation=([i for i, _ in pairs["tune"]], [l for _, l in pairs["tune"]]),
-                    data=DataOptions(patches_per_image=160), options=TrainOptions(epochs=12, seed=0), log=print)
-    return trained, "dlhisto nuclei (HE)", pairs["held_out"], "instance"
+    """About 45 min on 2 cores."""
+    return _nuclei(pretrained_data.he_nuclei(), DataOptions(patches_per_image=160), epochs=30)
+
+
+def _nuclei(pairs: pretrained_data.Pairs, data: DataOptions, epochs: int) -> tuple:
+    training, tuning = (pretrained_data.flat(pairs[use]) for use in ("train", "tune"))
+    trained = train([i for i, _ in training], [l for _, l in training],
+                    validation=([i for i, _ in tuning], [l for _, l in tuning]), data=data,
+                    options=TrainOptions(epochs=epochs, seed=0, strong_augment=True), log=print)
+    return trained, pairs["held_out"], "instance"
 
 
 def tissue_he(work: Path) -> tuple:
-    """About 4 min on 2 cores (6.3 CPU-min on 2026-12-04)."""
+    """About 3 min on 2 cores (4.1 CPU-min on 2026-12-07). The training crops are recorded at
+    histolytics' estimated pixel size (pretrained_data.HISTOLYTICS_PIXEL_SIZE), which the
+    package then records: classify reads other slides at it."""
+    from PIL import Image
+
+    from dlhisto_core.io.writers import write_image
+
     fetch_test_slides.write_tissue_map_data(fetch_test_slides.fetch_histolytics())
-    trained = train(list(fetch_test_slides.TISSUE_TRAIN.values()), tile_classes=fetch_test_slides.TISSUE_TILES,
+    images = []
+    for png in fetch_test_slides.TISSUE_TRAIN.values():
+        recorded = work / png.with_suffix(".ome.tif").name
+        write_image(recorded, np.asarray(Image.open(png).convert("RGB")), (pretrained_data.HISTOLYTICS_PIXEL_SIZE,) * 2)
+        images.append((recorded, png.name))  # the name the table of tiles gives it
+    trained = train(images, tile_classes=fetch_test_slides.TISSUE_TILES,
                     data=DataOptions(task="classification", patches_per_image=8),
                     options=TrainOptions(epochs=12, seed=0), log=print)
-    return trained, "dlhisto tumour-stroma tiles (HE)", [
-        (fetch_test_slides.TISSUE_SLIDE, fetch_test_slides.TISSUE_TRUTH)], "classification"
+    return trained, {"histolytics": [(fetch_test_slides.TISSUE_SLIDE, fetch_test_slides.TISSUE_TRUTH)]}, \
+        "classification"
 
 
 RECIPES = {"nuclei_fluorescence": nuclei_fluorescence, "nuclei_he": nuclei_he, "tissue_he": tissue_he}
+TITLES = {"nuclei_fluorescence": "dlhisto nuclei (fluorescence)", "nuclei_he": "dlhisto nuclei (HE)",
+          "tissue_he": "dlhisto tumour-stroma tiles (HE)"}
 
 
-def held_out_evaluation(package: Path, held_out: list[tuple[Path, Path]], mode: str, work: Path) -> Path:
-    """The package scored on the held-out (image, truth) pairs, as a table of ``evaluate``."""
+def held_out_evaluation(package: Path, held_out: dict[str, list[tuple[Path, Path]]], mode: str,
+                        work: Path) -> tuple[Path, dict[str, str]]:
+    """The package scored on the held-out (image, truth) pairs of each source: the table of
+    ``evaluate`` over all of them, and each source's pooled scores in words."""
     table = work / "held_out_evaluation.tsv"
+    pairs = [(source, image, truth) for source, items in held_out.items() for image, truth in items]
     if mode == "classification":
         tiles = work / "held_out_tiles.tsv"
-        classify(package, [image for image, _ in held_out], ClassifyOptions(tile_size=128), table=tiles)
-        scores = evaluate([tiles], [held_out[0][1]], mode="classification")
-    else:
-        outputs = [work / f"predicted_{image.stem}.tif" for image, _ in held_out]
-        for (image, _), output in zip(held_out, outputs):
-            predict(package, image, PredictOptions(), objects=output)
-        scores = evaluate([(p, f"held out: {image.name}") for (image, _), p in zip(held_out, outputs)],
-                          [truth for _, truth in held_out], thresholds=[0.5, 0.75])
+        classify(package, [image for _, image, _ in pairs], ClassifyOptions(tile_size=128), table=tiles)
+        scores = evaluate([tiles], [pairs[0][2]], mode="classification")
+        scores.write(table)
+        print(scores.describe())
+        return table, {}
+    outputs = {}
+    for source, image, _ in pairs:
+        outputs[image] = work / f"predicted_{source}_{image.stem}.tif"
+        predict(package, image, PredictOptions(), objects=outputs[image])
+
+    def scored(chosen):
+        return evaluate([(outputs[image], f"held out: {source}: {image.name}") for source, image, _ in chosen],
+                        [truth for _, _, truth in chosen], thresholds=[0.5, 0.75])
+
+    scores = scored(pairs)
     scores.write(table)
+    by_source = {}
+    for source in held_out:
+        pooled = scored([pair for pair in pairs if pair[0] == source]).rows[-2]  # IoU 0.5, pooled
+        by_source[source] = (f"{len(held_out[source])} image(s), {pooled['tp'] + pooled['fn']} nuclei: F1 "
+                             f"{pooled['f1']:.3f} at IoU 0.5 (precision {pooled['precision']:.3f}, recall "
+                             f"{pooled['recall']:.3f}), panoptic quality {pooled['panoptic_quality']:.3f}")
+        print(f"held out, {source}: {by_source[source]}")
     print(scores.describe())
-    return table
+    return table, by_source
 
 
 def build(name: str, work: Path) -> None:
     start = time.process_time()
-    trained, title, held_out, mode = RECIPES[name](work)
+    trained, held_out, mode = RECIPES[name](work)
     minutes = (time.process_time() - start) / 60
     package = work / f"{name}.zip"
-    trained.save(package, name=title, author=AUTHOR)
+    trained.save(package, name=TITLES[name], author=AUTHOR)
     target = SHIPPED[name].path
     target.parent.mkdir(exist_ok=True)
     record = {"sources": SHIPPED[name].data, "cpu_minutes": round(minutes, 1)}
     compact(package, target, training=record)
     expand(target, work / f"{name}_half.zip")  # what users get: the weights in half precision
-    table = held_out_evaluation(work / f"{name}_half.zip", held_out, mode, work)
+    table, by_source = held_out_evaluation(work / f"{name}_half.zip", held_out, mode, work)
+    record.update({f"held-out {source}": scores for source, scores in by_source.items()})
     compact(package, target, table, "held-out images (scripts/build_pretrained.py)", training=record)
     print(f"{name}: {minutes:.1f} CPU-min of training; {target} ({target.stat().st_size / 2**20:.1f} MB)")
 
