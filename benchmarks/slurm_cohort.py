@@ -1,4 +1,4 @@
-"""A cohort of slides through Galaxy on Slurm: the wall time of the `he_slide_nuclei_qupath`
+"""A cohort of slides through Galaxy on Slurm: the wall time of the `he_slide_nuclei_classic`
 workflow over 1, 2 and 4 slides, and a paper estimate for 100 slides on a 10-node cluster.
 
 Each slide is one invocation of the workflow, all submitted at once, as Galaxy's batch mode
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 SLIDE = REPO / "test-data" / "cmu_small_region.svs"
 SLIDE_MEGAPIXELS = 2220 * 2967 / 1e6
 REFERENCE = REPO / "test-data" / "he.jpg"
-WORKFLOW = REPO / "workflows" / "he_slide_nuclei_qupath.yml"
+WORKFLOW = REPO / "workflows" / "he_slide_nuclei_classic.yml"
 
 
 def upload(gi: GalaxyInstance, history_id: str, path: Path, file_type: str) -> str:

@@ -103,7 +103,7 @@ def rows(figures: Path) -> list[tuple[str, str, str, str]]:
                 f"{slurm['galaxy_job_s']:.1f} s - {slurm['core_s']:.1f} s = {slurm['overhead_s']:.1f} s", "", ""))
     cohort = load("cohort")
     runs = {int(n): r["seconds"] for n, r in cohort["runs"].items()}
-    out.append((f"he_slide_nuclei_qupath through Slurm, 1 / 2 / 4 slides of {cohort['slide_megapixels']:.1f} Mpx at "
+    out.append((f"he_slide_nuclei_classic through Slurm, 1 / 2 / 4 slides of {cohort['slide_megapixels']:.1f} Mpx at "
                 f"once on {cohort['cores']} cores: wall time (per slide)",
                 " / ".join(f"{runs[n]:.0f} s ({runs[n] / n:.0f})" for n in sorted(runs)),
                 "flat per slide until the cores are full", ""))
