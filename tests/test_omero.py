@@ -151,6 +151,23 @@ def test_polygons_round_trip_to_the_same_pixels(server, nuclei_on_server, tmp_pa
     assert np.array_equal(labels, expected)
 
 
+def test_labels_made_at_a_models_pixel_size_go_back_onto_the_images_pixels(server, nuclei_on_server, tmp_path):
+    """A model working at another pixel size writes its objects at that size (predict): pushed,
+    they are resampled onto the OMERO image's pixels; labels that cover another area are refused."""
+    image_id, truth, _ = nuclei_on_server  # the image records 0.65 µm
+    server.store.rois[image_id] = []
+    finer = np.repeat(np.repeat(truth, 2, axis=0), 2, axis=1)  # the same objects at 0.325 µm
+    with dlhisto_omero.connect(dlhisto_omero.read_credentials(credentials_file(tmp_path, server))) as session:
+        session.push_labels(image_id, finer, labels_pixel_size=(0.325, 0.325))
+        labels, _ = dlhisto_omero.rois_to_labels(session.rois(image_id), truth.shape)
+        assert np.array_equal(labels > 0, truth > 0) and labels.max() == len(np.unique(truth)) - 1
+        with pytest.raises(InputError, match=r"the labels \(1024x1024\) do not match the size of OMERO image \d+ "
+                                             r"\(512x512\) nor cover it at another pixel size"):
+            session.push_labels(image_id, finer)  # no pixel size: nothing says how they relate
+    coarser = dlhisto_omero.onto_image_grid(truth, (0.65, 0.65), (665, 665), (0.5, 0.5), "an image")
+    assert coarser.shape == (665, 665) and set(np.unique(coarser)) == set(np.unique(truth))
+
+
 def test_every_call_dlhisto_makes_is_served(server, nuclei_on_server, tmp_path):
     """The operations of tests/README.md, all of them exercised (and nothing else called)."""
     image_id, truth, _ = nuclei_on_server

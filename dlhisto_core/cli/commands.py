@@ -242,11 +242,12 @@ def run_omero_push(args: argparse.Namespace) -> None:
         if not args.labels:
             raise InputError("--image-id-from-name reads the id from the label image's name: give --labels")
         args.image_id = omero.image_id_from_name(_name(args.labels, args.labels_name))
-    labels = read_labels(args.labels, args.labels_name).data if args.labels else None
+    labels = read_labels(args.labels, args.labels_name) if args.labels else None
     key_values = [omero.key_value(text) for text in args.key_value or []]
     attachments = _named(args.attach, args.attach_name)
     with omero.connect(credentials) as session:
-        rows = omero.push(session, args.image_id, labels, args.shape, args.roi_name, attachments, key_values)
+        rows = omero.push(session, args.image_id, labels and labels.data, args.shape, args.roi_name, attachments,
+                          key_values, labels and labels.pixel_size)
     if args.table:
         write_table(args.table, rows, omero.PUSHED_COLUMNS)
     _log(f"OMERO image {args.image_id}: {sum(r['kind'] == 'roi' for r in rows)} ROIs, "

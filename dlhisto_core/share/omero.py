@@ -208,16 +208,21 @@ class Session:
         return rows
 
     # -- writing -------------------------------------------------------------------------------
-    def push_labels(self, image_id: int, labels: np.ndarray, shape: str = "mask", name: str = "dlhisto") -> list[int]:
-        """One ROI per object of a label image, linked to the image; their ids."""
+    def push_labels(self, image_id: int, labels: np.ndarray, shape: str = "mask", name: str = "dlhisto",
+                    labels_pixel_size: tuple[float, float] | None = None) -> list[int]:
+        """One ROI per object of a label image, linked to the image; their ids. Labels made at
+        another pixel size (``labels_pixel_size``, e.g. a model's) are first resampled onto the
+        image's pixels (:func:`onto_image_grid`)."""
         from omero.model import ImageI, RoiI
         from omero.rtypes import rstring
 
         image = self.image(image_id)
         pixels = image.getPrimaryPixels()
-        if labels.shape != (pixels.sizeY.val, pixels.sizeX.val):
-            raise InputError(f"the labels ({labels.shape[1]}x{labels.shape[0]}) do not match the size of OMERO image "
-                             f"{image_id} ({pixels.sizeX.val}x{pixels.sizeY.val})")
+        size_x, size_y = pixels.physicalSizeX, pixels.physicalSizeY
+        image_pixel_size = ((_micrometres(size_y), _micrometres(size_x))
+                            if size_x is not None and size_y is not None else None)
+        labels = onto_image_grid(labels, labels_pixel_size, (pixels.sizeY.val, pixels.sizeX.val), image_pixel_size,
+                                 f"OMERO image {image_id}")
         rois = []
         for region in measure.regionprops(labels.astype(np.int64)):
             roi = RoiI()
@@ -391,11 +396,30 @@ def fetch(session: Session, image_ids: Sequence[int] = (), dataset_ids: Sequence
     return image_ids
 
 
+def onto_image_grid(labels: np.ndarray, labels_pixel_size: tuple[float, float] | None, shape: tuple[int, int],
+                    pixel_size: tuple[float, float] | None, what: str) -> np.ndarray:
+    """``labels`` on an image's grid of ``shape``: as they are when the sizes agree; resampled
+    (nearest neighbour, pixel centres) when both record a pixel size and cover the same area
+    within a pixel (labels a model made at its own pixel size); else refused in one line."""
+    if labels.shape == tuple(shape):
+        return labels
+    covers = labels_pixel_size is not None and pixel_size is not None and all(
+        abs(n * p - m * q) <= max(p, q) for n, p, m, q in zip(labels.shape, labels_pixel_size, shape, pixel_size))
+    if not covers:
+        raise InputError(f"the labels ({labels.shape[1]}x{labels.shape[0]}) do not match the size of {what} "
+                         f"({shape[1]}x{shape[0]}) nor cover it at another pixel size")
+    rows, cols = ((np.minimum(((np.arange(m) + 0.5) * q / p).astype(int), n - 1))
+                  for n, p, m, q in zip(labels.shape, labels_pixel_size, shape, pixel_size))
+    return labels[np.ix_(rows, cols)]
+
+
 def push(session: Session, image_id: int, labels: np.ndarray | None = None, shape: str = "mask",
          roi_name: str = "dlhisto", attachments: Sequence[tuple[str, str]] = (),
-         key_values: Sequence[tuple[str, str]] = ()) -> list[dict]:
+         key_values: Sequence[tuple[str, str]] = (), labels_pixel_size: tuple[float, float] | None = None
+         ) -> list[dict]:
     """Push results to an OMERO image, as ``dlhisto omero_push`` does: each object of
-    ``labels`` as one ROI, the (path, name) ``attachments`` as files, and ``key_values``
+    ``labels`` (at ``labels_pixel_size``, resampled onto the image's pixels where it differs)
+    as one ROI, the (path, name) ``attachments`` as files, and ``key_values``
     (with dlhisto's version and the ROI count) as one key-value map. Returns a row per object
     created (image_id, kind, id, name).
 
@@ -412,7 +436,7 @@ def push(session: Session, image_id: int, labels: np.ndarray | None = None, shap
     session.image(image_id)  # an unknown image fails before anything is written
     rows = []
     if labels is not None:
-        roi_ids = session.push_labels(image_id, labels, shape, roi_name)
+        roi_ids = session.push_labels(image_id, labels, shape, roi_name, labels_pixel_size)
         rows += [{"image_id": image_id, "kind": "roi", "id": i} for i in roi_ids]
         pairs.append(("dlhisto.rois", str(len(roi_ids))))
     for path, name in attachments:
