@@ -7,9 +7,11 @@ runs `nuclei_unet` (train a U-Net on quadrants 1-3, predict and evaluate quadran
 the scores and the evaluation report, publishes the history and takes screenshots of it and of
 the report with headless Chromium. Then, in a second history, runs `he_slide_nuclei_qupath` on
 the real Aperio SVS (test-data/cmu_small_region.svs, fetched by scripts/fetch_test_slides.py)
-with the bundled H&E crop as stain reference, and downloads the nuclei count and their QuPath
-GeoJSON. Between the two, dlhisto's pretrained models go into the model base (its data
-manager), and the fluorescence nuclei model is applied to the held-out quadrant and scored.
+with the pretrained H&E nuclei model from the model base, downloads the nuclei, their count and
+their QuPath GeoJSON, and draws them over a region of the slide (scripts/overlay.py). Between
+the two, dlhisto's pretrained models go into the model base (its data manager), and the
+fluorescence nuclei model is applied to the held-out quadrant (which it never trained or tuned
+on) and scored.
 
 Usage: python run_in_galaxy.py GALAXY_URL ADMIN_KEY OUTPUT_DIR
 """
@@ -202,26 +204,34 @@ def job_ok(gi: GalaxyInstance, job_id: str) -> bool:
 
 
 def run_slide_workflow(gi: GalaxyInstance, url: str, workflows: dict[str, str], out_dir: Path) -> dict | None:
-    """he_slide_nuclei_qupath on the real Aperio slide, in a history of its own; its outputs downloaded."""
+    """he_slide_nuclei_qupath on the real Aperio slide, in a history of its own (the pretrained
+    H&E nuclei model from the model base); its outputs downloaded and the nuclei drawn over a
+    region of the slide (out_dir/he_slide_nuclei.png)."""
     history = gi.histories.create_history("dlhisto demo: nuclei of an H&E scanner slide, to QuPath "
                                           "(workflow he_slide_nuclei_qupath)")
-    data = REPO / "test-data"
-    uploads = {"slide": (data / "cmu_small_region.svs", "svs"), "stain_reference": (data / "he.jpg", "jpg")}
-    inputs = {}
-    for name, (path, file_type) in uploads.items():
-        dataset = gi.tools.upload_file(str(path), history["id"], file_type=file_type, file_name=path.name)["outputs"][0]
-        gi.datasets.wait_for_dataset(dataset["id"], maxwait=600)
-        inputs[name] = {"src": "hda", "id": dataset["id"]}
-    print("\nrunning workflow he_slide_nuclei_qupath on a real Aperio SVS (2220 x 2967 px at 0.499 µm): stains "
-          "mapped onto the bundled H&E crop, nuclei segmented, measured and written as QuPath GeoJSON", flush=True)
+    slide = REPO / "test-data" / "cmu_small_region.svs"
+    dataset = gi.tools.upload_file(str(slide), history["id"], file_type="svs", file_name=slide.name)["outputs"][0]
+    gi.datasets.wait_for_dataset(dataset["id"], maxwait=600)
+    print("\nrunning workflow he_slide_nuclei_qupath on a real Aperio SVS (2220 x 2967 px at 0.499 µm): the "
+          "pretrained H&E nuclei model from the model base, no training; nuclei as QuPath GeoJSON", flush=True)
     invocation = gi.workflows.invoke_workflow(workflows["he_slide_nuclei_qupath"], history_id=history["id"],
-                                              inputs_by="name", inputs=inputs)
+                                              inputs_by="name", inputs={"slide": {"src": "hda", "id": dataset["id"]}})
     outputs = finished_outputs(gi, invocation["id"])
     if outputs is None:
         return None
-    files = {"count": out_dir / "cmu_slide_nuclei_count.tsv", "qupath_geojson": out_dir / "cmu_slide_nuclei.geojson"}
+    files = {"count": out_dir / "cmu_slide_nuclei_count.tsv", "qupath_geojson": out_dir / "cmu_slide_nuclei.geojson",
+             "nuclei": out_dir / "cmu_slide_nuclei.ome.tif"}
     download(gi, url, outputs, files)
     print("".join(files["count"].open()))
+    picture = out_dir / "he_slide_nuclei.png"  # drawn in dlhisto's environment (this script runs in planemo's)
+    drawn = subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(REPO / "scripts" / "overlay.py"), str(slide),
+                            str(files["nuclei"]), str(picture), "--caption",
+                            "dlhisto nuclei_he on CMU-1 (Aperio, 0.499 um/px), no training: {count} nuclei here"],
+                           capture_output=True, text=True)
+    if drawn.returncode:
+        print(f"drawing the nuclei failed: {drawn.stderr.strip()}", file=sys.stderr)
+        return None
+    print(f"{drawn.stdout.split()[0]} nuclei outlined over dermis, epidermis and keratin: {picture}")
     print(f"QuPath: open cmu_small_region.svs, then File > Import objects: {files['qupath_geojson']}")
     return history
 
