@@ -19,8 +19,9 @@ Methods (one row each, with the CPU time it took to train):
   with defaults, and with flips (test-time augmentation: a second row, same training);
 - unet_from_scratch: the same with the encoder started from random weights;
 - pretrained: dlhisto's shipped ``nuclei_fluorescence`` model (scripts/build_pretrained.py:
-  trained on the same training images and stardist's DSB2018 image, tuned on the same tuning
-  images), applied with defaults; its training time is the build's;
+  trained on the same training images and three quadrants of stardist's DSB2018 image, with
+  strong augmentation, tuned on the same tuning images), applied with defaults; its training
+  time is the build's;
 - stardist: StarDist 2D (stardist 0.9.2, TensorFlow CPU) trained on the same images for the CPU
   time the U-Net with defaults took in the same run (or ``--stardist-cpu-minutes``), thresholds
   tuned on the tuning images; in an environment of its own made from
