@@ -79,3 +79,21 @@ def test_restoration_scores_of_a_denoised_real_image(test_data, tmp_path):
     assert rows["denoised.tif"]["psnr"] - rows["noisy.tif"]["psnr"] > 3  # the denoiser's gain, in dB
     assert rows["denoised.tif"]["ssim"] > rows["noisy.tif"]["ssim"]
     assert rows["all"]["psnr"] == pytest.approx((rows["noisy.tif"]["psnr"] + rows["denoised.tif"]["psnr"]) / 2)
+
+
+def test_objects_made_at_a_models_pixel_size_are_scored_on_the_truths_pixels(test_data, tmp_path):
+    """predict writes a model's objects at the model's pixel size: scored against a truth that
+    records another one and covers the same area, they are resampled onto the truth's pixels;
+    without pixel sizes, other sizes are still refused."""
+    from dlhisto_core.io.images import read_labels
+    from dlhisto_core.io.writers import write_labels
+
+    truth = read_labels(test_data / "nuclei_groundtruth.tif").data
+    finer = np.repeat(np.repeat(truth, 2, axis=0), 2, axis=1)  # the same objects at half the pixel size
+    write_labels(tmp_path / "truth.tif", truth, (0.65, 0.65))
+    write_labels(tmp_path / "finer.tif", finer, (0.325, 0.325))
+    write_labels(tmp_path / "unrecorded.tif", finer)
+    pooled = evaluate_instances([(tmp_path / "truth.tif", tmp_path / "finer.tif")], [0.5])[-1]
+    assert (pooled["tp"], pooled["fp"], pooled["fn"], pooled["f1"]) == (125, 0, 0, 1.0)
+    with pytest.raises(InputError, match=r"\(1024x1024\) and ground truth 'truth.tif' \(512x512\) differ in size"):
+        evaluate_instances([(tmp_path / "truth.tif", tmp_path / "unrecorded.tif")], [0.5])

@@ -17,6 +17,7 @@ if not os.environ.get("DLHISTO_OMERO_REQUIRED"):  # the test command installs th
 from dlhisto_core.share import omero as dlhisto_omero  # noqa: E402
 from dlhisto_core.cli import main  # noqa: E402
 from dlhisto_core.base.errors import InputError  # noqa: E402
+from dlhisto_core.io.pixel_size import onto_grid  # noqa: E402
 from dlhisto_core.io.images import read_image, read_labels  # noqa: E402
 
 from omero_test_server import OmeroTestServer  # noqa: E402
@@ -164,8 +165,9 @@ def test_labels_made_at_a_models_pixel_size_go_back_onto_the_images_pixels(serve
         with pytest.raises(InputError, match=r"the labels \(1024x1024\) do not match the size of OMERO image \d+ "
                                              r"\(512x512\) nor cover it at another pixel size"):
             session.push_labels(image_id, finer)  # no pixel size: nothing says how they relate
-    coarser = dlhisto_omero.onto_image_grid(truth, (0.65, 0.65), (665, 665), (0.5, 0.5), "an image")
+    coarser = onto_grid(truth, (0.65, 0.65), (665, 665), (0.5, 0.5))
     assert coarser.shape == (665, 665) and set(np.unique(coarser)) == set(np.unique(truth))
+    assert onto_grid(truth, (0.65, 0.65), (600, 600), (0.5, 0.5)) is None  # another area
 
 
 def test_every_call_dlhisto_makes_is_served(server, nuclei_on_server, tmp_path):

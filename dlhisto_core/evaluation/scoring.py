@@ -19,6 +19,7 @@ from . import metrics
 from ..io import untrusted
 from ..base.errors import InputError, one_line
 from ..io.images import read_image, read_labels
+from ..io.pixel_size import onto_grid
 from ..io.inputs import named
 from ..io.tables import read_table, read_tile_classes, write_table
 
@@ -341,12 +342,14 @@ def _load_pairs(pairs: Sequence[tuple]):
     if not pairs:
         raise InputError("nothing to evaluate: give at least one prediction and its ground truth")
     for truth_path, predicted_path, truth_name, predicted_name in map(_named_pair, pairs):
-        truth = read_labels(truth_path, truth_name).data
-        predicted = read_labels(predicted_path, predicted_name).data
-        if truth.shape != predicted.shape:
-            raise InputError(f"prediction '{predicted_name}' ({predicted.shape[1]}x{predicted.shape[0]}) and ground "
-                             f"truth '{truth_name}' ({truth.shape[1]}x{truth.shape[0]}) differ in size")
-        yield truth.astype(np.int64), predicted.astype(np.int64), predicted_name
+        truth = read_labels(truth_path, truth_name)
+        predicted = read_labels(predicted_path, predicted_name)
+        gridded = onto_grid(predicted.data, predicted.pixel_size, truth.data.shape, truth.pixel_size)
+        if gridded is None:  # a model's objects at its own pixel size are resampled onto the truth's
+            height, width = predicted.data.shape[:2]
+            raise InputError(f"prediction '{predicted_name}' ({width}x{height}) and ground truth '{truth_name}' "
+                             f"({truth.data.shape[1]}x{truth.data.shape[0]}) differ in size")
+        yield truth.data.astype(np.int64), gridded.astype(np.int64), predicted_name
 
 
 def _named_pair(pair: tuple) -> tuple:

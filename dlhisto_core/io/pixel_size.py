@@ -7,6 +7,7 @@ a rounding difference.
 
 from __future__ import annotations
 import math
+import numpy as np
 import re
 import tifffile
 from ..base.errors import InputError, one_line
@@ -36,6 +37,21 @@ def check_pixel_size(size: tuple[float, float], what: str) -> None:
     if not all(isinstance(v, (int, float)) and math.isfinite(v) and low <= v <= high for v in size):
         shown = " x ".join(f"{v:g}" if isinstance(v, (int, float)) else repr(v) for v in size)
         raise InputError(f"{what} {shown} µm; a pixel size must be between {low:g} and {high:g} µm")
+
+
+def onto_grid(labels: np.ndarray, labels_pixel_size: tuple[float, float] | None, shape: tuple[int, int],
+              pixel_size: tuple[float, float] | None) -> np.ndarray | None:
+    """``labels`` on the grid of an image of ``shape``: as they are when the sizes agree;
+    resampled by nearest neighbour at the pixel centres when both record a pixel size and cover
+    the same area within a pixel (objects a model made at its own pixel size); else None."""
+    if labels.shape[:2] == tuple(shape):
+        return labels
+    if labels_pixel_size is None or pixel_size is None or not all(
+            abs(n * p - m * q) <= max(p, q) for n, p, m, q in zip(labels.shape, labels_pixel_size, shape, pixel_size)):
+        return None
+    rows, cols = (np.minimum(((np.arange(m) + 0.5) * q / p).astype(int), n - 1)
+                  for n, p, m, q in zip(labels.shape, labels_pixel_size, shape, pixel_size))
+    return labels[np.ix_(rows, cols)]
 
 
 def _recorded_pixel_size(tif: tifffile.TiffFile, name: str) -> tuple[float, float] | None:

@@ -29,7 +29,7 @@ from skimage import draw, measure
 from ..io import untrusted
 from ..base.errors import InputError
 from ..io.geojson import mask_polygons, ring_pixels
-from ..io.pixel_size import check_pixel_size
+from ..io.pixel_size import check_pixel_size, onto_grid
 
 NAMESPACE = "dlhisto"
 """Namespace of the key-value maps and files dlhisto attaches."""
@@ -212,7 +212,7 @@ class Session:
                     labels_pixel_size: tuple[float, float] | None = None) -> list[int]:
         """One ROI per object of a label image, linked to the image; their ids. Labels made at
         another pixel size (``labels_pixel_size``, e.g. a model's) are first resampled onto the
-        image's pixels (:func:`onto_image_grid`)."""
+        image's pixels (:func:`~dlhisto_core.io.pixel_size.onto_grid`)."""
         from omero.model import ImageI, RoiI
         from omero.rtypes import rstring
 
@@ -221,8 +221,12 @@ class Session:
         size_x, size_y = pixels.physicalSizeX, pixels.physicalSizeY
         image_pixel_size = ((_micrometres(size_y), _micrometres(size_x))
                             if size_x is not None and size_y is not None else None)
-        labels = onto_image_grid(labels, labels_pixel_size, (pixels.sizeY.val, pixels.sizeX.val), image_pixel_size,
-                                 f"OMERO image {image_id}")
+        shape = (pixels.sizeY.val, pixels.sizeX.val)
+        gridded = onto_grid(labels, labels_pixel_size, shape, image_pixel_size)
+        if gridded is None:
+            raise InputError(f"the labels ({labels.shape[1]}x{labels.shape[0]}) do not match the size of OMERO image "
+                             f"{image_id} ({shape[1]}x{shape[0]}) nor cover it at another pixel size")
+        labels = gridded
         rois = []
         for region in measure.regionprops(labels.astype(np.int64)):
             roi = RoiI()
@@ -394,23 +398,6 @@ def fetch(session: Session, image_ids: Sequence[int] = (), dataset_ids: Sequence
                 for path in sorted((work / folder).iterdir()):
                     os.replace(path, out / folder / path.name)
     return image_ids
-
-
-def onto_image_grid(labels: np.ndarray, labels_pixel_size: tuple[float, float] | None, shape: tuple[int, int],
-                    pixel_size: tuple[float, float] | None, what: str) -> np.ndarray:
-    """``labels`` on an image's grid of ``shape``: as they are when the sizes agree; resampled
-    (nearest neighbour, pixel centres) when both record a pixel size and cover the same area
-    within a pixel (labels a model made at its own pixel size); else refused in one line."""
-    if labels.shape == tuple(shape):
-        return labels
-    covers = labels_pixel_size is not None and pixel_size is not None and all(
-        abs(n * p - m * q) <= max(p, q) for n, p, m, q in zip(labels.shape, labels_pixel_size, shape, pixel_size))
-    if not covers:
-        raise InputError(f"the labels ({labels.shape[1]}x{labels.shape[0]}) do not match the size of {what} "
-                         f"({shape[1]}x{shape[0]}) nor cover it at another pixel size")
-    rows, cols = ((np.minimum(((np.arange(m) + 0.5) * q / p).astype(int), n - 1))
-                  for n, p, m, q in zip(labels.shape, labels_pixel_size, shape, pixel_size))
-    return labels[np.ix_(rows, cols)]
 
 
 def push(session: Session, image_id: int, labels: np.ndarray | None = None, shape: str = "mask",
