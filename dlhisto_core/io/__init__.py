@@ -10,7 +10,7 @@ module             holds
 ``slides``         scanner slides through OpenSlide, pyramid levels; :func:`image_reader` opens
                    a file, a reader or an array behind one protocol
 ``writers``        TIFF / OME-TIFF, tiled and pyramidal, label images
-``pixel_size``     pixel sizes read, converted to µm and checked
+``pixel_size``     pixel sizes read, converted to µm and checked; labels put onto another pixel grid
 ``tiff_structure`` a TIFF's headers checked before any decoder reads them
 ``tiling``         tiles in TIFF order, worked on in parallel
 ``tables``         tab-separated tables written and read

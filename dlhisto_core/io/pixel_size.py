@@ -2,7 +2,8 @@
 
 A pixel size must be a positive, finite, plausible length (:data:`PIXEL_SIZE_RANGE_UM`); two
 sizes within :data:`SAME_PIXEL_SIZE` of each other are the same, so nothing is resampled for
-a rounding difference.
+a rounding difference. :func:`onto_grid` puts a label image made at one pixel size (a model's)
+onto the pixels of an image of the same area at another.
 """
 
 from __future__ import annotations
