@@ -127,16 +127,13 @@ SLIDE_REGION = (900, 800, 1800, 1800)
 def region_masks(shape: tuple[int, int]) -> dict[str, np.ndarray]:
     """The areas of test-data/cmu_regions.geojson (drawn by eye on the slide) in SLIDE_REGION, by class."""
     import json
-    from skimage import draw
+
+    from dlhisto_core.io.geojson import ring_pixels
 
     x0, y0 = SLIDE_REGION[:2]
-    masks = {}
-    for feature in json.loads((ROOT / "test-data" / "cmu_regions.geojson").read_text())["features"]:
-        ring = np.asarray(feature["geometry"]["coordinates"][0])
-        mask = np.zeros(shape, bool)
-        mask[draw.polygon(ring[:, 1] - y0 - 0.5, ring[:, 0] - x0 - 0.5, shape)] = True
-        masks[feature["properties"]["classification"]["name"]] = mask
-    return masks
+    return {feature["properties"]["classification"]["name"]: ring_pixels(feature["geometry"]["coordinates"][0], y0, x0,
+                                                                          shape)
+            for feature in json.loads((ROOT / "test-data" / "cmu_regions.geojson").read_text())["features"]}
 
 
 def hematoxylin_seeds(rgb: np.ndarray) -> np.ndarray:

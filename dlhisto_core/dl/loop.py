@@ -122,7 +122,7 @@ def fit(model: nn.Module, patches: str | os.PathLike, out_channels: int, options
         raise InputError(f"{len(train_idx)} patch(es) left for training after the validation split; "
                          "give more images or patches per image")
     train_set = PatchDataset(patches, train_idx, augment=options.augment, seed=options.seed,
-                             strong=options.augment and options.strong_augment)
+                             strong=options.strong_augment)
     val_set = PatchDataset(patches, val_idx)
     loss_fn = make_loss(options.loss, train_set.task)
     model.to(device)

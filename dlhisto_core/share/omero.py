@@ -176,8 +176,7 @@ class Session:
                         data[y:y + h, x:x + w, c] = np.frombuffer(raw, dtype).reshape(h, w)
         finally:
             store.close()
-        size_x, size_y = pixels.physicalSizeX, pixels.physicalSizeY
-        pixel_size = (_micrometres(size_y), _micrometres(size_x)) if size_x is not None and size_y is not None else None
+        pixel_size = _pixel_size(pixels)
         if pixel_size is not None:
             check_pixel_size(pixel_size, f"OMERO image {image_id} has a pixel size of")
         return FetchedImage(image_id, image.name.val if image.name else f"image {image_id}",
@@ -218,11 +217,8 @@ class Session:
 
         image = self.image(image_id)
         pixels = image.getPrimaryPixels()
-        size_x, size_y = pixels.physicalSizeX, pixels.physicalSizeY
-        image_pixel_size = ((_micrometres(size_y), _micrometres(size_x))
-                            if size_x is not None and size_y is not None else None)
         shape = (pixels.sizeY.val, pixels.sizeX.val)
-        gridded = onto_grid(labels, labels_pixel_size, shape, image_pixel_size)
+        gridded = onto_grid(labels, labels_pixel_size, shape, _pixel_size(pixels))
         if gridded is None:
             raise InputError(f"the labels ({labels.shape[1]}x{labels.shape[0]}) do not match the size of OMERO image "
                              f"{image_id} ({shape[1]}x{shape[0]}) nor cover it at another pixel size")
@@ -536,6 +532,12 @@ def shape_mask(shape_, image_shape: tuple[int, int]) -> np.ndarray:
         if bottom > top and right > left:
             covered[top:bottom, left:right] |= ring_pixels(ring, top, left, (bottom - top, right - left))
     return covered
+
+
+def _pixel_size(pixels) -> tuple[float, float] | None:
+    """The (y, x) pixel size in µm that an image's pixels record, or None."""
+    size_x, size_y = pixels.physicalSizeX, pixels.physicalSizeY
+    return (_micrometres(size_y), _micrometres(size_x)) if size_x is not None and size_y is not None else None
 
 
 def _micrometres(length) -> float:
