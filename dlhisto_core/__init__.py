@@ -12,6 +12,9 @@ preprocess             :func:`preprocess` with :class:`PreprocessOptions`; stain
 segment_classic        :func:`segment_classic` with :class:`ClassicOptions`
 auto_annotate          :func:`auto_annotate` with :class:`AutoAnnotateOptions`
 pixel_classifier_*     :mod:`dlhisto_core.pixel_classifier` (``train``, ``classify_pixels``, ``save``, ``load``)
+object_classifier_*    :mod:`dlhisto_core.object_classifier` (``read_object_classes``, ``train``,
+                       ``classify_objects``, ``save``, ``load``): cell types from measurements
+count_cells            :func:`count_cells` with :class:`CountOptions`: cells per type and region
 train, transfer        :func:`train`, :func:`transfer` (:mod:`dlhisto_core.dl.training`)
 predict                :func:`predict` with :class:`PredictOptions` (a package file); with a
                        loaded model (:func:`load_package`): :func:`predict_slide`
@@ -63,7 +66,8 @@ _EXPORTS = {
     "base.threads": ["limit_threads"],
     "models.shipped": ["pretrained_model"],
 }
-_MODULES = {"stain": "imaging.stain", "pixel_classifier": "ml.pixel_classifier", "omero": "share.omero",
+_MODULES = {"stain": "imaging.stain", "pixel_classifier": "ml.pixel_classifier",
+            "object_classifier": "ml.object_classifier", "omero": "share.omero",
             "deposit": "share.deposit"}
 """Steps whose API is a module of several functions, under a short public name."""
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -18,6 +18,8 @@ import tempfile
 import traceback
 from pathlib import Path
 
+import numpy as np
+
 from ..imaging import stain
 from ..classic.annotation import AutoAnnotateOptions
 from ..classic.segmentation import MAX_DISTANCE, ClassicOptions, segment_classic
@@ -27,7 +29,9 @@ from .confine import mode as confine_mode
 from ..dl.options import ClassifyOptions, DataOptions, PredictOptions, TrainOptions, TransferOptions
 from ..base.errors import InputError, one_line, quiet_libraries
 from ..imaging.features import FeatureSettings
-from ..io.geojson import ExportOptions, ImportOptions, geojson_to_labels, labels_to_geojson
+from ..classic.object_features import ObjectFeatureOptions
+from ..io.geojson import ExportOptions, ImportOptions, geojson_to_labels, labels_to_geojson, write_features
+from ..ml.pixel_classifier import ForestOptions
 from ..io.images import read_image, single_channel
 from ..io.writers import write_image, write_labels
 from ..io.inputs import pair_by_name
@@ -140,6 +144,75 @@ def run_pixel_classifier_predict(args: argparse.Namespace) -> None:
             labels_to_geojson(objects[0], geojson, export)
 
 
+def run_object_classifier_train(args: argparse.Namespace) -> None:
+    from ..ml import object_classifier
+
+    if not len(args.image) == len(args.labels) == len(args.classes):
+        raise InputError(f"{len(args.image)} images, {len(args.labels)} label images and {len(args.classes)} class "
+                         "files: give one of each per image")
+    class_names = _split(args.class_names)
+    examples = []
+    for (image, image_name), (labels, labels_name), (classes, classes_name) in zip(
+            _named(args.image, args.image_name), _named(args.labels, args.labels_name),
+            _named(args.classes, args.classes_name)):
+        found = object_classifier.read_object_classes(
+            classes, labels, class_names=class_names, name=classes_name, labels_name=labels_name,
+            downsample=_labels_to_slide(labels, labels_name, image, image_name))
+        examples.append((image, labels, found, image_name, labels_name))
+    classifier = object_classifier.train(examples, class_names or None, options_from(args, ForestOptions),
+                                         options_from(args, ObjectFeatureOptions))
+    with outputs_together(args.classifier, args.report) as (classifier_path, report):
+        object_classifier.save(classifier, classifier_path)
+        if report:
+            write_table(report, *object_classifier.training_table(classifier))
+    _log(f"{classifier.training['objects']} objects of {len(classifier.class_names)} classes: out-of-bag accuracy "
+         f"{classifier.training['out_of_bag_accuracy']:.3f}")
+
+
+def run_object_classifier_apply(args: argparse.Namespace) -> None:
+    from ..ml import object_classifier
+
+    classifier = object_classifier.load(args.classifier, args.classifier_name)
+    with outputs_together(args.table, args.geojson) as (table, geojson):
+        result = object_classifier.classify_objects(classifier, args.input, args.labels, args.image_name,
+                                                    args.labels_name)
+        write_table(table, result.rows(), result.columns())
+        if geojson:
+            export = options_from(args, ExportOptions, downsample=_labels_to_slide(args.labels, args.labels_name,
+                                                                                   args.input, args.image_name))
+            write_features(geojson, object_classifier.classified_features(args.labels, result.as_object_classes(),
+                                                                          export, args.labels_name))
+    counts = np.bincount(result.classes, minlength=len(classifier.class_names) + 1)[1:]
+    _log(f"{len(result.classes)} objects: " + ", ".join(f"{n} {c}" for c, n in zip(classifier.class_names, counts)))
+
+
+def run_count_cells(args: argparse.Namespace) -> None:
+    from ..classic.cell_counts import CountOptions, count_cells, write_counts
+    from ..classic.object_classes import kind_of, read_object_classes
+
+    downsample = _labels_to_slide(args.labels, args.labels_name, args.image, None) if args.image else 1.0
+    classes = read_object_classes(args.classes, args.labels, class_names=_split(args.class_names),
+                                  name=args.classes_name, labels_name=args.labels_name, downsample=downsample) \
+        if args.classes else None
+    regions_kind = "geojson" if args.regions and kind_of(args.regions) == "geojson" else "class_map"
+    rows = count_cells(args.labels, classes, args.regions, regions_kind,
+                       CountOptions(downsample=downsample, region_names=tuple(_split(args.region_names))),
+                       args.image_name or _name(args.labels, args.labels_name), args.labels_name, args.regions_name)
+    write_counts(args.table, rows)
+    _log("; ".join(f"{r['region']}: {r['count']} cells" for r in rows if r["cell_type"] == "all"))
+
+
+def _labels_to_slide(labels: str, labels_name: str | None, image: str, image_name: str | None) -> float:
+    """Slide pixels per label pixel: the labels' pixel size / the slide's when both record one, else 1."""
+    from ..io.slides import image_reader
+
+    with image_reader(labels, labels_name) as reader:
+        labels_pixel_size = reader.pixel_size[1] if reader.pixel_size else None
+    with image_reader(image, image_name) as reader:
+        known = reader.pixel_size is not None
+    return downsample_to_slide(image, image_name, labels_pixel_size) if known else 1.0
+
+
 def run_train(args: argparse.Namespace) -> None:
     from ..dl import training  # torch loads only for the deep-learning steps
 
@@ -202,7 +275,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
     scores = evaluate(_named(args.prediction, args.prediction_name), _named(args.truth, args.truth_name), args.mode,
                       _numbers(args.thresholds, "IoU thresholds"), _split(args.class_names) or None,
-                      _named(args.image, args.image_name) or None)
+                      _named(args.image, args.image_name) or None, args.truth_classes, args.prediction_classes)
     with outputs_together(args.table, args.confusion, args.report) as paths:  # all three or none
         scores.write(*paths)
     _log(scores.describe())

@@ -18,6 +18,7 @@ from ..io.geojson import ExportOptions, ImportOptions
 from ..evaluation.metrics import IOU_THRESHOLDS
 from ..base.bounds import add_option
 from ..ml.pixel_classifier import ClassifyPixelsOptions, ForestOptions
+from ..classic.object_features import ObjectFeatureOptions
 from ..imaging.preprocessing import PreprocessOptions
 from ..models.shipped import SHIPPED
 
@@ -28,7 +29,7 @@ INPUT_FILES = frozenset({
     "input", "image", "labels", "target", "annotation", "geojson", "reference", "marker", "classifier", "model",
     "pretrained", "prediction", "truth", "tile_classes", "stain_reference", "validation_image", "validation_labels",
     "validation_annotation", "test_image", "test_labels", "metadata", "credentials", "evaluation", "attach", "bundle",
-    "table", "data_manager_json"})
+    "table", "data_manager_json", "classes", "regions", "truth_classes", "prediction_classes"})
 """The arguments (dests) that name input files, in any step where they are not an output
 (:func:`add_output`): the only files a confined step may read besides the software, and the
 files an output may not overwrite. Names, descriptions and other text never grant access."""
@@ -302,6 +303,64 @@ def _pixel_classifier_train(steps) -> None:
     add_option(train, forest, "seed", help="random seed (same seed, same classifier)")
 
 
+def _object_classifier_train(steps) -> None:
+    """The arguments of ``dlhisto object_classifier_train``."""
+    train = steps.add_parser("object_classifier_train",
+                             help="train a random forest that classifies objects (cells) from their measurements")
+    train.add_argument("--image", action="append", required=True, help="image or slide (repeat for several)")
+    train.add_argument("--labels", action="append", required=True, help="its objects: a label image (one per --image)")
+    train.add_argument("--classes", action="append", required=True,
+                       help="classes of some objects: a table (label, class), a class map (scribbles or a type map) or "
+                       "QuPath GeoJSON drawn on the image (one per --image)")
+    for what in ("image", "labels", "classes"):
+        train.add_argument(f"--{what}-name", action="append", help=f"display name of each --{what}, in order")
+    train.add_argument("--class-names", help="comma-separated class names: the classes a class map's numbers 1..K "
+                       "stand for, or the classes and their order (default: sorted)")
+    add_output(train, "--classifier", required=True, help="output classifier (.zip)")
+    add_output(train, "--report", help="output table: objects per class, out-of-bag accuracy")
+    features, forest = ObjectFeatureOptions(), ForestOptions()
+    add_option(train, features, "ring_width", metavar="UM", help="ring around each object measured (µm, default "
+               "%(default)s)")
+    add_option(train, features, "neighbour_radius", metavar="UM", help="neighbours counted within (µm, default "
+               "%(default)s)")
+    add_option(train, forest, "trees", help="number of trees (default %(default)s)")
+    add_option(train, forest, "seed", help="random seed (same seed, same classifier)")
+
+
+def _object_classifier_apply(steps) -> None:
+    """The arguments of ``dlhisto object_classifier_apply``."""
+    apply = steps.add_parser("object_classifier_apply", help="classify every object (cell) of a label image")
+    apply.add_argument("input", help="the image or slide the objects were found on")
+    add_image_name(apply)
+    apply.add_argument("--labels", required=True, help="the objects: a label image (its pixel size may differ)")
+    apply.add_argument("--labels-name", help="display name of the label image")
+    apply.add_argument("--classifier", required=True, help="classifier from object_classifier_train")
+    apply.add_argument("--classifier-name", help="display name of the classifier in messages")
+    add_output(apply, "--table", required=True, help="output table: label, centre, class, probability of each class")
+    add_output(apply, "--geojson", help="output: the objects as QuPath detections classified with their class and "
+               "colour, in the coordinates of the input's full resolution")
+
+
+def _count_cells(steps) -> None:
+    """The arguments of ``dlhisto count_cells``."""
+    count = steps.add_parser("count_cells", help="count cells per type and region: counts, fractions, densities")
+    count.add_argument("--labels", required=True, help="the cells: a label image")
+    count.add_argument("--labels-name", help="display name of the label image")
+    count.add_argument("--classes", help="their types: a table (label, class; object_classifier_apply's), a type map "
+                       "or QuPath GeoJSON (default: count all cells as one)")
+    count.add_argument("--classes-name", help="display name of the classes")
+    count.add_argument("--class-names", help="comma-separated names of a type map's classes 1..K")
+    count.add_argument("--regions", help="regions to count in: QuPath GeoJSON areas (annotations, a tissue map of "
+                       "classify) or a region map (0 = none)")
+    count.add_argument("--regions-name", help="display name of the regions")
+    count.add_argument("--region-names", help="comma-separated names of a region map's regions 1..K")
+    count.add_argument("--image", help="the slide the GeoJSON files were drawn on (its pixel size places them on the "
+                       "labels); default: the labels' own pixels")
+    add_image_name(count)
+    add_output(count, "--table", required=True, help="output table: image, region, cell type, count, fraction, "
+               "region area (mm²), density (per mm²)")
+
+
 def _pixel_classifier_predict(steps) -> None:
     """The arguments of ``dlhisto pixel_classifier_predict``."""
     predict = steps.add_parser("pixel_classifier_predict",
@@ -426,15 +485,20 @@ def _evaluate(steps) -> None:
     ev.add_argument("--mode", choices=MODES, default=MODES[0],
                     help="instance: objects matched at IoU thresholds; semantic: classes pixel by pixel; "
                     "classification: classify tables (--prediction) against one table of true classes (--truth); "
-                    "restoration: predicted images against target images (PSNR, SSIM, NRMSE, MAE)")
+                    "restoration: predicted images against target images (PSNR, SSIM, NRMSE, MAE); typed: objects "
+                    "and their classes (per-class F1 and PQ, mPQ)")
     ev.add_argument("--image", action="append", help="the image of each prediction, to draw the errors on (report)")
     ev.add_argument("--image-name", action="append", help="display name of each image, in order")
     add_pairing(ev, ("prediction", "truth", "prediction", "ground truth", True),
                 ("prediction", "image", "prediction", "image", True))
     ev.add_argument("--thresholds", default=",".join(f"{t:g}" for t in IOU_THRESHOLDS),
                     help="instance: comma-separated IoU thresholds (default 0.5 to 0.95 by 0.05)")
-    ev.add_argument("--class-names", help="semantic: names of classes 0..K-1; classification: the classes in "
-                    "the confusion matrix's order (default: sorted); comma-separated")
+    ev.add_argument("--class-names", help="semantic: names of classes 0..K-1; classification and typed: the "
+                    "classes in the confusion matrix's order (default: sorted), a type map's 1..K; comma-separated")
+    ev.add_argument("--truth-classes", action="append", help="typed: the classes of each truth's objects (a type map, "
+                    "a table label/class or QuPath GeoJSON), in order")
+    ev.add_argument("--prediction-classes", action="append", help="typed: the classes of each prediction's objects "
+                    "(object_classifier_apply's table, a type map or GeoJSON), in order")
     add_output(ev, "--table", required=True, help="output table: per image and pooled ('all') scores")
     add_output(ev, "--confusion", help="output confusion matrix (pooled; semantic, classification)")
     add_output(ev, "--report", help="output: HTML report with tables, plots and pictures of the errors")
@@ -577,8 +641,9 @@ def _pretrained(steps) -> None:
 
 STEP_PARSERS = (
     _preprocess, _segment_classic, _geojson_to_labels, _auto_annotate, _pixel_classifier_train,
-    _pixel_classifier_predict, _train, _transfer, _predict, _classify, _evaluate, _crossval, _omero_fetch,
-    _omero_push, _deposit, _deposit_upload, _install_model, _pretrained)
+    _pixel_classifier_predict, _object_classifier_train, _object_classifier_apply, _count_cells, _train, _transfer,
+    _predict, _classify, _evaluate, _crossval, _omero_fetch, _omero_push, _deposit, _deposit_upload, _install_model,
+    _pretrained)
 """One function per step adds its arguments, in the order ``dlhisto --help`` lists them."""
 
 

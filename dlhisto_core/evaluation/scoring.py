@@ -24,9 +24,10 @@ from ..io.inputs import named
 from ..io.tables import read_table, read_tile_classes, write_table
 
 ALL_IMAGES = "all"
-MODES = ("instance", "semantic", "classification", "restoration")
+MODES = ("instance", "semantic", "classification", "restoration", "typed")
 """instance: objects matched at IoU thresholds; semantic: classes pixel by pixel; classification:
-``classify`` tables against a table of true classes; restoration: images against targets."""
+``classify`` tables against a table of true classes; restoration: images against targets; typed:
+objects and their classes (cell types, :mod:`typed`)."""
 TILE_CLASS_COLUMNS = ["class", "tiles", "predicted", "precision", "recall", "f1", "accuracy", "balanced_accuracy"]
 
 
@@ -49,7 +50,9 @@ class Evaluation:
         but the table's."""
         from . import report
 
-        columns = TILE_CLASS_COLUMNS if self.mode == "classification" else list(self.rows[0])
+        from .typed import TYPED_COLUMNS
+
+        columns = {"classification": TILE_CLASS_COLUMNS, "typed": TYPED_COLUMNS}.get(self.mode, list(self.rows[0]))
         write_table(table, self.rows, columns)
         if confusion and self.confusion is not None:
             write_table(confusion, [{"true class": n, **dict(zip(self.class_names, map(int, row)))}
@@ -64,16 +67,24 @@ class Evaluation:
                                 self.backgrounds)
         elif self.mode == "classification":
             report.classification_report(report_path, self.rows, self.confusion, self.class_names)
+        elif self.mode == "typed":
+            report.typed_report(report_path, self.rows, self.confusion, self.class_names)
         else:
             report.restoration_report(report_path, self.rows, self.loaded)
 
     def describe(self) -> str:
         """One line: the pooled scores."""
-        pooled = next(r for r in self.rows if r.get("image", r.get("class")) == ALL_IMAGES)  # the first threshold
+        pooled = next(r for r in self.rows if r.get("image", r.get("class")) == ALL_IMAGES  # the first threshold
+                      and (self.mode != "typed" or r["class"] == ALL_IMAGES))
         if self.mode == "instance":
             return (f"{len(self.loaded)} image(s), IoU {pooled['threshold']:g}: {pooled['tp']} matched, "
                     f"{pooled['fp']} false positives, {pooled['fn']} missed; F1 {pooled['f1']:.3f}, "
                     f"AJI {pooled['aji']:.3f}")
+        if self.mode == "typed":
+            mean = next(r for r in self.rows if r["image"] == ALL_IMAGES and r["class"] == "mean")
+            return (f"{len(self.loaded)} image(s), {len(self.class_names)} classes at IoU 0.5: mPQ "
+                    f"{mean['panoptic_quality']:.3f}, mean F1 {mean['f1']:.3f}, types of matched objects "
+                    f"{pooled['type_accuracy'] or 0:.3f} right")
         if self.mode == "restoration":
             return (f"{len(self.rows) - 1} image(s): PSNR {pooled['psnr']:.2f} dB, SSIM {pooled['ssim']:.3f}, "
                     f"NRMSE {pooled['nrmse']:.4f}")
@@ -87,7 +98,8 @@ class Evaluation:
 
 def evaluate(predictions: Sequence, truths: Sequence, mode: str = "instance",
              thresholds: Sequence[float] = metrics.IOU_THRESHOLDS, class_names: Sequence[str] | None = None,
-             images: Sequence | None = None) -> Evaluation:
+             images: Sequence | None = None, truth_classes: Sequence | None = None,
+             prediction_classes: Sequence | None = None) -> Evaluation:
     """Predictions against ground truth, as ``dlhisto evaluate`` (the Galaxy tool) does.
 
     Parameters
@@ -95,7 +107,7 @@ def evaluate(predictions: Sequence, truths: Sequence, mode: str = "instance",
     predictions, truths : list of path or (path, name)
         Label images (instance), class maps (semantic), predicted images (restoration), paired in
         order; classification: ``classify`` tables and ONE table of true classes.
-    mode : {'instance', 'semantic', 'classification', 'restoration'}
+    mode : {'instance', 'semantic', 'classification', 'restoration', 'typed'}
     thresholds : list of float
         Instance: IoU above which a predicted object matches a true one.
     class_names : list of str, optional
@@ -103,6 +115,9 @@ def evaluate(predictions: Sequence, truths: Sequence, mode: str = "instance",
         matrix's order (default: sorted).
     images : list of path or (path, name), optional
         The image of each prediction, to draw the errors on in the report.
+    truth_classes, prediction_classes : list of ObjectClasses, path or (path, name), optional
+        Typed: the class of the objects of each truth and prediction (a table, a type map or
+        GeoJSON, :func:`classic.object_classes.read_object_classes`).
 
     Returns
     -------
@@ -142,8 +157,38 @@ def evaluate(predictions: Sequence, truths: Sequence, mode: str = "instance",
         if not thresholds or not all(0 < t <= 1 for t in thresholds):
             raise InputError(f"IoU thresholds must be between 0 and 1, got {', '.join(map(str, thresholds))}")
         return Evaluation(mode, instance_rows(loaded, thresholds), loaded=loaded, backgrounds=backgrounds)
+    if mode == "typed":
+        return _typed(loaded, truth_classes, prediction_classes, class_names)
     rows, confusion = class_rows(loaded, class_names)
     return Evaluation(mode, rows, confusion, class_list(class_names, len(confusion)), loaded, backgrounds)
+
+
+def _typed(loaded: list, truth_classes, prediction_classes, class_names) -> Evaluation:
+    """The typed evaluation of loaded (truth, prediction, name) label arrays."""
+    from ..classic.object_classes import ObjectClasses, read_object_classes
+    from . import typed
+
+    def classes_of(given, which: int, what: str) -> list:
+        given = list(given or [])
+        if len(given) != len(loaded):
+            raise InputError(f"typed evaluation needs the classes of every {what} ({len(loaded)}), got {len(given)}")
+        classes = []
+        for item, arrays in zip(given, loaded):
+            if not isinstance(item, ObjectClasses):
+                path, name = named([item])[0]
+                item = read_object_classes(path, arrays[which].astype(np.uint32), class_names=class_names or (),
+                                           name=name)
+            classes.append(item)
+        return classes
+
+    truths = classes_of(truth_classes, 0, "ground truth")
+    predictions = classes_of(prediction_classes, 1, "prediction")
+    names = list(class_names or sorted({n for c in truths + predictions for n in c.names}))
+    truths = [c.renumbered(names, "the ground truth") for c in truths]
+    predictions = [c.renumbered(names, "the prediction") for c in predictions]
+    rows, confusion = typed.typed_rows([(t, tc, p, pc, name) for (t, p, name), tc, pc
+                                        in zip(loaded, truths, predictions)], names)
+    return Evaluation("typed", rows, confusion, names, loaded)
 
 
 def evaluate_instances(pairs: Sequence[tuple], thresholds: Sequence[float] = metrics.IOU_THRESHOLDS) -> list[dict]:

@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -589,18 +589,8 @@ def geojson_to_labels(geojson: str | os.PathLike, image, output: str | os.PathLi
                 skipped += 1
         classes: list[str] = []
     else:
-        found = sorted({a.class_name for a in annotations if a.class_name})
-        classes = list(options.classes) or found
-        unknown = sorted(set(found) - set(classes))
-        if unknown:
-            raise InputError(f"'{name or Path(geojson).name}' has classes {', '.join(unknown)} that are not among "
-                             f"{', '.join(classes)}")
-        number = {class_name: k for k, class_name in enumerate(classes, 1)}
-        for annotation in annotations:
-            if annotation.class_name:
-                kept.append((annotation, number[annotation.class_name]))
-            else:
-                skipped += 1
+        kept, classes = classed_annotations(annotations, options.classes, name or Path(geojson).name)
+        skipped = len(annotations) - len(kept)
     top_value = len(kept) if options.mode == "labels" else len(classes)
     dtype = smallest_label_dtype(top_value)
     write_tiled_image(output, _rasterised_tiles(kept, shape, dtype, options.tile_size), shape, dtype,
@@ -608,17 +598,37 @@ def geojson_to_labels(geojson: str | os.PathLike, image, output: str | os.PathLi
     return ImportResult(len(kept), skipped, classes)
 
 
+def classed_annotations(annotations: list[Annotation], classes: Sequence[str], name: str
+                        ) -> tuple[list[tuple[Annotation, int]], list[str]]:
+    """The classified annotations with their class numbers (1.. in the order of ``classes``;
+    empty: the sorted names found), and the class names; a class not in ``classes`` is refused."""
+    found = sorted({a.class_name for a in annotations if a.class_name})
+    classes = list(classes) or found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise InputError(f"'{name}' has classes {', '.join(unknown)} that are not among {', '.join(classes)}")
+    number = {class_name: k for k, class_name in enumerate(classes, 1)}
+    return [(a, number[a.class_name]) for a in annotations if a.class_name], classes
+
+
+def draw_strip(kept: list[tuple[Annotation, int]], top: int, rows: int, width: int, dtype=np.int64,
+               bounds: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``top`` .. ``top + rows - 1`` of the image the (annotation, value) pairs draw (later
+    wins); ``bounds``: the annotations' (min x, min y, max x, max y), when known."""
+    strip = np.zeros((rows, width), dtype)
+    bounds = np.array([a.geometry.bounds for a, _ in kept]).reshape(-1, 4) if bounds is None else bounds
+    for k in np.nonzero((bounds[:, 3] >= top) & (bounds[:, 1] <= top + rows))[0]:
+        _draw(strip, kept[k][0].geometry, kept[k][1], top)
+    return strip
+
+
 def _rasterised_tiles(kept: list, shape: tuple[int, int], dtype, tile_size: int) -> Iterator[np.ndarray]:
     """The tiles of the rasterised image in row-major order, one strip of tiles at a time."""
     height, width = shape
-    bounds = np.array([a.geometry.bounds for a, _ in kept]).reshape(-1, 4)  # (min x, min y, max x, max y)
+    bounds = np.array([a.geometry.bounds for a, _ in kept]).reshape(-1, 4)
     for top in range(0, height, tile_size):
-        bottom = min(top + tile_size, height)
-        strip = np.zeros((bottom - top, width), dtype)
-        for k in np.nonzero((bounds[:, 3] >= top) & (bounds[:, 1] <= bottom))[0]:  # in file order: later wins
-            annotation, value = kept[k]
-            _draw(strip, annotation.geometry, value, top)
-        for tile in tile_grid(bottom - top, width, tile_size):
+        strip = draw_strip(kept, top, min(tile_size, height - top), width, dtype, bounds)
+        for tile in tile_grid(strip.shape[0], width, tile_size):
             yield strip[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]
 
 

@@ -1,4 +1,4 @@
-"""Schema of a pixel classifier's ``classifier.json``, checked when a classifier is loaded
+"""Schemas of the classifiers' ``classifier.json``, checked when a classifier is loaded
 (pydantic loads only then).
 """
 
@@ -27,4 +27,17 @@ class ClassifierMetadata(_Checked):
     n_channels: int = Field(ge=1, le=MAX_IN_CHANNELS)
     pixel_size: float | None = Field(default=None, gt=0, le=1e4)
     """µm; absent in classifiers made before it was recorded."""
+    training: dict[str, Any] = Field(default_factory=dict)
+
+
+class ObjectClassifierMetadata(_Checked):
+    """classifier.json of an object classifier (``object_classifier.save``)."""
+
+    format: Literal["dlhisto-object-classifier"]
+    format_version: Literal[1]
+    feature_names: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=1024)
+    class_names: list[Name] = Field(min_length=2, max_length=255)
+    ring_width: float = Field(gt=0, le=50)
+    neighbour_radius: float = Field(gt=0, le=1000)
+    pixel_size: float | None = Field(default=None, gt=0, le=1e4)
     training: dict[str, Any] = Field(default_factory=dict)

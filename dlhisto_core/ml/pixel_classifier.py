@@ -2,17 +2,14 @@
 sparse annotations (label images where 0 = not annotated and 1..K = classes).
 
 A trained classifier is saved as a zip holding ``classifier.json`` (feature settings, class
-names, channels, the training images' pixel size, training figures) and ``forest.skops``: scikit-learn's forest in the skops
-format, loaded with an explicit list of trusted types, so that opening a classifier from
-someone else never runs pickled code.
+names, channels, the training images' pixel size, training figures) and ``forest.skops``: scikit-learn's forest
+(:mod:`forest_files`: never unpickled).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -20,15 +17,14 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 
 from .. import __version__
-from ..io import untrusted
-from ..base.errors import InputError, one_line
+from ..base.errors import InputError
 from ..imaging.features import FeatureSettings, features_of_tile
 from ..io.readers import TiledImageReader
 from ..io.slides import image_reader
 from ..io.writers import write_tiled_image
 from ..base.bounds import MAX_SEED, MAX_TREES, bounded, check_bounds
 from ..io.pixel_size import SAME_PIXEL_SIZE
-from ..io.outputs import atomic_output
+from .forest_files import load_forest, save_forest
 from ..base.threads import cpu_threads
 from ..io.tiling import MAX_TILE_SIZE, Tile, check_tile_size, map_in_order, tile_grid
 
@@ -39,10 +35,6 @@ FORMAT = "dlhisto-pixel-classifier"
 FORMAT_VERSION = 1
 MAX_CLASSES = 255
 """The class map is stored as uint8."""
-MAX_CLASSIFIER_BYTES = 2**31
-"""Largest decompressed classifier accepted (a forest of 100 trees on a million pixels: ~100 MB)."""
-TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
-"""Beyond skops' own safe defaults, the only type a stored forest may contain."""
 
 
 @dataclass
@@ -310,58 +302,23 @@ def training_table(classifier: PixelClassifier) -> tuple[list[dict], list[str]]:
 
 
 def save(classifier: PixelClassifier, path: str | os.PathLike) -> None:
-    import skops.io
-
     metadata = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "dlhisto_version": __version__,
         "features": classifier.settings.to_dict(), "class_names": classifier.class_names,
         "n_channels": classifier.n_channels, "feature_names": classifier.settings.names(classifier.n_channels),
         "pixel_size": classifier.pixel_size, "training": classifier.training,
     }
-    with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("classifier.json", json.dumps(metadata, indent=2))
-        archive.writestr("forest.skops", skops.io.dumps(classifier.forest))
+    save_forest(path, metadata, classifier.forest)
 
 
 def load(path: str | os.PathLike, name: str | None = None) -> PixelClassifier:
-    """Open a classifier written by :func:`save`; anything else is refused without being executed.
-
-    The zip's sizes (and those of the skops file inside it) are checked before anything is
-    decompressed, and classifier.json against :class:`classifier_schema.ClassifierMetadata`.
-    """
-    import skops.io
-    from sklearn.ensemble import RandomForestClassifier
-
+    """Open a classifier written by :func:`save`; anything else is refused without being executed
+    (:func:`forest_files.load_forest`), classifier.json checked against
+    :class:`classifier_schema.ClassifierMetadata`."""
     from . import classifier_schema
-    from ..io.metadata import check_metadata
 
     name = name or Path(path).name
-    what = "a dlhisto pixel classifier"
-    with untrusted.open_zip(path, name, what, MAX_CLASSIFIER_BYTES) as archive:
-        names = archive.namelist()
-        if "classifier.json" not in names or "forest.skops" not in names:
-            raise InputError(f"'{name}' is not {what} (it lacks classifier.json or forest.skops)")
-        metadata = untrusted.load_json(untrusted.read_member(archive, "classifier.json", name,
-                                                             untrusted.MAX_TEXT_BYTES), name, "classifier.json")
-        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-            found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
-            raise InputError(f"'{name}' is not {what} (format {found!r})")
-        checked = check_metadata(classifier_schema.ClassifierMetadata, metadata, name, "classifier.json")
-        forest_bytes = untrusted.read_member(archive, "forest.skops", name, MAX_CLASSIFIER_BYTES)
-    untrusted.check_zip_in_memory(forest_bytes, name, MAX_CLASSIFIER_BYTES)  # a skops file is a zip too
-    try:
-        untrusted_types = set(skops.io.get_untrusted_types(data=forest_bytes)) - set(TRUSTED_TYPES)
-    except Exception as exc:  # skops could not even parse it
-        raise InputError(f"'{name}' holds no readable forest ({type(exc).__name__})") from exc
-    if untrusted_types:
-        raise InputError(f"'{name}' contains types that are not allowed in a classifier: "
-                         f"{', '.join(sorted(untrusted_types))}")
-    try:
-        forest = skops.io.loads(forest_bytes, trusted=TRUSTED_TYPES)
-    except Exception as exc:
-        raise InputError(f"'{name}' holds no readable forest ({one_line(exc, 200)})") from exc
-    if not isinstance(forest, RandomForestClassifier):
-        raise InputError(f"'{name}' does not contain a random forest")
+    checked, forest = load_forest(path, name, FORMAT, "a dlhisto pixel classifier", classifier_schema.ClassifierMetadata)
     settings = FeatureSettings.from_dict(checked.features.model_dump())
     n_features = len(settings.names(checked.n_channels))
     known_classes = np.arange(1, len(checked.class_names) + 1)

@@ -1,0 +1,215 @@
+"""Per-object features for classifying cells, as QuPath measures its detections, computed strip
+by strip over label images of any size.
+
+For each object of a label image, on the grid of its image:
+
+- shape: area, perimeter, major and minor axes (µm² and µm), eccentricity, solidity, circularity;
+- intensity of each stain (hematoxylin, eosin, DAB of an RGB image, ``skimage.color.rgb2hed``)
+  or channel: mean, standard deviation and maximum inside the object, mean in a ring of
+  ``ring_width`` µm around it (background pixels only), and texture: the mean gradient
+  magnitude of the first stain inside;
+- neighbourhood: how many other objects have their centre within ``neighbour_radius`` µm, and
+  the distance to the nearest one.
+
+Lengths are in µm at the label image's pixel size, or at :data:`ASSUMED_PIXEL_SIZE` when it
+records none, so that features of images scanned at different magnifications compare.
+
+Memory follows a strip of the image's width (``strip_height`` rows and the ring's margin) and
+the tallest object; the table of features itself holds 4 bytes per feature and object.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage import measure
+from skimage.segmentation import expand_labels
+
+from ..base.bounds import bounded, check_bounds
+from ..base.errors import InputError
+from ..io.slides import image_reader
+from .object_classes import label_strip
+
+ASSUMED_PIXEL_SIZE = 0.5
+"""µm per pixel of label images that record no pixel size (a 20x scan)."""
+SHAPE_FEATURES = ("area_um2", "perimeter_um", "major_axis_um", "minor_axis_um", "eccentricity", "solidity",
+                  "circularity")
+NEIGHBOUR_FEATURES = ("neighbours", "nearest_neighbour_um")
+STAINS = ("hematoxylin", "eosin", "dab")
+"""The channels of an RGB (brightfield) image, separated by colour deconvolution."""
+
+
+@dataclass
+class ObjectFeatureOptions:
+    """The rings, neighbourhoods and strips of :func:`object_features`."""
+
+    ring_width: float = bounded(2.0, 0.1, 50.0)
+    """µm around each object in which the background's intensity is measured."""
+    neighbour_radius: float = bounded(50.0, 1.0, 1000.0)
+    """µm: objects whose centres lie this close count as neighbours."""
+    strip_height: int = bounded(1024, 16, 2**16)
+    """Rows of the label image read at a time."""
+
+    def __post_init__(self):
+        check_bounds(self)
+
+
+@dataclass
+class ObjectFeatures:
+    """The features of every object of a label image, one row per object in label order."""
+
+    labels: np.ndarray
+    """(N,) object ids."""
+    centroids: np.ndarray
+    """(N, 2) row, column of each object's centre, in label-image pixels."""
+    values: np.ndarray
+    """(N, F) float32 features."""
+    names: list[str]
+    """The F feature names."""
+    pixel_size: float | None
+    """µm per pixel of the label image (None: it records none)."""
+
+    def rows(self) -> list[dict]:
+        """The table of features: label, centre, then each feature."""
+        return [{"label": int(label), "centroid_y": float(y), "centroid_x": float(x),
+                 **dict(zip(self.names, map(float, values)))}
+                for label, (y, x), values in zip(self.labels, self.centroids, self.values)]
+
+
+def channel_names(image_shape: tuple, dtype) -> list[str]:
+    """The intensity channels features are measured on: the stains of an 8-bit RGB image, else
+    the image's channels."""
+    if len(image_shape) == 3 and image_shape[2] == 3 and np.dtype(dtype) == np.uint8:
+        return list(STAINS)
+    return [f"channel_{c}" for c in range(1 if len(image_shape) == 2 else image_shape[2])]
+
+
+def feature_names(channels: list[str]) -> list[str]:
+    intensity = [f"{c}_{stat}" for c in channels for stat in ("mean", "std", "max", "ring_mean")]
+    return [*SHAPE_FEATURES, *intensity, f"{channels[0]}_gradient", *NEIGHBOUR_FEATURES]
+
+
+def object_features(labels, image, options: ObjectFeatureOptions | None = None, labels_name: str | None = None,
+                    image_name: str | None = None) -> ObjectFeatures:
+    """The features of every object of ``labels`` (a label image: path, reader or array)
+    measured on ``image`` (the same grid; a slide is read at the labels' pixel size).
+
+    Examples
+    --------
+    >>> features = object_features("test-data/nuclei_labels.tif", "test-data/nuclei.tif")
+    >>> len(features.labels), features.names[:2]
+    (112, ['area_um2', 'perimeter_um'])
+    """
+    options = options or ObjectFeatureOptions()
+    with image_reader(labels, labels_name) as label_reader:
+        recorded = label_reader.pixel_size[1] if label_reader.pixel_size else None
+        with image_reader(image, image_name, _image_pixel_size(image, image_name, recorded)) as image_reader_:
+            if image_reader_.shape[:2] != label_reader.shape[:2]:
+                raise InputError(f"the labels '{label_reader.name}' are {_size(label_reader.shape)} pixels, the "
+                                 f"image '{image_reader_.name}' {_size(image_reader_.shape)}: they must cover the "
+                                 "same pixels")
+            return _by_strips(label_reader, image_reader_, options, recorded)
+
+
+def _image_pixel_size(image, name, labels_pixel_size: float | None) -> float | None:
+    """The pixel size to read the image at: the labels' when both record one and they differ
+    (labels made at a model's working pixel size), else the image's own."""
+    if labels_pixel_size is None:
+        return None
+    with image_reader(image, name) as reader:
+        return labels_pixel_size if reader.pixel_size is not None else None
+
+
+def _by_strips(labels, image, options: ObjectFeatureOptions, recorded: float | None) -> ObjectFeatures:
+    pixel_size = recorded or ASSUMED_PIXEL_SIZE
+    channels = channel_names(image.shape, image.dtype)
+    height, width = labels.shape[:2]
+    ring = max(1, round(options.ring_width / pixel_size))
+    margin = ring + 2
+    done: set[int] = set()
+    ids, centres, values = [], [], []
+    top, rows = 0, options.strip_height
+    while top < height:
+        bottom = min(top + rows, height)
+        lo, hi = max(top - margin, 0), min(bottom + margin, height)
+        strip = label_strip(labels, lo, hi - lo, width)
+        slices = ndimage.find_objects(strip)
+        owned, incomplete = [], False
+        for index, where in enumerate(slices):
+            if where is None or index + 1 in done or not top <= lo + where[0].start < bottom:
+                continue
+            if lo + where[0].stop + margin > hi and hi < height:
+                incomplete = True
+                break
+            owned.append(index + 1)
+        if incomplete:  # an object taller than the strip: read more rows at once
+            rows *= 2
+            continue
+        if owned:
+            intensity = _intensities(image.read_region(lo, 0, hi - lo, width), channels)
+            ids_, centres_, values_ = _strip_features(strip, intensity, np.asarray(owned), ring, pixel_size)
+            ids.append(ids_)
+            centres.append(centres_ + [lo, 0])
+            values.append(values_)
+            done.update(owned)
+        top, rows = bottom, options.strip_height
+    ids_all = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    order = np.argsort(ids_all)
+    centroids = np.concatenate(centres)[order] if ids else np.zeros((0, 2))
+    table = np.concatenate(values)[order] if ids else np.zeros((0, len(feature_names(channels)) - 2), np.float32)
+    neighbours = _neighbourhood(centroids * pixel_size, options.neighbour_radius)
+    return ObjectFeatures(ids_all[order], centroids, np.hstack([table, neighbours]).astype(np.float32),
+                          feature_names(channels), recorded)
+
+
+def _intensities(region: np.ndarray, channels: list[str]) -> np.ndarray:
+    """(H, W, C) float32: stain concentrations of an RGB region, else its channels."""
+    from skimage.color import rgb2hed
+
+    if channels[0] == STAINS[0]:
+        return rgb2hed(region).astype(np.float32)
+    return region.reshape(*region.shape[:2], -1).astype(np.float32)
+
+
+def _strip_features(strip: np.ndarray, intensity: np.ndarray, owned: np.ndarray, ring: int, pixel_size: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids, centres (strip rows) and features but the neighbourhood of the objects ``owned``."""
+    mine = np.where(np.isin(strip, owned), strip, 0)
+    table = measure.regionprops_table(mine, properties=("label", "area", "perimeter", "axis_major_length",
+                                                        "axis_minor_length", "eccentricity", "solidity", "centroid"))
+    ids = table["label"]
+    area, perimeter = table["area"], table["perimeter"]
+    circularity = np.where(perimeter > 0, 4 * math.pi * area / np.maximum(perimeter, 1e-9) ** 2, 1.0)
+    columns = [area * pixel_size ** 2, perimeter * pixel_size, table["axis_major_length"] * pixel_size,
+               table["axis_minor_length"] * pixel_size, table["eccentricity"], table["solidity"],
+               np.minimum(circularity, 1.0)]
+    rings = np.where(strip == 0, expand_labels(strip, ring), 0)
+    for c in range(intensity.shape[2]):
+        channel = intensity[..., c]
+        inside = ndimage.mean(channel, mine, ids)
+        around = np.asarray(ndimage.mean(channel, rings, ids))
+        columns += [inside, ndimage.standard_deviation(channel, mine, ids), ndimage.maximum(channel, mine, ids),
+                    np.where(np.isnan(around), inside, around)]
+    gradient = np.hypot(ndimage.sobel(intensity[..., 0], 0), ndimage.sobel(intensity[..., 0], 1))
+    columns.append(ndimage.mean(gradient, mine, ids))
+    centres = np.stack([table["centroid-0"], table["centroid-1"]], axis=1)
+    return ids, centres, np.stack([np.asarray(c, np.float64) for c in columns], axis=1).astype(np.float32)
+
+
+def _neighbourhood(centres_um: np.ndarray, radius: float) -> np.ndarray:
+    """(N, 2): other objects within ``radius`` µm, distance (µm) to the nearest other one."""
+    from scipy.spatial import cKDTree
+
+    if len(centres_um) < 2:
+        return np.tile([0.0, radius], (len(centres_um), 1)).astype(np.float32)
+    tree = cKDTree(centres_um)
+    counts = tree.query_ball_point(centres_um, radius, return_length=True) - 1
+    nearest = tree.query(centres_um, k=2)[0][:, 1]
+    return np.stack([counts, nearest], axis=1).astype(np.float32)
+
+
+def _size(shape) -> str:
+    return f"{shape[1]} x {shape[0]}"
