@@ -21,7 +21,7 @@ predict                :func:`predict` with :class:`PredictOptions` (a package f
                        (segmentation) or :func:`predict_image` (regression); a package made
                        elsewhere: :func:`load_zoo_model`, then :func:`predict_zoo`
 classify               :func:`classify` with :class:`ClassifyOptions`
-evaluate               :func:`evaluate` (all modes, the tool's outputs); :func:`evaluate_instances`,
+evaluate               :func:`evaluate` (all modes, typed cells too, the tool's outputs); :func:`evaluate_instances`,
                        :func:`evaluate_classes`, :func:`evaluate_tile_classes` (the rows)
 crossval               :func:`cross_validate` with :class:`CrossValOptions`
 omero_fetch, _push     :mod:`dlhisto_core.omero`: ``connect``, then ``fetch`` or ``push``
@@ -53,6 +53,7 @@ _EXPORTS = {
     "classic.segmentation": ["segment_classic", "ClassicOptions"],
     "classic.annotation": ["auto_annotate", "AutoAnnotateOptions"],
     "classic.measure": ["measure_objects"],
+    "classic.cell_counts": ["count_cells", "CountOptions"],
     "dl.training": ["train", "transfer", "fine_tune", "TrainedModel"],
     "dl.options": ["TrainOptions", "DataOptions", "TransferOptions", "PredictOptions", "ClassifyOptions"],
     "models.packages": ["load_package"],

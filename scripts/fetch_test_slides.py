@@ -491,7 +491,39 @@ def write_he_nuclei_data(histolytics: dict[str, Path]) -> dict[str, list[tuple[P
     return pairs
 
 
+CELL_TYPE_ROWS = {"train": (0, 576), "held_out": (768, 1500)}
+"""The cell-type data: rows of the nest crop, split as the H&E nuclei data (HE_NUCLEI_ROWS)."""
+CELL_TYPES = ("connective", "inflammatory", "neoplastic")
+"""histolytics' nuclei types 1, 2, 3 (a segmentation model's, not an expert's)."""
+HISTOLYTICS_PIXEL_SIZE = 0.44
+"""µm, estimated from its lymphocytes (scripts/pretrained_data.py)."""
+
+
+def write_cell_type_data(histolytics: dict[str, Path]) -> list[Path]:
+    """The nest crop's rows of CELL_TYPE_ROWS as OME-TIFFs at HISTOLYTICS_PIXEL_SIZE: the image,
+    its nuclei (labels) and their types (a type map, 1..3 as CELL_TYPES), for the object
+    classifier, the cell counts and the typed evaluation (tests/test_cell_types.py, the tools)."""
+    from PIL import Image
+
+    nest = np.asarray(Image.open(histolytics["hgsc_nest.jpg"]).convert("RGB"))
+    nuclei = np.load(histolytics["hgsc_nest_inst_mask.npz"])["nuc_raster"].astype(np.uint16)
+    types = np.load(histolytics["hgsc_nest_type_mask.npz"])["nuc_raster"].astype(np.uint8)
+    metadata = {"PhysicalSizeX": HISTOLYTICS_PIXEL_SIZE, "PhysicalSizeY": HISTOLYTICS_PIXEL_SIZE,
+                "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"}
+    written = []
+    for use, (start, stop) in CELL_TYPE_ROWS.items():
+        for suffix, pixels in (("", nest), ("_labels", nuclei), ("_types", types)):
+            path = DATA / f"hgsc_types_{use}{suffix}.ome.tif"
+            axes = "YXS" if pixels.ndim == 3 else "YX"
+            tifffile.imwrite(path, pixels[start:stop], ome=True, photometric="rgb" if pixels.ndim == 3 else None,
+                             metadata={"axes": axes, **metadata})
+            written.append(path)
+    return written
+
+
 if __name__ == "__main__":
     slide = fetch_slide()
+    histolytics = fetch_histolytics()
     print(*(write(slide) for write in (write_pyramid, write_leica, write_ndpi, write_philips, write_ventana,
-                                        write_dicom)), *write_tissue_map_data(fetch_histolytics()))
+                                        write_dicom)), *write_tissue_map_data(histolytics),
+          *write_cell_type_data(histolytics))

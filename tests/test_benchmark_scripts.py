@@ -16,6 +16,7 @@ SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if p.stem not in ("summ
 
 TINY = {
     "accuracy": ["--methods", "classic", "--work", "{tmp}/work"],
+    "cell_types": ["--nuclei", "200", "--bare-nuclei", "200", "--json", "{tmp}/figures.json"],
     "dl_predict": ["--size", "512", "--tile-size", "128", "--overlap", "0", "--repeats", "1", "--memory-sizes", "600",
                    "--json", "{tmp}/figures.json"],
     "dl_training": ["--patch-size", "64", "--patches", "8", "--batch-size", "4", "--epochs", "1", "--rounds", "1",

@@ -138,7 +138,7 @@ def _geojson_regions(path, name: str, centres: Centres, shape: tuple[int, int], 
     areas: dict[str, list] = {}
     for annotation in read_annotations(path, name, downsample):
         if annotation.geometry.geom_type in ("Polygon", "MultiPolygon"):
-            areas.setdefault(annotation.class_name or annotation.name, []).append(annotation.geometry)
+            areas.setdefault(annotation.class_name or annotation.title or annotation.name, []).append(annotation.geometry)
     if not areas:
         raise InputError(f"'{name}' holds no area (polygon) to count cells in")
     image = box(0, 0, shape[1], shape[0])

@@ -59,10 +59,9 @@ def read_object_classes(path, labels, kind: str = "auto", class_names: Sequence[
     numbered as ``class_names`` when given (a class not among them is refused); ``downsample``:
     slide pixels per label pixel, for GeoJSON."""
     kind = kind_of(path) if kind == "auto" else kind
-    what = f"'{name or Path(path).name}'"
     if kind == "table":
         classes = from_table(path, labels, name, labels_name)
-        return classes.renumbered(class_names, what) if class_names else classes
+        return classes.renumbered(class_names, f"'{name or Path(path).name}'") if class_names else classes
     if kind == "class_map":
         return from_class_map(path, labels, class_names or None, name, labels_name)
     if kind == "geojson":
@@ -71,7 +70,9 @@ def read_object_classes(path, labels, kind: str = "auto", class_names: Sequence[
 
 
 def kind_of(path) -> str:
-    """class_map for a TIFF, PNG or JPEG file, geojson for a JSON object, else table."""
+    """class_map for an array or a TIFF, PNG or JPEG file, geojson for a JSON object, else table."""
+    if not isinstance(path, (str, os.PathLike)):
+        return "class_map"
     with open(path, "rb") as fh:
         start = fh.read(64)
     if start.startswith(_IMAGE_MAGIC):

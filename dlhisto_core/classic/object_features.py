@@ -189,10 +189,11 @@ def _strip_features(strip: np.ndarray, intensity: np.ndarray, owned: np.ndarray,
     rings = np.where(strip == 0, expand_labels(strip, ring), 0)
     for c in range(intensity.shape[2]):
         channel = intensity[..., c]
-        inside = ndimage.mean(channel, mine, ids)
-        around = np.asarray(ndimage.mean(channel, rings, ids))
-        columns += [inside, ndimage.standard_deviation(channel, mine, ids), ndimage.maximum(channel, mine, ids),
-                    np.where(np.isnan(around), inside, around)]
+        with np.errstate(invalid="ignore", divide="ignore"):  # scipy divides by the counts of absent labels too
+            inside = ndimage.mean(channel, mine, ids)
+            around = np.asarray(ndimage.mean(channel, rings, ids))  # NaN: no background around the object
+            spread = ndimage.standard_deviation(channel, mine, ids)
+        columns += [inside, spread, ndimage.maximum(channel, mine, ids), np.where(np.isnan(around), inside, around)]
     gradient = np.hypot(ndimage.sobel(intensity[..., 0], 0), ndimage.sobel(intensity[..., 0], 1))
     columns.append(ndimage.mean(gradient, mine, ids))
     centres = np.stack([table["centroid-0"], table["centroid-1"]], axis=1)

@@ -363,7 +363,9 @@ class Annotation:
     """A shapely geometry."""
     class_name: str | None
     name: str
-    """How errors and tables refer to it: 'feature 3' or its QuPath name."""
+    """How errors refer to it: 'feature 3', with its QuPath name."""
+    title: str | None = None
+    """Its QuPath name, if it has one."""
 
 
 def read_annotations(path: str | os.PathLike, name: str | None = None, downsample: float = 1.0) -> list[Annotation]:
@@ -418,7 +420,8 @@ def read_annotations(path: str | os.PathLike, name: str | None = None, downsampl
                              f"{shapely.is_valid_reason(parsed)}")
         if downsample != 1:
             parsed = affinity.scale(parsed, 1 / downsample, 1 / downsample, origin=(0, 0))
-        annotation = Annotation(parsed, _class_name(properties.get("classification"), name, what), what)
+        title = properties["name"] if isinstance(properties.get("name"), str) else None
+        annotation = Annotation(parsed, _class_name(properties.get("classification"), name, what), what, title)
         classes.add(annotation.class_name)
         untrusted.check_class_count(len(classes - {None}), f"'{name}'")
         annotations.append(annotation)
