@@ -61,6 +61,7 @@ def test_features_match_scikit_image_and_do_not_depend_on_the_strips(typed):
         inside = hed[label_image == region.label]
         assert row[column["hematoxylin_mean"]] == pytest.approx(inside[:, 0].mean(), rel=1e-4)
         assert row[column["eosin_max"]] == pytest.approx(inside[:, 1].max(), rel=1e-4)
+        assert row[column["dab_std"]] == pytest.approx(inside[:, 2].std(), rel=1e-3)
     assert whole.pixel_size == pytest.approx(0.44)
 
 

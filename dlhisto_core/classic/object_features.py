@@ -187,17 +187,46 @@ def _strip_features(strip: np.ndarray, intensity: np.ndarray, owned: np.ndarray,
                table["axis_minor_length"] * pixel_size, table["eccentricity"], table["solidity"],
                np.minimum(circularity, 1.0)]
     rings = np.where(strip == 0, expand_labels(strip, ring), 0)
+    gradient = np.hypot(ndimage.sobel(intensity[..., 0], 0), ndimage.sobel(intensity[..., 0], 1))
+    inside, around = _Groups(mine, ids), _Groups(rings, ids)
     for c in range(intensity.shape[2]):
         channel = intensity[..., c]
-        with np.errstate(invalid="ignore", divide="ignore"):  # scipy divides by the counts of absent labels too
-            inside = ndimage.mean(channel, mine, ids)
-            around = np.asarray(ndimage.mean(channel, rings, ids))  # NaN: no background around the object
-            spread = ndimage.standard_deviation(channel, mine, ids)
-        columns += [inside, spread, ndimage.maximum(channel, mine, ids), np.where(np.isnan(around), inside, around)]
-    gradient = np.hypot(ndimage.sobel(intensity[..., 0], 0), ndimage.sobel(intensity[..., 0], 1))
-    columns.append(ndimage.mean(gradient, mine, ids))
+        mean, spread, top = inside.statistics(channel)
+        ring_mean = around.statistics(channel)[0]
+        columns += [mean, spread, top, np.where(np.isnan(ring_mean), mean, ring_mean)]
+    columns.append(inside.statistics(gradient)[0])
     centres = np.stack([table["centroid-0"], table["centroid-1"]], axis=1)
     return ids, centres, np.stack([np.asarray(c, np.float64) for c in columns], axis=1).astype(np.float32)
+
+
+class _Groups:
+    """The pixels of each of the objects ``ids`` in a label strip, sorted once by object, so
+    that the mean, standard deviation and maximum of any channel over every object cost one
+    pass (scipy.ndimage sorts the whole strip for each maximum)."""
+
+    def __init__(self, labels: np.ndarray, ids: np.ndarray):
+        flat = labels.ravel()
+        self.where = np.flatnonzero(flat)
+        order = np.argsort(flat[self.where], kind="stable")
+        self.where = self.where[order]
+        present, self.starts, self.counts = np.unique(flat[self.where], return_index=True, return_counts=True)
+        self.slot = np.searchsorted(present, ids)  # each id's group; ids without pixels give NaN
+        self.found = (self.slot < len(present)) & (present[np.minimum(self.slot, len(present) - 1)] == ids) \
+            if len(present) else np.zeros(len(ids), bool)
+
+    def statistics(self, channel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, standard deviation and maximum of ``channel`` over each object (NaN if empty)."""
+        out = np.full((3, len(self.found)), np.nan)
+        if not len(self.counts):
+            return out[0], out[1], out[2]
+        values = channel.ravel()[self.where].astype(np.float64)
+        sums = np.add.reduceat(values, self.starts)
+        mean = sums / self.counts
+        squares = np.add.reduceat(values ** 2, self.starts) / self.counts - mean ** 2
+        slot = self.slot[self.found]
+        out[:, self.found] = [mean[slot], np.sqrt(np.maximum(squares, 0))[slot],
+                              np.maximum.reduceat(values, self.starts)[slot]]
+        return out[0], out[1], out[2]
 
 
 def _neighbourhood(centres_um: np.ndarray, radius: float) -> np.ndarray:
