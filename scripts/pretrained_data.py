@@ -10,6 +10,8 @@ H&E (working size HE_PIXEL_SIZE, 0.5 µm):
 
 - ``nest``: histolytics' ovarian carcinoma nest crop and its nuclei instance mask (1294 nuclei);
 - ``stroma``: histolytics' stromal crop and its 423 classed nuclei polygons, drawn as instances;
+  beside each labels file, the nuclei's types (``_types.tif``: 1 connective, 2 inflammatory, 3
+  neoplastic, histolytics' type map and polygon classes: a model's types, not an expert's);
   both cut by rows as fetch_test_slides.HE_NUCLEI_ROWS: the top 576 train, the next 192 tune,
   the last 732 are held out. histolytics records no pixel size; HISTOLYTICS_PIXEL_SIZE is
   estimated from its lymphocytes (the "inflammatory" nuclei: median equivalent diameter 15.8
@@ -46,6 +48,8 @@ HISTOLYTICS_PIXEL_SIZE = 0.44
 FLUORESCENCE_PIXEL_SIZE = 0.5
 STROMAL_POLYGONS = ("hgsc_stromal_cells.parquet", "18fdeb9ccb620d757fa47a8bb6c20915d5f40f981b5bb8ce2aa3a4d1b97fe0f9")
 USES = ("train", "tune", "held_out")
+TYPES = fetch_test_slides.CELL_TYPES
+"""histolytics' nuclei types, 1..3 in its type maps."""
 
 Pairs = dict[str, dict[str, list[tuple[Path, Path]]]]
 """use -> source -> (image, labels) TIFF pairs."""
@@ -57,9 +61,10 @@ def _folder(name: str) -> Path:
     return folder
 
 
-def stromal_nuclei(histolytics: dict[str, Path]) -> np.ndarray:
+def stromal_nuclei(histolytics: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
     """histolytics' stromal nuclei polygons as an instance mask of the stromal crop (a pixel
-    belongs to the polygon that encloses its centre; where two overlap, the later one)."""
+    belongs to the polygon that encloses its centre; where two overlap, the later one), and
+    their types as a type map (1..3 as TYPES)."""
     import pyarrow.parquet as pq
     import shapely
     from skimage import draw
@@ -68,12 +73,14 @@ def stromal_nuclei(histolytics: dict[str, Path]) -> np.ndarray:
     path = reference_data.from_wheel(fetch_test_slides.HISTOLYTICS, f"histolytics/data/{name}", sha256,
                                      fetch_test_slides.DATA / name)
     table = pq.read_table(path)
-    labels = np.zeros((1500, 1500), np.uint16)
-    for index, polygon in enumerate(shapely.from_wkb(table.column("geometry").to_pylist()), 1):
+    labels, types = np.zeros((1500, 1500), np.uint16), np.zeros((1500, 1500), np.uint8)
+    polygons = shapely.from_wkb(table.column("geometry").to_pylist())
+    for index, (polygon, kind) in enumerate(zip(polygons, table.column("class_name").to_pylist()), 1):
         x, y = np.asarray(polygon.exterior.coords).T
         rows, cols = draw.polygon(y - 0.5, x - 0.5, labels.shape)
         labels[rows, cols] = index
-    return labels
+        types[rows, cols] = TYPES.index(kind) + 1
+    return labels, types
 
 
 def _resampled(image: np.ndarray, labels: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
@@ -92,12 +99,13 @@ def he_nuclei() -> Pairs:
 
     histolytics = fetch_test_slides.fetch_histolytics()
     crops = {"nest": (np.asarray(Image.open(histolytics["hgsc_nest.jpg"]).convert("RGB")),
-                      np.load(histolytics["hgsc_nest_inst_mask.npz"], allow_pickle=False)["nuc_raster"]),
+                      np.load(histolytics["hgsc_nest_inst_mask.npz"], allow_pickle=False)["nuc_raster"],
+                      np.load(histolytics["hgsc_nest_type_mask.npz"], allow_pickle=False)["nuc_raster"]),
              "stroma": (np.asarray(Image.open(histolytics["hgsc_stromal_he.jpg"]).convert("RGB")),
-                        stromal_nuclei(histolytics))}
+                        *stromal_nuclei(histolytics))}
     folder, factor = _folder("he"), HISTOLYTICS_PIXEL_SIZE / HE_PIXEL_SIZE
     pairs: Pairs = {use: {} for use in USES}
-    for source, (image, labels) in crops.items():
+    for source, (image, labels, types) in crops.items():
         for use, (start, stop, down, across) in fetch_test_slides.HE_NUCLEI_ROWS.items():
             pairs[use][source] = []
             height, width = (stop - start) // down, image.shape[1] // across
@@ -108,8 +116,15 @@ def he_nuclei() -> Pairs:
                     stem = folder / f"{source}_{use}_{top}_{left}"
                     write_image(stem.with_suffix(".tif"), small_image, (HE_PIXEL_SIZE,) * 2)
                     write_labels(stem.with_name(stem.name + "_labels.tif"), small_labels, (HE_PIXEL_SIZE,) * 2)
+                    small_types = _resampled(image[part], types[part], factor)[1].astype(np.uint8)
+                    write_labels(types_of(stem.with_name(stem.name + "_labels.tif")), small_types, (HE_PIXEL_SIZE,) * 2)
                     pairs[use][source].append((stem.with_suffix(".tif"), stem.with_name(stem.name + "_labels.tif")))
     return pairs
+
+
+def types_of(labels: Path) -> Path:
+    """The type map written beside the labels of an H&E pair (:func:`he_nuclei`)."""
+    return labels.with_name(labels.name.replace("_labels.tif", "_types.tif"))
 
 
 def fluorescence_nuclei() -> Pairs:

@@ -119,25 +119,38 @@ def from_class_map(class_map, labels, class_names: Sequence[str] | None = None, 
     each object takes the class most of its classed pixels have (ties: the lower number);
     objects without classed pixels get none."""
     with image_reader(labels, labels_name) as label_reader, image_reader(class_map, name) as map_reader:
-        if map_reader.shape[:2] != label_reader.shape[:2] or len(map_reader.shape) != 2:
-            raise InputError(f"the class map '{map_reader.name}' is {_size(map_reader.shape)} pixels, the labels "
-                             f"'{label_reader.name}' {_size(label_reader.shape)}: it must have their size and one "
-                             "channel")
-        if map_reader.dtype.kind not in "biu":
-            raise InputError(f"the class map '{map_reader.name}' must hold whole numbers (0 = no class)")
-
-        def class_strip(top: int, rows: int) -> np.ndarray:
-            classes = np.asarray(map_reader.read_region(top, 0, rows, label_reader.shape[1])).astype(np.int64)
-            if classes.size and classes.min() < 0:
-                raise InputError(f"the class map '{map_reader.name}' holds negative classes")
-            return classes
-
-        votes, top_class = _vote(label_reader, class_strip)
+        _check_map(map_reader, label_reader)
+        votes, top_class = _vote(label_reader, _map_strips(map_reader, label_reader.shape[1]))
     names = list(class_names) if class_names else [f"class {k}" for k in range(1, top_class + 1)]
     if top_class > len(names):
         raise InputError(f"the class map '{map_reader.name}' uses class {top_class}; {len(names)} class names given")
     untrusted.check_class_count(len(names), "the class names")
     return ObjectClasses(*votes, names)
+
+
+@dataclass
+class VoteShares:
+    """The share of each class among the classed pixels of some objects."""
+
+    labels: np.ndarray
+    shares: np.ndarray
+    """(N, K)."""
+
+
+def vote_shares(class_map, labels, n_classes: int, name: str | None = None, labels_name: str | None = None
+                ) -> VoteShares:
+    """For each object with classed pixels in ``class_map`` (1..n_classes, 0 = none), the share
+    of each class among them (the votes behind :func:`from_class_map`)."""
+    with image_reader(labels, labels_name) as label_reader, image_reader(class_map, name) as map_reader:
+        _check_map(map_reader, label_reader)
+        counts, top_class = _counts(label_reader, _map_strips(map_reader, label_reader.shape[1]))
+    if top_class > n_classes:
+        raise InputError(f"the class map '{map_reader.name}' uses class {top_class}; {n_classes} class names given")
+    ids = np.array(sorted({label for label, _ in counts}), np.int64)
+    shares = np.zeros((len(ids), n_classes))
+    for (label, k), count in counts.items():
+        shares[np.searchsorted(ids, label), k - 1] = count
+    return VoteShares(ids, shares / np.maximum(shares.sum(axis=1, keepdims=True), 1))
 
 
 def from_geojson(path: str | os.PathLike, labels, class_names: Sequence[str] = (), name: str | None = None,
@@ -159,9 +172,28 @@ def from_geojson(path: str | os.PathLike, labels, class_names: Sequence[str] = (
     return ObjectClasses(*votes, names)
 
 
-def _vote(label_reader, class_strip) -> tuple[tuple[np.ndarray, np.ndarray], int]:
-    """(ids, classes) of the objects by the majority of their classed pixels, and the highest
-    class seen; ``class_strip(top, rows)`` gives the classes of the label image's rows."""
+def _check_map(map_reader, label_reader) -> None:
+    """Refuse a class map that is not one channel of whole numbers of the labels' size."""
+    if map_reader.shape[:2] != label_reader.shape[:2] or len(map_reader.shape) != 2:
+        raise InputError(f"the class map '{map_reader.name}' is {_size(map_reader.shape)} pixels, the labels "
+                         f"'{label_reader.name}' {_size(label_reader.shape)}: it must have their size and one channel")
+    if map_reader.dtype.kind not in "biu":
+        raise InputError(f"the class map '{map_reader.name}' must hold whole numbers (0 = no class)")
+
+
+def _map_strips(map_reader, width: int):
+    """``class_strip(top, rows)`` of a class map's reader, negative classes refused."""
+    def class_strip(top: int, rows: int) -> np.ndarray:
+        classes = np.asarray(map_reader.read_region(top, 0, rows, width)).astype(np.int64)
+        if classes.size and classes.min() < 0:
+            raise InputError(f"the class map '{map_reader.name}' holds negative classes")
+        return classes
+    return class_strip
+
+
+def _counts(label_reader, class_strip) -> tuple[dict[tuple[int, int], int], int]:
+    """Classed pixels per (object, class), and the highest class seen; ``class_strip(top,
+    rows)`` gives the classes of the label image's rows."""
     counts: dict[tuple[int, int], int] = {}
     top_class = 0
     height, width = label_reader.shape[:2]
@@ -174,6 +206,13 @@ def _vote(label_reader, class_strip) -> tuple[tuple[np.ndarray, np.ndarray], int
         for (label, k), count in zip(pairs.T.tolist(), n.tolist()):
             counts[(label, k)] = counts.get((label, k), 0) + count
         top_class = max(top_class, int(classes.max()) if classes.size else 0)
+    return counts, top_class
+
+
+def _vote(label_reader, class_strip) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """(ids, classes) of the objects by the majority of their classed pixels (ties: the lower
+    class), and the highest class seen."""
+    counts, top_class = _counts(label_reader, class_strip)
     best: dict[int, tuple[int, int]] = {}
     for (label, k), count in sorted(counts.items()):
         if label not in best or count > best[label][0]:

@@ -172,18 +172,28 @@ def run_object_classifier_train(args: argparse.Namespace) -> None:
 def run_object_classifier_apply(args: argparse.Namespace) -> None:
     from ..ml import object_classifier
 
-    classifier = object_classifier.load(args.classifier, args.classifier_name)
-    with outputs_together(args.table, args.geojson) as (table, geojson):
+    if args.type_map:
+        names = _split(args.class_names)
+        if not names:
+            raise InputError("--type-map needs --class-names: the names of types 1..K")
+        result = object_classifier.type_objects(args.labels, args.type_map, names, args.labels_name,
+                                                args.classifier_name)
+    elif args.class_names:
+        raise InputError("--class-names goes with --type-map; a classifier knows its classes")
+    else:
+        classifier = object_classifier.load(args.classifier, args.classifier_name)
         result = object_classifier.classify_objects(classifier, args.input, args.labels, args.image_name,
                                                     args.labels_name)
+    with outputs_together(args.table, args.geojson) as (table, geojson):
         write_table(table, result.rows(), result.columns())
         if geojson:
             export = options_from(args, ExportOptions, downsample=_labels_to_slide(args.labels, args.labels_name,
                                                                                    args.input, args.image_name))
             write_features(geojson, object_classifier.classified_features(args.labels, result.as_object_classes(),
                                                                           export, args.labels_name))
-    counts = np.bincount(result.classes, minlength=len(classifier.class_names) + 1)[1:]
-    _log(f"{len(result.classes)} objects: " + ", ".join(f"{n} {c}" for c, n in zip(classifier.class_names, counts)))
+    counts = np.bincount(result.classes, minlength=len(result.class_names) + 1)
+    _log(f"{len(result.classes)} objects: " + ", ".join(f"{n} {c}" for c, n in zip(result.class_names, counts[1:]))
+         + (f", {counts[0]} without a type" if counts[0] else ""))
 
 
 def run_count_cells(args: argparse.Namespace) -> None:

@@ -29,7 +29,7 @@ INPUT_FILES = frozenset({
     "input", "image", "labels", "target", "annotation", "geojson", "reference", "marker", "classifier", "model",
     "pretrained", "prediction", "truth", "tile_classes", "stain_reference", "validation_image", "validation_labels",
     "validation_annotation", "test_image", "test_labels", "metadata", "credentials", "evaluation", "attach", "bundle",
-    "table", "data_manager_json", "classes", "regions", "truth_classes", "prediction_classes"})
+    "table", "data_manager_json", "classes", "regions", "truth_classes", "prediction_classes", "type_map"})
 """The arguments (dests) that name input files, in any step where they are not an output
 (:func:`add_output`): the only files a confined step may read besides the software, and the
 files an output may not overwrite. Names, descriptions and other text never grant access."""
@@ -329,13 +329,19 @@ def _object_classifier_train(steps) -> None:
 
 def _object_classifier_apply(steps) -> None:
     """The arguments of ``dlhisto object_classifier_apply``."""
-    apply = steps.add_parser("object_classifier_apply", help="classify every object (cell) of a label image")
+    apply = steps.add_parser("object_classifier_apply", help="classify every object (cell) of a label image, with "
+                             "an object classifier or by the vote of its pixels in a type map")
     apply.add_argument("input", help="the image or slide the objects were found on")
     add_image_name(apply)
     apply.add_argument("--labels", required=True, help="the objects: a label image (its pixel size may differ)")
     apply.add_argument("--labels-name", help="display name of the label image")
-    apply.add_argument("--classifier", required=True, help="classifier from object_classifier_train")
-    apply.add_argument("--classifier-name", help="display name of the classifier in messages")
+    types = apply.add_mutually_exclusive_group(required=True)
+    types.add_argument("--classifier", help="classifier from object_classifier_train")
+    types.add_argument("--type-map", help="a class map of types 1..K (0 = none) on the labels' pixels, e.g. predict's "
+                       "class map with nuclei_types_he: each object takes the type most of its pixels have")
+    apply.add_argument("--classifier-name", "--type-map-name", dest="classifier_name",
+                       help="display name of the classifier or type map in messages")
+    apply.add_argument("--class-names", help="with --type-map: comma-separated names of types 1..K")
     add_output(apply, "--table", required=True, help="output table: label, centre, class, probability of each class")
     add_output(apply, "--geojson", help="output: the objects as QuPath detections classified with their class and "
                "colour, in the coordinates of the input's full resolution")

@@ -41,7 +41,7 @@ from .. import __version__
 from ..base.errors import InputError
 from ..base.threads import cpu_threads
 from ..classic.object_classes import ANNOTATION_KINDS, ObjectClasses, read_object_classes  # noqa: F401 (API)
-from ..classic.object_features import ObjectFeatureOptions, ObjectFeatures, object_features
+from ..classic.object_features import ObjectFeatureOptions, object_features
 from ..io.geojson import ExportOptions, class_colour, features_of_labels
 from .forest_files import load_forest, save_forest
 from .pixel_classifier import ForestOptions
@@ -71,25 +71,30 @@ class ObjectClassifier:
 class ClassifiedObjects:
     """Every object of a label image with its class and class probabilities."""
 
-    features: ObjectFeatures
+    labels: np.ndarray
+    """(N,) object ids."""
+    centroids: np.ndarray
+    """(N, 2) row, column of each object's centre, in label-image pixels."""
     classes: np.ndarray
-    """(N,) class numbers 1..K, in the order of ``features.labels``."""
+    """(N,) class numbers 1..K (0: none, e.g. no typed pixel under the object)."""
     probabilities: np.ndarray
-    """(N, K)."""
+    """(N, K): the classifier's, or the share of the object's pixels of each type."""
     class_names: list[str]
 
     def rows(self) -> list[dict]:
         """The table of classified objects (:data:`OBJECT_COLUMNS`, then p_<class>)."""
         return [{"label": int(label), "centroid_y": float(y), "centroid_x": float(x),
-                 "class": self.class_names[k - 1], **{f"p_{c}": float(p) for c, p in zip(self.class_names, ps)}}
-                for label, (y, x), k, ps in zip(self.features.labels, self.features.centroids, self.classes,
-                                                self.probabilities)]
+                 "class": self.class_names[k - 1] if k else "",
+                 **{f"p_{c}": float(p) for c, p in zip(self.class_names, ps)}}
+                for label, (y, x), k, ps in zip(self.labels, self.centroids, self.classes, self.probabilities)]
 
     def columns(self) -> list[str]:
         return [*OBJECT_COLUMNS, *(f"p_{c}" for c in self.class_names)]
 
     def as_object_classes(self) -> ObjectClasses:
-        return ObjectClasses(self.features.labels, self.classes, self.class_names)
+        """The classed objects (those of class 0 left out)."""
+        classed = self.classes > 0
+        return ObjectClasses(self.labels[classed], self.classes[classed], self.class_names)
 
 
 def train(examples: Sequence[tuple], class_names: Sequence[str] | None = None, forest: ForestOptions | None = None,
@@ -149,7 +154,26 @@ def classify_objects(classifier: ObjectClassifier, image, labels, image_name: st
     probabilities = np.zeros((len(table.labels), n), np.float32)
     if len(table.labels):
         probabilities[:, classifier.forest.classes_ - 1] = classifier.forest.predict_proba(table.values)
-    return ClassifiedObjects(table, probabilities.argmax(axis=1) + 1, probabilities, list(classifier.class_names))
+    return ClassifiedObjects(table.labels, table.centroids, probabilities.argmax(axis=1) + 1, probabilities,
+                             list(classifier.class_names))
+
+
+def type_objects(labels, type_map, class_names: Sequence[str], labels_name: str | None = None,
+                 type_map_name: str | None = None) -> ClassifiedObjects:
+    """Every object of ``labels`` typed by the vote of its pixels in ``type_map`` (1..K, 0 =
+    none; e.g. the class map a types network such as ``nuclei_types_he`` predicts, HoVer-Net's
+    rule): its class is the type most of its pixels have, its probabilities the share of each."""
+    from ..classic.cell_counts import object_centres
+    from ..classic.object_classes import vote_shares
+
+    centres, _, _ = object_centres(labels, labels_name)
+    shares = vote_shares(type_map, labels, len(class_names), type_map_name, labels_name)
+    found = np.zeros((len(centres.labels), len(class_names)), np.float32)
+    index = np.searchsorted(centres.labels, shares.labels)
+    found[index] = shares.shares
+    classes = np.where(found.sum(axis=1) > 0, found.argmax(axis=1) + 1, 0)
+    return ClassifiedObjects(centres.labels, np.stack([centres.rows, centres.columns], axis=1), classes, found,
+                             list(class_names))
 
 
 def classified_features(labels, classes: ObjectClasses, options: ExportOptions | None = None,

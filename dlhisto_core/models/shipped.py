@@ -11,6 +11,8 @@ ONNX, model card with the evaluation), validated like any other, for ``predict``
 
 - ``nuclei_fluorescence``: nuclei instances in one-channel fluorescence images;
 - ``nuclei_he``: nuclei instances in H&E images;
+- ``nuclei_types_he``: the types of H&E nuclei (connective, inflammatory, neoplastic), pixel by
+  pixel: with ``nuclei_he``'s objects, each nucleus takes the type most of its pixels have;
 - ``tissue_he``: tumour / stroma classes of 128 px H&E tiles.
 """
 
@@ -60,6 +62,13 @@ SHIPPED = {model.name: model for model in (
                  "top 576 train, next 192 tune, last 732 held out; resampled from an estimated 0.44 µm per pixel "
                  "(its lymphocytes) to 0.5 µm; strong augmentation (scale, HED stain, intensity, blur, noise); "
                  "encoder started from torchvision's ImageNet MobileNetV2 (BSD-3-Clause)"),
+    ShippedModel("nuclei_types_he", "types of H&E nuclei pixel by pixel: background, connective, inflammatory, "
+                 "neoplastic (with nuclei_he's objects, each nucleus takes its pixels' majority type)",
+                 "histolytics 0.3.0 hgsc_nest.jpg with its nuclei type mask and hgsc_stromal_he.jpg with its 423 "
+                 "classed nuclei polygons (BSD-3-Clause; a segmentation model's types, not an expert's), cut by rows "
+                 "as nuclei_he's data (top 576 train, next 192 tune, last 732 held out), resampled from an "
+                 "estimated 0.44 µm per pixel to 0.5 µm; strong augmentation; encoder started from torchvision's "
+                 "ImageNet MobileNetV2 (BSD-3-Clause)"),
     ShippedModel("tissue_he", "tumour / stroma classes of 128 px H&E tiles",
                  "histolytics 0.3.0 hgsc_nest.jpg and hgsc_stromal_he.jpg, top 640 px (BSD-3-Clause), tiles "
                  "classed from its nuclei types (a model's output), at an estimated 0.44 µm per pixel (its "
