@@ -115,3 +115,34 @@ def test_the_classifier_package_passes_bioimageio_core_test_model(stain_classifi
     summary = test_model(stain_classifier)
     assert summary.status == "passed", [(d.name, [e.msg for e in d.errors]) for d in summary.details
                                         if d.status == "failed"]
+
+
+def test_tiles_without_tissue_are_background_and_the_others_unchanged(stain_classifier, test_data, tmp_path):
+    """On the real Aperio slide, tiles of glass are left out (class 'background', not in the
+    tissue map); the tissue tiles get the classes and probabilities they get without skipping."""
+    import json
+
+    import numpy as np
+
+    from dlhisto_core import classify
+    from dlhisto_core.dl.engine import tissue_signal
+    from dlhisto_core.io.slides import image_reader
+
+    slide = test_data / "cmu_small_region.svs"
+    every = classify(stain_classifier, [slide], ClassifyOptions(tile_size=256))
+    kept = classify(stain_classifier, [slide], ClassifyOptions(tile_size=256, skip_background=True),
+                    geojson=tmp_path / "tissue.geojson")
+    background = [row for row in kept if row["class"] == "background"]
+    assert 0 < len(background) < len(kept) == len(every)
+    for mine, full in zip(kept, every):
+        assert (mine["x"], mine["y"]) == (full["x"], full["y"])
+        if mine["class"] != "background":  # batched with other tiles: float rounding differs
+            assert mine["class"] == full["class"] and mine["p_IHC"] == pytest.approx(full["p_IHC"], abs=1e-5)
+    with image_reader(slide) as reader:
+        def saturation(row):
+            return float(tissue_signal(reader.read_region(row["y"], row["x"], row["height"], row["width"])).mean())
+        glass = max(saturation(row) for row in background)
+        tissue = np.median([saturation(row) for row in kept if row["class"] != "background"])
+    assert glass < tissue
+    features = json.loads((tmp_path / "tissue.geojson").read_text())["features"]
+    assert len(features) == len(kept) - len(background)

@@ -479,6 +479,10 @@ def _classify(steps) -> None:
     add_option(cl, defaults, "precision", help="as predict's (default %(default)s)")
     add_option(cl, defaults, "pixel_size", metavar="UM", help="classify at this pixel size in µm (pyramid level "
                "nearest to it, resampled)")
+    add_option(cl, defaults, "skip_background", help="with tiles: tiles without tissue (the slide's overview) are "
+               "class 'background', not classified, left out of the tissue map")
+    add_option(cl, defaults, "min_tissue", help="with --skip-background: the tissue fraction below which a tile is "
+               "background (default %(default)s)")
 
 
 def _evaluate(steps) -> None:

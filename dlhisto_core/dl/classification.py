@@ -16,6 +16,7 @@ from ..imaging.intensity import normalize_for_network
 from .precision import pick_device
 from .precision import Precision, inference_network, network_precision
 from ..base.errors import InputError
+from .engine import tissue_map
 from .options import ClassifyOptions
 from .prediction import at_model_pixel_size
 from ..io.slides import image_reader
@@ -83,8 +84,14 @@ def classify(package, images: Sequence, options: ClassifyOptions | None = None, 
 
             image, name = images[0]
             working = at_model_pixel_size(options, trained_at, image, name).pixel_size
-            write_features(geojson_path, tile_features(rows, class_names, downsample_to_slide(image, name, working)))
+            tissue_rows = [row for row in rows if row["class"] != BACKGROUND]
+            write_features(geojson_path, tile_features(tissue_rows, class_names,
+                                                       downsample_to_slide(image, name, working)))
     return rows
+
+
+BACKGROUND = "background"
+"""The class of tiles left out for lack of tissue (``ClassifyOptions.skip_background``)."""
 
 
 def classify_tiles(model: torch.nn.Module, spec: ModelSpec, class_names: Sequence[str], images: Sequence[tuple[str, str]],
@@ -112,20 +119,29 @@ def classify_tiles(model: torch.nn.Module, spec: ModelSpec, class_names: Sequenc
                 raise InputError(f"the model expects {spec.in_channels}-channel images; '{name}' has {n_channels}")
             tiles = list(tile_grid(*reader.shape[:2], tile_size)) if tile_size else \
                 [Tile(0, 0, *reader.shape[:2])]
+            tissue = tissue_map(reader) if options.skip_background and tile_size else None
             for start in range(0, len(tiles), options.batch_size):
                 batch = tiles[start:start + options.batch_size]
-                inputs = [_network_input(reader.read_region(t.y, t.x, t.height, t.width), tile_size) for t in batch]
-                for tile, probabilities in zip(batch, _probabilities(model, inputs, precision)):
-                    row = {"image": name, "x": tile.x, "y": tile.y, "width": tile.width, "height": tile.height,
-                           "class": class_names[int(probabilities.argmax())]}
-                    row.update({f"p_{c}": float(p) for c, p in zip(class_names, probabilities)})
+                kept = [t for t in batch if tissue is None or tissue.fraction(t.y, t.x, tile_size) >= options.min_tissue]
+                inputs = [_network_input(reader.read_region(t.y, t.x, t.height, t.width), tile_size) for t in kept]
+                found = dict(zip(kept, _probabilities(model, inputs, precision))) if kept else {}
+                for tile in batch:  # in tile order, background tiles (not run) among them
+                    row = {"image": name, "x": tile.x, "y": tile.y, "width": tile.width, "height": tile.height}
+                    if tile in found:
+                        row["class"] = class_names[int(found[tile].argmax())]
+                        row.update({f"p_{c}": float(p) for c, p in zip(class_names, found[tile])})
+                    else:
+                        row["class"] = BACKGROUND
+                        row.update({f"p_{c}": 0.0 for c in class_names})
                     yield row
 
 
 def describe(rows: Sequence[dict], by_tile: bool) -> str:
     """One line: how many images or tiles of the rows of :func:`classify` went to each class."""
     class_names = [key[2:] for key in rows[0] if key.startswith("p_")] if rows else []
-    counts = {c: sum(r["class"] == c for r in rows) for c in class_names}
+    counts = {c: sum(r["class"] == c for r in rows) for c in [*class_names, BACKGROUND]}
+    if not counts[BACKGROUND]:
+        del counts[BACKGROUND]
     return f"{len(rows)} {'tiles' if by_tile else 'images'}: " + ", ".join(f"{n} {c}" for c, n in counts.items())
 
 

@@ -143,6 +143,11 @@ class ClassifyOptions:
     """As :class:`PredictOptions`."""
     pixel_size: float | None = bounded(None, *PIXEL_SIZE_RANGE_UM)
     """Classify the images at this pixel size (µm), as :class:`PredictOptions` reads them."""
+    skip_background: bool = False
+    """With tiles: a tile with too little tissue (found on the slide's overview, as predict finds
+    it) is not classified; its class is 'background' and it is left out of the tissue map."""
+    min_tissue: float = bounded(0.5, 0, 1)
+    """With skip_background: tiles with a smaller fraction of tissue are background."""
 
     def __post_init__(self):
         check_bounds(self)
