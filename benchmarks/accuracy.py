@@ -37,12 +37,28 @@ Scores (``evaluate_instances``, pooled over the held-out images): F1 at IoU 0.5,
 (TP / (TP + FP + FN), StarDist's ``accuracy``), its mean over IoU 0.5:0.95, and panoptic quality
 at 0.5.
 
+Cell types (``--cell-types``, instead of the methods): histolytics' H&E nuclei and their types
+(connective, inflammatory, neoplastic: the labels of histolytics' own segmentation model, not an
+expert's; scripts/pretrained_data.py, at 0.5 µm), their held-out rows (one nest and one stroma
+image) scored with ``evaluate``'s typed mode (per-class detection F1 and PQ at IoU 0.5, mPQ, the
+share of matched nuclei given their true type):
+
+- object classifier on the true nuclei: ``object_classifier`` trained on the training rows' typed
+  nuclei (100 trees), applied to the held-out true nuclei (typing alone is scored);
+- object classifier on nuclei_he's nuclei: the same classifier on the nuclei the shipped
+  ``nuclei_he`` model finds;
+- typed network: nuclei_he's nuclei, each typed by the vote of its pixels in the class map of the
+  shipped ``nuclei_types_he`` model;
+- true types on nuclei_he's nuclei: each predicted nucleus typed by the true type map (the best
+  any typing can do with these nuclei).
+
 With ``--work DIR``, each row's label images and training time are kept there
 (``DIR/rows/<row>.json``) and a later run with the same folder prints them again instead of
 re-training, so rows measured in separate runs print as one table (``--fresh`` re-measures).
 
 Usage: .venv/bin/python benchmarks/accuracy.py [--methods classic unet_defaults ... stardist] [--tuning-every 5]
        [--work DIR [--fresh]] [--stardist-cpu-minutes M]
+       .venv/bin/python benchmarks/accuracy.py --cell-types
 """
 
 from __future__ import annotations
@@ -230,6 +246,55 @@ def scores(held_out, outputs) -> dict:
             "pq": at_half["panoptic_quality"], "objects": at_half["tp"] + at_half["fp"]}
 
 
+def cell_types(work: Path) -> None:
+    """The cell-type rows (module docstring), printed as a table."""
+    import pretrained_data
+
+    from dlhisto_core import evaluate, object_classifier
+    from dlhisto_core.classic.object_classes import read_object_classes
+
+    names = list(pretrained_data.TYPES)
+    pairs = pretrained_data.he_nuclei()
+    training, held_out = pretrained_data.flat(pairs["train"]), pretrained_data.flat(pairs["held_out"])
+    typed = [(image, labels, read_object_classes(pretrained_data.types_of(labels), labels, class_names=names))
+             for image, labels in training]
+    start = time.process_time()
+    classifier = object_classifier.train(typed)
+    trained_in = time.process_time() - start
+    nuclei, types_model = (pretrained_model(name, work / f"{name}.zip") for name in ("nuclei_he", "nuclei_types_he"))
+    predicted = []
+    for k, (image, _) in enumerate(held_out):
+        objects, type_map = work / f"held_out_{k}_objects.tif", work / f"held_out_{k}_types.tif"
+        predict(nuclei, image, PredictOptions(), objects=objects)
+        predict(types_model, image, PredictOptions(), classes=type_map)
+        predicted.append((objects, type_map))
+    rows = {
+        "object classifier, true nuclei": [(labels, object_classifier.classify_objects(classifier, image, labels))
+                                           for image, labels in held_out],
+        "object classifier, nuclei_he nuclei": [(objects, object_classifier.classify_objects(classifier, image, objects))
+                                                for (image, _), (objects, _) in zip(held_out, predicted)],
+        "typed network (nuclei_he + nuclei_types_he)": [(objects, object_classifier.type_objects(objects, type_map, names))
+                                                        for objects, type_map in predicted],
+        "true types, nuclei_he nuclei": [(objects, object_classifier.type_objects(
+            objects, pretrained_data.types_of(labels), names)) for (_, labels), (objects, _) in zip(held_out, predicted)],
+    }
+    truth = [labels for _, labels in held_out]
+    true_types = [pretrained_data.types_of(labels) for labels in truth]
+    n_nuclei = sum(len(np.unique(tifffile.imread(labels))) - 1 for labels in truth)
+    print(f"# cell types: {len(training)} training images ({sum(len(c.labels) for *_, c in typed)} typed nuclei), "
+          f"{len(held_out)} held out ({n_nuclei} nuclei); labels: histolytics' segmentation model, not an expert; "
+          f"object classifier trained in {trained_in:.0f} CPU-s")
+    print("| method | " + " | ".join(f"F1 {n} | PQ {n}" for n in names) + " | mPQ | types right |")
+    print("|---|" + "---|" * (2 * len(names) + 2))
+    for method, results in rows.items():
+        scored = evaluate([objects for objects, _ in results], truth, "typed", class_names=names,
+                          truth_classes=true_types, prediction_classes=[r.as_object_classes() for _, r in results])
+        pooled = {r["class"]: r for r in scored.rows if r["image"] == "all"}
+        print(f"| {method} | " + " | ".join(f"{pooled[n]['f1']:.3f} | {pooled[n]['panoptic_quality']:.3f}"
+                                           for n in names)
+              + f" | {pooled['mean']['panoptic_quality']:.3f} | {pooled['all']['type_accuracy']:.3f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=[*METHODS, "stardist"], choices=[*METHODS, "stardist"])
@@ -238,7 +303,14 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="re-measure rows already kept in --work")
     parser.add_argument("--stardist-cpu-minutes", type=float,
                         help="StarDist's training budget (default: what the U-Net with defaults took)")
+    parser.add_argument("--cell-types", action="store_true", help="score cell types instead (module docstring)")
     args = parser.parse_args()
+    if args.cell_types:
+        with tempfile.TemporaryDirectory(prefix="dlhisto-cell-types-") as temporary:
+            work = args.work or Path(temporary)
+            work.mkdir(parents=True, exist_ok=True)
+            cell_types(work)
+        return
     training, tuning, held_out = splits(args.tuning_every)
     truth_count = sum(len(np.unique(tifffile.imread(labels))) - 1 for _, labels in held_out)
     print(f"# {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")

@@ -9,6 +9,7 @@ import socket
 
 import numpy as np
 import pytest
+import tifffile
 from scipy import ndimage as ndi
 
 if not os.environ.get("DLHISTO_OMERO_REQUIRED"):  # the test command installs the extra and sets it
@@ -282,3 +283,36 @@ def test_the_galaxy_tests_server_holds_what_the_tool_tests_expect(server, test_d
     datasets = {link.getChild().getId().getValue(): link.getParent().getId().getValue()
                 for link in server.store.dataset_links}
     assert datasets == {1: 7, 3: 8, 4: 8}
+
+
+def test_typed_cells_reach_omero_with_their_class_names_and_colours(server, nuclei_on_server, tmp_path):
+    """Cells pushed with their types: each ROI's shapes carry the type as text and its colour (the
+    GeoJSON exports' colour, as OMERO's signed RGBA), and omero_fetch gives the types back."""
+    from dlhisto_core.io.geojson import class_colour
+
+    image_id, truth, _ = nuclei_on_server
+    server.store.rois[image_id] = []
+    credentials = credentials_file(tmp_path, server)
+    ids = np.unique(truth[truth > 0])
+    table = tmp_path / "types.tsv"
+    table.write_text("label\tclass\n" + "".join(f"{label}\t{'lymphocyte' if k % 3 else 'tumour'}\n"
+                                                 for k, label in enumerate(ids)))
+    labels = tmp_path / "labels.tif"
+    tifffile.imwrite(labels, truth.astype(np.uint16))
+    assert main(["omero_push", "--credentials", str(credentials), "--image-id", str(image_id), "--labels", str(labels),
+                 "--classes", str(table), "--shape", "polygon"]) == 0
+    with dlhisto_omero.connect(dlhisto_omero.read_credentials(credentials)) as session:
+        rois = session.rois(image_id)
+    shapes = [shape for roi in rois for shape in roi.copyShapes()]
+    texts = [shape.getTextValue().val for shape in shapes]
+    assert texts.count("tumour") >= (len(ids) + 2) // 3 and set(texts) == {"lymphocyte", "tumour"}
+    tumour = next(shape for shape in shapes if shape.getTextValue().val == "tumour")
+    r, g, b = class_colour(1)  # classes are numbered in sorted order: lymphocyte 1, tumour 2
+    assert tumour.getStrokeColor().val == dlhisto_omero.omero_colour((r, g, b), 255) == \
+        ((r << 24 | g << 16 | b << 8 | 255) + 2**31) % 2**32 - 2**31
+    assert main(["omero_fetch", "--credentials", str(credentials), "--image-id", str(image_id),
+                 "--output-dir", str(tmp_path / "back"), "--rois", str(tmp_path / "rois.tsv")]) == 0
+    fetched = list(csv.DictReader((tmp_path / "rois.tsv").open(), delimiter="\t"))
+    expected = {str(k): "lymphocyte" if (k - 1) % 3 else "tumour" for k in range(1, len(ids) + 1)}
+    assert {r["label"]: set(r["text"].split("; ")) for r in fetched} == {k: {v} for k, v in expected.items()}
+    # ROI k is the k-th object with its type (on each of its polygons, if in parts)

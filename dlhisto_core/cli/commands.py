@@ -29,6 +29,7 @@ from .confine import mode as confine_mode
 from ..dl.options import ClassifyOptions, DataOptions, PredictOptions, TrainOptions, TransferOptions
 from ..base.errors import InputError, one_line, quiet_libraries
 from ..imaging.features import FeatureSettings
+from ..classic.object_classes import read_object_classes
 from ..classic.object_features import ObjectFeatureOptions
 from ..io.geojson import ExportOptions, ImportOptions, geojson_to_labels, labels_to_geojson, write_features
 from ..ml.pixel_classifier import ForestOptions
@@ -198,7 +199,7 @@ def run_object_classifier_apply(args: argparse.Namespace) -> None:
 
 def run_count_cells(args: argparse.Namespace) -> None:
     from ..classic.cell_counts import CountOptions, count_cells, write_counts
-    from ..classic.object_classes import kind_of, read_object_classes
+    from ..classic.object_classes import kind_of
 
     downsample = _labels_to_slide(args.labels, args.labels_name, args.image, None) if args.image else 1.0
     classes = read_object_classes(args.classes, args.labels, class_names=_split(args.class_names),
@@ -326,11 +327,15 @@ def run_omero_push(args: argparse.Namespace) -> None:
             raise InputError("--image-id-from-name reads the id from the label image's name: give --labels")
         args.image_id = omero.image_id_from_name(_name(args.labels, args.labels_name))
     labels = read_labels(args.labels, args.labels_name) if args.labels else None
+    if args.classes and labels is None:
+        raise InputError("--classes are the classes of the objects of --labels: give --labels")
+    classes = read_object_classes(args.classes, labels.data, class_names=_split(args.class_names),
+                                  name=args.classes_name, labels_name=args.labels_name) if args.classes else None
     key_values = [omero.key_value(text) for text in args.key_value or []]
     attachments = _named(args.attach, args.attach_name)
     with omero.connect(credentials) as session:
         rows = omero.push(session, args.image_id, labels and labels.data, args.shape, args.roi_name, attachments,
-                          key_values, labels and labels.pixel_size)
+                          key_values, labels and labels.pixel_size, classes)
     if args.table:
         write_table(args.table, rows, omero.PUSHED_COLUMNS)
     _log(f"OMERO image {args.image_id}: {sum(r['kind'] == 'roi' for r in rows)} ROIs, "

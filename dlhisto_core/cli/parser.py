@@ -579,6 +579,10 @@ def _omero_push(steps) -> None:
                              "images <id>_<name>), so that a workflow maps over a whole fetched dataset")
     op.add_argument("--labels", help="label image (one id per object): one ROI per object")
     op.add_argument("--labels-name", help="display name of the label image in messages")
+    op.add_argument("--classes", help="the objects' classes (e.g. cell types: object_classifier_apply's table, a type "
+                    "map or GeoJSON): each ROI's text and colour")
+    op.add_argument("--classes-name", help="display name of the classes")
+    op.add_argument("--class-names", help="comma-separated names of a type map's classes 1..K")
     op.add_argument("--shape", choices=["mask", "polygon"], default="mask",
                     help="mask: exact pixels; polygon: outline, editable in OMERO.iviewer (default mask)")
     op.add_argument("--roi-name", default="dlhisto", help="ROI names: this and the object's label")

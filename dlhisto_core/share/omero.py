@@ -28,7 +28,8 @@ from skimage import draw, measure
 
 from ..io import untrusted
 from ..base.errors import InputError
-from ..io.geojson import mask_polygons, ring_pixels
+from ..classic.object_classes import ObjectClasses
+from ..io.geojson import class_colour, mask_polygons, ring_pixels
 from ..io.pixel_size import check_pixel_size, onto_grid
 
 NAMESPACE = "dlhisto"
@@ -208,12 +209,15 @@ class Session:
 
     # -- writing -------------------------------------------------------------------------------
     def push_labels(self, image_id: int, labels: np.ndarray, shape: str = "mask", name: str = "dlhisto",
-                    labels_pixel_size: tuple[float, float] | None = None) -> list[int]:
+                    labels_pixel_size: tuple[float, float] | None = None,
+                    object_classes: ObjectClasses | None = None) -> list[int]:
         """One ROI per object of a label image, linked to the image; their ids. Labels made at
         another pixel size (``labels_pixel_size``, e.g. a model's) are first resampled onto the
-        image's pixels (:func:`~dlhisto_core.io.pixel_size.onto_grid`)."""
+        image's pixels (:func:`~dlhisto_core.io.pixel_size.onto_grid`). An object with a class
+        (``object_classes``) has it as its shapes' text and its colour as their stroke and fill
+        (the fill a quarter opaque), the colours of dlhisto's QuPath exports."""
         from omero.model import ImageI, RoiI
-        from omero.rtypes import rstring
+        from omero.rtypes import rint, rstring
 
         image = self.image(image_id)
         pixels = image.getPrimaryPixels()
@@ -223,12 +227,18 @@ class Session:
             raise InputError(f"the labels ({labels.shape[1]}x{labels.shape[0]}) do not match the size of OMERO image "
                              f"{image_id} ({shape[1]}x{shape[0]}) nor cover it at another pixel size")
         labels = gridded
+        classes = dict(zip(object_classes.labels.tolist(), object_classes.classes.tolist())) if object_classes else {}
         rois = []
         for region in measure.regionprops(labels.astype(np.int64)):
             roi = RoiI()
             roi.setImage(ImageI(image_id, False))
             roi.setName(rstring(f"{name} {region.label}"))
             for made in ([mask_shape(region)] if shape == "mask" else polygon_shapes(region)):
+                if region.label in classes:
+                    k = classes[region.label]
+                    made.setTextValue(rstring(object_classes.names[k - 1]))
+                    made.setStrokeColor(rint(omero_colour(class_colour(k - 1), 255)))
+                    made.setFillColor(rint(omero_colour(class_colour(k - 1), 64)))
                 roi.addShape(made)
             rois.append(roi)
         if not rois:
@@ -398,11 +408,12 @@ def fetch(session: Session, image_ids: Sequence[int] = (), dataset_ids: Sequence
 
 def push(session: Session, image_id: int, labels: np.ndarray | None = None, shape: str = "mask",
          roi_name: str = "dlhisto", attachments: Sequence[tuple[str, str]] = (),
-         key_values: Sequence[tuple[str, str]] = (), labels_pixel_size: tuple[float, float] | None = None
-         ) -> list[dict]:
+         key_values: Sequence[tuple[str, str]] = (), labels_pixel_size: tuple[float, float] | None = None,
+         object_classes: ObjectClasses | None = None) -> list[dict]:
     """Push results to an OMERO image, as ``dlhisto omero_push`` does: each object of
     ``labels`` (at ``labels_pixel_size``, resampled onto the image's pixels where it differs)
-    as one ROI, the (path, name) ``attachments`` as files, and ``key_values``
+    as one ROI (with its class name and colour from ``object_classes``, e.g. cell types), the
+    (path, name) ``attachments`` as files, and ``key_values``
     (with dlhisto's version and the ROI count) as one key-value map. Returns a row per object
     created (image_id, kind, id, name).
 
@@ -419,7 +430,7 @@ def push(session: Session, image_id: int, labels: np.ndarray | None = None, shap
     session.image(image_id)  # an unknown image fails before anything is written
     rows = []
     if labels is not None:
-        roi_ids = session.push_labels(image_id, labels, shape, roi_name, labels_pixel_size)
+        roi_ids = session.push_labels(image_id, labels, shape, roi_name, labels_pixel_size, object_classes)
         rows += [{"image_id": image_id, "kind": "roi", "id": i} for i in roi_ids]
         pairs.append(("dlhisto.rois", str(len(roi_ids))))
     for path, name in attachments:
@@ -450,6 +461,12 @@ def _safe_name(name: str) -> str:
     """A file-name-safe form of an OMERO image name, without its extension."""
     stem = Path(name).name.split(".")[0]
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:80] or "image"
+
+
+def omero_colour(rgb: Sequence[int], alpha: int) -> int:
+    """An RGBA colour as OMERO stores it: one signed 32-bit integer, red in the highest byte."""
+    value = (int(rgb[0]) << 24) | (int(rgb[1]) << 16) | (int(rgb[2]) << 8) | int(alpha)
+    return value - 2**32 if value >= 2**31 else value
 
 
 def _mimetype(name: str) -> str:
