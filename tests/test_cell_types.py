@@ -204,3 +204,17 @@ def test_bad_inputs_are_one_line_and_leave_nothing(typed, test_data, tmp_path, c
                          "--class-names", ",".join(TYPES), "--classifier", out)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert not out.exists()
+
+
+def test_a_type_map_types_each_object_by_the_vote_of_its_pixels():
+    labels = np.zeros((6, 9), np.uint16)
+    labels[1:5, 1:4], labels[1:5, 5:8], labels[0, 8] = 3, 7, 9
+    type_map = np.zeros((6, 9), np.uint8)
+    type_map[1:5, 1:3], type_map[1:5, 3] = 2, 1  # object 3: 8 pixels of type 2, 4 of type 1
+    type_map[1:3, 5:8], type_map[3:5, 5:8] = 1, 3  # object 7: a tie, the lower type wins
+    typed = object_classifier.type_objects(labels, type_map, ["a", "b", "c"])  # object 9: no typed pixel
+    assert typed.labels.tolist() == [3, 7, 9] and typed.classes.tolist() == [2, 1, 0]
+    np.testing.assert_allclose(typed.probabilities, [[1 / 3, 2 / 3, 0], [0.5, 0, 0.5], [0, 0, 0]])
+    assert [row["class"] for row in typed.rows()] == ["b", "a", ""]
+    counts = {r["cell_type"]: r["count"] for r in count_cells(labels, typed.as_object_classes())}
+    assert counts == {"all": 3, "a": 1, "b": 1, "c": 0, "unclassified": 1}
