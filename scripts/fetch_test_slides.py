@@ -430,11 +430,18 @@ def _tissue_classes(types: np.ndarray | None, top: int) -> dict[tuple[int, int],
     return classes
 
 
+HISTOLYTICS_PIXEL_SIZE = 0.44
+"""µm, estimated from its lymphocytes (scripts/pretrained_data.py)."""
+OME_PIXEL_SIZE = {"PhysicalSizeX": HISTOLYTICS_PIXEL_SIZE, "PhysicalSizeY": HISTOLYTICS_PIXEL_SIZE,
+                  "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"}
+"""The OME metadata of the histolytics test images: their estimated pixel size."""
+
+
 def write_tissue_map_data(histolytics: dict[str, Path]) -> list[Path]:
     """Training images, their classed tiles, a held-out slide and its true tile classes, for the
     tumour / stroma tissue map (tests/test_classify.py, workflows/he_tissue_map.yml): the top 640
     px of the tumour nest crop and of the stroma crop train; 640 px from 768 px down of both,
-    one above the other, make a 1280 x 1408 px pyramidal OME-TIFF slide. Tiles are classed from
+    one above the other, make a 1280 x 1408 px pyramidal OME-TIFF slide at their estimated pixel size. Tiles are classed from
     histolytics' nuclei type mask (a model's output, not a pathologist's) as CLEAR_CLASS says."""
     from PIL import Image
 
@@ -451,7 +458,8 @@ def write_tissue_map_data(histolytics: dict[str, Path]) -> list[Path]:
     slide = np.concatenate([nest[bottom, :TISSUE_WIDTH], stroma[bottom, :TISSUE_WIDTH]])
     part = TISSUE_SLIDE.with_name("hgsc_heldout.part.ome.tif")
     with tifffile.TiffWriter(part) as tif:
-        tif.write(slide, tile=(256, 256), subifds=1, photometric="rgb", compression="zlib", metadata={"axes": "YXS"})
+        tif.write(slide, tile=(256, 256), subifds=1, photometric="rgb", compression="zlib",
+                  metadata={"axes": "YXS", **OME_PIXEL_SIZE})
         tif.write(slide[::2, ::2], tile=(256, 256), subfiletype=1, photometric="rgb", compression="zlib")
     part.replace(TISSUE_SLIDE)
     truth = {**_tissue_classes(types, HELDOUT_TOP),
@@ -495,10 +503,6 @@ CELL_TYPE_ROWS = {"train": (0, 576), "held_out": (768, 1500)}
 """The cell-type data: rows of the nest crop, split as the H&E nuclei data (HE_NUCLEI_ROWS)."""
 CELL_TYPES = ("connective", "inflammatory", "neoplastic")
 """histolytics' nuclei types 1, 2, 3 (a segmentation model's, not an expert's)."""
-HISTOLYTICS_PIXEL_SIZE = 0.44
-"""µm, estimated from its lymphocytes (scripts/pretrained_data.py)."""
-
-
 def write_cell_type_data(histolytics: dict[str, Path]) -> list[Path]:
     """The nest crop's rows of CELL_TYPE_ROWS as OME-TIFFs at HISTOLYTICS_PIXEL_SIZE: the image,
     its nuclei (labels) and their types (a type map, 1..3 as CELL_TYPES), for the object
@@ -508,15 +512,13 @@ def write_cell_type_data(histolytics: dict[str, Path]) -> list[Path]:
     nest = np.asarray(Image.open(histolytics["hgsc_nest.jpg"]).convert("RGB"))
     nuclei = np.load(histolytics["hgsc_nest_inst_mask.npz"])["nuc_raster"].astype(np.uint16)
     types = np.load(histolytics["hgsc_nest_type_mask.npz"])["nuc_raster"].astype(np.uint8)
-    metadata = {"PhysicalSizeX": HISTOLYTICS_PIXEL_SIZE, "PhysicalSizeY": HISTOLYTICS_PIXEL_SIZE,
-                "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"}
     written = []
     for use, (start, stop) in CELL_TYPE_ROWS.items():
         for suffix, pixels in (("", nest), ("_labels", nuclei), ("_types", types)):
             path = DATA / f"hgsc_types_{use}{suffix}.ome.tif"
             axes = "YXS" if pixels.ndim == 3 else "YX"
             tifffile.imwrite(path, pixels[start:stop], ome=True, photometric="rgb" if pixels.ndim == 3 else None,
-                             metadata={"axes": axes, **metadata})
+                             metadata={"axes": axes, **OME_PIXEL_SIZE})
             written.append(path)
     return written
 

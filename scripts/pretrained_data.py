@@ -44,7 +44,7 @@ import reference_data  # noqa: E402
 from dlhisto_core.io.writers import write_image, write_labels  # noqa: E402
 
 HE_PIXEL_SIZE = 0.5
-HISTOLYTICS_PIXEL_SIZE = 0.44
+HISTOLYTICS_PIXEL_SIZE = fetch_test_slides.HISTOLYTICS_PIXEL_SIZE
 FLUORESCENCE_PIXEL_SIZE = 0.5
 STROMAL_POLYGONS = ("hgsc_stromal_cells.parquet", "18fdeb9ccb620d757fa47a8bb6c20915d5f40f981b5bb8ce2aa3a4d1b97fe0f9")
 USES = ("train", "tune", "held_out")

@@ -23,7 +23,7 @@ Before the pass, the model takes the statistics it normalises with from the slid
 per-channel percentiles of a subsample, every pixel up to 4 Mpx). For ``skip_background``,
 tissue is found on the slide's overview (a coarse pyramid level, about 2048 pixels on its
 longest side, :meth:`readers.Reader.overview`): an Otsu threshold of the tissue signal (colour
-saturation of brightfield RGB, intensity otherwise) gives a tissue mask, and a window whose
+saturation of brightfield RGB, capped at BRIGHTFIELD_TISSUE; intensity otherwise) gives a tissue mask, and a window whose
 footprint on it holds too little tissue is neither read nor sent through the network: it is
 the model's background output (class 0 with probability 1).
 
@@ -409,11 +409,20 @@ class TissueMap:
         return float(self.mask[top:bottom, left:right].mean())
 
 
+BRIGHTFIELD_TISSUE = 0.15
+"""Colour saturation above which a brightfield pixel is tissue whatever Otsu's threshold says:
+glass is below 0.05, pale stroma about 0.3; on a crop with no glass, Otsu would split the
+tissue itself (pale stroma from dark tumour)."""
+
+
 def tissue_map(reader) -> TissueMap:
-    """The tissue mask of a slide from its overview: Otsu's threshold of the tissue signal."""
+    """The tissue mask of a slide from its overview: Otsu's threshold of the tissue signal
+    (for brightfield, at most :data:`BRIGHTFIELD_TISSUE`)."""
     overview, scale = reader.overview()
     signal = tissue_signal(overview)
     threshold = float(threshold_otsu(signal)) if signal.min() < signal.max() else float(signal.max())
+    if overview.ndim == 3 and overview.shape[2] in (3, 4):
+        threshold = min(threshold, BRIGHTFIELD_TISSUE)
     return TissueMap(signal > threshold, scale)
 
 
