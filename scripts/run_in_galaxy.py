@@ -5,10 +5,12 @@ Creates (or reuses) a local user, imports every workflow of workflows/ into the 
 workflow list, uploads the four annotated quadrants of test-data/nuclei.tif into a new history,
 runs `nuclei_unet` (train a U-Net on quadrants 1-3, predict and evaluate quadrant 4), downloads
 the scores and the evaluation report, publishes the history and takes screenshots of it and of
-the report with headless Chromium. Then, in a second history, runs `he_slide_nuclei_qupath` on
+the report with headless Chromium. Then, in a second history, runs `he_slide_cell_types` on
 the real Aperio SVS (test-data/cmu_small_region.svs, fetched by scripts/fetch_test_slides.py)
-with the pretrained H&E nuclei model from the model base, downloads the nuclei, their count and
-their QuPath GeoJSON, and draws them over a region of the slide (scripts/overlay.py). Between
+with the pretrained H&E models from the model base (nuclei, their types, the tissue map),
+downloads the typed nuclei, the tissue map, their QuPath GeoJSON and the counts per type and
+region, and draws the nuclei in their types' colours over a region of the slide
+(scripts/overlay.py). Between
 the two, dlhisto's pretrained models go into the model base (its data manager), and the
 fluorescence nuclei model is applied to the held-out quadrant (which it never trained or tuned
 on) and scored.
@@ -25,7 +27,7 @@ from pathlib import Path
 import yaml
 from bioblend.galaxy import GalaxyInstance
 
-SHIPPED = ("nuclei_fluorescence", "nuclei_he", "tissue_he")
+SHIPPED = ("nuclei_fluorescence", "nuclei_he", "nuclei_types_he", "tissue_he")
 """dlhisto's pretrained models (dlhisto_core/models/shipped.py), installed into the model base."""
 
 USER_EMAIL = "demo@dlhisto.local"
@@ -204,35 +206,38 @@ def job_ok(gi: GalaxyInstance, job_id: str) -> bool:
 
 
 def run_slide_workflow(gi: GalaxyInstance, url: str, workflows: dict[str, str], out_dir: Path) -> dict | None:
-    """he_slide_nuclei_qupath on the real Aperio slide, in a history of its own (the pretrained
-    H&E nuclei model from the model base); its outputs downloaded and the nuclei drawn over a
-    region of the slide (out_dir/he_slide_nuclei.png)."""
-    history = gi.histories.create_history("dlhisto demo: nuclei of an H&E scanner slide, to QuPath "
-                                          "(workflow he_slide_nuclei_qupath)")
+    """he_slide_cell_types on the real Aperio slide, in a history of its own (the pretrained H&E
+    models from the model base); its outputs downloaded, the counts per type and region printed,
+    and the typed nuclei drawn over a region of the slide (out_dir/he_slide_cell_types.png)."""
+    history = gi.histories.create_history("dlhisto demo: cell types of an H&E scanner slide, counted per tissue "
+                                          "region, to QuPath (workflow he_slide_cell_types)")
     slide = REPO / "test-data" / "cmu_small_region.svs"
     dataset = gi.tools.upload_file(str(slide), history["id"], file_type="svs", file_name=slide.name)["outputs"][0]
     gi.datasets.wait_for_dataset(dataset["id"], maxwait=600)
-    print("\nrunning workflow he_slide_nuclei_qupath on a real Aperio SVS (2220 x 2967 px at 0.499 µm): the "
-          "pretrained H&E nuclei model from the model base, no training; nuclei as QuPath GeoJSON", flush=True)
-    invocation = gi.workflows.invoke_workflow(workflows["he_slide_nuclei_qupath"], history_id=history["id"],
+    print("\nrunning workflow he_slide_cell_types on a real Aperio SVS (2220 x 2967 px at 0.499 µm): the pretrained "
+          "H&E models from the model base, no training: nuclei, their types, the tissue map, counts per region",
+          flush=True)
+    invocation = gi.workflows.invoke_workflow(workflows["he_slide_cell_types"], history_id=history["id"],
                                               inputs_by="name", inputs={"slide": {"src": "hda", "id": dataset["id"]}})
     outputs = finished_outputs(gi, invocation["id"])
     if outputs is None:
         return None
-    files = {"count": out_dir / "cmu_slide_nuclei_count.tsv", "qupath_geojson": out_dir / "cmu_slide_nuclei.geojson",
+    files = {"counts": out_dir / "cmu_slide_cell_counts.tsv", "qupath_cells": out_dir / "cmu_slide_cells.geojson",
+             "tissue_map": out_dir / "cmu_slide_tissue_map.geojson", "cell_types": out_dir / "cmu_slide_cell_types.tsv",
              "nuclei": out_dir / "cmu_slide_nuclei.ome.tif"}
     download(gi, url, outputs, files)
-    print("".join(files["count"].open()))
-    picture = out_dir / "he_slide_nuclei.png"  # drawn in dlhisto's environment (this script runs in planemo's)
+    print("".join(files["counts"].open()))
+    picture = out_dir / "he_slide_cell_types.png"  # drawn in dlhisto's environment (this script runs in planemo's)
     drawn = subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(REPO / "scripts" / "overlay.py"), str(slide),
-                            str(files["nuclei"]), str(picture), "--caption",
-                            "dlhisto nuclei_he on CMU-1 (Aperio, 0.499 um/px), no training: {count} nuclei here"],
-                           capture_output=True, text=True)
+                            str(files["nuclei"]), str(picture), "--types", str(files["cell_types"]), "--caption",
+                            "dlhisto nuclei_he + nuclei_types_he on CMU-1 (Aperio, 0.499 um/px), no training: "
+                            "{count} nuclei here"], capture_output=True, text=True)
     if drawn.returncode:
         print(f"drawing the nuclei failed: {drawn.stderr.strip()}", file=sys.stderr)
         return None
-    print(f"{drawn.stdout.split()[0]} nuclei outlined over dermis, epidermis and keratin: {picture}")
-    print(f"QuPath: open cmu_small_region.svs, then File > Import objects: {files['qupath_geojson']}")
+    print(f"{drawn.stdout.split()[0]} typed nuclei outlined over dermis, epidermis and keratin: {picture}")
+    print(f"QuPath: open cmu_small_region.svs, then File > Import objects: {files['qupath_cells']} and "
+          f"{files['tissue_map']}")
     return history
 
 
