@@ -138,6 +138,9 @@ def test_typed_scores_agree_with_stardist_class_by_class(typed, tmp_path):
     assert pooled["mean"]["panoptic_quality"] == pytest.approx(np.mean(qualities), abs=1e-6)
     assert scores.confusion.sum() == pooled["all"]["tp"]  # every matched object has a class on both sides
     assert np.trace(scores.confusion) < scores.confusion.sum()  # the changed types show
+    scores.write(tmp_path / "scores.tsv", tmp_path / "confusion.tsv", tmp_path / "report.html")
+    report = (tmp_path / "report.html").read_text()
+    assert f"mPQ {pooled['mean']['panoptic_quality']:.6g}" in report and "<svg" in report
 
 
 def test_counts_per_type_and_region_match_numpy(typed, test_data):

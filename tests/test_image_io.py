@@ -209,3 +209,22 @@ def test_tiled_reader_on_planar_multichannel_and_png(tmp_path, test_data):
 def test_tiled_reader_refuses_missing_level(pyramid):
     with pytest.raises(InputError, match="has 2 resolution levels; level 5 does not exist"):
         TiledImageReader(pyramid[0], level=5)
+
+
+def test_tiled_images_that_could_pass_4_gb_are_bigtiff(tmp_path, monkeypatch):
+    """tifffile cannot size an image given as tiles: write_tiled_image makes it BigTIFF when its
+    pixels could pass 4 GB (here the limit lowered to 0), and it reads back the same."""
+    import numpy as np
+    import tifffile
+
+    from dlhisto_core.io import writers
+    from dlhisto_core.io.readers import TiledImageReader
+
+    tiles = [np.full((64, 64), k, np.uint16) for k in range(4)]
+    writers.write_tiled_image(tmp_path / "classic.tif", iter(tiles), (128, 128), np.uint16, 64)
+    monkeypatch.setattr(writers, "BIGTIFF_FROM", 0)
+    writers.write_tiled_image(tmp_path / "big.tif", iter(tiles), (128, 128), np.uint16, 64)
+    with tifffile.TiffFile(tmp_path / "classic.tif") as classic, tifffile.TiffFile(tmp_path / "big.tif") as big:
+        assert not classic.is_bigtiff and big.is_bigtiff
+    with TiledImageReader(tmp_path / "big.tif") as reader:
+        assert reader.read_region(64, 0, 64, 128).tolist() == np.hstack(tiles[2:]).tolist()

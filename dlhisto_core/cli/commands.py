@@ -286,7 +286,9 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
     scores = evaluate(_named(args.prediction, args.prediction_name), _named(args.truth, args.truth_name), args.mode,
                       _numbers(args.thresholds, "IoU thresholds"), _split(args.class_names) or None,
-                      _named(args.image, args.image_name) or None, args.truth_classes, args.prediction_classes)
+                      _named(args.image, args.image_name) or None,
+                      _named(args.truth_classes, args.truth_classes_name) or None,
+                      _named(args.prediction_classes, args.prediction_classes_name) or None)
     with outputs_together(args.table, args.confusion, args.report) as paths:  # all three or none
         scores.write(*paths)
     _log(scores.describe())
@@ -477,7 +479,6 @@ def _pair_by_name(args: argparse.Namespace) -> None:
         order = [k for k in pair_by_name(names, other_names, what, other, complete) if k is not None]
         setattr(args, second, [paths[k] for k in order])
         setattr(args, f"{second}_name", [other_names[k] for k in order])
-
 
 
 def main(argv: list[str] | None = None, confine: bool | None = None) -> int:

@@ -500,7 +500,9 @@ def _evaluate(steps) -> None:
     ev.add_argument("--image", action="append", help="the image of each prediction, to draw the errors on (report)")
     ev.add_argument("--image-name", action="append", help="display name of each image, in order")
     add_pairing(ev, ("prediction", "truth", "prediction", "ground truth", True),
-                ("prediction", "image", "prediction", "image", True))
+                ("prediction", "image", "prediction", "image", True),
+                ("prediction", "truth_classes", "prediction", "classes of the ground truth", True),
+                ("prediction", "prediction_classes", "prediction", "classes of the prediction", True))
     ev.add_argument("--thresholds", default=",".join(f"{t:g}" for t in IOU_THRESHOLDS),
                     help="instance: comma-separated IoU thresholds (default 0.5 to 0.95 by 0.05)")
     ev.add_argument("--class-names", help="semantic: names of classes 0..K-1; classification and typed: the "
@@ -509,6 +511,8 @@ def _evaluate(steps) -> None:
                     "a table label/class or QuPath GeoJSON), in order")
     ev.add_argument("--prediction-classes", action="append", help="typed: the classes of each prediction's objects "
                     "(object_classifier_apply's table, a type map or GeoJSON), in order")
+    ev.add_argument("--truth-classes-name", action="append", help="display name of each --truth-classes, in order")
+    ev.add_argument("--prediction-classes-name", action="append", help="display name of each --prediction-classes")
     add_output(ev, "--table", required=True, help="output table: per image and pooled ('all') scores")
     add_output(ev, "--confusion", help="output confusion matrix (pooled; semantic, classification)")
     add_output(ev, "--report", help="output: HTML report with tables, plots and pictures of the errors")

@@ -6,6 +6,7 @@ half-written file where Galaxy (or a user) would pick it up.
 """
 
 from __future__ import annotations
+import math
 import os
 import queue
 import tempfile
@@ -37,17 +38,23 @@ def write_image(path: str | os.PathLike, data: np.ndarray,
                          **_ome_options(axes, pixel_size))
 
 
+BIGTIFF_FROM = 2**32 - 2**25
+"""Bytes of pixels from which a tiled image is written as BigTIFF (tifffile's own limit)."""
+
+
 def write_tiled_image(path: str | os.PathLike, tiles: Iterator[np.ndarray], shape: tuple[int, ...],
                       dtype, tile_size: int, pixel_size: tuple[float, float] | None = None) -> None:
     """Write a tiled OME-TIFF from tiles given in row-major order, never holding the whole image.
 
     ``shape`` is (Y, X) or (Y, X, C); channels are stored interleaved (axes YXS), so that each
-    tile is written once, as it comes.
+    tile is written once, as it comes. Images whose pixels could pass 4 GB are BigTIFF (tifffile
+    cannot tell from tiles, and a classic TIFF's offsets end at 4 GB).
     """
     axes = "YXS" if len(shape) == 3 else "YX"
     with atomic_output(path) as tmp:
         tifffile.imwrite(tmp, tiles, shape=shape, dtype=dtype, tile=(tile_size, tile_size), compression="zlib",
                          photometric="minisblack", planarconfig="contig" if len(shape) == 3 else None,
+                         bigtiff=math.prod(shape) * np.dtype(dtype).itemsize > BIGTIFF_FROM,
                          **_ome_options(axes, pixel_size))
 
 
