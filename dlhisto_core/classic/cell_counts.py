@@ -25,7 +25,7 @@ import numpy as np
 from ..base.bounds import bounded, check_bounds
 from ..base.errors import InputError
 from ..io.slides import image_reader
-from .object_classes import STRIP_HEIGHT, ObjectClasses, label_strip
+from .object_classes import ObjectClasses, label_strip, strip_rows
 
 COUNT_COLUMNS = ("image", "region", "cell_type", "count", "fraction", "region_area_mm2", "density_per_mm2")
 """The columns of :func:`count_cells`' table."""
@@ -60,8 +60,9 @@ def object_centres(labels, name: str | None = None) -> tuple[Centres, tuple[int,
     sums = np.zeros((3, 1))
     with image_reader(labels, name) as reader:
         height, width = reader.shape[:2]
-        for top in range(0, height, STRIP_HEIGHT):
-            strip = label_strip(reader, top, min(STRIP_HEIGHT, height - top), width)
+        step = strip_rows(width)
+        for top in range(0, height, step):
+            strip = label_strip(reader, top, min(step, height - top), width)
             if strip.size and strip.max() >= sums.shape[1]:
                 sums = np.pad(sums, ((0, 0), (0, int(strip.max()) + 1 - sums.shape[1])))
             rows, columns = np.indices(strip.shape)
@@ -170,8 +171,9 @@ def _class_map_regions(path, name: str, centres: Centres, shape: tuple[int, int]
         at_centres = np.zeros(len(centres.labels), np.int64)
         map_rows = np.minimum((centres.rows * scale[0]).astype(np.int64), height - 1)
         map_columns = np.minimum((centres.columns * scale[1]).astype(np.int64), width - 1)
-        for top in range(0, height, STRIP_HEIGHT):
-            strip = np.asarray(reader.read_region(top, 0, min(STRIP_HEIGHT, height - top), width)).astype(np.int64)
+        step = strip_rows(width)
+        for top in range(0, height, step):
+            strip = np.asarray(reader.read_region(top, 0, min(step, height - top), width)).astype(np.int64)
             if strip.size and strip.min() < 0:
                 raise InputError(f"the region map '{reader.name}' holds negative numbers")
             counts = np.bincount(strip.ravel())

@@ -23,8 +23,15 @@ from ..io import untrusted
 from ..io.slides import image_reader
 from ..io.tables import read_table
 
-STRIP_HEIGHT = 1024
-"""Rows read at a time."""
+STRIP_PIXELS = 2**23
+"""Pixels read at a time: 1024 rows of an 8192 px wide image, fewer of a wider slide."""
+
+
+def strip_rows(width: int, most: int = 1024) -> int:
+    """Rows of an image ``width`` pixels wide to read at a time: at most ``most``, about
+    :data:`STRIP_PIXELS` pixels, at least 16."""
+    return max(16, min(most, STRIP_PIXELS // max(width, 1)))
+
 ANNOTATION_KINDS = ("auto", "table", "class_map", "geojson")
 """What a file of object classes is: a label -> class table, a class map image, QuPath GeoJSON;
 auto: told by its first bytes."""
@@ -85,8 +92,9 @@ def label_ids(labels, name: str | None = None) -> np.ndarray:
     found = []
     with image_reader(labels, name) as reader:
         height, width = reader.shape[:2]
-        for top in range(0, height, STRIP_HEIGHT):
-            found.append(np.unique(label_strip(reader, top, min(STRIP_HEIGHT, height - top), width)))
+        step = strip_rows(width)
+        for top in range(0, height, step):
+            found.append(np.unique(label_strip(reader, top, min(step, height - top), width)))
     ids = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
     return ids[ids > 0]
 
@@ -197,8 +205,9 @@ def _counts(label_reader, class_strip) -> tuple[dict[tuple[int, int], int], int]
     counts: dict[tuple[int, int], int] = {}
     top_class = 0
     height, width = label_reader.shape[:2]
-    for top in range(0, height, STRIP_HEIGHT):
-        rows = min(STRIP_HEIGHT, height - top)
+    step = strip_rows(width)
+    for top in range(0, height, step):
+        rows = min(step, height - top)
         objects = label_strip(label_reader, top, rows, width)
         classes = class_strip(top, rows)
         voting = (objects > 0) & (classes > 0)

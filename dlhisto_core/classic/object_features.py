@@ -31,7 +31,7 @@ from skimage.segmentation import expand_labels
 from ..base.bounds import bounded, check_bounds
 from ..base.errors import InputError
 from ..io.slides import image_reader
-from .object_classes import label_strip
+from .object_classes import label_strip, strip_rows
 
 ASSUMED_PIXEL_SIZE = 0.5
 """µm per pixel of label images that record no pixel size (a 20x scan)."""
@@ -51,7 +51,8 @@ class ObjectFeatureOptions:
     neighbour_radius: float = bounded(50.0, 1.0, 1000.0)
     """µm: objects whose centres lie this close count as neighbours."""
     strip_height: int = bounded(1024, 16, 2**16)
-    """Rows of the label image read at a time."""
+    """Rows of the label image read at a time, at most: fewer of a slide wider than 8192 px
+    (``object_classes.strip_rows``), so that memory follows about 8 million pixels."""
 
     def __post_init__(self):
         check_bounds(self)
@@ -129,33 +130,30 @@ def _by_strips(labels, image, options: ObjectFeatureOptions, recorded: float | N
     height, width = labels.shape[:2]
     ring = max(1, round(options.ring_width / pixel_size))
     margin = ring + 2
-    done: set[int] = set()
+    done = np.zeros(1, bool)  # by object id: measured in an earlier strip
     ids, centres, values = [], [], []
-    top, rows = 0, options.strip_height
+    step = strip_rows(width, options.strip_height)
+    top, rows = 0, step
     while top < height:
         bottom = min(top + rows, height)
         lo, hi = max(top - margin, 0), min(bottom + margin, height)
         strip = label_strip(labels, lo, hi - lo, width)
-        slices = ndimage.find_objects(strip)
-        owned, incomplete = [], False
-        for index, where in enumerate(slices):
-            if where is None or index + 1 in done or not top <= lo + where[0].start < bottom:
-                continue
-            if lo + where[0].stop + margin > hi and hi < height:
-                incomplete = True
-                break
-            owned.append(index + 1)
-        if incomplete:  # an object taller than the strip: read more rows at once
+        present, first, last = _row_spans(strip)
+        if present.size and present[-1] >= len(done):
+            done = np.concatenate([done, np.zeros(int(present[-1]) + 1 - len(done), bool)])
+        mine = ~done[present] & (lo + first >= top) & (lo + first < bottom)  # objects are owned by their top row
+        if hi < height and (lo + last[mine] + 1 + margin > hi).any():  # taller than the strip: read more rows
             rows *= 2
             continue
-        if owned:
+        owned = present[mine]
+        if owned.size:
             intensity = _intensities(image.read_region(lo, 0, hi - lo, width), channels)
-            ids_, centres_, values_ = _strip_features(strip, intensity, np.asarray(owned), ring, pixel_size)
+            ids_, centres_, values_ = _strip_features(strip, intensity, owned, ring, pixel_size)
             ids.append(ids_)
             centres.append(centres_ + [lo, 0])
             values.append(values_)
-            done.update(owned)
-        top, rows = bottom, options.strip_height
+            done[owned] = True
+        top, rows = bottom, step
     ids_all = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     order = np.argsort(ids_all)
     centroids = np.concatenate(centres)[order] if ids else np.zeros((0, 2))
@@ -163,6 +161,19 @@ def _by_strips(labels, image, options: ObjectFeatureOptions, recorded: float | N
     neighbours = _neighbourhood(centroids * pixel_size, options.neighbour_radius)
     return ObjectFeatures(ids_all[order], centroids, np.hstack([table, neighbours]).astype(np.float32),
                           feature_names(channels), recorded)
+
+
+def _row_spans(strip: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The object ids of a label strip and the first and last row each occupies (vectorised:
+    scipy's find_objects lists every id up to the largest, a million on a slide)."""
+    where = np.flatnonzero(strip)
+    found = strip.ravel()[where]
+    order = np.argsort(found, kind="stable")
+    found, rows = found[order], where[order] // strip.shape[1]
+    present, starts = np.unique(found, return_index=True)
+    if not present.size:
+        return present, present, present
+    return present, np.minimum.reduceat(rows, starts), np.maximum.reduceat(rows, starts)
 
 
 def _intensities(region: np.ndarray, channels: list[str]) -> np.ndarray:
@@ -178,9 +189,11 @@ def _strip_features(strip: np.ndarray, intensity: np.ndarray, owned: np.ndarray,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ids, centres (strip rows) and features but the neighbourhood of the objects ``owned``."""
     mine = np.where(np.isin(strip, owned), strip, 0)
-    table = measure.regionprops_table(mine, properties=("label", "area", "perimeter", "axis_major_length",
-                                                        "axis_minor_length", "eccentricity", "solidity", "centroid"))
-    ids = table["label"]
+    numbered = np.where(mine > 0, np.searchsorted(owned, mine) + 1, 0)  # 1..n: regionprops lists ids up to the largest
+    table = measure.regionprops_table(numbered, properties=("label", "area", "perimeter", "axis_major_length",
+                                                            "axis_minor_length", "eccentricity", "solidity",
+                                                            "centroid"))
+    ids = owned[table["label"] - 1]
     area, perimeter = table["area"], table["perimeter"]
     circularity = np.where(perimeter > 0, 4 * math.pi * area / np.maximum(perimeter, 1e-9) ** 2, 1.0)
     columns = [area * pixel_size ** 2, perimeter * pixel_size, table["axis_major_length"] * pixel_size,
