@@ -141,11 +141,10 @@ def _by_strips(labels, image, options: ObjectFeatureOptions, recorded: float | N
         present, first, last = _row_spans(strip)
         if present.size and present[-1] >= len(done):
             done = np.concatenate([done, np.zeros(int(present[-1]) + 1 - len(done), bool)])
-        mine = ~done[present] & (lo + first >= top) & (lo + first < bottom)  # objects are owned by their top row
-        if hi < height and (lo + last[mine] + 1 + margin > hi).any():  # taller than the strip: read more rows
-            rows *= 2
-            continue
-        owned = present[mine]
+        starting = ~done[present] & (lo + first >= top) & (lo + first < bottom)  # objects owned by their top row
+        complete = (lo + last + 1 + margin <= hi) | (hi == height)  # with their ring inside the strip
+        pending = starting & ~complete  # left for the next strip, which starts at the first of them
+        owned = present[starting & complete]
         if owned.size:
             intensity = _intensities(image.read_region(lo, 0, hi - lo, width), channels)
             ids_, centres_, values_ = _strip_features(strip, intensity, owned, ring, pixel_size)
@@ -153,7 +152,12 @@ def _by_strips(labels, image, options: ObjectFeatureOptions, recorded: float | N
             centres.append(centres_ + [lo, 0])
             values.append(values_)
             done[owned] = True
-        top, rows = bottom, step
+        if not pending.any():
+            top, rows = bottom, step
+        elif int((lo + first[pending]).min()) > top:
+            top, rows = int((lo + first[pending]).min()), step
+        else:  # an object taller than the strip: read more rows at once
+            rows *= 2
     ids_all = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     order = np.argsort(ids_all)
     centroids = np.concatenate(centres)[order] if ids else np.zeros((0, 2))
