@@ -129,7 +129,7 @@ def _by_strips(labels, image, options: ObjectFeatureOptions, recorded: float | N
     channels = channel_names(image.shape, image.dtype)
     height, width = labels.shape[:2]
     ring = max(1, round(options.ring_width / pixel_size))
-    margin = ring + 2
+    margin = 2 * ring + 2  # a ring pixel goes to the nearest object: neighbours within two rings count
     done = np.zeros(1, bool)  # by object id: measured in an earlier strip
     ids, centres, values = [], [], []
     step = strip_rows(width, options.strip_height)
