@@ -96,6 +96,12 @@ def rows(figures: Path) -> list[tuple[str, str, str, str]]:
     out.append((f"QuPath GeoJSON export of {ours['objects']} nuclei: dlhisto / scikit-image script",
                 f"{ours['objects'] / ours['seconds']:.0f} / {bare['objects'] / bare['seconds']:.0f} objects/s, "
                 f"peak {ours['peak_mb']:.0f} / {bare['peak_mb']:.0f} MB", "", ""))
+    cells = load("cell_types")
+    ours, bare = cells["dlhisto"], cells["bare"]
+    out.append((f"cell types of {ours['objects']} nuclei (features, classifier; script: {bare['objects']}): dlhisto / "
+                "scikit-image script",
+                f"{ours['objects_per_second']:.0f} / {bare['objects_per_second']:.0f} objects/s, "
+                f"{ours['mb_per_1000_objects']:.2f} / {bare['mb_per_1000_objects']:.2f} MB per 1000 nuclei", "", ""))
     out.append(("Galaxy tool overhead (dlhisto_segment_classic: job - core time)",
                 f"{galaxy['galaxy_job_s']:.1f} s - {galaxy['core_s']:.1f} s = {galaxy['overhead_s']:.1f} s", "", ""))
     slurm = load("galaxy_slurm")
