@@ -163,7 +163,7 @@ def test_counts_per_type_and_region_match_numpy(typed, test_data):
     assert got["tumour", "all"]["region_area_mm2"] == pytest.approx(area_mm2, rel=0.01)
     assert got["tumour", "inflammatory"]["density_per_mm2"] == pytest.approx(
         got["tumour", "inflammatory"]["count"] / got["tumour", "all"]["region_area_mm2"])
-    geojson = count_cells(labels, classes, test_data / "hgsc_held_out_regions.geojson")
+    geojson = count_cells(labels, classes, test_data / "held_out_regions.geojson")
     halves = {(r["region"], r["cell_type"]): r["count"] for r in geojson}
     assert halves["Left half", "all"] + halves["Right half", "all"] == halves["whole image", "all"] == 599
 
