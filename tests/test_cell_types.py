@@ -219,5 +219,7 @@ def test_a_type_map_types_each_object_by_the_vote_of_its_pixels():
     assert typed.labels.tolist() == [3, 7, 9] and typed.classes.tolist() == [2, 1, 0]
     np.testing.assert_allclose(typed.probabilities, [[1 / 3, 2 / 3, 0], [0.5, 0, 0.5], [0, 0, 0]])
     assert [row["class"] for row in typed.rows()] == ["b", "a", ""]
+    untyped = read_object_classes(np.zeros_like(type_map), labels, class_names=["a"])  # a map with no class
+    assert untyped.labels.size == untyped.classes.size == 0
     counts = {r["cell_type"]: r["count"] for r in count_cells(labels, typed.as_object_classes())}
     assert counts == {"all": 3, "a": 1, "b": 1, "c": 0, "unclassified": 1}

@@ -32,6 +32,7 @@ def strip_rows(width: int, most: int = 1024) -> int:
     :data:`STRIP_PIXELS` pixels, at least 16."""
     return max(16, min(most, STRIP_PIXELS // max(width, 1)))
 
+
 ANNOTATION_KINDS = ("auto", "table", "class_map", "geojson")
 """What a file of object classes is: a label -> class table, a class map image, QuPath GeoJSON;
 auto: told by its first bytes."""
@@ -45,10 +46,6 @@ class ObjectClasses:
     labels: np.ndarray
     classes: np.ndarray
     names: list[str]
-
-    def name_of(self) -> dict[int, str]:
-        """Object id -> class name."""
-        return {int(label): self.names[k - 1] for label, k in zip(self.labels, self.classes)}
 
     def renumbered(self, names: Sequence[str], what: str) -> "ObjectClasses":
         """The same classes numbered as in ``names`` (a classifier's); unknown names refused."""
@@ -154,11 +151,7 @@ def vote_shares(class_map, labels, n_classes: int, name: str | None = None, labe
         counts, top_class = _counts(label_reader, _map_strips(map_reader, label_reader.shape[1]))
     if top_class > n_classes:
         raise InputError(f"the class map '{map_reader.name}' uses class {top_class}; {n_classes} class names given")
-    ids = np.array(sorted({label for label, _ in counts}), np.int64)
-    shares = np.zeros((len(ids), n_classes))
-    for (label, k), count in counts.items():
-        shares[np.searchsorted(ids, label), k - 1] = count
-    return VoteShares(ids, shares / np.maximum(shares.sum(axis=1, keepdims=True), 1))
+    return _shares(counts, n_classes)
 
 
 def from_geojson(path: str | os.PathLike, labels, class_names: Sequence[str] = (), name: str | None = None,
@@ -218,16 +211,21 @@ def _counts(label_reader, class_strip) -> tuple[dict[tuple[int, int], int], int]
     return counts, top_class
 
 
+def _shares(counts: dict[tuple[int, int], int], n_classes: int) -> VoteShares:
+    """The share of each class 1..n_classes among each object's classed pixels."""
+    pairs = np.array(list(counts), np.int64).reshape(-1, 2)
+    ids, rows = np.unique(pairs[:, 0], return_inverse=True)
+    shares = np.zeros((len(ids), n_classes))
+    shares[rows, pairs[:, 1] - 1] = list(counts.values())
+    return VoteShares(ids, shares / np.maximum(shares.sum(axis=1, keepdims=True), 1))
+
+
 def _vote(label_reader, class_strip) -> tuple[tuple[np.ndarray, np.ndarray], int]:
     """(ids, classes) of the objects by the majority of their classed pixels (ties: the lower
     class), and the highest class seen."""
     counts, top_class = _counts(label_reader, class_strip)
-    best: dict[int, tuple[int, int]] = {}
-    for (label, k), count in sorted(counts.items()):
-        if label not in best or count > best[label][0]:
-            best[label] = (count, k)
-    ids = np.array(sorted(best), np.int64)
-    return (ids, np.array([best[i][1] for i in ids.tolist()], np.int64)), top_class
+    voted = _shares(counts, max(top_class, 1))  # a map with no class: no votes
+    return (voted.labels, voted.shares.argmax(axis=1).astype(np.int64) + 1), top_class
 
 
 def label_strip(reader, top: int, rows: int, width: int) -> np.ndarray:
