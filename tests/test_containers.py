@@ -12,9 +12,9 @@ import dlhisto_core
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = {"Dockerfile": REPO / "containers" / "Dockerfile", "Apptainer": REPO / "containers" / "dlhisto.def"}
-LOCKS = ["requirements.lock", "requirements-omero.lock", "requirements-weights.lock",
+LOCKS = ["requirements.lock", "requirements-omero.lock",
          "requirements-bia-validator.lock", "requirements-bia-validator-nodeps.lock"]
-CI_LOCKS = ["requirements.lock", "requirements-omero.lock", "requirements-weights.lock"]  # pytest's environment
+CI_LOCKS = ["requirements.lock", "requirements-omero.lock"]  # pytest's environment
 
 
 def pins(lock: str) -> dict[str, str]:

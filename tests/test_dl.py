@@ -179,7 +179,6 @@ def test_the_shipped_imagenet_weights_recognise_a_photo_and_fill_the_mobilenet_e
     """The weights are torchvision's ImageNet MobileNetV2: with their head they call scikit-image's
     photo of a cat a cat; without it they fill every tensor of the U-Net's encoder."""
     import io
-    from importlib import metadata
 
     import torchvision
     from skimage import data, transform
@@ -187,7 +186,7 @@ def test_the_shipped_imagenet_weights_recognise_a_photo_and_fill_the_mobilenet_e
     from dlhisto_core.models import pretrained
 
     source = pretrained.IMAGENET["mobilenet_v2"]
-    raw = metadata.distribution(source.distribution).locate_file(source.member).read_bytes()
+    raw = (pretrained.WEIGHTS_FOLDER / source.file_name).read_bytes()
     classifier = torchvision.models.mobilenet_v2()
     classifier.load_state_dict(torch.load(io.BytesIO(raw), weights_only=True))
     photo = transform.resize(data.chelsea(), (224, 224), anti_aliasing=True)

@@ -18,7 +18,7 @@ if not IMAGE:
         raise RuntimeError("DLHISTO_IMAGE_REQUIRED is set but DLHISTO_IMAGE is not")
     pytest.skip("no image to test (scripts/test_containers builds one)", allow_module_level=True)
 
-LOCKS = ("requirements.lock", "requirements-omero.lock", "requirements-weights.lock")
+LOCKS = ("requirements.lock", "requirements-omero.lock")
 """What the image installs (containers/Dockerfile, target cuda), besides dlhisto itself."""
 PIP_OWN = {"pip", "setuptools", "wheel"}
 """Installed with the interpreter (ensurepip), not by a lock."""
