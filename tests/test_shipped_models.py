@@ -154,7 +154,7 @@ def region_masks(shape: tuple[int, int]) -> dict[str, np.ndarray]:
     """The areas of test-data/cmu_regions.geojson (drawn by eye on the slide) in SLIDE_REGION, by class."""
     import json
 
-    from dlhisto_core.io.geojson import ring_pixels
+    from dlhisto_core.io.rings import ring_pixels
 
     x0, y0 = SLIDE_REGION[:2]
     return {feature["properties"]["classification"]["name"]: ring_pixels(feature["geometry"]["coordinates"][0], y0, x0,

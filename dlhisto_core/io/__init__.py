@@ -15,6 +15,7 @@ module             holds
 ``tiling``         tiles in TIFF order, worked on in parallel
 ``tables``         tab-separated tables written and read
 ``geojson``        QuPath GeoJSON: labels out as outlines, annotations in as labels
+``rings``          polygon rings rasterised by scanlines
 ``untrusted``      bounded reading of zips, YAML and JSON from users
 ``metadata``       metadata from others' files checked against a schema
 ``inputs``         inputs as (path, name) pairs, paired by name

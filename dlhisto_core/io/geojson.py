@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
@@ -33,6 +33,7 @@ from .writers import write_tiled_image
 from ..base.bounds import bounded, check_bounds, check_choices, choice
 from .outputs import atomic_output
 from .tiling import tile_grid
+from .rings import ring_pixels
 
 OBJECT_TYPES = ("detection", "annotation")
 IMPORT_MODES = ("labels", "classes")
@@ -40,10 +41,6 @@ MAX_LABEL = 2**26
 """Largest label exported: per-label bookkeeping grows with the largest label, not the object count."""
 MAX_GEOJSON_BYTES = 2**30
 """Largest GeoJSON file imported (1 GiB: about two million nuclei outlines)."""
-ON_RING = 1e-9
-"""How close to a polygon's edge a pixel centre lies on it."""
-EDGES_AT_ONCE = 65536
-"""Polygon edges rasterised together (their crossings are held in memory at once)."""
 MAX_COORDINATE = 1e9
 """Largest coordinate accepted, in slide pixels (a 40x slide is about 10^5 pixels wide)."""
 MAX_FEATURES = 2_000_000
@@ -51,6 +48,8 @@ MAX_FEATURES = 2_000_000
 MAX_FEATURE_VERTICES = 250_000
 """Most vertices of one feature (QuPath's tissue outlines have thousands)."""
 MAX_VERTICES = 50_000_000
+MAX_MEASUREMENTS = 200
+"""Most measurements kept of one feature (QuPath's cell detections have about 50)."""
 """Most vertices of one file (a million nuclei outlines of 50 vertices)."""
 _PALETTE = ((200, 0, 0), (0, 150, 0), (0, 0, 180), (220, 160, 0), (150, 0, 150), (0, 160, 160),
             (120, 80, 40), (255, 110, 180))
@@ -366,6 +365,10 @@ class Annotation:
     """How errors refer to it: 'feature 3', with its QuPath name."""
     title: str | None = None
     """Its QuPath name, if it has one."""
+    colour: tuple[int, int, int] | None = None
+    """Its classification's colour, if the file gives one."""
+    measurements: dict[str, float] = field(default_factory=dict)
+    """Its numeric measurements (QuPath 0.4+ object or 0.2-0.3 list of name / value)."""
 
 
 def read_annotations(path: str | os.PathLike, name: str | None = None, downsample: float = 1.0) -> list[Annotation]:
@@ -421,7 +424,9 @@ def read_annotations(path: str | os.PathLike, name: str | None = None, downsampl
         if downsample != 1:
             parsed = affinity.scale(parsed, 1 / downsample, 1 / downsample, origin=(0, 0))
         title = properties["name"] if isinstance(properties.get("name"), str) else None
-        annotation = Annotation(parsed, _class_name(properties.get("classification"), name, what), what, title)
+        classification = properties.get("classification")
+        annotation = Annotation(parsed, _class_name(classification, name, what), what, title, _colour(classification),
+                                _measurements(properties.get("measurements")))
         classes.add(annotation.class_name)
         untrusted.check_class_count(len(classes - {None}), f"'{name}'")
         annotations.append(annotation)
@@ -512,6 +517,26 @@ def _class_name(classification, name: str, what: str) -> str | None:
     if isinstance(classification, dict) and isinstance(classification.get("names"), list):
         return ": ".join(str(n) for n in classification["names"])
     raise InputError(f"'{name}': {what} has a classification without a name")
+
+
+def _colour(classification) -> tuple[int, int, int] | None:
+    """A classification's colour: QuPath's [r, g, b], or the packed colorRGB of QuPath 0.2-0.3."""
+    colour = classification.get("color", classification.get("colorRGB")) if isinstance(classification, dict) else None
+    if isinstance(colour, list) and len(colour) == 3 and all(isinstance(c, int) and 0 <= c < 256 for c in colour):
+        return tuple(colour)
+    if isinstance(colour, int) and not isinstance(colour, bool):
+        return ((colour >> 16) & 255, (colour >> 8) & 255, colour & 255)
+    return None
+
+
+def _measurements(measurements) -> dict[str, float]:
+    """The finite numbers of a feature's measurements, by name; anything else is left out."""
+    if isinstance(measurements, list):  # QuPath 0.2-0.3: [{"name": ..., "value": ...}]
+        measurements = {m.get("name"): m.get("value") for m in measurements if isinstance(m, dict)}
+    if not isinstance(measurements, dict):
+        return {}
+    return {str(k)[:80]: float(v) for k, v in list(measurements.items())[:MAX_MEASUREMENTS]
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
 
 
 @dataclass
@@ -658,38 +683,3 @@ def _draw(strip: np.ndarray, geometry, value: int, top: int) -> None:
             rows, cols = draw.line(int(y0), int(x0), int(y1), int(x1))
             inside = (rows >= 0) & (rows < strip.shape[0]) & (cols >= 0) & (cols < strip.shape[1])
             strip[rows[inside], cols[inside]] = value
-
-
-def ring_pixels(coords, top: int, left: int, shape: tuple[int, int]) -> np.ndarray:
-    """The pixels of the window of ``shape`` at image row ``top`` and column ``left`` whose centres
-    lie inside the ring or on it (as scikit-image's ``draw.polygon`` decides), found by scanlines:
-    each edge toggles, on every pixel row it crosses, the pixels right of its crossing (even-odd
-    rule), so that the cost follows the rows the edges cross, not pixels x vertices."""
-    height, width = shape
-    toggles = np.zeros((height, width + 1), np.uint8)
-    on_ring = np.zeros((height, width), bool)
-    points = np.asarray(coords, np.float64) - [left + 0.5, top + 0.5]  # pixel centres at whole numbers
-    _mark_points(on_ring, points[:, 1], points[:, 0])
-    for start in range(0, len(points) - 1, EDGES_AT_ONCE):
-        corners = points[start:start + EDGES_AT_ONCE + 1]
-        (x0, y0), (x1, y1) = corners[:-1].T, corners[1:].T
-        first = np.clip(np.ceil(np.minimum(y0, y1)), 0, height).astype(np.int64)  # rows y0 <= row < y1
-        counts = np.clip(np.ceil(np.maximum(y0, y1)), 0, height).astype(np.int64) - first
-        edge = np.repeat(np.arange(len(counts)), counts)
-        rows = first[edge] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        x = x0[edge] + (rows - y0[edge]) / (y1[edge] - y0[edge]) * (x1[edge] - x0[edge])
-        np.add.at(toggles, (rows, np.clip(np.ceil(x), 0, width).astype(np.int64)), 1)
-        _mark_points(on_ring, rows, x)
-        for k in np.nonzero((y0 == y1) & (y0 == np.round(y0)))[0]:  # a horizontal edge along a row of centres
-            low, high = sorted((x0[k], x1[k]))
-            row_points = np.arange(np.ceil(low - ON_RING), np.floor(high + ON_RING) + 1)
-            _mark_points(on_ring, np.full(len(row_points), y0[k]), row_points)
-    return ((np.cumsum(toggles, axis=1, dtype=np.uint32)[:, :width] & 1) > 0) | on_ring
-
-
-def _mark_points(mask: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> None:
-    """Set the pixels whose centres are the given points, where they are pixel centres in the mask."""
-    inside = (rows > -1) & (rows < mask.shape[0]) & (columns > -1) & (columns < mask.shape[1])
-    rows, columns = rows[inside], columns[inside]
-    whole = (np.abs(rows - np.round(rows)) < ON_RING) & (np.abs(columns - np.round(columns)) < ON_RING)
-    mask[np.round(rows[whole]).astype(np.int64), np.round(columns[whole]).astype(np.int64)] = True

@@ -29,7 +29,8 @@ from skimage import draw, measure
 from ..io import untrusted
 from ..base.errors import InputError
 from ..classic.object_classes import ObjectClasses
-from ..io.geojson import class_colour, mask_polygons, ring_pixels
+from ..io.geojson import class_colour, mask_polygons
+from ..io.rings import ring_pixels
 from ..io.pixel_size import check_pixel_size, onto_grid
 
 NAMESPACE = "dlhisto"
