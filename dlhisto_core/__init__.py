@@ -23,6 +23,8 @@ predict                :func:`predict` with :class:`PredictOptions` (a package f
 classify               :func:`classify` with :class:`ClassifyOptions`
 evaluate               :func:`evaluate` (all modes, typed cells too, the tool's outputs); :func:`evaluate_instances`,
                        :func:`evaluate_classes`, :func:`evaluate_tile_classes` (the rows)
+view                   :func:`make_viewer` with :class:`ViewOptions`: a zoomable page of a slide
+                       with objects, regions and heatmaps over it
 crossval               :func:`cross_validate` with :class:`CrossValOptions`
 omero_fetch, _push     :mod:`dlhisto_core.omero`: ``connect``, then ``fetch`` or ``push``
 deposit                :func:`dlhisto_core.deposit.deposit`
@@ -37,7 +39,8 @@ Images are read with :func:`read_image` / :func:`read_labels` (or tile by tile w
 :func:`limit_threads` caps the CPU threads of every library (the command line's ``--threads``).
 
 The code lives in sub-packages by concern, each importing only those below it: ``base``, ``io``,
-``imaging``, ``classic``, ``evaluation``, ``ml``, ``models``, ``dl``, ``share``, ``study``, ``cli``
+``imaging``, ``classic``, ``evaluation``, ``ml``, ``models``, ``dl``, ``share``, ``view``, ``study``,
+``cli``
 (each ``__init__`` says what it holds).
 """
 
@@ -63,6 +66,8 @@ _EXPORTS = {
     "dl.classification": ["classify"],
     "evaluation.scoring": ["evaluate", "Evaluation", "evaluate_instances", "evaluate_classes", "evaluate_tile_classes"],
     "study.crossval": ["cross_validate", "CrossValOptions", "AnnotatedImage"],
+    "view.page": ["make_viewer"],
+    "view.layers": ["ViewOptions"],
     "io.geojson": ["labels_to_geojson", "geojson_to_labels", "ExportOptions", "ImportOptions"],
     "base.threads": ["limit_threads"],
     "models.shipped": ["pretrained_model"],

@@ -295,7 +295,12 @@ galaxy:
   tool_data_table_config_path: $work/config/tool_data_table_conf.xml
   galaxy_data_manager_data_path: $work/tool-data
   data_manager_config_file: $work/config/data_manager_conf.xml
+  # tools whose HTML Galaxy shows as a page instead of text: the viewer (its page and script
+  # are dlhisto's; text from the inputs is only data in it), as an admin allows it under
+  # Admin > Manage Allowlist
+  sanitize_allowlist_file: $work/config/sanitize_allowlist.txt
 EOF
+    echo dlhisto_view > "$work/config/sanitize_allowlist.txt"
     if [ -n "${SLURM_CONF:-}" ]; then
         write_job_conf "$work/config/job_conf.yml" "${DOCKER_CMD:-}"
         echo "  job_config_file: $work/config/job_conf.yml" >> "$work/config/galaxy.yml"

@@ -10,7 +10,8 @@ the real Aperio SVS (test-data/cmu_small_region.svs, fetched by scripts/fetch_te
 with the pretrained H&E models from the model base (nuclei, their types, the tissue map),
 downloads the typed nuclei, the tissue map, their QuPath GeoJSON and the counts per type and
 region, and draws the nuclei in their types' colours over a region of the slide
-(scripts/overlay.py). Between
+(scripts/overlay.py); last, it opens the workflow's viewer from the history as a user would
+(scripts/viewer_screenshot.py) and takes its pictures: the whole slide, and the dermis. Between
 the two, dlhisto's pretrained models go into the model base (its data manager), and the
 fluorescence nuclei model is applied to the held-out quadrant (which it never trained or tuned
 on) and scored.
@@ -36,6 +37,9 @@ USER_PASSWORD = "dlhisto-demo"
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOW = "nuclei_unet"
 TRAINING, HELD_OUT = ("q1", "q2", "q3"), ("q4",)
+VIEWER_ZOOM = ("1206", "1526", "1.5")
+"""Where the demo's second viewer picture looks, and the object it clicks: a large nucleus of the
+Aperio slide's dermis (x, y), 1.5 screen pixels per slide pixel."""
 
 
 def warm_up(gi: GalaxyInstance) -> None:
@@ -238,6 +242,16 @@ def run_slide_workflow(gi: GalaxyInstance, url: str, workflows: dict[str, str], 
     print(f"{drawn.stdout.split()[0]} typed nuclei outlined over dermis, epidermis and keratin: {picture}")
     print(f"QuPath: open cmu_small_region.svs, then File > Import objects: {files['qupath_cells']} and "
           f"{files['tissue_map']}")
+    viewer = gi.datasets.show_dataset(outputs["viewer"]["id"])
+    prefix = out_dir / "he_slide_viewer"
+    shot = subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(REPO / "scripts" / "viewer_screenshot.py"), url,
+                           USER_EMAIL, USER_PASSWORD, history["id"], viewer["id"], str(viewer["hid"]), str(prefix),
+                           *VIEWER_ZOOM], capture_output=True, text=True)
+    if shot.returncode:
+        print(f"the viewer's screenshots failed: {shot.stderr.strip()[-500:]}", file=sys.stderr)
+        return None
+    print(f"The viewer, one click from the history (the eye icon of '{viewer['name']}'): {prefix}_overview.png, "
+          f"and zoomed into the dermis: {prefix}_zoom.png")
     return history
 
 

@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dlhisto_core"
 
-LAYERS = ["base", "io", "imaging", "classic", "evaluation", "ml", "models", "dl", "share", "study", "cli"]
+LAYERS = ["base", "io", "imaging", "classic", "evaluation", "ml", "models", "dl", "share", "view", "study", "cli"]
 """Sub-packages from the ground up: each may import those before it, never those after."""
 
 MAX_LINES = 700

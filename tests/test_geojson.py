@@ -247,3 +247,22 @@ def test_labels_beyond_the_exported_range_are_refused_not_dropped(tmp_path):
     with pytest.raises(InputError, match="holds label 3000000000; at most 67108864 are exported"):
         labels_to_geojson(labels, tmp_path / "big.geojson")
     assert not (tmp_path / "big.geojson").exists()
+
+
+def test_annotations_keep_their_qupath_colour_and_numeric_measurements(tmp_path):
+    """QuPath 0.4+ ({"color": [r, g, b]}, measurements as an object) and 0.2-0.3 (packed
+    colorRGB, measurements as a name/value list); values that are not finite numbers are dropped."""
+    from dlhisto_core.io.geojson import read_annotations
+
+    square = {"type": "Polygon", "coordinates": [[[0, 0], [4, 0], [4, 4], [0, 4], [0, 0]]]}
+    path = tmp_path / "cells.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": square, "properties": {
+            "classification": {"name": "Tumor", "color": [200, 0, 0]},
+            "measurements": {"Area": 16, "Nucleus: Hematoxylin OD mean": 0.52, "note": "text", "flag": True}}},
+        {"type": "Feature", "geometry": square, "properties": {
+            "classification": {"name": "Stroma", "colorRGB": -16744320},
+            "measurements": [{"name": "Area", "value": 16.0}, {"name": "Perimeter", "value": "NaN"}]}}]}))
+    tumour, stroma = read_annotations(path)
+    assert (tumour.colour, tumour.measurements) == ((200, 0, 0), {"Area": 16.0, "Nucleus: Hematoxylin OD mean": 0.52})
+    assert (stroma.colour, stroma.measurements) == ((0, 128, 128), {"Area": 16.0})

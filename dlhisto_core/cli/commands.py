@@ -213,6 +213,18 @@ def run_count_cells(args: argparse.Namespace) -> None:
     _log("; ".join(f"{r['region']}: {r['count']} cells" for r in rows if r["cell_type"] == "all"))
 
 
+def run_view(args: argparse.Namespace) -> None:
+    from ..view.layers import ViewOptions
+    from ..view.page import make_viewer
+
+    summary = make_viewer(args.input, args.page, args.files_dir, _named(args.objects, args.objects_name),
+                          _named(args.regions, args.regions_name), _named(args.heatmap, args.heatmap_name),
+                          options_from(args, ViewOptions), args.image_name, args.files_url,
+                          args.threads or os.cpu_count() or 1)
+    _log("; ".join([f"{summary.width} x {summary.height} px in {summary.levels} zoom levels",
+                    *(f"{name}: {count if count is not None else 'heatmap'}" for name, _, count in summary.layers)]))
+
+
 def _labels_to_slide(labels: str, labels_name: str | None, image: str, image_name: str | None) -> float:
     """Slide pixels per label pixel: the labels' pixel size / the slide's when both record one, else 1."""
     from ..io.slides import image_reader
@@ -543,9 +555,10 @@ def _confinement(args: argparse.Namespace, outputs: dict, inputs: list) -> Confi
                               network=args.step in NETWORK_STEPS)
     if getattr(args, "checkpoint", None):
         confinement.write.append(Path(args.checkpoint).resolve().parent)
-    if getattr(args, "output_dir", None):
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        confinement.write.append(Path(args.output_dir))
+    for folder in (getattr(args, "output_dir", None), getattr(args, "files_dir", None)):  # written whole
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            confinement.write.append(Path(folder))
     if args.step == "install_model":  # Galaxy's parameters, replaced by the row; the package's folder
         from ..models.model_base import data_manager_folder
 

@@ -14,13 +14,16 @@ from ..study.crossval import CrossValOptions
 from ..dl.options import ClassifyOptions, DataOptions, PredictOptions, TrainOptions, TransferOptions
 from ..evaluation.scoring import MODES
 from ..imaging.features import FEATURES, FeatureSettings
-from ..io.geojson import ExportOptions, ImportOptions
+from ..io.geojson import ImportOptions
 from ..evaluation.metrics import IOU_THRESHOLDS
 from ..base.bounds import add_option
 from ..ml.pixel_classifier import ClassifyPixelsOptions, ForestOptions
 from ..classic.object_features import ObjectFeatureOptions
 from ..imaging.preprocessing import PreprocessOptions
 from ..models.shipped import SHIPPED
+from ..view.layers import ViewOptions
+from .arguments import (Parser, add_geojson_output, add_image_name, add_output, add_pairing,
+                        add_stain_arguments)
 
 DESCRIPTION = "dlhisto: image analysis for digital histology, one subcommand per step (each one a Galaxy tool)"
 
@@ -29,55 +32,11 @@ INPUT_FILES = frozenset({
     "input", "image", "labels", "target", "annotation", "geojson", "reference", "marker", "classifier", "model",
     "pretrained", "prediction", "truth", "tile_classes", "stain_reference", "validation_image", "validation_labels",
     "validation_annotation", "test_image", "test_labels", "metadata", "credentials", "evaluation", "attach", "bundle",
-    "table", "data_manager_json", "classes", "regions", "truth_classes", "prediction_classes", "type_map"})
+    "table", "data_manager_json", "classes", "regions", "truth_classes", "prediction_classes", "type_map",
+    "objects", "heatmap"})
 """The arguments (dests) that name input files, in any step where they are not an output
 (:func:`add_output`): the only files a confined step may read besides the software, and the
 files an output may not overwrite. Names, descriptions and other text never grant access."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors are one line, like every other dlhisto error."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def add_output(step: argparse.ArgumentParser, flag: str, **options) -> None:
-    """An output file of the step: :func:`main` checks, before any work, that no two outputs
-    share a path and that none would overwrite an input."""
-    action = step.add_argument(flag, **options)
-    step.set_defaults(outputs={**(step.get_default("outputs") or {}), action.dest: flag})
-
-
-def add_pairing(step: argparse.ArgumentParser, *pairs: tuple[str, str, str, str, bool]) -> None:
-    """--pair-by-name: the repeated inputs (first, second) of each pair are matched by their
-    display names instead of their order (Galaxy collections, by element identifier); each pair
-    is (first option, second option, what the first is, what the second is, whether every first
-    needs a second)."""
-    step.add_argument("--pair-by-name", action="store_true",
-                      help="pair the repeated inputs by their names (--*-name), not by their order")
-    step.set_defaults(pairs=pairs)
-
-
-def add_image_name(step: argparse.ArgumentParser) -> None:
-    step.add_argument("--image-name", metavar="NAME",
-                      help="name of the input in messages and tables (default: its file name)")
-
-
-def add_geojson_output(step: argparse.ArgumentParser, what: str) -> None:
-    """--geojson: the objects as QuPath GeoJSON (and for detections or annotations)."""
-    add_output(step, "--geojson", help=f"output: {what} as a QuPath GeoJSON FeatureCollection, in the "
-               "coordinates of the input's full resolution")
-    add_option(step, ExportOptions(), "object_type", help="QuPath object type of the GeoJSON features: "
-               "detection (many, measured) or annotation (editable) (default %(default)s)")
-
-
-def add_stain_arguments(step: argparse.ArgumentParser, about: str) -> None:
-    """--stain-normalization (PreprocessOptions' choices), --stain-reference and its name."""
-    add_option(step, PreprocessOptions(), "stain_normalization", help=about)
-    step.add_argument("--stain-reference", metavar="FILE",
-                      help="image to fit the stain reference on, or a reference saved by preprocess --stain-reference-out")
-    step.add_argument("--stain-reference-name", metavar="NAME", help="name of the reference in messages")
 
 
 def add_network_arguments(step: argparse.ArgumentParser, about: str = "") -> None:
@@ -365,6 +324,31 @@ def _count_cells(steps) -> None:
     add_image_name(count)
     add_output(count, "--table", required=True, help="output table: image, region, cell type, count, fraction, "
                "region area (mm²), density (per mm²)")
+
+
+def _view(steps) -> None:
+    """The arguments of ``dlhisto view``."""
+    view = steps.add_parser("view", help="a zoomable viewer page of a slide with its results over it (objects, "
+                            "regions, heatmaps): Deep Zoom tiles made once, OpenSeadragon, offline")
+    view.add_argument("input", help="the slide or image (scanner formats, OME-TIFF, TIFF, PNG, JPEG)")
+    add_image_name(view)
+    for flag, what in (("objects", "objects to outline, coloured by class, measurements shown on click (QuPath "
+                        "GeoJSON detections: predict, segment_classic, object_classifier_apply)"),
+                       ("regions", "regions to fill, coloured by class (QuPath GeoJSON: classify's tissue map, "
+                        "annotations)"),
+                       ("heatmap", "a probability map (a layer per channel) or class map (OME-TIFF) to shade, placed "
+                        "by its pixel size")):
+        view.add_argument(f"--{flag}", action="append", help=f"{what}; repeat for several")
+        view.add_argument(f"--{flag}-name", action="append", help="its layer's name (default: the file name)")
+    options = ViewOptions()
+    add_option(view, options, "outline_width", help="objects' outline width in slide pixels (default %(default)s)")
+    add_option(view, options, "region_fill", help="opacity of the regions' fill (default %(default)s)")
+    add_option(view, options, "heatmap_opacity", help="heatmaps' opacity when shown (default %(default)s)")
+    add_output(view, "--page", required=True, help="output: the viewer page (HTML)")
+    view.add_argument("--files-dir", required=True, help="folder for the page's tiles and scripts (Galaxy: the "
+                      "dataset's extra files)")
+    view.add_argument("--files-url", help="the folder's URL relative to the page (default: its relative path; "
+                      "Galaxy: '' as it serves extra files beside the page)")
 
 
 def _pixel_classifier_predict(steps) -> None:
@@ -660,13 +644,13 @@ def _pretrained(steps) -> None:
 STEP_PARSERS = (
     _preprocess, _segment_classic, _geojson_to_labels, _auto_annotate, _pixel_classifier_train,
     _pixel_classifier_predict, _object_classifier_train, _object_classifier_apply, _count_cells, _train, _transfer,
-    _predict, _classify, _evaluate, _crossval, _omero_fetch, _omero_push, _deposit, _deposit_upload, _install_model,
+    _predict, _classify, _evaluate, _view, _crossval, _omero_fetch, _omero_push, _deposit, _deposit_upload, _install_model,
     _pretrained)
 """One function per step adds its arguments, in the order ``dlhisto --help`` lists them."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="dlhisto", description=DESCRIPTION)
+    parser = Parser(prog="dlhisto", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"dlhisto {__version__}")
     parser.add_argument("--threads", type=_thread_count, metavar="N",
                         help="CPU threads of each library (Galaxy: the job's GALAXY_SLOTS; default: one per core)")
