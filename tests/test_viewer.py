@@ -112,19 +112,34 @@ def test_names_from_files_reach_the_page_only_as_data(tmp_path):
     data = json.loads(page.split('id="dlhisto-viewer">')[1].split("</script>")[0])
     assert data["name"] == name and data["layers"][0]["legend"][0]["name"] == name
     lookup = next((tmp_path / "files" / "tiles" / "objects_1_cells").glob("*.js")).read_text()
-    assert "</script>" not in lookup and json.loads(lookup.split(",", 3)[3].rsplit(")", 1)[0])[0][4] == [7, 3600]
+    assert "</script>" not in lookup and json.loads(lookup.split(",", 2)[2].rsplit(")", 1)[0])[0][4] == [7, 3600]
+
+
+def huge_region(path: Path) -> None:
+    """One region reaching far beyond any slide (1e8 px): clipped to the slide for clicks."""
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [{
+        "type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[-1e8, -1e8], [1e8, -1e8], [1e8, 1e8],
+                                                                            [-1e8, 1e8], [-1e8, -1e8]]]},
+        "properties": {"objectType": "annotation", "classification": {"name": "tissue"},
+                       "measurements": {"area_mm2": 1.5}}}]}))
 
 
 @needs_browser
 def test_the_page_opens_from_disk_and_shows_crafted_names_as_text(tmp_path):
     """A downloaded copy opened from disk (file://): tiles and lookups load without a server; a
-    class named like markup is shown as that text, and no script of it runs."""
+    class named like markup is shown as that text, and no script of it runs; a click outside
+    the objects finds the region under them, which spans too many cells to be cut (the 'large'
+    lookup)."""
     from playwright.sync_api import sync_playwright
 
     name = '<img src=x onerror="document.title=\'pwned\'">'
     crafted_geojson(tmp_path / "objects.geojson", name)
-    make_viewer(DATA / "nuclei.tif", tmp_path / "view.html", tmp_path / "files",
-                objects=[(tmp_path / "objects.geojson", "objects")])
+    huge_region(tmp_path / "region.geojson")
+    write_image(tmp_path / "slide.ome.tif", np.full((1400, 1400, 3), 230, np.uint8), pixel_size=(0.5, 0.5))
+    make_viewer(tmp_path / "slide.ome.tif", tmp_path / "view.html", tmp_path / "files",
+                objects=[(tmp_path / "objects.geojson", "objects")], regions=[(tmp_path / "region.geojson", "r")],
+                options=ViewOptions(cell_size=128))
+    assert [p.name for p in (tmp_path / "files" / "tiles" / "regions_1_cells").iterdir()] == ["large.js"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1000, "height": 700})
@@ -132,17 +147,20 @@ def test_the_page_opens_from_disk_and_shows_crafted_names_as_text(tmp_path):
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         page.goto((tmp_path / "view.html").as_uri())
         page.evaluate("window.dlhisto.opened.then(() => window.dlhisto.drawn())")
+        page.evaluate("window.dlhisto.goTo(130, 130, 2)")
+        page.evaluate("window.dlhisto.drawn()")
+        shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
         shown = page.evaluate("window.dlhisto.select(130, 130)")
         legend = page.locator(".legend li").all_inner_texts()
         panel = page.locator("#details td").all_inner_texts()
-        missed = page.evaluate("window.dlhisto.select(300, 300)")
+        region = page.evaluate("window.dlhisto.select(1000, 1200)")
         title = page.title()
-        shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
         browser.close()
     assert shown == {"layer": "objects", "class": name, "measurements": {name: 7, "area": 3600}}
-    assert legend == [f"{name}: 1"] and panel[:2] == ["objects", name] and missed is None
-    assert title == "nuclei.tif: dlhisto viewer" and not dialogs
-    assert (np.abs(shot.astype(int) - (0, 0, 255)).max(axis=2) < 30).sum() > 100  # the square's blue outline
+    assert legend == ["tissue: 1", f"{name}: 1"] and panel[:2] == ["objects", name]
+    assert region == {"layer": "r", "class": "tissue", "measurements": {"area_mm2": 1.5}}
+    assert title == "slide.ome.tif: dlhisto viewer" and not dialogs
+    assert (np.abs(shot.astype(int) - (0, 0, 255)).max(axis=2) < 40).sum() > 200  # the square's blue outline
 
 
 def test_a_heatmap_that_cannot_be_placed_is_refused_and_nothing_is_left(tmp_path):
@@ -183,3 +201,16 @@ def test_the_command_runs_confined_and_reports_in_one_line(tmp_path):
                              capture_output=True, text=True)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert refused.stderr.startswith("dlhisto view: error: 'nuclei.tif' is not UTF-8 text")
+
+
+def test_fluorescence_is_stretched_between_percentiles_into_colour_channels(tmp_path):
+    """A 16-bit image of two channels: each channel stretched between its 1st and 99.5th
+    percentiles, shown as red and green."""
+    y, x = np.mgrid[:300, :300]
+    image = np.stack([x * 10, 4000 - y * 10], axis=-1).astype(np.uint16)
+    write_image(tmp_path / "fluo.ome.tif", image, pixel_size=(0.3, 0.3))
+    summary = make_viewer(tmp_path / "fluo.ome.tif", tmp_path / "view.html", tmp_path / "files")
+    shown = tile(tmp_path / "files", "slide", summary.levels - 1, 0, 0).astype(int)
+    assert summary.pixel_size == pytest.approx(0.3)
+    assert shown[150, 5, 0] < 10 and shown[150, 295, 0] > 245 and shown[5, 150, 1] > 245 and shown[295, 150, 1] < 10
+    assert np.abs(shown[..., 2]).max() < 12  # no third channel: blue stays dark (JPEG's chroma)

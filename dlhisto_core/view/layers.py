@@ -33,6 +33,10 @@ UNCLASSIFIED_COLOUR = (255, 220, 0)
 """Objects without a class: yellow, which stands out on hematoxylin and eosin."""
 MAX_HEATMAP_CHANNELS = 16
 """Most channels of a probability map shown as layers."""
+LARGE_FEATURE_CELLS = 64
+"""Cells a feature may span and still be looked up by cell (larger: in the 'large' script)."""
+MAX_LARGE_FEATURES = 20_000
+"""Most features larger than that in one layer (each click loads them all)."""
 MAX_CLICK_OUTLINE_POINTS = 400
 """Outline points kept per object for clicks (longer outlines are thinned evenly)."""
 
@@ -115,7 +119,7 @@ def vector_layer(geojson: str | Path, kind: str, name: str, slide_shape: tuple[i
     for feature in features:
         counts[feature.class_name] += 1
     legend = [{"name": c or "unclassified", "colour": list(colours[c]), "count": n} for c, n in counts.items() if n]
-    lookup = _write_lookup(features, classes, bounds, folder / f"{key}_cells", key, options.cell_size)
+    lookup = _write_lookup(features, classes, bounds, folder / f"{key}_cells", key, options.cell_size, slide_shape)
     return Layer(name, kind, pyramid, legend=legend, lookup={"key": key, "folder": f"{key}_cells", **lookup})
 
 
@@ -129,22 +133,32 @@ def _class_colours(features: list[Annotation], classes: list[str]) -> dict:
 
 
 def _write_lookup(features: list[Annotation], classes: list[str], bounds: np.ndarray, folder: Path, key: str,
-                  cell: int) -> dict:
-    """Each cell's features as a script calling ``dlhistoCell(key, cx, cy, rows)``; the cells
-    written, the measurement columns and the class names."""
+                  cell: int, slide_shape: tuple[int, int]) -> dict:
+    """Each cell's features as a script calling ``dlhistoCell(key, cell, rows)``; features that
+    span more than :data:`LARGE_FEATURE_CELLS` cells (a tissue outline) go into one script,
+    'large', that every click loads. The cells written, the measurement columns, the classes."""
     folder.mkdir(parents=True, exist_ok=True)
     columns = sorted({name for a in features for name in a.measurements})
     class_index = {name: k for k, name in enumerate(classes)}
-    cells: dict[tuple[int, int], list[int]] = {}
+    last_column, last_row = (slide_shape[1] - 1) // cell, (slide_shape[0] - 1) // cell
+    cells: dict[str, list[int]] = {}
     for k, (x0, y0, x1, y1) in enumerate(bounds):
-        for cx in range(max(int(x0 // cell), 0), int(x1 // cell) + 1):
-            for cy in range(max(int(y0 // cell), 0), int(y1 // cell) + 1):
-                cells.setdefault((cx, cy), []).append(k)
-    for (cx, cy), members in cells.items():
+        columns_of = range(max(int(x0 // cell), 0), min(int(x1 // cell), last_column) + 1)
+        rows_of = range(max(int(y0 // cell), 0), min(int(y1 // cell), last_row) + 1)
+        if len(columns_of) * len(rows_of) > LARGE_FEATURE_CELLS:
+            cells.setdefault("large", []).append(k)
+            continue
+        for cx in columns_of:
+            for cy in rows_of:
+                cells.setdefault(f"{cx}_{cy}", []).append(k)
+    if len(cells.get("large", [])) > MAX_LARGE_FEATURES:
+        raise InputError(f"{len(cells['large']):,} features each span more than {LARGE_FEATURE_CELLS} cells of "
+                         f"{cell} px; at most {MAX_LARGE_FEATURES:,} so large are shown")
+    for name, members in cells.items():
         rows = [_lookup_row(k, features[k], class_index, bounds[k], columns) for k in members]
         text = json.dumps(rows, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
-        (folder / f"{cx}_{cy}.js").write_text(f"dlhistoCell({json.dumps(key)},{cx},{cy},{text});\n")
-    return {"cell": cell, "cells": sorted(f"{cx}_{cy}" for cx, cy in cells), "columns": columns, "classes": classes}
+        (folder / f"{name}.js").write_text(f"dlhistoCell({json.dumps(key)},{json.dumps(name)},{text});\n")
+    return {"cell": cell, "cells": sorted(cells), "columns": columns, "classes": classes}
 
 
 def _lookup_row(number: int, feature: Annotation, class_index: dict, bounds: np.ndarray, columns: list[str]) -> list:
@@ -169,8 +183,8 @@ def heatmap_layers(path: str | Path, name: str, slide_pixel_size: float | None, 
         height, width = reader.shape[:2]
         channels = reader.shape[2] if len(reader.shape) == 3 else 1
         scale = _heatmap_scale(reader, name, slide_pixel_size, slide_shape)
-        is_class_map = channels == 1 and np.issubdtype(reader.dtype, np.integer) and reader.dtype != np.uint8 \
-            or channels == 1 and reader.dtype == np.uint8 and _few_values(reader)
+        integer = np.issubdtype(reader.dtype, np.integer)
+        is_class_map = channels == 1 and integer and (reader.dtype != np.uint8 or _few_values(reader))
         if channels > MAX_HEATMAP_CHANNELS:
             raise InputError(f"'{name}' has {channels} channels; a heatmap shows at most {MAX_HEATMAP_CHANNELS}")
         if is_class_map:

@@ -140,8 +140,7 @@ def _display(reader):
         scaled = np.clip((region - low) / span * 255, 0, 255).astype(np.uint8)
         if scaled.shape[2] == 1:
             return np.repeat(scaled, 3, axis=2)
-        return np.concatenate([scaled, np.zeros((*scaled.shape[:2], 3 - scaled.shape[2]), np.uint8)], axis=2) \
-            if scaled.shape[2] < 3 else scaled
+        return np.pad(scaled, ((0, 0), (0, 0), (0, 3 - scaled.shape[2])))  # two channels: red and green
 
     if not np.isfinite(low).all() or not np.isfinite(high).all():
         raise InputError(f"'{reader.name}' has no finite intensities to show")

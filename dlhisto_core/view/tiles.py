@@ -67,25 +67,34 @@ def level_count(width: int, height: int) -> int:
 
 def halve_rgb(strip: np.ndarray) -> np.ndarray:
     """An RGB strip halved by the mean of each 2 x 2 block (odd edges: the last row or column repeated)."""
-    blocks = _blocks(strip).astype(np.uint16)
-    return ((blocks.sum(axis=(1, 3)) + 2) // 4).astype(np.uint8)
+    corners = _corners(strip)
+    total = corners[0].astype(np.uint16)
+    for corner in corners[1:]:
+        total += corner
+    total += 2
+    total >>= 2
+    return total.astype(np.uint8)
 
 
 def halve_rgba(strip: np.ndarray) -> np.ndarray:
     """An RGBA overlay halved: colour averaged over the covered pixels of each 2 x 2 block,
     opacity their maximum, so that thin outlines stay visible on the overview."""
-    blocks = _blocks(strip).astype(np.float32)
-    alpha = blocks[..., 3:]
-    weight = alpha.sum(axis=(1, 3))
-    colour = (blocks[..., :3] * alpha).sum(axis=(1, 3)) / np.maximum(weight, 1)
-    return np.concatenate([np.rint(colour), alpha.max(axis=(1, 3))], axis=-1).astype(np.uint8)
+    corners = _corners(strip)
+    alphas = [corner[..., 3:].astype(np.uint32) for corner in corners]
+    weight = alphas[0] + alphas[1] + alphas[2] + alphas[3]
+    colour = sum(corner[..., :3] * alpha for corner, alpha in zip(corners, alphas))
+    colour = (colour + weight // 2) // np.maximum(weight, 1)
+    opacity = np.maximum(np.maximum(corners[0][..., 3], corners[1][..., 3]),
+                         np.maximum(corners[2][..., 3], corners[3][..., 3]))
+    return np.concatenate([colour.astype(np.uint8), opacity[..., None]], axis=-1)
 
 
-def _blocks(strip: np.ndarray) -> np.ndarray:
+def _corners(strip: np.ndarray) -> list[np.ndarray]:
+    """The four pixels of every 2 x 2 block, as four strided views (no copy unless a side is odd)."""
     rows, columns = strip.shape[:2]
     if rows % 2 or columns % 2:
         strip = np.pad(strip, ((0, rows % 2), (0, columns % 2), (0, 0)), mode="edge")
-    return strip.reshape(strip.shape[0] // 2, 2, strip.shape[1] // 2, 2, strip.shape[2])
+    return [strip[dy::2, dx::2] for dy in (0, 1) for dx in (0, 1)]
 
 
 class _Encoder:

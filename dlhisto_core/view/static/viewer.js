@@ -124,8 +124,8 @@
   viewer.addHandler("resize", updateScaleBar);
 
   // --- clicks: the object under the pointer and its measurements ---
-  window.dlhistoCell = function (key, cx, cy, rows) {
-    const id = key + ":" + cx + "_" + cy;
+  window.dlhistoCell = function (key, cell, rows) {
+    const id = key + ":" + cell;
     cells[id] = rows;
     if (waiting[id]) waiting[id](rows);
   };
@@ -157,8 +157,8 @@
       const layer = data.layers[k];
       if (!layer.lookup || !items[k] || items[k].getOpacity() === 0) continue;
       const cell = Math.floor(x / layer.lookup.cell) + "_" + Math.floor(y / layer.lookup.cell);
-      if (layer.lookup.cells.indexOf(cell) < 0) continue;
-      const rows = await loadCell(layer, cell);
+      const wanted = [cell, "large"].filter(function (name) { return layer.lookup.cells.indexOf(name) >= 0; });
+      const rows = [].concat.apply([], await Promise.all(wanted.map(function (name) { return loadCell(layer, name); })));
       for (const row of rows) {
         const box = row[2];
         if (x < box[0] || x > box[2] || y < box[1] || y > box[3]) continue;
