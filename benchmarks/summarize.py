@@ -102,6 +102,14 @@ def rows(figures: Path) -> list[tuple[str, str, str, str]]:
                 "scikit-image script",
                 f"{ours['objects_per_second']:.0f} / {bare['objects_per_second']:.0f} objects/s, "
                 f"{ours['mb_per_1000_objects']:.2f} / {bare['mb_per_1000_objects']:.2f} MB per 1000 nuclei", "", ""))
+    viewer = load("viewer")
+    out.append((f"viewer tiles of a {viewer['gigapixels']:.2f} Gpx slide + {viewer['objects']} objects: Mpx/s, peak memory",
+                f"{viewer['dlhisto_mpx_s']:.1f} Mpx/s, {viewer['dlhisto_peak_gb']:.2f} GB", "bounded memory", ""))
+    out.append((f"viewer tiles, same work ({viewer['same_work_gigapixels']:.2f} Gpx): dlhisto / OpenSlide "
+                "DeepZoomGenerator (Mpx/s)", f"{viewer['dlhisto_same_work_mpx_s']:.1f} / {viewer['bare_mpx_s']:.1f} = "
+                f"{viewer['ratio_same_work']:.2f}", "", ""))
+    out.append((f"viewer's first view of the {viewer['gigapixels']:.2f} Gpx slide in headless Chromium (s)",
+                f"{viewer['first_view_seconds']:.2f}", "< 2 s", "met" if viewer["first_view_seconds"] < 2 else "missed"))
     out.append(("Galaxy tool overhead (dlhisto_segment_classic: job - core time)",
                 f"{galaxy['galaxy_job_s']:.1f} s - {galaxy['core_s']:.1f} s = {galaxy['overhead_s']:.1f} s", "", ""))
     slurm = load("galaxy_slurm")

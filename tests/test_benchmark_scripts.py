@@ -27,6 +27,7 @@ TINY = {
     "restoration": ["--epochs", "1", "--json", "{tmp}/figures.json"],
     "segment_classic_vs_skimage": ["--repeats", "1", "--json", "{tmp}/figures.json"],
     "slide_reading": ["--repeats", "1", "--json", "{tmp}/figures.json"],
+    "viewer": ["--gigapixels", "0.01", "--bare-gigapixels", "0.005", "--json", "{tmp}/figures.json"],
     "zoo_predict": ["--size", "256", "--tile-size", "128", "--repeats", "1", "--json", "{tmp}/figures.json"],
 }
 """Arguments that make each benchmark's work tiny (seconds)."""
