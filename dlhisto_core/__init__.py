@@ -26,6 +26,8 @@ evaluate               :func:`evaluate` (all modes, typed cells too, the tool's 
 view                   :func:`make_viewer` with :class:`ViewOptions`: a zoomable page of a slide
                        with objects, regions and heatmaps over it
 crossval               :func:`cross_validate` with :class:`CrossValOptions`
+cohort                 :func:`compare_samples` with :class:`SampleClassifierOptions` (then
+                       :func:`write_cohort`): readouts per sample, groups compared, samples classified
 omero_fetch, _push     :mod:`dlhisto_core.omero`: ``connect``, then ``fetch`` or ``push``
 deposit                :func:`dlhisto_core.deposit.deposit`
 pretrained             :func:`pretrained_model`: dlhisto's pretrained models (:mod:`dlhisto_core.models.shipped`)
@@ -66,6 +68,8 @@ _EXPORTS = {
     "dl.classification": ["classify"],
     "evaluation.scoring": ["evaluate", "Evaluation", "evaluate_instances", "evaluate_classes", "evaluate_tile_classes"],
     "study.crossval": ["cross_validate", "CrossValOptions", "AnnotatedImage"],
+    "study.cohort": ["compare_samples", "write_cohort"],
+    "study.sample_classifier": ["SampleClassifierOptions"],
     "view.page": ["make_viewer"],
     "view.layers": ["ViewOptions"],
     "io.geojson": ["labels_to_geojson", "geojson_to_labels", "ExportOptions", "ImportOptions"],

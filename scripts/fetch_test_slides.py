@@ -32,7 +32,8 @@ a segmentation model's output, not an expert's annotation.
 
 From the two crops, the tissue-map data: training images with classed tiles, and a held-out
 slide with the class of its clear tiles (write_tissue_map_data); from the nest crop and its
-nuclei mask, the H&E nuclei images of the pretrained nuclei_he model (write_he_nuclei_data).
+nuclei mask, the H&E nuclei images of the pretrained nuclei_he model (write_he_nuclei_data);
+from the quadrants of both, the eight samples in two groups of the cohort tests (write_cohort_data).
 
 Outputs (git-ignored): test-data/cmu_*, test-data/hgsc_*.
 """
@@ -523,9 +524,32 @@ def write_cell_type_data(histolytics: dict[str, Path]) -> list[Path]:
     return written
 
 
+COHORT_GROUPS = {"nest": "hgsc_nest.jpg", "stroma": "hgsc_stromal_he.jpg"}
+"""The cohort's two groups: histolytics' tumour nest crop and its stroma crop (one ovarian
+carcinoma slide), each cut into its four quadrants: eight samples, two groups of four."""
+
+
+def write_cohort_data(histolytics: dict[str, Path]) -> list[Path]:
+    """The cohort's samples as OME-TIFFs at HISTOLYTICS_PIXEL_SIZE, hgsc_cohort_GROUP_K.ome.tif
+    (K = 1..4: top left, top right, bottom left, bottom right), for tests/test_cohort.py and the
+    he_cohort workflow. Quadrants of one slide: not independent patients."""
+    from PIL import Image
+
+    written = []
+    for group, name in COHORT_GROUPS.items():
+        crop = np.asarray(Image.open(histolytics[name]).convert("RGB"))
+        half = crop.shape[0] // 2
+        for k, (y, x) in enumerate(((0, 0), (0, half), (half, 0), (half, half)), 1):
+            path = DATA / f"hgsc_cohort_{group}_{k}.ome.tif"
+            tifffile.imwrite(path, crop[y:y + half, x:x + half], ome=True, photometric="rgb",
+                             metadata={"axes": "YXS", **OME_PIXEL_SIZE})
+            written.append(path)
+    return written
+
+
 if __name__ == "__main__":
     slide = fetch_slide()
     histolytics = fetch_histolytics()
     print(*(write(slide) for write in (write_pyramid, write_leica, write_ndpi, write_philips, write_ventana,
                                         write_dicom)), *write_tissue_map_data(histolytics),
-          *write_cell_type_data(histolytics))
+          *write_cell_type_data(histolytics), *write_cohort_data(histolytics))

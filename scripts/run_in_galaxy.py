@@ -74,11 +74,11 @@ def import_workflows(gi: GalaxyInstance) -> dict[str, str]:
     return ids
 
 
-def upload_list(gi: GalaxyInstance, history_id: str, name: str, files: dict[str, Path]) -> str:
+def upload_list(gi: GalaxyInstance, history_id: str, name: str, files: dict[str, Path], file_type: str = "tiff") -> str:
     """Upload files as a list collection (element identifier -> file); its id."""
     elements = []
     for identifier, path in files.items():
-        dataset = gi.tools.upload_file(str(path), history_id, file_type="tiff", file_name=path.name)["outputs"][0]
+        dataset = gi.tools.upload_file(str(path), history_id, file_type=file_type, file_name=path.name)["outputs"][0]
         elements.append({"name": identifier, "src": "hda", "id": dataset["id"]})
     for element in elements:
         gi.datasets.wait_for_dataset(element["id"], maxwait=600)

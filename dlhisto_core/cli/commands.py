@@ -225,6 +225,20 @@ def run_view(args: argparse.Namespace) -> None:
                     *(f"{name}: {count if count is not None else 'heatmap'}" for name, _, count in summary.layers)]))
 
 
+def run_cohort(args: argparse.Namespace) -> None:
+    from ..study.cohort import compare_samples, write_cohort
+    from ..study.sample_classifier import SampleClassifierOptions
+
+    cohort = compare_samples(_named(args.table, args.table_name), args.sample_sheet, args.sample_sheet_name, args.group_column,
+                             options_from(args, SampleClassifierOptions))
+    with outputs_together(args.readouts, args.comparison, args.classification, args.report) as paths:
+        write_cohort(cohort, *paths, group_column=args.group_column)
+    scores = {s["score"]: s for s in cohort.classification.scores}
+    _log(f"{len(cohort.readouts.rows)} samples, {len(cohort.readouts.features)} readouts, "
+         f"{sum(r['q_value'] < 0.05 for r in cohort.comparison)} differ between groups at q < 0.05; cross-validated "
+         f"balanced accuracy {scores['balanced_accuracy']['value']:.3g}, ROC AUC {scores['roc_auc']['value']:.3g}")
+
+
 def _labels_to_slide(labels: str, labels_name: str | None, image: str, image_name: str | None) -> float:
     """Slide pixels per label pixel: the labels' pixel size / the slide's when both record one, else 1."""
     from ..io.slides import image_reader

@@ -11,6 +11,7 @@ from .. import __version__
 from ..classic.annotation import AutoAnnotateOptions
 from ..classic.segmentation import THRESHOLD_METHODS, ClassicOptions
 from ..study.crossval import CrossValOptions
+from ..study.sample_classifier import SampleClassifierOptions
 from ..dl.options import ClassifyOptions, DataOptions, PredictOptions, TrainOptions, TransferOptions
 from ..evaluation.scoring import MODES
 from ..imaging.features import FEATURES, FeatureSettings
@@ -33,7 +34,7 @@ INPUT_FILES = frozenset({
     "pretrained", "prediction", "truth", "tile_classes", "stain_reference", "validation_image", "validation_labels",
     "validation_annotation", "test_image", "test_labels", "metadata", "credentials", "evaluation", "attach", "bundle",
     "table", "data_manager_json", "classes", "regions", "truth_classes", "prediction_classes", "type_map",
-    "objects", "heatmap"})
+    "objects", "heatmap", "sample_sheet"})
 """The arguments (dests) that name input files, in any step where they are not an output
 (:func:`add_output`): the only files a confined step may read besides the software, and the
 files an output may not overwrite. Names, descriptions and other text never grant access."""
@@ -351,6 +352,33 @@ def _view(steps) -> None:
                       "Galaxy: '' as it serves extra files beside the page)")
 
 
+def _cohort(steps) -> None:
+    """The arguments of ``dlhisto cohort``."""
+    cohort = steps.add_parser("cohort", help="a study's samples: one row of readouts per sample, the groups compared "
+                              "readout by readout, the samples classified from their readouts (cross-validated)")
+    cohort.add_argument("--table", action="append", required=True, help="a table of the samples (count_cells, "
+                        "classify's tiles, object measurements): its 'image' column names each row's sample, or "
+                        "without one its name does; repeat for every table")
+    cohort.add_argument("--table-name", action="append", help="its name (default: the file name), the sample's "
+                        "name for a table without an 'image' column")
+    cohort.add_argument("--sample-sheet", required=True, help="table of the samples: a 'sample' column, a group "
+                        "column and any covariates")
+    cohort.add_argument("--sample-sheet-name", help="display name of the sample sheet")
+    cohort.add_argument("--group-column", default="group", help="the sample sheet's column of groups (default "
+                        "%(default)s)")
+    options = SampleClassifierOptions()
+    add_option(cohort, options, "method", help="classifier of the samples: logistic (L2-regularised logistic "
+               "regression) or forest (default %(default)s)")
+    for name in ("folds", "regularisation", "trees", "bootstrap", "seed"):
+        add_option(cohort, options, name, help="default %(default)s")
+    add_output(cohort, "--readouts", required=True, help="output table: one row per sample, its sheet's columns "
+               "and its readouts")
+    add_output(cohort, "--comparison", help="output table: every readout compared between the groups")
+    add_output(cohort, "--classification", help="output table: cross-validated scores with 95 %% intervals, each "
+               "sample's out-of-fold prediction, the top features")
+    add_output(cohort, "--report", help="output: HTML report with box plots by group")
+
+
 def _pixel_classifier_predict(steps) -> None:
     """The arguments of ``dlhisto pixel_classifier_predict``."""
     predict = steps.add_parser("pixel_classifier_predict",
@@ -644,7 +672,7 @@ def _pretrained(steps) -> None:
 STEP_PARSERS = (
     _preprocess, _segment_classic, _geojson_to_labels, _auto_annotate, _pixel_classifier_train,
     _pixel_classifier_predict, _object_classifier_train, _object_classifier_apply, _count_cells, _train, _transfer,
-    _predict, _classify, _evaluate, _view, _crossval, _omero_fetch, _omero_push, _deposit, _deposit_upload, _install_model,
+    _predict, _classify, _evaluate, _view, _crossval, _cohort, _omero_fetch, _omero_push, _deposit, _deposit_upload, _install_model,
     _pretrained)
 """One function per step adds its arguments, in the order ``dlhisto --help`` lists them."""
 

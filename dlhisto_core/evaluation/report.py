@@ -1,9 +1,6 @@
-"""The HTML report of ``dlhisto evaluate``: one self-contained page (no scripts, no links out)
-with the tables, plots and pictures of the errors, for people who will not open a TSV.
-
-Numbers in the report's tables are formatted exactly as in the TSV outputs. Plots are inline
-SVG with their text kept as text, so a browser (or a test) can read the counts written in the
-confusion matrix; pictures of the errors are PNGs embedded as data URIs.
+"""The HTML report of ``dlhisto evaluate``: one self-contained page (:mod:`pages`) with the
+tables, plots and pictures of the errors; the counts of the confusion matrix are SVG text, the
+pictures of the errors PNGs embedded as data URIs.
 """
 
 from __future__ import annotations
@@ -22,10 +19,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
-from .. import __version__
 from . import metrics  # noqa: E402
-from ..io.outputs import atomic_output  # noqa: E402
 from ..io.tables import format_value  # noqa: E402
+from .pages import figure, paragraph, svg, table, write_page  # noqa: E402
 from ..imaging.intensity import channel_range, stretch
 
 OVERLAY_MAX_SIDE = 1024
@@ -33,16 +29,6 @@ OVERLAY_MAX_SIDE = 1024
 COLOURS = {"match": (46, 204, 64), "false positive": (255, 65, 54), "missed": (255, 220, 0)}
 INSTANCE_COLUMNS = ("threshold", "tp", "fp", "fn", "precision", "recall", "f1", "average_precision",
                     "mean_matched_iou", "panoptic_quality", "aji")
-STYLE = """
-body { font-family: sans-serif; margin: 2em; max-width: 75em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
-th { background: #eee; } td:first-child, th:first-child { text-align: left; }
-figure { display: inline-block; margin: 0 1.5em 1.5em 0; vertical-align: top; }
-figcaption { font-size: 0.9em; max-width: 40em; }
-.legend span { display: inline-block; width: 1em; height: 1em; margin: 0 0.3em 0 1em; vertical-align: middle; }
-.meta { color: #666; font-size: 0.85em; }
-"""
 
 
 def instance_report(path: str | os.PathLike, rows: Sequence[dict], loaded: Sequence[tuple],
@@ -54,25 +40,25 @@ def instance_report(path: str | os.PathLike, rows: Sequence[dict], loaded: Seque
     threshold = pooled[0]["threshold"]
     first = pooled[0]
     sections = [
-        _paragraph(f"{len(loaded)} image(s). At IoU {format_value(threshold)}: {first['tp']} predicted objects match "
+        paragraph(f"{len(loaded)} image(s). At IoU {format_value(threshold)}: {first['tp']} predicted objects match "
                    f"a true object, {first['fp']} are false positives, {first['fn']} true objects are missed; "
                    f"F1 {format_value(first['f1'])}, aggregated Jaccard index {format_value(first['aji'])}."),
-        "<h2>All images pooled</h2>", _table(pooled, INSTANCE_COLUMNS, "pooled"),
-        "<h2>Scores against the IoU threshold</h2>", _figure(_threshold_plot(pooled), (
+        "<h2>All images pooled</h2>", table(pooled, INSTANCE_COLUMNS, "pooled"),
+        "<h2>Scores against the IoU threshold</h2>", figure(_threshold_plot(pooled), (
             "Pooled over all images. A predicted object counts as a match when its intersection over union "
             "with a true object reaches the threshold (one-to-one matching)."))]
     if len(loaded) > 1:
         per_image = [r for r in rows if r["image"] != "all" and r["threshold"] == threshold]
         sections += [f"<h2>Per image, IoU {format_value(threshold)}</h2>",
-                     _table(per_image, ("image",) + INSTANCE_COLUMNS, "per-image")]
+                     table(per_image, ("image",) + INSTANCE_COLUMNS, "per-image")]
     sections += [f"<h2>Errors at IoU {format_value(threshold)}</h2>", _legend()]
     for truth, predicted, name in loaded:
         true_ids, pred_ids = metrics.matched_objects(truth, predicted, threshold)
         picture = _instance_errors(truth, predicted, true_ids, pred_ids, (backgrounds or {}).get(name))
         counts = next(r for r in rows if r["image"] == name and r["threshold"] == threshold)
-        sections.append(_figure(_png(picture), f"{html.escape(name)}: {counts['tp']} matched (green), "
+        sections.append(figure(_png(picture), f"{html.escape(name)}: {counts['tp']} matched (green), "
                                 f"{counts['fp']} false positives (red), {counts['fn']} missed (yellow)"))
-    _write(path, title, sections)
+    write_page(path, title, sections, "evaluate")
 
 
 def class_report(path: str | os.PathLike, rows: Sequence[dict], confusion: np.ndarray, class_names: Sequence[str],
@@ -83,22 +69,22 @@ def class_report(path: str | os.PathLike, rows: Sequence[dict], confusion: np.nd
     pooled = [r for r in rows if r["image"] == "all"]
     accuracy = np.trace(confusion) / confusion.sum()
     sections = [
-        _paragraph(f"{len(loaded)} image(s), {int(confusion.sum())} pixels, {format_value(float(accuracy))} of them "
+        paragraph(f"{len(loaded)} image(s), {int(confusion.sum())} pixels, {format_value(float(accuracy))} of them "
                    "in the right class."),
         "<h2>All images pooled</h2>",
-        _table(pooled, ("class", "true_pixels", "predicted_pixels", "iou", "dice", "precision", "recall"), "pooled"),
+        table(pooled, ("class", "true_pixels", "predicted_pixels", "iou", "dice", "precision", "recall"), "pooled"),
         "<h2>Confusion matrix</h2>",
-        _figure(_confusion_plot(confusion, class_names, "pixels"), "Rows: true class; columns: predicted class.")]
+        figure(_confusion_plot(confusion, class_names, "pixels"), "Rows: true class; columns: predicted class.")]
     if len(loaded) > 1:
-        sections += ["<h2>Per image</h2>", _table([r for r in rows if r["image"] != "all"],
+        sections += ["<h2>Per image</h2>", table([r for r in rows if r["image"] != "all"],
                                                   ("image", "class", "true_pixels", "iou", "dice"), "per-image")]
     sections.append("<h2>Wrongly classified pixels</h2>")
     for truth, predicted, name in loaded:
         wrong = truth != predicted
         picture = _tint(_background(truth, (backgrounds or {}).get(name)), _shrink(wrong), COLOURS["false positive"])
-        sections.append(_figure(_png(picture), f"{html.escape(name)}: {int(wrong.sum())} of {wrong.size} pixels "
+        sections.append(figure(_png(picture), f"{html.escape(name)}: {int(wrong.sum())} of {wrong.size} pixels "
                                 "in the wrong class (red)"))
-    _write(path, title, sections)
+    write_page(path, title, sections, "evaluate")
 
 
 def classification_report(path: str | os.PathLike, rows: Sequence[dict], confusion: np.ndarray,
@@ -106,14 +92,14 @@ def classification_report(path: str | os.PathLike, rows: Sequence[dict], confusi
     """Report of :func:`scoring.evaluate_tile_classes`: per-class table and confusion matrix."""
     overall = next(r for r in rows if r["class"] == "all")
     sections = [
-        _paragraph(f"{int(confusion.sum())} images or tiles; accuracy {format_value(overall['accuracy'])}, "
+        paragraph(f"{int(confusion.sum())} images or tiles; accuracy {format_value(overall['accuracy'])}, "
                    f"balanced accuracy {format_value(overall['balanced_accuracy'])}."),
-        _table(rows, ("class", "tiles", "predicted", "precision", "recall", "f1", "accuracy", "balanced_accuracy"),
+        table(rows, ("class", "tiles", "predicted", "precision", "recall", "f1", "accuracy", "balanced_accuracy"),
                "pooled"),
         "<h2>Confusion matrix</h2>",
-        _figure(_confusion_plot(confusion, class_names, "images or tiles"),
+        figure(_confusion_plot(confusion, class_names, "images or tiles"),
                 "Rows: true class; columns: predicted class.")]
-    _write(path, title, sections)
+    write_page(path, title, sections, "evaluate")
 
 
 def restoration_report(path: str | os.PathLike, rows: Sequence[dict], loaded: Sequence[tuple],
@@ -123,49 +109,25 @@ def restoration_report(path: str | os.PathLike, rows: Sequence[dict], loaded: Se
     difference (white: the target's range of values, or more)."""
     overall = rows[-1]
     sections = [
-        _paragraph(f"{len(loaded)} image(s); mean PSNR {format_value(overall['psnr'])} dB, SSIM "
+        paragraph(f"{len(loaded)} image(s); mean PSNR {format_value(overall['psnr'])} dB, SSIM "
                    f"{format_value(overall['ssim'])}, NRMSE {format_value(overall['nrmse'])}."),
-        _table(rows, ("image", "psnr", "ssim", "nrmse", "mae"), "pooled"), "<h2>Images</h2>"]
+        table(rows, ("image", "psnr", "ssim", "nrmse", "mae"), "pooled"), "<h2>Images</h2>"]
     for truth, predicted, name in loaded:
         truth_plane, predicted_plane = (_shrink(a if a.ndim == 2 else a.mean(axis=-1)) for a in (truth, predicted))
         (low,), (high,) = channel_range(truth_plane)
         pictures = [_grey(stretch(truth_plane, low, high)), _grey(stretch(predicted_plane, low, high)),
                     _grey(stretch(np.abs(predicted_plane - truth_plane), 0, high - low))]
         row = next(r for r in rows if r["image"] == name)
-        sections.append(_figure(" ".join(_png(p) for p in pictures), (
+        sections.append(figure(" ".join(_png(p) for p in pictures), (
             f"{html.escape(name)}: target, prediction, absolute difference; PSNR {format_value(row['psnr'])} dB, "
             f"SSIM {format_value(row['ssim'])}")))
-    _write(path, title, sections)
+    write_page(path, title, sections, "evaluate")
 
 
 def _grey(values: np.ndarray) -> np.ndarray:
     """Values in 0..1 (clipped) as an RGB picture."""
     grey = (np.clip(values, 0, 1) * 255).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=-1)
-
-
-def _write(path, title: str, sections: Sequence[str]) -> None:
-    page = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n" + "\n".join(sections)
-            + f"\n<p class=\"meta\">dlhisto {__version__} evaluate</p></body></html>\n")
-    with atomic_output(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(page)
-
-
-def _paragraph(text: str) -> str:
-    return f"<p>{html.escape(text)}</p>"
-
-
-def _table(rows: Sequence[dict], columns: Sequence[str], table_id: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(r.get(c)))}</td>" for c in columns) + "</tr>"
-                   for r in rows)
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _figure(content: str, caption: str) -> str:
-    return f"<figure>{content}<figcaption>{caption}</figcaption></figure>"
 
 
 def _legend() -> str:
@@ -181,7 +143,7 @@ def _threshold_plot(pooled: Sequence[dict]) -> str:
     ax.set(xlabel="IoU threshold", ylabel="score", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     ax.legend()
-    return _svg(fig)
+    return svg(fig)
 
 
 def _confusion_plot(confusion: np.ndarray, class_names: Sequence[str], unit: str) -> str:
@@ -196,16 +158,7 @@ def _confusion_plot(confusion: np.ndarray, class_names: Sequence[str], unit: str
     ax.set(xticks=range(n), yticks=range(n), xlabel=f"predicted class ({unit})", ylabel="true class")
     ax.set_xticklabels(class_names, parse_math=False)  # names are text, never TeX ('$' in a name)
     ax.set_yticklabels(class_names, parse_math=False)
-    return _svg(fig)
-
-
-def _svg(fig) -> str:
-    buffer = io.StringIO()
-    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "dlhisto"}):
-        fig.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buffer.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prologue and DOCTYPE: inline in the page
+    return svg(fig)
 
 
 def _png(rgb: np.ndarray) -> str:
@@ -257,12 +210,12 @@ def typed_report(path: str | os.PathLike, rows: Sequence[dict], confusion: np.nd
     pooled = [r for r in rows if r["image"] == "all"]
     mean = next(r for r in pooled if r["class"] == "mean")
     sections = [
-        _paragraph(f"Objects of each class matched at IoU 0.5 (CoNIC / PanNuke): mPQ "
+        paragraph(f"Objects of each class matched at IoU 0.5 (CoNIC / PanNuke): mPQ "
                    f"{format_value(mean['panoptic_quality'])}, mean F1 {format_value(mean['f1'])}."),
-        _table(pooled, TYPED_COLUMNS, "pooled"),
+        table(pooled, TYPED_COLUMNS, "pooled"),
         "<h2>Types of the matched objects</h2>",
-        _figure(_confusion_plot(confusion, class_names, "objects"),
+        figure(_confusion_plot(confusion, class_names, "objects"),
                 "Objects matched at IoU 0.5 whatever their class. Rows: true class; columns: predicted class."),
         "<h2>Per image</h2>",
-        _table([r for r in rows if r["image"] != "all"], TYPED_COLUMNS, "per-image")]
-    _write(path, title, sections)
+        table([r for r in rows if r["image"] != "all"], TYPED_COLUMNS, "per-image")]
+    write_page(path, title, sections, "evaluate")

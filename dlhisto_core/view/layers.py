@@ -104,11 +104,10 @@ def vector_layer(geojson: str | Path, kind: str, name: str, slide_shape: tuple[i
             colour = colours[features[k].class_name]
             for polygon in getattr(features[k].geometry, "geoms", [features[k].geometry]):
                 ring = [(x, y - top) for x, y in polygon.exterior.coords]
-                if kind == "regions":
+                if kind == "regions":  # outlined faintly: a tissue map's tiles would draw a grid over the cells
                     pen.polygon(ring, fill=(*colour, fill_alpha))
                     for hole in polygon.interiors:
                         pen.polygon([(x, y - top) for x, y in hole.coords], fill=(0, 0, 0, 0))
-                if kind == "regions":  # outlined faintly: a tissue map's tiles would draw a grid over the cells
                     pen.line(ring, fill=(*colour, min(2 * fill_alpha + 40, 255)), width=1)
                 else:
                     pen.line(ring, fill=(*colour, 255), width=options.outline_width, joint="curve")
@@ -125,11 +124,11 @@ def vector_layer(geojson: str | Path, kind: str, name: str, slide_shape: tuple[i
 
 def _class_colours(features: list[Annotation], classes: list[str]) -> dict:
     """Each class's colour: the one the file gives it, else dlhisto's palette by its place."""
-    colours: dict = {None: UNCLASSIFIED_COLOUR}
-    for k, name in enumerate(classes):
-        given = next((a.colour for a in features if a.class_name == name and a.colour), None)
-        colours[name] = tuple(given) if given else tuple(class_colour(k))
-    return colours
+    given: dict = {}
+    for feature in features:
+        if feature.class_name and feature.colour and feature.class_name not in given:
+            given[feature.class_name] = tuple(feature.colour)
+    return {None: UNCLASSIFIED_COLOUR, **{name: given.get(name, tuple(class_colour(k))) for k, name in enumerate(classes)}}
 
 
 def _write_lookup(features: list[Annotation], classes: list[str], bounds: np.ndarray, folder: Path, key: str,

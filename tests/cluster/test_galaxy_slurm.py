@@ -180,3 +180,49 @@ def test_cancelling_a_galaxy_job_cancels_its_slurm_job(gi, admin):
         # Galaxy makes each output's file, empty, when it creates the job: nothing was written to it
         path = Path(dataset["file_name"])
         assert not path.exists() or path.stat().st_size == 0, f"{output['output_name']}: {path} was written"
+
+
+def test_cohort_workflow_runs_its_samples_side_by_side_on_slurm(gi, admin):
+    """he_cohort over eight samples in two groups: every job a completed Slurm job, each run
+    once (sacct lists no requeued copy), the samples' predictions side by side; the comparison
+    of the nuclear density is scipy's Mann-Whitney U on the readouts' densities."""
+    from scipy import stats
+
+    workflow_id = gi.workflows.import_workflow_dict(yaml.safe_load((REPO / "workflows" / "he_cohort.yml").read_text()))["id"]
+    history = gi.histories.create_history("he_cohort on Slurm")
+    samples = {f"{group}_{k}": DATA / f"hgsc_cohort_{group}_{k}.ome.tif" for group in ("nest", "stroma") for k in range(1, 5)}
+    slides = upload_list(gi, history["id"], "slides", samples, file_type="ome.tiff")
+    sheet = gi.tools.upload_file(str(DATA / "cohort_samples.tsv"), history["id"], file_type="tabular")["outputs"][0]
+    gi.datasets.wait_for_dataset(sheet["id"], maxwait=600)
+    invocation = gi.workflows.invoke_workflow(workflow_id, history_id=history["id"], inputs_by="name", inputs={
+        "slides": {"src": "hdca", "id": slides}, "sample_sheet": {"src": "hda", "id": sheet["id"]}})
+    invocation = gi.invocations.wait_for_invocation(invocation["id"], maxwait=1800)
+    jobs = [gi.jobs.wait_for_job(job["id"], maxwait=1800, check=False)
+            for job in gi.jobs.get_jobs(invocation_id=invocation["id"])]
+    tools = [job["tool_id"] for job in jobs]
+    assert sorted(set(tools)) == ["dlhisto_classify", "dlhisto_cohort", "dlhisto_count_cells", "dlhisto_predict"]
+    assert (tools.count("dlhisto_predict"), tools.count("dlhisto_count_cells"), len(jobs)) == (8, 8, 18)
+    assert [job["state"] for job in jobs] == ["ok"] * len(jobs)
+
+    external = {job["id"]: admin.jobs.show_job(job["id"], full_details=True)["external_id"] for job in jobs}
+    records = sacct(*external.values())
+    assert all(records[e]["State"] == "COMPLETED" for e in external.values()), records
+    every_run = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-o", "JobID", "-j", ",".join(external.values())],
+                               capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(every_run) == sorted(external.values()), "a job was requeued or lost"
+    spans = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "Start,End", "-j",
+                            ",".join(external[j["id"]] for j in jobs if j["tool_id"] == "dlhisto_predict")],
+                           capture_output=True, text=True, check=True).stdout.split()
+    times = sorted(tuple(span.split("|")) for span in spans)
+    assert any(later[0] < earlier[1] for earlier, later in zip(times, times[1:])), f"no two predictions overlapped: {times}"
+
+    outputs = gi.invocations.show_invocation(invocation["id"])["outputs"]
+    readouts = [line.split("\t") for line in gi.datasets.download_dataset(outputs["readouts"]["id"]).decode().splitlines()]
+    header, rows = readouts[0], [dict(zip(readouts[0], row)) for row in readouts[1:]]
+    density = {g: [float(r["density_per_mm2:whole image:all"]) for r in rows if r["group"] == g] for g in ("nest", "stroma")}
+    expected = stats.mannwhitneyu(density["nest"], density["stroma"], alternative="two-sided")
+    comparison = gi.datasets.download_dataset(outputs["comparison"]["id"]).decode().splitlines()
+    row = dict(zip(comparison[0].split("\t"), next(line for line in comparison
+                                                   if line.startswith("density_per_mm2:whole image:all\t")).split("\t")))
+    assert (float(row["statistic"]), float(row["p_value"])) == (expected.statistic, pytest.approx(expected.pvalue, rel=1e-5))
+    assert len(rows) == 8 and header[:3] == ["sample", "group", "quadrant"]
