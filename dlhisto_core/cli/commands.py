@@ -229,8 +229,8 @@ def run_cohort(args: argparse.Namespace) -> None:
     from ..study.cohort import compare_samples, write_cohort
     from ..study.sample_classifier import SampleClassifierOptions
 
-    cohort = compare_samples(_named(args.table, args.table_name), args.sample_sheet, args.sample_sheet_name, args.group_column,
-                             options_from(args, SampleClassifierOptions))
+    cohort = compare_samples(_named(args.table, args.table_name), args.sample_sheet, args.sample_sheet_name,
+                             args.group_column, options_from(args, SampleClassifierOptions))
     with outputs_together(args.readouts, args.comparison, args.classification, args.report) as paths:
         write_cohort(cohort, *paths, group_column=args.group_column)
     scores = {s["score"]: s for s in cohort.classification.scores}

@@ -48,9 +48,9 @@ MAX_FEATURES = 2_000_000
 MAX_FEATURE_VERTICES = 250_000
 """Most vertices of one feature (QuPath's tissue outlines have thousands)."""
 MAX_VERTICES = 50_000_000
+"""Most vertices of one file (a million nuclei outlines of 50 vertices)."""
 MAX_MEASUREMENTS = 200
 """Most measurements kept of one feature (QuPath's cell detections have about 50)."""
-"""Most vertices of one file (a million nuclei outlines of 50 vertices)."""
 _PALETTE = ((200, 0, 0), (0, 150, 0), (0, 0, 180), (220, 160, 0), (150, 0, 150), (0, 160, 160),
             (120, 80, 40), (255, 110, 180))
 

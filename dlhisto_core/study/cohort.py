@@ -12,7 +12,7 @@ import numpy as np
 
 from ..evaluation.pages import figure, paragraph, svg, table, write_page
 from ..io.tables import write_table
-from .group_statistics import COMPARISON_COLUMNS, compare_groups
+from .group_statistics import COMPARISON_COLUMNS, compare_groups, group_values
 from .readouts import Readouts, sample_readouts
 from .sample_classifier import SampleClassification, SampleClassifierOptions, classify_samples
 
@@ -101,12 +101,11 @@ def cohort_report(path, cohort: Cohort, group_column: str = "group") -> None:
 def _box_plot(readouts: Readouts, feature: str, groups: list[str], group_column: str) -> str:
     import matplotlib.pyplot as plt
 
-    values = [np.array([r[feature] for r in readouts.rows if r[group_column] == g and r[feature] is not None], float)
-              for g in groups]
+    values = [group_values(readouts.rows, feature, group_column, group) for group in groups]
     fig, ax = plt.subplots(figsize=(1.2 * len(groups) + 1.6, 3))
     ax.boxplot(values, widths=0.5)
-    for k, group_values in enumerate(values, 1):
-        ax.plot(np.full(len(group_values), k), group_values, "o", color="#1f77b4", alpha=0.7)
+    for k, shown in enumerate(values, 1):
+        ax.plot(np.full(len(shown), k), shown, "o", color="#1f77b4", alpha=0.7)
     ax.set_xticks(range(1, len(groups) + 1))
     ax.set_xticklabels(groups, parse_math=False)
     ax.set_title(feature, fontsize=9, parse_math=False)

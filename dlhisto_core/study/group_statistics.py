@@ -33,7 +33,7 @@ def compare_groups(readouts: Readouts, group_column: str = "group") -> list[dict
         raise InputError(f"the samples form {len(groups)} group ('{group_column}'); comparing needs two or more")
     tested = []
     for feature in readouts.features:
-        values = [_values(rows, feature, group_column, group) for group in groups]
+        values = [group_values(rows, feature, group_column, group) for group in groups]
         if min(len(v) for v in values) < MIN_PER_GROUP or np.ptp(np.concatenate(values)) == 0:
             continue
         if len(groups) == 2:
@@ -56,7 +56,7 @@ def compare_groups(readouts: Readouts, group_column: str = "group") -> list[dict
     return tested
 
 
-def _values(rows: list[dict], feature: str, group_column: str, group: str) -> np.ndarray:
+def group_values(rows: list[dict], feature: str, group_column: str, group: str) -> np.ndarray:
     """The finite values of a readout in one group."""
     values = np.array([row[feature] for row in rows if row[group_column] == group and row[feature] is not None], float)
     return values[np.isfinite(values)]

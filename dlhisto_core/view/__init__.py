@@ -1,6 +1,6 @@
 """Results seen over the slide: a zoomable viewer page with switchable overlays.
 
-May import :mod:`dlhisto_core.base` and :mod:`dlhisto_core.io`.
+May import :mod:`dlhisto_core.base`, :mod:`dlhisto_core.io` and :mod:`dlhisto_core.imaging`.
 
 =================  ==============================================================================
 module             holds

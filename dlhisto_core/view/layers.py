@@ -192,11 +192,11 @@ def heatmap_layers(path: str | Path, name: str, slide_pixel_size: float | None, 
             def class_strip(top: int, rows: int) -> np.ndarray:
                 values = np.asarray(reader.read_region(top, 0, rows, width)).astype(np.int64)
                 present.update(np.unique(values).tolist())
-                return _PALETTE_RGBA[np.where(values > 0, (values - 1) % (len(_PALETTE_RGBA) - 1) + 1, 0)]
+                return _PALETTE_RGBA[_palette_index(values)]
 
             pyramid = write_pyramid(class_strip, width, height, folder, key, "png", threads)
-            legend = [{"name": f"class {k}", "colour": list(_PALETTE_RGBA[(k - 1) % (len(_PALETTE_RGBA) - 1) + 1][:3]),
-                       "count": None} for k in sorted(present) if k > 0]
+            legend = [{"name": f"class {k}", "colour": _PALETTE_RGBA[_palette_index(k)][:3].tolist(), "count": None}
+                      for k in sorted(present) if k > 0]
             return [Layer(f"{name}: classes", "heatmap", pyramid, scale, options.heatmap_opacity, legend)]
         top_value = 255.0 if reader.dtype == np.uint8 else 1.0
         layers = []
@@ -240,6 +240,11 @@ def _colour_map() -> np.ndarray:
 
 _PALETTE_RGBA = np.array([(0, 0, 0, 0)] + [(*class_colour(k), 255) for k in range(8)], np.uint8)
 """Class k >= 1 of a class map: dlhisto's palette, opaque; 0: transparent."""
+
+
+def _palette_index(classes):
+    """The row of :data:`_PALETTE_RGBA` of each class (0 stays 0; the palette repeats)."""
+    return np.where(classes > 0, (classes - 1) % (len(_PALETTE_RGBA) - 1) + 1, 0)
 
 
 def _shaded(values: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 from ..base.errors import InputError
 from ..io.outputs import atomic_output
 from ..io.slides import image_reader
+from ..imaging.intensity import channel_range, stretch
 from .assets import GLUE_FOLDER, vendored_files
 from .layers import Layer, ViewOptions, heatmap_layers, vector_layer
 from .tiles import write_pyramid
@@ -106,8 +107,8 @@ def make_viewer(slide, page: str | os.PathLike, folder: str | os.PathLike, objec
         for number, (path, layer_name) in enumerate(heatmaps, 1):
             layers += heatmap_layers(path, layer_name, pixel_size, (height, width), partial, f"heatmap_{number}",
                                      options, threads)
-        for layer in layers[1:] if not (regions or objects) else layers:  # heatmaps: one shown, unless objects are
-            layer.shown = layer.kind != "heatmap"
+        for k, layer in enumerate(layers):  # heatmaps open switched off, but for the first when it is alone
+            layer.shown = layer.kind != "heatmap" or (k == 0 and not (regions or objects))
         for source in [*vendor, *(GLUE_FOLDER / f for f in GLUE_FILES)]:
             shutil.copyfile(source, partial / source.name)
         shutil.rmtree(folder / TILES, ignore_errors=True)
@@ -131,19 +132,17 @@ def _display(reader):
     if channels in (3, 4) and reader.dtype == np.uint8:
         return lambda region: np.asarray(region)[..., :3]
     overview, _ = reader.overview()
-    overview = overview.reshape(-1, channels)[:, :3].astype(np.float32)
-    low, high = np.percentile(overview, DISPLAY_PERCENTILES, axis=0)
-    span = np.maximum(high - low, 1e-6)
+    low, high = channel_range(overview.reshape(*overview.shape[:2], channels)[..., :3], percentiles=DISPLAY_PERCENTILES)
+    if not np.isfinite(low).all() or not np.isfinite(high).all():
+        raise InputError(f"'{reader.name}' has no finite intensities to show")
 
     def stretched(region: np.ndarray) -> np.ndarray:
-        region = np.asarray(region, np.float32).reshape(*region.shape[:2], channels)[..., :3]
-        scaled = np.clip((region - low) / span * 255, 0, 255).astype(np.uint8)
+        region = np.asarray(region).reshape(*region.shape[:2], channels)[..., :3]
+        scaled = (np.clip(stretch(region, low, high), 0, 1) * 255).astype(np.uint8)
         if scaled.shape[2] == 1:
             return np.repeat(scaled, 3, axis=2)
         return np.pad(scaled, ((0, 0), (0, 0), (0, 3 - scaled.shape[2])))  # two channels: red and green
 
-    if not np.isfinite(low).all() or not np.isfinite(high).all():
-        raise InputError(f"'{reader.name}' has no finite intensities to show")
     return stretched
 
 
